@@ -1,0 +1,1 @@
+"""Thin click commands, one module per kestrel-* program: parse, call one domain function, print."""

@@ -1,0 +1,191 @@
+"""Typed model of kestrel.yaml and images/*.yaml: load, validate, errors as FILE:LINE: FIELD: why."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+from kestrel import names
+from kestrel.yamlfile import load_model
+
+CONFIG_PATH = "/etc/kestrel/kestrel.yaml"
+IMAGES_DIR = "/etc/kestrel/images"
+
+
+def _abs_path(text: str) -> str:
+    p = PurePosixPath(text)
+    if not p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"{text!r} is not an absolute path")
+    return str(p)
+
+
+def _name_pattern(text: str) -> str:
+    try:
+        sample = text.format(index=1)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"{text!r} must be a pattern with only {{index}}, like 'node{{index:02d}}'") from None
+    if "{index" not in text or not names.is_hostname(sample):
+        raise ValueError(f"{text!r} must contain {{index}} and give host names, like 'node{{index:02d}}'")
+    return text
+
+
+def _lease_time(text: str) -> str:
+    if text != "infinite" and not (text[:-1].isdigit() and text[-1] in "smhdw" or text.isdigit()):
+        raise ValueError(f"{text!r} is not a lease time (like 12h, 45m, 3600 or infinite)")
+    return text
+
+
+Hostname = Annotated[str, AfterValidator(names.check_hostname)]
+Domain = Annotated[str, AfterValidator(names.check_domain)]
+Name = Annotated[str, AfterValidator(names.check_name)]
+IfName = Annotated[str, AfterValidator(names.check_ifname)]
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BootMethod(StrEnum):
+    IPXE_HTTP = "ipxe-http"
+    PXELINUX = "pxelinux"
+
+
+class NfsServer(StrEnum):
+    KERNEL = "kernel"
+    GANESHA = "ganesha"
+
+
+class Cluster(_Section):
+    name: Hostname = "lab"
+    domain: Domain = "cluster.local"
+    frontend_name: Hostname = "frontend"
+
+
+class Network(_Section):
+    interface: IfName = "eth1"
+    address: IPv4Interface = IPv4Interface("10.10.0.1/24")
+    dhcp_range: tuple[IPv4Address, IPv4Address] = (IPv4Address("10.10.0.100"), IPv4Address("10.10.0.199"))
+    lease_time: Annotated[str, AfterValidator(_lease_time)] = "12h"
+    static_pool: tuple[IPv4Address, IPv4Address] | None = None
+    leases_file: AbsPath = "/var/lib/kestrel/dnsmasq.leases"
+    mtu: Annotated[StrictInt, Field(ge=576, le=9000)] | None = None
+    # Router advertisements on this prefix stop iPXE waiting ~13 s for IPv6 autoconfiguration.
+    ipv6_prefix: IPv6Network | None = None
+    dns_port: Annotated[StrictInt, Field(ge=0, le=65535)] = 53
+
+    @model_validator(mode="after")
+    def _inside_network(self) -> Network:
+        net = self.address.network
+        if self.address.ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"{self.address} is the network or broadcast address, not a host address")
+        for field, pair in (("dhcp_range", self.dhcp_range), ("static_pool", self.static_pool)):
+            if pair is None:
+                continue
+            start, end = pair
+            for ip in pair:
+                if ip not in net or ip in (net.network_address, net.broadcast_address):
+                    raise ValueError(f"{field}: {ip} is outside the cluster network {net}")
+            if start > end:
+                raise ValueError(f"{field}: start {start} is after end {end}")
+            if start <= self.address.ip <= end:
+                raise ValueError(f"{field}: contains the frontend address {self.address.ip}")
+        if self.static_pool and _overlap(self.static_pool, self.dhcp_range):
+            raise ValueError("static_pool overlaps dhcp_range")
+        return self
+
+    @property
+    def network(self) -> IPv4Network:
+        return self.address.network
+
+    @property
+    def ip(self) -> IPv4Address:
+        return self.address.ip
+
+
+class Boot(_Section):
+    method: BootMethod = BootMethod.IPXE_HTTP
+    http_port: Port = 80
+    menu_timeout: Annotated[StrictInt, Field(ge=0, le=600)] = 3
+    cmdline: str = "console=ttyS0,115200 console=tty0"
+
+
+class Nfs(_Section):
+    server: NfsServer = NfsServer.KERNEL
+    home: AbsPath = "/home"
+
+
+class Nodes(_Section):
+    name_pattern: Annotated[str, AfterValidator(_name_pattern)] = "node{index:02d}"
+    default_image: Name = "default"
+    default_group: Name = "compute"
+    auto_register: StrictBool = True
+    first_index: Annotated[StrictInt, Field(ge=0)] = 1
+
+
+class Config(_Section):
+    """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
+
+    cluster: Cluster = Cluster()
+    network: Network = Network()
+    boot: Boot = Boot()
+    nfs: Nfs = Nfs()
+    nodes: Nodes = Nodes()
+    modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+class BootstrapMethod(StrEnum):
+    MMDEBSTRAP = "mmdebstrap"
+    DEBOOTSTRAP = "debootstrap"
+    TARBALL = "tarball"
+
+
+class Bootstrap(_Section):
+    method: BootstrapMethod = BootstrapMethod.MMDEBSTRAP
+    tarball: AbsPath | None = None
+
+    @model_validator(mode="after")
+    def _tarball_given(self) -> Bootstrap:
+        if self.method is BootstrapMethod.TARBALL and not self.tarball:
+            raise ValueError("method 'tarball' needs 'tarball: PATH'")
+        return self
+
+
+class ImageDefinition(_Section):
+    """images/NAME.yaml: how to build one node image."""
+
+    suite: Name = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    architecture: Name = "amd64"
+    variant: Name = "minbase"
+    packages: list[Annotated[str, AfterValidator(lambda p: names.check_name(p, "package name"))]] = []
+    modules: list[Name] | None = None
+    cmdline: str = ""
+    bootstrap: Bootstrap = Bootstrap()
+
+
+def _overlap(a: tuple[IPv4Address, IPv4Address], b: tuple[IPv4Address, IPv4Address]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def load_config(path: Path, text: str | None = None) -> Config:
+    """Load and validate kestrel.yaml; a missing file is an error (the default ships in etc-kestrel/)."""
+    return load_model(Config, path, text)
+
+
+def load_image_definition(path: Path) -> ImageDefinition:
+    names.check_name(path.stem, "image name")
+    return load_model(ImageDefinition, path)
+
+
+def config_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

@@ -1,0 +1,217 @@
+"""The desired state of the frontend (dnsmasq, boot menus, NFS exports, nginx, /etc/hosts) as a plan."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kestrel import images as images_mod
+from kestrel import registry, services
+from kestrel.config import BootMethod, Config, NfsServer
+from kestrel.errors import CommandError, InputError
+from kestrel.images import PublishedImage
+from kestrel.registry import Node
+from kestrel.services import dnsmasq, http, nfs
+from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, describe_plan, plan_files, replace_block
+from kestrel.templates import render
+
+TFTP_ROOT = "/srv/kestrel/tftp"
+HTTP_ROOT = "/srv/kestrel/http"
+DNS_HOSTS = "/etc/kestrel/hosts"
+HOSTFILES_DIR = "/etc/kestrel/hostfiles"
+LEASE_HOOK = "/usr/local/lib/kestrel/lease-hook"
+ETC_HOSTS = "/etc/hosts"
+RUN_DIR = "/run/kestrel"
+LOG_DIR = "/var/log/kestrel"
+NGINX_STATE = "/var/lib/kestrel/nginx"
+
+# (host file, name in the TFTP root, required for the method)
+_LOADERS = {
+    BootMethod.IPXE_HTTP: [
+        ("/usr/lib/ipxe/undionly.kpxe", "undionly.kpxe", True),
+        ("/usr/lib/ipxe/snponly.efi", "snponly.efi", False),
+    ],
+    BootMethod.PXELINUX: [
+        ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", True),
+        ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "ldlinux.c32", True),
+        ("/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", "syslinux.efi", False),
+        ("/usr/lib/syslinux/modules/efi64/ldlinux.e64", "ldlinux.e64", False),
+    ],
+}
+_LOADER_PACKAGES = {BootMethod.IPXE_HTTP: "ipxe", BootMethod.PXELINUX: "pxelinux syslinux-common"}
+
+
+@dataclass(frozen=True)
+class Export:
+    path: str
+    pseudo: str
+    read_only: bool
+    squash: bool
+    fsid: int
+
+
+def paths(root: Sysroot, config: Config) -> dict[str, str]:
+    """Every path written inside generated files, resolved under ROOT so a --root tree runs as is."""
+    return {
+        "tftp": root.sys(TFTP_ROOT),
+        "http": root.sys(HTTP_ROOT),
+        "registry": root.sys(registry.REGISTRY_PATH),
+        "leases": root.sys(config.network.leases_file),
+        "dns_hosts": root.sys(DNS_HOSTS),
+        "lease_hook": root.sys(LEASE_HOOK),
+        "ganesha_state": root.sys(nfs.GANESHA_STATE),
+        "nginx_site": root.sys(http.SITE_PATH),
+        "nginx_state": root.sys(NGINX_STATE),
+        "run": root.sys(RUN_DIR),
+        "log": root.sys(LOG_DIR),
+    }
+
+
+def http_url(config: Config) -> str:
+    port = config.boot.http_port
+    return f"http://{config.network.ip}" + ("" if port == 80 else f":{port}")
+
+
+def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
+    """NFS root, read-only, with the tmpfs overlay (the initramfs 'rootovl' script) on top."""
+    parts = [
+        "boot=nfs", "root=/dev/nfs", f"nfsroot={config.network.ip}:{root.sys(image.root)},vers=3,tcp",
+        "ip=dhcp", "ro", "rootovl", "net.ifnames=0", "panic=30", config.boot.cmdline, image.cmdline,
+    ]
+    return " ".join(p for p in parts if p)
+
+
+def exports(root: Sysroot, config: Config, images: list[PublishedImage]) -> list[Export]:
+    found = [
+        Export(root.sys(config.nfs.home), "/home", read_only=False, squash=True, fsid=1),
+        Export(root.sys(HOSTFILES_DIR), "/hostfiles", read_only=True, squash=True, fsid=2),
+    ]
+    for i, image in enumerate(images):
+        found.append(Export(root.sys(image.root), f"/images/{image.name}", read_only=True, squash=False,
+                            fsid=100 + i))
+    for e in found:
+        if any(c.isspace() or c in '"#\\' for c in e.path):
+            raise InputError(f"{e.path}: an exported path cannot hold spaces, quotes, '#' or '\\'")
+    return found
+
+
+def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
+    nodes = registry.load_registry(root)
+    images = [i for i in images_mod.published_images(root) if i.bootable]
+    return plan_files(root, desired_files(root, config, config_path, nodes, images), owned=_OWNED,
+                      directories=_directories(config))
+
+
+_OWNED = [
+    (f"{HTTP_ROOT}/boot", "*.ipxe"),
+    (f"{TFTP_ROOT}/pxelinux.cfg", "01-*"),
+    ("/etc/exports.d", "kestrel.exports"),
+    ("/etc/ganesha", "kestrel.conf"),
+]
+
+
+def _directories(config: Config) -> list[str]:
+    return [config.nfs.home, HOSTFILES_DIR, TFTP_ROOT, HTTP_ROOT, RUN_DIR, LOG_DIR, nfs.GANESHA_STATE,
+            NGINX_STATE, str(Path(config.network.leases_file).parent)]
+
+
+def desired_files(
+    root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: list[PublishedImage]
+) -> list[Desired]:
+    names = [i.name for i in images]
+    default = config.nodes.default_image if config.nodes.default_image in names else (names or [""])[0]
+    ctx = dict(config=config, paths=paths(root, config), images=images, default_image=default,
+               http_url=http_url(config), netmask=config.network.network.netmask,
+               range=config.network.dhcp_range, network=str(config.network.network),
+               forward_dns=root.is_host)
+    hosts_body = render(root, "hosts-block", **ctx, nodes=nodes)
+    out = [
+        Desired(dnsmasq.CONF_PATH, _b(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
+        Desired(DNS_HOSTS, _b(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
+        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))),
+                mode=None),
+        Desired(LEASE_HOOK, _b(render(root, "lease-hook", python=sys.executable, tree=str(root.root),
+                                      config_path=str(config_path))), mode=0o755),
+        Desired(http.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
+        Desired(http.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
+    ]
+    out += _nfs_files(root, config, images, ctx)
+    out += _boot_files(root, config, nodes, images, ctx)
+    return out
+
+
+def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
+    found = exports(root, config, images)
+    if config.nfs.server is NfsServer.KERNEL:
+        return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
+                        on_change=("nfs-kernel", Action.RELOAD))]
+    text = render(root, "ganesha.conf", **ctx | {"exports": found, "plugins_dir": nfs.GANESHA_PLUGINS})
+    return [Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART))]
+
+
+def _boot_files(
+    root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage], ctx: dict
+) -> list[Desired]:
+    method = config.boot.method
+    out = [Desired(f"{TFTP_ROOT}/{name}", data) for name, data in _loaders(method)]
+    cmdlines = {i.name: kernel_cmdline(root, config, i) for i in images}
+    if method is BootMethod.IPXE_HTTP:
+        out.append(Desired(f"{HTTP_ROOT}/boot.ipxe", _b(render(root, "boot.ipxe", **ctx))))
+        for image in images:
+            text = render(root, "image.ipxe", **ctx | {"image": image, "cmdline": cmdlines[image.name]})
+            out.append(Desired(f"{HTTP_ROOT}/boot/{image.name}.ipxe", _b(text)))
+        return out
+    out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/default",
+                       _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines}))))
+    by_name = {i.name: i for i in images}
+    for node in nodes:
+        image = by_name.get(node.image)
+        if image is None or image.name == ctx["default_image"]:
+            continue
+        text = render(root, "pxelinux-node.cfg", **ctx | {"node": node, "image": image,
+                                                           "cmdline": cmdlines[image.name]})
+        out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", _b(text)))
+    return out
+
+
+def _loaders(method: BootMethod) -> list[tuple[str, bytes]]:
+    found = []
+    for source, name, required in _LOADERS[method]:
+        try:
+            found.append((name, Path(source).read_bytes()))
+        except FileNotFoundError:
+            if required:
+                raise CommandError(f"{source} is missing: install {_LOADER_PACKAGES[method]}") from None
+    return found
+
+
+def _text(root: Sysroot, path: str) -> str:
+    data = root.read(path)
+    return data.decode("utf-8", "surrogateescape") if data else ""
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def reconfigure_frontend(
+    root: Sysroot, config: Config, config_path: Path, *, dry_run: bool = False, diff: bool = False,
+    say: Callable[[str], None] = print,
+) -> tuple[Plan, str]:
+    """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
+
+    Returns the plan and, for a dry run, its description (nothing is written then).
+    """
+    with root.lock():
+        plan = plan_frontend(root, config, config_path)
+        for change in plan.changes:
+            if change.path == dnsmasq.CONF_PATH and change.new is not None:
+                dnsmasq.check_config(root, change.new)
+        if dry_run:
+            return plan, describe_plan(root, plan, diff)
+        report = describe_plan(root, plan, diff=True) if diff else ""
+        apply_changes(root, plan, say)
+        services.perform(root, plan.actions, say)
+        return plan, report

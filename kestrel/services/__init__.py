@@ -1,0 +1,50 @@
+"""Service actions: systemd on a real frontend, Kestrel-supervised processes under any other --root."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterable
+
+from kestrel import runner
+from kestrel.services import process
+from kestrel.sysroot import Action, ServiceAction, Sysroot
+
+# service -> (systemd unit, how to reload it on the host)
+_HOST = {
+    "dnsmasq": ("dnsmasq", ["systemctl", "reload", "dnsmasq"]),
+    "nginx": ("nginx", ["systemctl", "reload", "nginx"]),
+    "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
+    "nfs-ganesha": ("nfs-ganesha", ["systemctl", "restart", "nfs-ganesha"]),
+}
+# Supervised services that re-read their files on SIGHUP; the others are restarted.
+_SIGHUP = {"dnsmasq", "nginx"}
+
+
+def perform(root: Sysroot, actions: Iterable[ServiceAction], say: Callable[[str], None] = print) -> None:
+    for a in actions:
+        if root.is_host:
+            _perform_on_host(a, say)
+        else:
+            _perform_supervised(root, a, say)
+
+
+def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
+    unit, reload_argv = _HOST[a.service]
+    argv = reload_argv if a.action is Action.RELOAD else ["systemctl", "restart", unit]
+    if a.service == "nfs-kernel":
+        argv = reload_argv
+    runner.run(argv)
+    say(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
+
+
+def _perform_supervised(root: Sysroot, a: ServiceAction, say: Callable[[str], None]) -> None:
+    """Under a --root other than /, only processes Kestrel itself started for that root are touched."""
+    if process.find(root, a.service) is None:
+        say(f"Skipped {a.action} of {a.service}: not running under {root.root}")
+        return
+    if a.action is Action.RELOAD and a.service in _SIGHUP:
+        process.send(root, a.service, signal.SIGHUP)
+        say(f"Reloaded {a.service} ({a.reason})")
+    else:
+        process.restart(root, a.service)
+        say(f"Restarted {a.service} ({a.reason})")

@@ -1,0 +1,33 @@
+"""dnsmasq: DHCP, TFTP, DNS. Config check before install, the foreground command line."""
+
+from __future__ import annotations
+
+import tempfile
+
+from kestrel import runner
+from kestrel.errors import InputError
+from kestrel.sysroot import Sysroot
+
+CONF_PATH = "/etc/dnsmasq.d/kestrel.conf"
+
+
+def check_config(root: Sysroot, content: bytes) -> None:
+    """Refuse a config dnsmasq would refuse, before it replaces the one in use."""
+    with tempfile.NamedTemporaryFile(prefix="kestrel-dnsmasq-", suffix=".conf") as f:
+        f.write(content)
+        f.flush()
+        proc = runner.run([_dnsmasq(), "--test", f"--conf-file={f.name}"], check=False)
+    if proc.returncode != 0:
+        why = runner.last_line(proc.stderr).lstrip(": ").replace(f.name, "the new config")
+        raise InputError(f"{root.sys(CONF_PATH)}: dnsmasq --test refused the new config ({why}); "
+                         "the old one stays")
+
+
+def foreground_argv(root: Sysroot) -> list[str]:
+    """dnsmasq in the foreground with only Kestrel's config (the lab and tests supervise it)."""
+    return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root",
+            "--log-facility=-"]
+
+
+def _dnsmasq() -> str:
+    return runner.which("dnsmasq") or "dnsmasq"

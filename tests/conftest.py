@@ -1,0 +1,57 @@
+"""Fixtures shared by every tier: a Kestrel tree under tmp_path, and network namespaces that always go away."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kestrel.netns import Topology
+from kestrel.sysroot import Sysroot
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests in integration/ and e2e/ carry their marker without repeating it in every file."""
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        if f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Sysroot:
+    """A --root tree holding the shipped default /etc/kestrel."""
+    shutil.copytree(REPO / "etc-kestrel", tmp_path / "etc" / "kestrel")
+    return Sysroot(tmp_path)
+
+
+def write_config(root: Sysroot, text: str) -> Path:
+    path = root.path("/etc/kestrel/kestrel.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, real services)")
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    """Namespaces and devices named kt-XXX..., removed at the end of the test, also when it fails."""
+    need_root()
+    topo = Topology(prefix=f"kt-{secrets.token_hex(2)[:3]}")
+    try:
+        yield topo
+    finally:
+        problems = topo.destroy()
+        assert not problems, problems
