@@ -14,7 +14,16 @@ from kestrel.errors import CommandError, InputError
 from kestrel.images import PublishedImage
 from kestrel.registry import Node
 from kestrel.services import dnsmasq, http, nfs
-from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, describe_plan, plan_files, replace_block
+from kestrel.sysroot import (
+    Action,
+    Desired,
+    Plan,
+    Sysroot,
+    apply_changes,
+    describe_plan,
+    plan_files,
+    replace_block,
+)
 from kestrel.templates import render
 
 TFTP_ROOT = "/srv/kestrel/tftp"
