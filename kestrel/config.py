@@ -84,7 +84,7 @@ class Network(_Section):
     def _inside_network(self) -> Network:
         net = self.address.network
         if self.address.ip in (net.network_address, net.broadcast_address):
-            raise ValueError(f"{self.address} is the network or broadcast address, not a host address")
+            raise ValueError(f"address: {self.address} is the network or broadcast address, not a host address")
         for field, pair in (("dhcp_range", self.dhcp_range), ("static_pool", self.static_pool)):
             if pair is None:
                 continue

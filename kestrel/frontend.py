@@ -146,6 +146,9 @@ def desired_files(
         Desired(http.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         Desired(http.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
+    if root.read(registry.REGISTRY_PATH) is None:
+        # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
+        out.append(Desired(registry.REGISTRY_PATH, _b(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
     out += _boot_files(root, config, nodes, images, ctx)
     return out

@@ -54,8 +54,23 @@ def load_model(model: type[M], path: Path, text: str | None = None) -> M:
         return model.model_validate(_plain(data))
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
-        loc = tuple(err["loc"])
-        raise InputError(f"{path}:{_line_of(data, loc)}: {_dotted(loc)}: {_why(err)}") from None
+        loc, why = _refine(data, tuple(err["loc"]), _why(err))
+        raise InputError(f"{path}:{_line_of(data, loc)}: {_dotted(loc)}: {why}") from None
+
+
+def _refine(data: Any, loc: tuple[Any, ...], why: str) -> tuple[tuple[Any, ...], str]:
+    """A model-level check says 'FIELD: why' (it spans fields): locate it at that FIELD."""
+    node = data
+    for part in loc:
+        node = node[part] if isinstance(node, dict | list) and _has(node, part) else None
+    key, sep, rest = why.partition(": ")
+    if sep and isinstance(node, dict) and key in node:
+        return (*loc, key), rest
+    return loc, why
+
+
+def _has(node: Any, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and part < len(node)
 
 
 def _plain(node: Any) -> Any:
@@ -109,7 +124,10 @@ def _why(err: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", bool: "a boolean"}.get(type(value), "a value")
+    for kind, text in ((list, "a list"), (str, "a string"), (bool, "a boolean"), (int, "a number")):
+        if isinstance(value, kind):
+            return text
+    return "a value"
 
 
 def _first_quoted(text: str) -> str | None:
