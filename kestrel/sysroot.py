@@ -8,6 +8,7 @@ import errno
 import fcntl
 import fnmatch
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def read_block(text: str, where: str = "file") -> str | None:
 
 def _find_block(text: str, where: str) -> tuple[int | None, int | None]:
     """Offsets of the block: from the start of its BEGIN line to just after its END line."""
-    lines = text.splitlines(keepends=True)
+    lines = re.findall(r"[^\n]*\n|[^\n]+$", text)  # only \n ends a line in /etc/hosts
     offset, start, end = 0, None, None
     for line in lines:
         bare = line.rstrip("\r\n")

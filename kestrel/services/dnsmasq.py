@@ -18,7 +18,8 @@ def check_config(root: Sysroot, content: bytes) -> None:
         f.flush()
         proc = runner.run([_dnsmasq(), "--test", f"--conf-file={f.name}"], check=False)
     if proc.returncode != 0:
-        why = runner.last_line(proc.stderr).lstrip(": ").replace(f.name, "the new config")
+        why = runner.last_line(proc.stderr).removeprefix(": ").removeprefix("dnsmasq: ")
+        why = why.replace(f.name, "the new config")
         raise InputError(f"{root.sys(CONF_PATH)}: dnsmasq --test refused the new config ({why}); "
                          "the old one stays")
 

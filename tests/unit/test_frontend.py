@@ -1,0 +1,196 @@
+"""The rendered frontend: golden trees, idempotence, dry run, template overrides, dnsmasq --test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kestrel.config import load_config
+from kestrel.errors import InputError
+from kestrel.frontend import reconfigure_frontend
+from kestrel.sysroot import Sysroot
+from tests.conftest import REPO
+
+GOLDEN = REPO / "tests" / "golden"
+REGISTRY = """\
+52:54:00:aa:00:01,set:img-default,set:grp-compute,10.10.0.11,node01
+52:54:00:aa:00:02,set:img-default,set:grp-compute,10.10.0.12,node02
+52:54:00:aa:00:03,set:img-mpi,set:grp-gpu,10.10.0.13,node03
+"""
+ADMIN_HOSTS = "127.0.0.1\tlocalhost\n# the admin's own line\n192.0.2.7\tprinter\n"
+
+
+def publish_fake_image(root: Sysroot, name: str, version: str, cmdline: str = "") -> None:
+    """A published image as kestrel-images leaves it: a root folder, boot files, a manifest."""
+    image_root = f"/srv/kestrel/images/{name}.versions/{version}"
+    root.path(image_root).mkdir(parents=True)
+    for web in ("http", "tftp"):
+        folder = root.path(f"/srv/kestrel/{web}/images/{name}/{version}")
+        folder.mkdir(parents=True)
+        (folder / "vmlinuz").write_bytes(b"kernel")
+        (folder / "initrd.img").write_bytes(b"initrd")
+    manifest = {"name": name, "version": version, "root": image_root,
+                "kernel": f"images/{name}/{version}/vmlinuz", "initrd": f"images/{name}/{version}/initrd.img",
+                "cmdline": cmdline}
+    path = root.path(f"/var/lib/kestrel/images/{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+
+
+def make_case(tree: Sysroot, method: str, server: str) -> Path:
+    config_path = tree.path("/etc/kestrel/kestrel.yaml")
+    text = config_path.read_text().replace("method: ipxe-http", f"method: {method}")
+    config_path.write_text(text.replace("server: kernel", f"server: {server}"))
+    tree.path("/etc/kestrel/nodes").write_text(REGISTRY)
+    tree.path("/etc/hosts").write_text(ADMIN_HOSTS)
+    publish_fake_image(tree, "default", "3")
+    publish_fake_image(tree, "mpi", "1", cmdline="quiet")
+    return config_path
+
+
+def run(tree: Sysroot, config_path: Path, **kw: bool) -> list[str]:
+    said: list[str] = []
+    reconfigure_frontend(tree, load_config(config_path), config_path, say=said.append, **kw)
+    return said
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def normalise(data: bytes, root: Path) -> str:
+    return data.decode().replace(str(root), "@ROOT@").replace(sys.executable, "@PYTHON@")
+
+
+GENERATED_BINARIES = {"srv/kestrel/tftp/undionly.kpxe", "srv/kestrel/tftp/snponly.efi", "srv/kestrel/tftp/pxelinux.0",
+                      "srv/kestrel/tftp/ldlinux.c32", "srv/kestrel/tftp/syslinux.efi", "srv/kestrel/tftp/ldlinux.e64"}
+INPUTS = ("etc/kestrel/kestrel.yaml", "etc/kestrel/nodes", "var/lib/kestrel/", "srv/kestrel/images/",
+          "srv/kestrel/http/images/", "srv/kestrel/tftp/images/", "etc/kestrel/README", "var/lib/kestrel/lock")
+
+
+@pytest.mark.parametrize(("method", "server"), [("ipxe-http", "kernel"), ("pxelinux", "ganesha")])
+def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: bool) -> None:
+    config_path = make_case(tree, method, server)
+    run(tree, config_path)
+    golden = GOLDEN / f"{method}-{server}"
+    rendered = {
+        name: normalise(data, tree.root)
+        for name, data in snapshot(tree.root).items()
+        if not name.startswith(INPUTS) and name not in GENERATED_BINARIES
+    }
+    if update_golden:
+        shutil.rmtree(golden, ignore_errors=True)
+        for name, text in rendered.items():
+            (golden / name).parent.mkdir(parents=True, exist_ok=True)
+            (golden / name).write_text(text)
+    expected = {str(p.relative_to(golden)): p.read_text() for p in sorted(golden.rglob("*")) if p.is_file()}
+    assert sorted(rendered) == sorted(expected)
+    for name in expected:
+        assert rendered[name] == expected[name], f"{name} differs from tests/golden/{method}-{server}/{name}"
+
+
+def test_loaders_are_copied_from_the_packages(tree: Sysroot) -> None:
+    config_path = make_case(tree, "pxelinux", "kernel")
+    run(tree, config_path)
+    assert tree.path("/srv/kestrel/tftp/pxelinux.0").read_bytes() == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
+    assert tree.path("/srv/kestrel/tftp/ldlinux.c32").exists()
+
+
+def test_second_run_writes_nothing_and_reloads_nothing(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    first = run(tree, config_path)
+    assert any(line.startswith("Created") for line in first)
+    before = {p: p.stat().st_mtime_ns for p in tree.root.rglob("*") if p.is_file()}
+    second = run(tree, config_path)
+    assert second == []
+    assert {p: p.stat().st_mtime_ns for p in tree.root.rglob("*") if p.is_file()} == before
+
+
+def test_hosts_block_keeps_the_admins_lines(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    run(tree, config_path)
+    hosts = tree.path("/etc/hosts").read_text()
+    assert hosts.startswith(ADMIN_HOSTS)
+    assert hosts[len(ADMIN_HOSTS):] == (
+        "# BEGIN kestrel\n10.10.0.1\tfrontend.cluster.local frontend\n"
+        "10.10.0.11\tnode01.cluster.local node01\n10.10.0.12\tnode02.cluster.local node02\n"
+        "10.10.0.13\tnode03.cluster.local node03\n# END kestrel\n")
+
+
+def test_dry_run_and_diff_write_nothing(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    before = snapshot(tree.root)
+    said: list[str] = []
+    plan, report = reconfigure_frontend(tree, load_config(config_path), config_path, dry_run=True, diff=True,
+                                        say=said.append)
+    assert snapshot(tree.root) == {**before, "var/lib/kestrel/lock": b""}
+    assert said == []
+    assert f"Would create {tree.root}/etc/dnsmasq.d/kestrel.conf" in report
+    assert f"+++ b{tree.root}/etc/dnsmasq.d/kestrel.conf" in report
+    assert "+dhcp-range=10.10.0.100,10.10.0.199,255.255.255.0,12h" in report
+    assert "Would restart dnsmasq (/etc/dnsmasq.d/kestrel.conf changed)" in report
+
+
+def test_config_change_restarts_only_what_it_touches(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    run(tree, config_path)
+    config_path.write_text(config_path.read_text().replace("lease_time: 12h", "lease_time: 1h"))
+    said = run(tree, config_path)
+    assert said == [f"Wrote {tree.root}/etc/dnsmasq.d/kestrel.conf",
+                    f"Skipped restart of dnsmasq: not running under {tree.root}"]
+
+
+def test_admin_template_overrides_the_shipped_one(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    override = tree.path("/etc/kestrel/templates/boot.ipxe")
+    override.parent.mkdir(parents=True)
+    override.write_text("#!ipxe\n# {{ header }}\necho site-specific menu\nchain {{ http_url }}/boot/default.ipxe\n")
+    run(tree, config_path)
+    assert tree.path("/srv/kestrel/http/boot.ipxe").read_text() == (
+        "#!ipxe\n# generated by Kestrel; override by dropping /etc/kestrel/templates/boot.ipxe\n"
+        "echo site-specific menu\nchain http://10.10.0.1/boot/default.ipxe\n")
+
+
+def test_invalid_dnsmasq_config_is_never_installed(tree: Sysroot) -> None:
+    config_path = make_case(tree, "ipxe-http", "kernel")
+    run(tree, config_path)
+    good = tree.path("/etc/dnsmasq.d/kestrel.conf").read_bytes()
+    override = tree.path("/etc/kestrel/templates/dnsmasq.conf")
+    override.parent.mkdir(parents=True)
+    override.write_text("interface={{ config.network.interface }}\nno-such-option=1\n")
+    with pytest.raises(InputError, match=r"dnsmasq --test refused the new config \(bad option at line 2 of the new "
+                                         r"config\); the old one stays$"):
+        run(tree, config_path)
+    assert tree.path("/etc/dnsmasq.d/kestrel.conf").read_bytes() == good
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kestrel.cli.reconfigure", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tree: Sysroot) -> None:
+    config_path = tree.path("/etc/kestrel/kestrel.yaml")
+    config_path.write_text(config_path.read_text().replace("10.10.0.199]", "10.10.9.199]"))
+    before = snapshot(tree.root)
+    proc = cli(tree.root, "--frontend")
+    assert proc.returncode == 2
+    assert proc.stderr == (f"kestrel-reconfigure: {config_path}:12: network.dhcp_range: 10.10.9.199 is outside "
+                           "the cluster network 10.10.0.0/24\n")
+    assert snapshot(tree.root) == before
+
+
+def test_cli_dry_run_diff_prints_the_plan_on_stdout(tree: Sysroot) -> None:
+    proc = cli(tree.root, "--frontend", "--dry-run", "--diff")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Would create {tree.root}/etc/exports.d/kestrel.exports" in proc.stdout
+    assert not tree.path("/etc/exports.d").exists()
+    proc = cli(tree.root, "--frontend")
+    assert proc.returncode == 0 and f"Created {tree.root}/etc/exports.d/kestrel.exports" in proc.stderr
+    proc = cli(tree.root, "--frontend", "--dry-run")
+    assert (proc.returncode, proc.stdout) == (0, "Nothing to do\n")
