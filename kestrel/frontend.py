@@ -179,11 +179,11 @@ def _boot_files(
                        _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines}))))
     by_name = {i.name: i for i in images}
     for node in nodes:
-        image = by_name.get(node.image)
-        if image is None or image.name == ctx["default_image"]:
+        chosen = by_name.get(node.image)
+        if chosen is None or chosen.name == ctx["default_image"]:
             continue
-        text = render(root, "pxelinux-node.cfg", **ctx | {"node": node, "image": image,
-                                                           "cmdline": cmdlines[image.name]})
+        text = render(root, "pxelinux-node.cfg", **ctx | {"node": node, "image": chosen,
+                                                           "cmdline": cmdlines[chosen.name]})
         out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", _b(text)))
     return out
 
