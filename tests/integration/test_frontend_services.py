@@ -66,14 +66,16 @@ def start(c: Cluster, name: str, argv: list[str], ready: str | None = None, priv
         assert process.wait_for_log(record, ready, 20), Path(record.log).read_text()
 
 
-def dhcp(c: Cluster, ns: str, dev: str, tmp: Path) -> str:
+def dhcp(c: Cluster, ns: str, dev: str, tmp: Path, conf: str = "") -> str:
     """One real DHCP exchange with dhclient, then the leased address set on DEV; returns the lease file.
 
     dhclient's script is /bin/true so it cannot touch the host's resolv.conf; the address is set here instead.
     """
     lease = tmp / f"{ns}.lease"
-    runner.run(["dhclient", "-1", "-v", "-sf", "/bin/true", "-lf", str(lease), "-pf", str(tmp / f"{ns}.pid"), dev],
-               netns=ns, timeout=40)
+    conf_file = tmp / f"{ns}.conf"
+    conf_file.write_text(conf)
+    runner.run(["dhclient", "-1", "-v", "-sf", "/bin/true", "-cf", str(conf_file), "-lf", str(lease),
+                "-pf", str(tmp / f"{ns}.pid"), dev], netns=ns, timeout=40)
     text = lease.read_text()
     address = text.split("fixed-address ")[1].split(";")[0]
     runner.run(["ip", "addr", "add", f"{address}/24", "dev", dev], netns=ns)
@@ -166,3 +168,22 @@ def test_ganesha_exports_are_listed_by_showmount(cluster: Cluster) -> None:
         cluster.root.sys("/etc/kestrel/hostfiles"),
         cluster.root.sys("/srv/kestrel/images/default.versions/1"),
     }, out
+
+
+UEFI = "option arch code 93 = unsigned integer 16;\nsend arch 7;\n"
+IPXE = "option ipxe-encap code 175 = string;\nsend ipxe-encap 01:01:01;\n"
+
+
+@pytest.mark.parametrize(("kind", "conf", "mac", "filename"), [
+    ("bios-pxe", "", None, "undionly.kpxe"),
+    ("uefi-pxe", UEFI, None, "snponly.efi"),
+    ("ipxe-new-node", IPXE, None, f"http://{FE_IP}/boot.ipxe"),
+    ("ipxe-registered", IPXE, REGISTERED_MAC, f"http://{FE_IP}/boot/default.ipxe"),
+])
+def test_boot_file_per_client_kind(cluster: Cluster, tmp_path: Path, kind: str, conf: str, mac: str | None,
+                                   filename: str) -> None:
+    """BIOS and UEFI PXE ROMs get iPXE; iPXE gets the menu, or its registered image's script."""
+    start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
+    ns, dev = cluster.add_client("c6", mac)
+    lease = dhcp(cluster, ns, dev, tmp_path, conf)
+    assert f'filename "{filename}";' in lease, lease
