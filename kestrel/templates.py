@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import jinja2
@@ -16,7 +17,7 @@ def environment(root: Sysroot) -> jinja2.Environment:
         jinja2.FileSystemLoader(str(root.path(ADMIN_TEMPLATES))),
         jinja2.PackageLoader("kestrel", "templates"),
     ])
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -24,6 +25,8 @@ def environment(root: Sysroot) -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["shquote"] = lambda value: shlex.quote(str(value))
+    return env
 
 
 def render(root: Sysroot, name: str, **context: Any) -> str:
