@@ -127,6 +127,10 @@ class Nodes(_Section):
     default_group: Name = "compute"
     auto_register: StrictBool = True
     first_index: Annotated[StrictInt, Field(ge=0)] = 1
+    # The frontend's private key (under --root): a machine that accepts it over SSH is a node.
+    ssh_key: AbsPath = "/root/.ssh/id_ed25519"
+    ssh_port: Port = 22
+    ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
 
 
 class Config(_Section):

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kestrel import hostfiles, nodestate, registry, services
 from kestrel import images as images_mod
-from kestrel import registry, services
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
 from kestrel.images import PublishedImage
@@ -127,7 +127,8 @@ def _directories(config: Config) -> list[str]:
 
 
 def desired_files(
-    root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: list[PublishedImage]
+    root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: list[PublishedImage],
+    states: nodestate.States | None = None,
 ) -> list[Desired]:
     names = [i.name for i in images]
     default = config.nodes.default_image if config.nodes.default_image in names else (names or [""])[0]
@@ -142,7 +143,8 @@ def desired_files(
         Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))),
                 mode=None),
         Desired(LEASE_HOOK, _b(render(root, "lease-hook", python=sys.executable, tree=str(root.root),
-                                      config_path=str(config_path))), mode=0o755),
+                                      config_path=str(config_path), registry=root.sys(registry.REGISTRY_PATH))),
+                mode=0o755),
         Desired(http.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         Desired(http.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
@@ -151,6 +153,7 @@ def desired_files(
         out.append(Desired(registry.REGISTRY_PATH, _b(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
     out += _boot_files(root, config, nodes, images, ctx)
+    out += hostfiles.desired_hostfiles(root, config, nodes, nodestate.load_states(root) if states is None else states)
     return out
 
 

@@ -1,0 +1,141 @@
+"""kestrel-nodes: the node registry (register from leases, list, add, remove, set), hostfiles, lease events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kestrel import hostfiles, nodes, nodestate, registry
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.errors import InputError
+
+_VALUED = {"--root", "--config"}
+
+
+class NodesGroup(click.Group):
+    """KestrelHPC's spelling `kestrel-nodes --register [GROUP] [IMAGE]` is the `register` subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and args[i] != "--":
+            if args[i] == "--register":
+                args[i] = "register"
+                break
+            i += 2 if args[i] in _VALUED else 1
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=NodesGroup, help="Cluster nodes: register them from DHCP leases, list and change them, "
+             "write MPI/Slurm hostfiles. `--register [GROUP] [IMAGE]` is KestrelHPC's spelling of `register`.")
+@global_options
+def command() -> None:
+    pass
+
+
+@command.command("register", help="Register every node found in the DHCP leases that is not registered yet.")
+@click.argument("group_arg", metavar="[GROUP]", required=False)
+@click.argument("image_arg", metavar="[IMAGE]", required=False)
+@click.option("--leases", "leases_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Leases file [default: network.leases_file of the config].")
+@click.option("--group", help="Group of the new nodes [default: nodes.default_group].")
+@click.option("--image", help="Image of the new nodes [default: nodes.default_image].")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key).")
+@pass_context
+def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
+                     group: str | None, image: str | None, verify: bool) -> None:
+    nodes.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
+                   group=_one_of(group_arg, group, "GROUP", "--group"),
+                   image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify, say=ctx.say)
+
+
+def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> str | None:
+    if positional and option and positional != option:
+        raise InputError(f"{arg} {positional!r} and {flag} {option!r} disagree; give one")
+    return positional or option
+
+
+@command.command("list", help="The registered nodes with their state and facts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def list_command(ctx: Context, as_json: bool) -> None:
+    states = nodestate.load_states(ctx.root)
+    rows = []
+    for n in sorted(registry.load_registry(ctx.root), key=registry.natural_key):
+        s = states.get(n.mac, nodestate.NodeState())
+        rows.append({"name": n.name, "mac": n.mac, "ip": str(n.ip), "image": n.image, "group": n.group,
+                     "state": str(s.state), "cpus": s.cpus, "memory_mb": s.memory_mb, "last_seen": s.last_seen})
+    if as_json:
+        print_json(rows)
+    else:
+        print_table([{k: "-" if v is None else v for k, v in r.items()} for r in rows],
+                    ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"])
+
+
+@command.command("add", help="Register one node by hand; the name and address are allocated if not given.")
+@click.option("--mac", required=True, help="Its MAC (aa:bb:.., aa-bb-.. or aabb.ccdd.eeff).")
+@click.option("--name", help="Its host name [default: the next free nodes.name_pattern].")
+@click.option("--ip", help="Its address [default: the next free one of network.static_pool or the network].")
+@click.option("--image", help="[default: nodes.default_image]")
+@click.option("--group", help="[default: nodes.default_group]")
+@pass_context
+def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
+                group: str | None) -> None:
+    node = nodes.add(ctx.root, ctx.config, ctx.config_path, mac, say=ctx.say, name=name, ip=ip, image=image,
+                     group=group)
+    ctx.say(f"Added {node.name} ({node.mac}, {node.ip})")
+
+
+@command.command("remove", help="Forget a node.")
+@click.argument("name")
+@pass_context
+def remove_command(ctx: Context, name: str) -> None:
+    nodes.remove(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say)
+    ctx.say(f"Removed {name}")
+
+
+@command.command("set", help="Change a node's image, group, address or name.")
+@click.argument("name")
+@click.option("--image")
+@click.option("--group")
+@click.option("--ip")
+@click.option("--name", "new_name", help="A new host name.")
+@pass_context
+def set_command(ctx: Context, name: str, image: str | None, group: str | None, ip: str | None,
+                new_name: str | None) -> None:
+    if image is None and group is None and ip is None and new_name is None:
+        raise InputError("set: give at least one of --image, --group, --ip, --name")
+    nodes.set_fields(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say, image=image, group=group, ip=ip,
+                     new_name=new_name)
+
+
+@command.command("hostfile", help="Print a hostfile of the nodes that are up (--all: every registered node).")
+@click.option("--format", "fmt", type=click.Choice([f.value for f in hostfiles.Format]), default="openmpi",
+              show_default=True)
+@click.option("--group", help="Only this group.")
+@click.option("--all", "everything", is_flag=True, help="Also nodes that are down or never seen.")
+@pass_context
+def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool) -> None:
+    entries = hostfiles.select(registry.load_registry(ctx.root), nodestate.load_states(ctx.root), group, everything)
+    click.echo(hostfiles.render_hostfile(ctx.root, ctx.config, hostfiles.Format(fmt), entries), nl=False)
+
+
+@command.command("lease-event", hidden=True, help="dnsmasq's dhcp-script: add|old|del MAC IP [NAME].")
+@click.argument("action")
+@click.argument("mac")
+@click.argument("ip")
+@click.argument("hostname", required=False)
+@pass_context
+def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
+    # The client's HOSTNAME is never used: names come from nodes.name_pattern.
+    nodes.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip, say=ctx.say)
+
+
+def main() -> None:
+    run(command, "kestrel-nodes")
+
+
+if __name__ == "__main__":
+    main()
