@@ -44,7 +44,8 @@ def select(nodes: Iterable[Node], states: States, group: str | None = None, ever
             continue
         if not everything and not (state and state.is_up):
             continue
-        out.append(Entry(node.name, node.ip, node.group, (state and state.cpus) or 1, state and state.memory_mb))
+        out.append(Entry(node.name, node.ip, node.group, (state.cpus if state else None) or 1,
+                         state.memory_mb if state else None))
     return out
 
 

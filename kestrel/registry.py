@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import AddressValueError, IPv4Address
+from typing import TypeVar
 
 from kestrel import names
 from kestrel.config import Config
@@ -13,6 +14,7 @@ from kestrel.leases import Lease
 from kestrel.sysroot import Sysroot
 
 REGISTRY_PATH = "/etc/kestrel/nodes"
+K = TypeVar("K")
 REGISTRY_HEADER = (
     "# Kestrel node registry, also dnsmasq's dhcp-hostsfile (re-read on SIGHUP).\n"
     "# MAC,set:img-IMAGE,set:grp-GROUP,IP,NAME - edit with kestrel-nodes, or by hand and reconfigure.\n"
@@ -170,12 +172,9 @@ class _Book:
         self.by_mac: dict[str, Node] = {}
         self.by_ip: dict[IPv4Address, Node] = {}
         for n in nodes:
-            for index, key, what in ((self.by_name, n.name, "name"), (self.by_mac, n.mac, "MAC"),
-                                     (self.by_ip, n.ip, "address")):
-                if key in index:
-                    raise InputError(f"{where}: {what} {key} appears twice ({index[key].name} and {n.name}); "
-                                     "fix the file by hand")
-                index[key] = n  # type: ignore[index]
+            _record(self.by_name, n.name, n, "name", where)
+            _record(self.by_mac, n.mac, n, "MAC", where)
+            _record(self.by_ip, n.ip, n, "address", where)
         self._names: Iterator[str] | None = None
         self._ips: Iterator[IPv4Address] | None = None
 
@@ -251,6 +250,13 @@ class _Book:
         where = f"the static pool {pool[0]}-{pool[1]}" if pool else f"{self.cfg.network.network} outside the " \
             "dynamic range"
         raise InputError(f"no free address left in {where}")
+
+
+def _record(index: dict[K, Node], key: K, node: Node, what: str, where: str) -> None:
+    if key in index:
+        raise InputError(f"{where}: {what} {key} appears twice ({index[key].name} and {node.name}); "
+                         "fix the file by hand")
+    index[key] = node
 
 
 def _candidates_names(config: Config) -> Iterator[str]:

@@ -33,7 +33,7 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
 def load_key(path: Path) -> paramiko.PKey:
     """The frontend's private key (any type paramiko reads); RemoteError with the path if it cannot."""
     try:
-        return paramiko.PKey.from_path(path)  # type: ignore[attr-defined]
+        return paramiko.PKey.from_path(path)
     except FileNotFoundError:
         raise RemoteError(f"{path}: no such SSH key; create it with ssh-keygen -t ed25519 -N '' -f {path}") from None
     except (paramiko.SSHException, OSError, ValueError) as e:
