@@ -133,6 +133,34 @@ class Nodes(_Section):
     ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
 
 
+class SwitchServer(_Section):
+    name: Annotated[str, AfterValidator(names.check_hostname), Field(max_length=10)]
+    address: IPv4Address
+
+
+class SwitchConfig(_Section):
+    """The VXLAN switch host and the servers whose cluster bridges it joins (kestrel-switch)."""
+
+    hub: IPv4Address
+    servers: list[SwitchServer]
+    underlay_interface: IfName = "eth0"
+    bridge: IfName = "kbr0"  # the cluster bridge on each server (the frontend's network.interface)
+    device_prefix: Annotated[str, AfterValidator(names.check_ifname), Field(max_length=5)] = "kvx"
+    vni_base: Annotated[StrictInt, Field(ge=1, le=16_000_000)] = 100
+    # VXLAN adds 50 bytes: over a 1500-byte underlay the cluster network carries 1450 (tell nodes: network.mtu).
+    mtu: Annotated[StrictInt, Field(ge=576, le=9000)] = 1450
+
+    @model_validator(mode="after")
+    def _unique(self) -> SwitchConfig:
+        seen_names = [s.name for s in self.servers]
+        seen_addresses = [self.hub, *(s.address for s in self.servers)]
+        if len(set(seen_names)) != len(seen_names):
+            raise ValueError("servers: two servers have the same name")
+        if len(set(seen_addresses)) != len(seen_addresses):
+            raise ValueError("servers: two hosts have the same address")
+        return self
+
+
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
@@ -142,6 +170,7 @@ class Config(_Section):
     nfs: Nfs = Nfs()
     nodes: Nodes = Nodes()
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
+    switch: SwitchConfig | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

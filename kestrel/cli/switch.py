@@ -1,0 +1,63 @@
+"""kestrel-switch: the VXLAN switch host and the servers' bridges, on the host it runs on."""
+
+from __future__ import annotations
+
+import click
+
+from kestrel import switch
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.config import SwitchConfig
+from kestrel.errors import InputError
+
+
+def _switch(ctx: Context) -> SwitchConfig:
+    if ctx.config.switch is None:
+        raise InputError(f"{ctx.config_path}: no 'switch:' section; see etc-kestrel/kestrel.yaml")
+    return ctx.config.switch
+
+
+@click.group(help="Join the cluster bridges of several servers through one VXLAN switch host.")
+@global_options
+@click.pass_context
+def command(cctx: click.Context) -> None:
+    pass
+
+
+@command.command(help="Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")
+@click.option("--netns", help="Act inside this network namespace (tests, the lab).")
+@pass_context
+def up(ctx: Context, netns: str | None) -> None:
+    role, commands = switch.up(_switch(ctx), netns)
+    for argv in commands:
+        ctx.say("Ran " + " ".join(argv))
+    ctx.say(f"Switch {role}: up" + ("" if commands else " (nothing to do)"))
+
+
+@command.command(help="Remove this host's VXLANs (and the hub's bridge).")
+@click.option("--netns", help="Act inside this network namespace.")
+@pass_context
+def down(ctx: Context, netns: str | None) -> None:
+    role, commands = switch.down(_switch(ctx), netns)
+    for argv in commands:
+        ctx.say("Ran " + " ".join(argv))
+    ctx.say(f"Switch {role}: down")
+
+
+@command.command(help="This host's switch devices with their packet counters.")
+@click.option("--netns", help="Look inside this network namespace.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(ctx: Context, netns: str | None, as_json: bool) -> None:
+    rows = switch.status(_switch(ctx), netns)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"])
+
+
+def main() -> None:
+    run(command, "kestrel-switch")
+
+
+if __name__ == "__main__":
+    main()
