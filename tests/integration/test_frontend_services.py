@@ -95,7 +95,7 @@ def test_dhcp_tftp_and_fixed_hosts(cluster: Cluster, tmp_path: Path) -> None:
     lease2 = dhcp(cluster, ns2, dev2, tmp_path)
     assert "fixed-address 10.10.0.57;" in lease2
     assert 'option host-name "node07";' in lease2
-    assert 'option domain-search "cluster.local.";' in lease2
+    assert 'option domain-name "cluster.local";' in lease2
 
     fetched = tmp_path / "undionly.kpxe"
     runner.run(["curl", "-sS", "--max-time", "20", "-o", str(fetched), f"tftp://{FE_IP}/undionly.kpxe"], netns=ns)
