@@ -79,6 +79,9 @@ class Network(_Section):
     # Router advertisements on this prefix stop iPXE waiting ~13 s for IPv6 autoconfiguration.
     ipv6_prefix: IPv6Network | None = None
     dns_port: Annotated[StrictInt, Field(ge=0, le=65535)] = 53
+    # The cluster network lives in this network namespace (the lab): programs open their sockets to
+    # nodes (ssh, Wake-on-LAN) inside it.
+    netns: IfName | None = None
 
     @model_validator(mode="after")
     def _inside_network(self) -> Network:
@@ -119,6 +122,20 @@ class Boot(_Section):
 class Nfs(_Section):
     server: NfsServer = NfsServer.KERNEL
     home: AbsPath = "/home"
+
+
+class KvmMode(StrEnum):
+    AUTO = "auto"
+    YES = "yes"
+    NO = "no"
+
+
+class Vm(_Section):
+    """qemu nodes (kestrel-vm): defaults for new VMs; the bridge is network.interface."""
+
+    kvm: KvmMode = KvmMode.AUTO
+    memory: Annotated[StrictInt, Field(ge=128, le=1048576)] = 1024
+    cpus: Annotated[StrictInt, Field(ge=1, le=256)] = 1
 
 
 class Nodes(_Section):
@@ -169,6 +186,7 @@ class Config(_Section):
     boot: Boot = Boot()
     nfs: Nfs = Nfs()
     nodes: Nodes = Nodes()
+    vm: Vm = Vm()
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     switch: SwitchConfig | None = None
 

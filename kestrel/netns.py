@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from kestrel import runner
 from kestrel.errors import CommandError, InputError
@@ -128,3 +133,50 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def call_in(ns: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """FN(*ARGS) with its sockets in network namespace NS (None: here).
+
+    setns() moves only the calling thread, so FN runs in a short-lived thread: sockets it opens stay in NS
+    for their whole life, and the rest of the program (and its subprocesses) stays where it was. This is how
+    programs run on the host reach nodes of a cluster network that lives in a namespace (the lab).
+    """
+    if ns is None:
+        return fn(*args, **kwargs)
+    path = f"/run/netns/{check_ifname(ns)}"
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            outcome["error"] = CommandError(f"network namespace {ns} does not exist")
+            return
+        try:
+            if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                outcome["error"] = CommandError(f"cannot enter network namespace {ns}: {os.strerror(err)}")
+                return
+        finally:
+            os.close(fd)
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)

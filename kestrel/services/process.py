@@ -124,6 +124,13 @@ def wait_for_log(record: Record, text: str, timeout: float) -> bool:
     return False
 
 
+def reap() -> None:
+    """Collect the exit status of children this process started, so none lingers as a zombie."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            _children.pop(pid, None)
+
+
 def _record_path(root: Sysroot, name: str) -> Path:
     return root.path(f"{STATE_DIR}/{name}.json")
 

@@ -1,0 +1,127 @@
+"""kestrel-vm: qemu nodes that boot from the network (start, stop, list, console, the Wake-on-LAN listener)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from kestrel import power, wake
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.config import KvmMode
+from kestrel.errors import InputError
+from kestrel.services import process
+
+
+@click.group(help="qemu nodes that boot from the cluster network (PXE), with their serial consoles.")
+def command() -> None:
+    pass
+
+
+def _spec(ctx: Context, name: str) -> power.VmSpec:
+    spec = power.load_vm(ctx.root, power.check_vm_name(name))
+    if spec is None:
+        raise InputError(f"no VM named {name!r} (kestrel-vm list shows them; kestrel-vm start {name} makes it)")
+    return spec
+
+
+@command.command(help="Define NAME if new (or update the options given), then power it on.")
+@global_options
+@click.argument("name")
+@click.option("--mac", help="MAC address [default: derived from NAME].")
+@click.option("--memory", type=click.IntRange(128), help="MiB of RAM [default: config vm.memory].")
+@click.option("--cpus", type=click.IntRange(1, 256), help="vCPUs [default: config vm.cpus].")
+@click.option("--bridge", help="Cluster bridge for the tap [default: config network.interface].")
+@click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
+@click.option("--kvm", type=click.Choice([m.value for m in KvmMode]), help="Hardware acceleration.")
+@click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Boot this kernel directly, not PXE.")
+@click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="initrd for --kernel.")
+@click.option("--append", help="Kernel command line for --kernel.")
+@pass_context
+def start(ctx: Context, name: str, **given: object) -> None:
+    spec = power.define_vm(ctx.root, ctx.config, name, **given)
+    record = power.start_vm(ctx.root, spec)
+    if record is None:
+        ctx.say(f"{spec.name} is already running")
+    else:
+        ctx.say(f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
+                f"console: kestrel-vm console {spec.name}")
+
+
+@command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")
+@global_options
+@click.argument("names", nargs=-1, required=True)
+@click.option("--remove", is_flag=True, help="Also forget the VM's definition.")
+@pass_context
+def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
+    for name in names:
+        _spec(ctx, name)
+        stopped = power.remove_vm(ctx.root, name) if remove else power.stop_vm(ctx.root, name)
+        ctx.say(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
+
+
+@command.command(name="list", help="The defined VMs and whether they run.")
+@global_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def list_(ctx: Context, as_json: bool) -> None:
+    rows = power.vm_rows(ctx.root)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["name", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"])
+
+
+@command.command(help="Print NAME's serial console log (with --follow, keep printing).")
+@global_options
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until interrupted.")
+@pass_context
+def console(ctx: Context, name: str, follow: bool) -> None:
+    _spec(ctx, name)
+    path = power.console_path(ctx.root, name)
+    if not path.exists():
+        raise InputError(f"{name} has no console log yet ({path}): start it first")
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            elif not follow:
+                return
+            else:
+                time.sleep(0.5)
+
+
+@command.command(help="Start stopped VMs when their Wake-on-LAN magic packet crosses the bridge.")
+@global_options
+@click.option("--bridge", help="Bridge to listen on [default: config network.interface].")
+@click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
+@click.option("--background", is_flag=True, help="Run as a supervised process of ROOT and return.")
+@click.option("--stop", "stop_it", is_flag=True, help="Stop the background listener.")
+@pass_context
+def listen(ctx: Context, bridge: str | None, netns: str | None, background: bool, stop_it: bool) -> None:
+    if stop_it:
+        ctx.say("Stopped the listener" if process.stop(ctx.root, wake.LISTENER) else "No listener was running")
+        return
+    bridge = bridge or ctx.config.network.interface
+    netns = netns or ctx.config.network.netns
+    if background:
+        record = wake.start_listener(ctx.root, str(Path(ctx.config_path).resolve()), bridge, netns)
+        ctx.say("A listener is already running" if record is None else f"Started the listener (pid {record.pid})")
+        return
+    try:
+        wake.listen(ctx.root, bridge, netns, say=lambda line: click.echo(line, err=True))
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    run(command, "kestrel-vm")
+
+
+if __name__ == "__main__":
+    main()

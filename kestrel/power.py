@@ -1,0 +1,251 @@
+"""qemu nodes that boot from the network: definitions, taps, start/stop by recorded pid, serial consoles.
+
+A VM is a definition in ROOT/var/lib/kestrel/vms/NAME.json and, while it runs, a process record
+"vm-NAME" (kestrel.services.process). Its NIC is a tap on the cluster bridge, in the bridge's namespace;
+the serial console is appended to ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped
+VM keeps its definition, and kestrel.wake's listener starts it when its magic packet arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from kestrel import names, netns, runner
+from kestrel.config import Config, KvmMode
+from kestrel.errors import CommandError, InputError
+from kestrel.services import process
+from kestrel.sysroot import Sysroot, atomic_write
+
+VMS_DIR = "/var/lib/kestrel/vms"
+LOG_DIR = "/var/log/kestrel"
+TAP_PREFIX = "kv-"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """How to run one VM. kernel/initrd/append: direct kernel boot instead of PXE (benchmarks, debugging)."""
+
+    name: str
+    mac: str
+    bridge: str
+    netns: str | None = None
+    memory: int = 1024
+    cpus: int = 1
+    kvm: str = KvmMode.AUTO.value
+    mtu: int | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+
+    @property
+    def tap(self) -> str:
+        return tap_name(self.name)
+
+
+def check_vm_name(name: str) -> str:
+    try:
+        return names.check_name(name, "VM name")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def vm_mac(name: str) -> str:
+    """A stable locally administered MAC in qemu's 52:54:00 block, from the VM's name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def tap_name(name: str) -> str:
+    """kv-NAME, or a shortened kv-NAME+hash when that would pass the 15 characters of an interface name."""
+    full = TAP_PREFIX + name
+    if len(full) <= 15:
+        return full
+    return TAP_PREFIX + name[:6] + hashlib.sha256(name.encode()).hexdigest()[:6]
+
+
+def kvm_usable(cpuinfo: str | None = None) -> bool:
+    """/dev/kvm that stock guests can use: also needs vmx/svm (this host's /dev/kvm is PVM, which hangs them)."""
+    if cpuinfo is None:
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return False
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = line.split(":", 1)[1].split()
+            return "vmx" in flags or "svm" in flags
+    return False
+
+
+def want_kvm(mode: str, usable: bool) -> bool:
+    if mode == KvmMode.YES and not usable:
+        raise CommandError("kvm: yes, but KVM is not usable here (no /dev/kvm or no vmx/svm); use kvm: auto")
+    return mode == KvmMode.YES or (mode == KvmMode.AUTO and usable)
+
+
+def qemu_argv(spec: VmSpec, console: str, kvm: bool) -> list[str]:
+    """The qemu command line: no display, serial to CONSOLE, one virtio NIC on the tap, PXE or direct boot."""
+    nic = f"virtio-net-pci,netdev=n0,mac={spec.mac}" + (f",host_mtu={spec.mtu}" if spec.mtu else "")
+    argv = [
+        runner.which("qemu-system-x86_64") or "qemu-system-x86_64",
+        "-name", spec.name, "-nodefaults", "-no-user-config",
+        # -nographic (not -display none) is what makes SeaBIOS and iPXE print on the serial port too.
+        "-nographic",
+        *(["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]),
+        "-m", str(spec.memory), "-smp", str(spec.cpus),
+        "-chardev", f"file,id=con0,path={console},append=on", "-serial", "chardev:con0",
+        "-monitor", "none",
+        # Never vhost=on: there is no /dev/vhost-net here and qemu 7.2 aborts instead of falling back.
+        "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no", "-device", nic,
+    ]
+    if spec.kernel:
+        argv += ["-kernel", spec.kernel, *(["-initrd", spec.initrd] if spec.initrd else []),
+                 "-append", spec.append or ""]
+    else:
+        argv += ["-boot", "order=n"]
+    return argv
+
+
+def new_spec(config: Config, name: str, **given: object) -> VmSpec:
+    """A VM definition from the config's defaults and the values given (None: the default)."""
+    base = VmSpec(name=check_vm_name(name), mac=vm_mac(name), bridge=config.network.interface,
+                  netns=config.network.netns, memory=config.vm.memory, cpus=config.vm.cpus,
+                  kvm=config.vm.kvm.value, mtu=config.network.mtu)
+    return _updated(base, given)
+
+
+def _updated(spec: VmSpec, given: dict[str, object]) -> VmSpec:
+    known = {f.name for f in fields(VmSpec)}
+    changes = {k: v for k, v in given.items() if v is not None and k in known}
+    if "mac" in changes:
+        try:
+            changes["mac"] = names.normalize_mac(str(changes["mac"]))
+        except ValueError as e:
+            raise InputError(f"--mac: {e}") from None
+    for key in ("bridge", "netns"):
+        if key in changes:
+            try:
+                names.check_ifname(str(changes[key]))
+            except ValueError as e:
+                raise InputError(f"--{key}: {e}") from None
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def _spec_path(root: Sysroot, name: str) -> Path:
+    return root.path(f"{VMS_DIR}/{check_vm_name(name)}.json")
+
+
+def console_path(root: Sysroot, name: str) -> Path:
+    return root.path(f"{LOG_DIR}/vm-{check_vm_name(name)}.console")
+
+
+def load_vm(root: Sysroot, name: str) -> VmSpec | None:
+    path = _spec_path(root, name)
+    try:
+        data = json.loads(path.read_text())
+        return VmSpec(**data)
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{path}: not a valid VM definition: {e}") from None
+
+
+def list_vms(root: Sysroot) -> list[VmSpec]:
+    folder = root.path(VMS_DIR)
+    found = [load_vm(root, p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [s for s in found if s is not None]
+
+
+def save_vm(root: Sysroot, spec: VmSpec) -> None:
+    with root.lock():
+        for other in list_vms(root):
+            if other.name != spec.name and other.mac == spec.mac:
+                raise InputError(f"MAC {spec.mac} is already the MAC of VM {other.name}")
+        atomic_write(_spec_path(root, spec.name), json.dumps(asdict(spec), indent=1).encode())
+
+
+def define_vm(root: Sysroot, config: Config, name: str, **given: object) -> VmSpec:
+    """The VM's saved definition updated with GIVEN, or a new one from the config's defaults; saved."""
+    current = load_vm(root, name)
+    spec = _updated(current, given) if current else new_spec(config, name, **given)
+    if spec != current:
+        save_vm(root, spec)
+    return spec
+
+
+def remove_vm(root: Sysroot, name: str) -> bool:
+    stop_vm(root, name)
+    path = _spec_path(root, name)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+def record_name(name: str) -> str:
+    return f"vm-{name}"
+
+
+def is_running(root: Sysroot, name: str) -> bool:
+    return process.find(root, record_name(name)) is not None
+
+
+def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> process.Record | None:
+    """Start SPEC's qemu (its tap first); None if it already runs."""
+    if is_running(root, spec.name):
+        return None
+    kvm = want_kvm(spec.kvm, kvm_usable() if kvm_ok is None else kvm_ok)
+    if spec.netns and not netns.exists(spec.netns):
+        raise CommandError(f"VM {spec.name}: network namespace {spec.netns} does not exist")
+    _ensure_tap(spec)
+    console = console_path(root, spec.name)
+    console.parent.mkdir(parents=True, exist_ok=True)
+    with open(console, "a") as f:
+        f.write(f"\n=== kestrel-vm: {spec.name} started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+    return process.start(root, record_name(spec.name), qemu_argv(spec, str(console), kvm), netns=spec.netns)
+
+
+def stop_vm(root: Sysroot, name: str, timeout: float = 10.0) -> bool:
+    """Power the VM off (its recorded qemu process, nothing else) and remove its tap; False if not running."""
+    spec = load_vm(root, name)
+    stopped = process.stop(root, record_name(name), timeout=timeout)
+    if spec is not None:
+        _remove_tap(spec)
+    return stopped
+
+
+def _ensure_tap(spec: VmSpec) -> None:
+    ns = ["-n", spec.netns] if spec.netns else []
+    if runner.run(["ip", *ns, "link", "show", "dev", spec.bridge], check=False).returncode != 0:
+        where = f" in network namespace {spec.netns}" if spec.netns else ""
+        raise CommandError(f"VM {spec.name}: bridge {spec.bridge} does not exist{where}")
+    if runner.run(["ip", *ns, "link", "show", "dev", spec.tap], check=False).returncode != 0:
+        runner.run(["ip", *ns, "tuntap", "add", "dev", spec.tap, "mode", "tap"])
+    if spec.mtu:
+        runner.run(["ip", *ns, "link", "set", spec.tap, "mtu", str(spec.mtu)])
+    runner.run(["ip", *ns, "link", "set", spec.tap, "master", spec.bridge, "up"])
+
+
+def _remove_tap(spec: VmSpec) -> None:
+    if spec.netns and not netns.exists(spec.netns):
+        return
+    ns = ["-n", spec.netns] if spec.netns else []
+    runner.run(["ip", *ns, "link", "del", spec.tap], check=False)
+
+
+def vm_rows(root: Sysroot) -> list[dict[str, object]]:
+    rows = []
+    for spec in list_vms(root):
+        record = process.find(root, record_name(spec.name))
+        rows.append({
+            "name": spec.name, "state": "running" if record else "stopped", "pid": record.pid if record else "",
+            "mac": spec.mac, "bridge": spec.bridge, "netns": spec.netns or "", "memory": spec.memory,
+            "cpus": spec.cpus, "console": str(console_path(root, spec.name)),
+        })
+    return rows

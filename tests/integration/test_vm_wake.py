@@ -1,0 +1,82 @@
+"""qemu nodes for real: kestrel-vm start/stop by pid, and the Wake-on-LAN listener starting a stopped VM.
+
+The VMs only get as far as their firmware here (there is no DHCP server): that is enough to see that qemu
+runs with its tap on the bridge and its serial console logged.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kestrel import netns, power, wake
+from kestrel.config import load_config
+from kestrel.netns import Topology
+from kestrel.services import process
+from kestrel.sysroot import Sysroot
+from tests.conftest import write_config
+
+
+def _lab_config(tree: Sysroot, bridge: str, ns: str) -> Path:
+    return write_config(tree, f"""
+network: {{interface: {bridge}, netns: {ns}, address: 10.77.0.1/24, dhcp_range: [10.77.0.100, 10.77.0.150]}}
+vm: {{memory: 256}}
+""")
+
+
+def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _links(ns: str) -> str:
+    return netns.runner.run(["ip", "-n", ns, "-br", "link"]).stdout
+
+
+def test_start_and_stop_exactly_that_vm(tree: Sysroot, topology: Topology) -> None:
+    ns = topology.add_netns("fe")
+    bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
+    config = load_config(_lab_config(tree, bridge, ns))
+    spec = power.define_vm(tree, config, "vm1")
+    try:
+        record = power.start_vm(tree, spec)
+        assert record is not None and power.start_vm(tree, spec) is None
+        assert f"{spec.tap}@" not in _links(ns) and spec.tap in _links(ns)
+        console = power.console_path(tree, "vm1")
+        assert _wait(lambda: "iPXE" in console.read_text(errors="replace"), 60), console.read_text()
+        assert netns.pids(ns) and record.pid in {p for p in netns.pids(ns)} | {record.pid}
+        assert power.stop_vm(tree, "vm1")
+        assert not power.is_running(tree, "vm1") and spec.tap not in _links(ns)
+        assert not power.stop_vm(tree, "vm1")
+    finally:
+        power.stop_vm(tree, "vm1")
+
+
+def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> None:
+    ns = topology.add_netns("fe")
+    bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
+    path = _lab_config(tree, bridge, ns)
+    config = load_config(path)
+    spec = power.define_vm(tree, config, "sleepy")
+    power.define_vm(tree, config, "other")
+    try:
+        listener = wake.start_listener(tree, str(path), bridge, ns)
+        assert listener is not None
+        assert not power.is_running(tree, "sleepy")
+        said: list[str] = []
+        assert wake.send_magic(config, [spec.mac], say=said.append) == 1
+        assert said == [f"Sent magic packet for {spec.mac} to 10.77.0.255:9"]
+        assert _wait(lambda: power.is_running(tree, "sleepy"), 20), Path(listener.log).read_text()
+        assert not power.is_running(tree, "other")
+        time.sleep(1.2)  # the listener acts on one MAC at most once a second
+        wake.send_magic(config, [spec.mac], say=said.append)
+        assert process.wait_for_log(listener, "sleepy (" + spec.mac + "): already running", 10)
+    finally:
+        process.stop(tree, wake.LISTENER)
+        power.stop_vm(tree, "sleepy")
+        power.stop_vm(tree, "other")
+    assert not process.find(tree, wake.LISTENER)

@@ -1,0 +1,93 @@
+"""qemu node definitions, command lines and KVM detection (pure parts of kestrel.power)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from kestrel import power
+from kestrel.cli.vm import command
+from kestrel.config import Config, load_config
+from kestrel.errors import CommandError, InputError
+
+
+def test_mac_is_stable_and_in_qemus_block() -> None:
+    assert power.vm_mac("node01") == power.vm_mac("node01")
+    assert power.vm_mac("node01") != power.vm_mac("node02")
+    assert power.vm_mac("node01").startswith("52:54:00:")
+    assert len(power.vm_mac("node01")) == 17
+
+
+def test_tap_names_fit_an_interface_name() -> None:
+    assert power.tap_name("node01") == "kv-node01"
+    long = power.tap_name("a-very-long-vm-name")
+    assert len(long) == 15 and long.startswith("kv-a-very")
+    assert long != power.tap_name("a-very-long-vm-name2")
+
+
+FLAGS = "processor\t: 0\nflags\t\t: fpu vme de pse {extra} sse2\n"
+
+
+@pytest.mark.parametrize(("extra", "usable"), [("vmx", True), ("svm", True), ("hypervisor", False)])
+def test_kvm_needs_vmx_or_svm(extra: str, usable: bool) -> None:
+    assert power.kvm_usable(FLAGS.format(extra=extra)) is usable
+
+
+def test_want_kvm() -> None:
+    assert power.want_kvm("auto", True) and not power.want_kvm("auto", False)
+    assert not power.want_kvm("no", True)
+    with pytest.raises(CommandError, match="KVM is not usable here"):
+        power.want_kvm("yes", False)
+
+
+def test_qemu_argv_pxe_boot_on_the_tap() -> None:
+    spec = power.VmSpec(name="node01", mac="52:54:00:01:02:03", bridge="br0", mtu=1450)
+    argv = power.qemu_argv(spec, "/x/con", kvm=False)
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-boot") + 1] == "order=n"
+    assert "tap,id=n0,ifname=kv-node01,script=no,downscript=no" in argv
+    assert "virtio-net-pci,netdev=n0,mac=52:54:00:01:02:03,host_mtu=1450" in argv
+    assert "file,id=con0,path=/x/con,append=on" in argv
+    assert not any("vhost" in a for a in argv)
+
+
+def test_qemu_argv_direct_kernel_boot() -> None:
+    spec = power.VmSpec(name="n", mac="52:54:00:01:02:03", bridge="br0", kernel="/k", initrd="/i", append="ro")
+    argv = power.qemu_argv(spec, "/c", kvm=True)
+    assert argv[argv.index("-kernel") + 1] == "/k" and argv[argv.index("-append") + 1] == "ro"
+    assert "-boot" not in argv and argv[argv.index("-accel") + 1] == "kvm"
+
+
+def _config(tree, text: str = "") -> Config:  # type: ignore[no-untyped-def]
+    return load_config(tree.path("/etc/kestrel/kestrel.yaml"))
+
+
+def test_define_uses_config_defaults_then_keeps_the_definition(tree) -> None:  # type: ignore[no-untyped-def]
+    config = _config(tree)
+    spec = power.define_vm(tree, config, "node01", memory=512)
+    assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, power.vm_mac("node01"))
+    again = power.define_vm(tree, config, "node01", cpus=2)
+    assert (again.memory, again.cpus) == (512, 2)
+    assert [s.name for s in power.list_vms(tree)] == ["node01"]
+
+
+def test_bad_input_is_refused(tree) -> None:  # type: ignore[no-untyped-def]
+    config = _config(tree)
+    with pytest.raises(InputError, match="--mac: 'zz' is not a MAC address"):
+        power.define_vm(tree, config, "node01", mac="zz")
+    with pytest.raises(InputError, match="is not a valid VM name"):
+        power.define_vm(tree, config, "../x")
+    power.define_vm(tree, config, "a", mac="52:54:00:00:00:01")
+    with pytest.raises(InputError, match="already the MAC of VM a"):
+        power.define_vm(tree, config, "b", mac="52:54:00:00:00:01")
+    assert [s.name for s in power.list_vms(tree)] == ["a"]
+
+
+def test_cli_list_and_unknown_vm(tree) -> None:  # type: ignore[no-untyped-def]
+    power.define_vm(tree, _config(tree), "node01")
+    runner = CliRunner()
+    out = runner.invoke(command, ["list", "--root", str(tree.root)])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", power.vm_mac("node01")]
+    out = runner.invoke(command, ["console", "--root", str(tree.root), "node09"])
+    assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)
