@@ -240,7 +240,7 @@ def _remove_tap(spec: VmSpec) -> None:
 
 
 def vm_rows(root: Sysroot) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for spec in list_vms(root):
         record = process.find(root, record_name(spec.name))
         rows.append({

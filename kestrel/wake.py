@@ -126,8 +126,8 @@ def start_listener(root: Sysroot, config_path: str, bridge: str, ns: str | None)
     """The listener as a supervised background process of ROOT; None if one already runs."""
     if process.find(root, LISTENER):
         return None
-    argv = [sys.executable, "-m", "kestrel.cli.vm", "listen", "--root", str(root.root), "--config", config_path,
-            "--bridge", bridge, *(["--netns", ns] if ns else [])]
+    argv = [sys.executable, "-m", "kestrel.cli.vm", "--root", str(root.root), "--config", config_path,
+            "listen", "--bridge", bridge, *(["--netns", ns] if ns else [])]
     record = process.start(root, LISTENER, argv)
     if not process.wait_for_log(record, "Listening for magic packets", timeout=30):
         process.stop(root, LISTENER)

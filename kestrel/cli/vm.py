@@ -16,6 +16,7 @@ from kestrel.services import process
 
 
 @click.group(help="qemu nodes that boot from the cluster network (PXE), with their serial consoles.")
+@global_options
 def command() -> None:
     pass
 
@@ -28,7 +29,6 @@ def _spec(ctx: Context, name: str) -> power.VmSpec:
 
 
 @command.command(help="Define NAME if new (or update the options given), then power it on.")
-@global_options
 @click.argument("name")
 @click.option("--mac", help="MAC address [default: derived from NAME].")
 @click.option("--memory", type=click.IntRange(128), help="MiB of RAM [default: config vm.memory].")
@@ -51,7 +51,6 @@ def start(ctx: Context, name: str, **given: object) -> None:
 
 
 @command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")
-@global_options
 @click.argument("names", nargs=-1, required=True)
 @click.option("--remove", is_flag=True, help="Also forget the VM's definition.")
 @pass_context
@@ -63,7 +62,6 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
 
 
 @command.command(name="list", help="The defined VMs and whether they run.")
-@global_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
@@ -75,7 +73,6 @@ def list_(ctx: Context, as_json: bool) -> None:
 
 
 @command.command(help="Print NAME's serial console log (with --follow, keep printing).")
-@global_options
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until interrupted.")
 @pass_context
@@ -97,7 +94,6 @@ def console(ctx: Context, name: str, follow: bool) -> None:
 
 
 @command.command(help="Start stopped VMs when their Wake-on-LAN magic packet crosses the bridge.")
-@global_options
 @click.option("--bridge", help="Bridge to listen on [default: config network.interface].")
 @click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
 @click.option("--background", is_flag=True, help="Run as a supervised process of ROOT and return.")

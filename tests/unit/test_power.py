@@ -86,8 +86,8 @@ def test_bad_input_is_refused(tree) -> None:  # type: ignore[no-untyped-def]
 def test_cli_list_and_unknown_vm(tree) -> None:  # type: ignore[no-untyped-def]
     power.define_vm(tree, _config(tree), "node01")
     runner = CliRunner()
-    out = runner.invoke(command, ["list", "--root", str(tree.root)])
+    out = runner.invoke(command, ["--root", str(tree.root), "list"])
     assert out.exit_code == 0, out.output
     assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", power.vm_mac("node01")]
-    out = runner.invoke(command, ["console", "--root", str(tree.root), "node09"])
+    out = runner.invoke(command, ["--root", str(tree.root), "console", "node09"])
     assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)
