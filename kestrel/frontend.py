@@ -118,6 +118,7 @@ _OWNED = [
     (f"{TFTP_ROOT}/pxelinux.cfg", "01-*"),
     ("/etc/exports.d", "kestrel.exports"),
     ("/etc/ganesha", "kestrel.conf"),
+    (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
 ]
 
 
@@ -163,7 +164,9 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
         return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
                         on_change=("nfs-kernel", Action.RELOAD))]
     text = render(root, "ganesha.conf", **ctx | {"exports": found, "plugins_dir": nfs.GANESHA_PLUGINS})
-    return [Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART))]
+    unit = render(root, "nfs-ganesha.service.conf", config_file=root.sys(nfs.GANESHA_PATH))
+    return [Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART)),
+            Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART))]
 
 
 def _boot_files(

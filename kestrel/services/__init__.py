@@ -30,9 +30,9 @@ def perform(root: Sysroot, actions: Iterable[ServiceAction], say: Callable[[str]
 
 def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
     unit, reload_argv = _HOST[a.service]
-    argv = reload_argv if a.action is Action.RELOAD else ["systemctl", "restart", unit]
-    if a.service == "nfs-kernel":
-        argv = reload_argv
+    argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
+    if a.service == "nfs-ganesha":
+        runner.run(["systemctl", "daemon-reload"])  # Kestrel's drop-in may have changed
     runner.run(argv)
     say(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
