@@ -1,0 +1,124 @@
+"""Node operations in process: lease-event rules, mark_state for other modules, a crash leaves files old or new."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kestrel import nodes, nodestate, registry, sysroot
+from kestrel.config import load_config
+from kestrel.nodestate import Facts, State, States, load_states
+from kestrel.registry import Node, load_registry
+from kestrel.sysroot import Sysroot
+from tests.conftest import write_config
+
+
+def config_path(tree: Sysroot) -> Path:
+    return tree.path("/etc/kestrel/kestrel.yaml")
+
+
+def event(tree: Sysroot, action: str, mac: str, ip: str) -> list[str]:
+    said: list[str] = []
+    path = config_path(tree)
+    nodes.lease_event(tree, load_config(path), path, action, mac, ip, say=said.append)
+    return said
+
+
+def state_of(tree: Sysroot, mac: str) -> State | None:
+    s = load_states(tree).get(mac)
+    return s.state if s else None
+
+
+def test_old_for_a_known_mac_writes_nothing(tree: Sysroot) -> None:
+    event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150")
+    assert event(tree, "old", "52:54:00:bb:00:01", "10.10.0.150") == []
+    assert event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150") == []  # last_seen within the same second
+
+
+def test_del_for_an_old_dynamic_address_keeps_the_node_up(tree: Sysroot) -> None:
+    """With a static pool a node moves off its dynamic lease: the `del` of that lease is not the node leaving."""
+    text = config_path(tree).read_text().replace("# static_pool:", "static_pool:")
+    write_config(tree, text)
+    event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150")
+    [node] = load_registry(tree)
+    assert str(node.ip) == "10.10.0.10"
+    event(tree, "del", "52:54:00:bb:00:01", "10.10.0.150")
+    assert state_of(tree, node.mac) is State.UP
+    event(tree, "del", "52:54:00:bb:00:01", "10.10.0.10")
+    assert state_of(tree, node.mac) is State.DOWN
+
+
+def test_without_auto_register_unknown_macs_are_ignored(tree: Sysroot) -> None:
+    write_config(tree, config_path(tree).read_text().replace("auto_register: true", "auto_register: false"))
+    assert event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150") == []
+    assert load_registry(tree) == []
+    assert not tree.path("/etc/kestrel/nodes").exists()
+
+
+def test_mark_state_records_facts_and_hostfiles_follow(tree: Sysroot) -> None:
+    path = config_path(tree)
+    config = load_config(path)
+    nodes.add(tree, config, path, "52:54:00:bb:00:01", say=lambda _: None, ip="10.10.0.5")
+    said: list[str] = []
+    nodes.mark_state(tree, config, path, "node01", True, Facts(cpus=8, memory_mb=2000), say=said.append)
+    assert said == [f"Wrote {tree.sys('/var/lib/kestrel/nodes.json')}",
+                    *(f"Wrote {tree.sys('/etc/kestrel/hostfiles/' + f)}" for f in ("openmpi", "mpich", "slurm",
+                                                                                    "hosts"))]
+    assert tree.path("/etc/kestrel/hostfiles/openmpi").read_text().endswith("\nnode01 slots=8\n")
+    nodes.mark_states(tree, config, path, {"node01": (False, None)}, say=lambda _: None)
+    assert load_states(tree)["52:54:00:bb:00:01"].cpus == 8
+    assert "node01" not in tree.path("/etc/kestrel/hostfiles/mpich").read_text()
+
+
+def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = config_path(tree)
+    config = load_config(path)
+
+    def join(mac: str) -> nodes.Change:
+        """Register MAC (if new) and mark it up at a fixed time: the same change can be replayed."""
+        def change(known: list[Node], states: States) -> tuple[list[Node], States]:
+            if all(n.mac != mac for n in known):
+                known = registry.add_node(known, config, mac=mac)
+            return known, nodestate.mark(states, mac, True, 1795000000)
+        return change
+
+    nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:01"), say=lambda _: None)
+    old = snapshot(tree.root)
+    plan = nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+    new = snapshot(tree.root)
+    assert len(plan.changes) == 8  # registry, state, both hosts files, four hostfiles
+    real_replace = os.replace
+    for crash_at in range(len(plan.changes)):
+        restore(tree.root, old)
+        def crashing_replace(src: str, dst: str, count: list[int] = [0], crash_at: int = crash_at) -> None:  # noqa: B006
+            if count[0] == crash_at:
+                raise KeyboardInterrupt("power cut between the write and the rename")
+            count[0] += 1
+            real_replace(src, dst)
+
+        monkeypatch.setattr(sysroot.os, "replace", crashing_replace)
+        with pytest.raises(KeyboardInterrupt):
+            nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+        monkeypatch.setattr(sysroot.os, "replace", real_replace)
+        now = snapshot(tree.root)
+        assert sorted(now) == sorted(old), "a temporary file was left behind"
+        for name, data in now.items():
+            assert data in (old[name], new[name]), f"{name} is neither old nor new after a crash at write {crash_at}"
+        assert now != new
+        nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+        assert snapshot(tree.root) == new, "the next change converges"
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "lock"}
+
+
+def restore(root: Path, files: dict[str, bytes]) -> None:
+    for p in root.rglob("*"):
+        if p.is_file() and p.name != "lock" and str(p.relative_to(root)) not in files:
+            p.unlink()
+    for name, data in files.items():
+        (root / name).write_bytes(data)
