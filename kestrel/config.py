@@ -46,6 +46,8 @@ Name = Annotated[str, AfterValidator(names.check_name)]
 IfName = Annotated[str, AfterValidator(names.check_ifname)]
 AbsPath = Annotated[str, AfterValidator(_abs_path)]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+# Below 1000 are Debian's system accounts; 65534 is nobody.
+Uid = Annotated[StrictInt, Field(ge=1000, le=65533)]
 
 
 class _Section(BaseModel):
@@ -178,6 +180,20 @@ class SwitchConfig(_Section):
         return self
 
 
+class Users(_Section):
+    """Cluster users: same uid on the frontend and every node, homes under nfs.home."""
+
+    uid_range: tuple[Uid, Uid] = (2000, 2999)
+    shell: AbsPath = "/bin/bash"
+    admin_group: Name = "sudo"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Users:
+        if self.uid_range[0] > self.uid_range[1]:
+            raise ValueError(f"uid_range: start {self.uid_range[0]} is after end {self.uid_range[1]}")
+        return self
+
+
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
@@ -187,6 +203,7 @@ class Config(_Section):
     nfs: Nfs = Nfs()
     nodes: Nodes = Nodes()
     vm: Vm = Vm()
+    users: Users = Users()
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     switch: SwitchConfig | None = None
 

@@ -1,15 +1,30 @@
-"""Commands on nodes over SSH (paramiko): "a node is a machine that answers ssh with the cluster key"."""
+"""SSH to nodes with paramiko: one command on one host, and fan-out with reused connections and bounded threads."""
 
 from __future__ import annotations
 
+import errno
+import select
 import shlex
-from collections.abc import Sequence
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import paramiko
 
+from kestrel import knownhosts
 from kestrel.errors import KestrelError
+from kestrel.sysroot import Sysroot
+
+# The frontend's root key: images authorise its public half for root on the nodes (KestrelHPC's rule).
+ROOT_KEY = "/root/.ssh/id_ed25519"
+KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"
+T = TypeVar("T")
 
 
 class RemoteError(KestrelError):
@@ -74,3 +89,203 @@ def _why(error: BaseException) -> str:
     if isinstance(error, ConnectionRefusedError) or "Unable to connect" in str(error):
         return "connection refused (no sshd?)"
     return str(error) or type(error).__name__
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host to reach: its name (for output and host-key lookup) and the address to connect to."""
+
+    name: str
+    address: str
+    port: int = 22
+
+    @property
+    def lookup_names(self) -> list[str]:
+        """Names its host key may be listed under in known_hosts (OpenSSH writes [host]:port off port 22)."""
+        hosts = [self.name, self.address]
+        return hosts if self.port == 22 else [f"[{h}]:{self.port}" for h in hosts]
+
+
+@dataclass
+class HostResult:
+    target: Target
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None  # could not connect, or timed out: one sentence
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_code == 0
+
+    def why(self) -> str:
+        """Why it failed, in a few words (for 'failed on: node03 (exit code 2)')."""
+        return self.error or f"exit code {self.exit_code}"
+
+
+class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
+    """Accept a server key only if Kestrel's known_hosts lists it for the target: never trust on first use.
+
+    The client loads no host keys itself, so every connection comes here; this also gives OpenSSH
+    patterns ('node*', '10.10.0.*', '!frontend'), which paramiko's own lookup does not understand.
+    """
+
+    def __init__(self, entries: list[knownhosts.Entry], target: Target) -> None:
+        self.entries = entries
+        self.target = target
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        offered = knownhosts.HostKey(key.get_name(), key.get_base64())
+        if not knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
+            raise paramiko.SSHException(
+                f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts")
+
+
+class Pool:
+    """Open SSH connections by host, reused by every later command through this pool. Thread-safe."""
+
+    def __init__(self, user: str, key: Path, known_hosts: Iterable[Path], connect_timeout: float = 5.0) -> None:
+        self.user = user
+        self.connect_timeout = connect_timeout
+        self.key = load_key(key)
+        self.entries: list[knownhosts.Entry] = []
+        for path in known_hosts:
+            if path.is_file():
+                self.entries += knownhosts.parse(path.read_text(errors="replace"))
+        self._clients: dict[Target, paramiko.SSHClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, target: Target) -> paramiko.SSHClient:
+        with self._lock:
+            have = self._clients.get(target)
+        transport = have.get_transport() if have else None
+        if have and transport and transport.is_active():
+            return have
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target))
+        t = self.connect_timeout
+        client.connect(target.address, target.port, username=self.user, pkey=self.key, timeout=t,
+                       banner_timeout=t, auth_timeout=t, look_for_keys=False, allow_agent=False)
+        with self._lock:
+            self._clients[target] = client
+        return client
+
+    def drop(self, target: Target) -> None:
+        with self._lock:
+            client = self._clients.pop(target, None)
+        if client:
+            client.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def known_hosts_files(root: Sysroot) -> list[Path]:
+    """Kestrel's system-wide known_hosts, then root's own."""
+    return [root.path(KNOWN_HOSTS), root.path(USER_KNOWN_HOSTS)]
+
+
+def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0) -> Pool:
+    """Connections as root with the frontend's key (config nodes.ssh_key)."""
+    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout)
+
+
+def run(pool: Pool, target: Target, command: str, timeout: float = 60.0, input: bytes | None = None) -> HostResult:
+    """Run COMMAND (a remote shell string) on TARGET; never raises for connection or command failures."""
+    start = time.monotonic()
+    result = HostResult(target)
+    try:
+        client = pool.client(target)
+        result.exit_code, out, err = _exec(client, command, timeout, input)
+        result.stdout, result.stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    except TimeoutError as e:
+        result.error = str(e)
+        pool.drop(target)
+    except (OSError, paramiko.SSHException, EOFError) as e:
+        result.error = describe_error(e, pool)
+        pool.drop(target)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _exec(client: paramiko.SSHClient, command: str, timeout: float, input: bytes | None) -> tuple[int, bytes, bytes]:
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session(timeout=timeout)
+    try:
+        chan.exec_command(command)
+        if input is not None:
+            chan.sendall(input)
+        chan.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"command still running after {timeout:g} s")
+            select.select([chan], [], [], min(left, 1.0))
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                return chan.recv_exit_status(), bytes(out), bytes(err)
+    finally:
+        chan.close()
+
+
+def describe_error(e: BaseException, pool: Pool) -> str:
+    """A connection failure as a short sentence."""
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError) and e.errors:
+        return describe_error(next(iter(e.errors.values())), pool)
+    if isinstance(e, paramiko.AuthenticationException):
+        return f"key not accepted for {pool.user}"
+    if isinstance(e, socket.timeout | TimeoutError):
+        return f"no answer within {pool.connect_timeout:g} s"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (sshd not running?)"
+    if isinstance(e, OSError) and e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "host unreachable"
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def fan_out(targets: Sequence[Target], work: Callable[[Target], T], parallel: int = 10) -> list[T]:
+    """WORK for every target in at most PARALLEL threads; results in the order of TARGETS."""
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        return list(pool.map(work, targets))
+
+
+def run_many(
+    targets: Sequence[Target],
+    command: str,
+    *,
+    user: str = "root",
+    key: Path,
+    known_hosts: Iterable[Path],
+    parallel: int = 10,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 60.0,
+    input: bytes | None = None,
+    pool: Pool | None = None,
+) -> list[HostResult]:
+    """COMMAND on every target, PARALLEL at a time; connections come from (and stay in) POOL if given."""
+    own = pool is None
+    pool = pool or Pool(user, key, known_hosts, connect_timeout)
+    try:
+        return fan_out(targets, lambda t: run(pool, t, command, command_timeout, input), parallel)
+    finally:
+        if own:
+            pool.close()

@@ -1,0 +1,382 @@
+"""Cluster users on real trees: frontend accounts, homes and keys, known_hosts, images, running nodes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import paramiko
+
+from kestrel import knownhosts, names, registry, remote, runner
+from kestrel.config import Config
+from kestrel.errors import KestrelError
+from kestrel.images import IMAGES_DIR
+from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
+from kestrel.users import (
+    ACCOUNT_FILES,
+    USERS_PATH,
+    ClusterUser,
+    check_user_name,
+    format_users,
+    new_user,
+    parse_users,
+    render_accounts,
+    with_user,
+    without_user,
+)
+
+KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
+KEY_NAME = "id_ed25519"
+_MODES = {"/etc/passwd": 0o644, "/etc/group": 0o644, "/etc/shadow": 0o640, "/etc/gshadow": 0o640}
+Say = Callable[[str], None]
+
+
+class Files(Protocol):
+    """Where account files live: a tree on the frontend (an image, a --root) or a node over SFTP."""
+
+    def read(self, path: str) -> str | None: ...
+
+    def write(self, path: str, text: str, mode: int) -> None: ...
+
+
+class TreeFiles:
+    def __init__(self, root: Sysroot) -> None:
+        self.root = root
+
+    def read(self, path: str) -> str | None:
+        data = self.root.read(path)
+        return None if data is None else data.decode("utf-8", "surrogateescape")
+
+    def write(self, path: str, text: str, mode: int) -> None:
+        """Atomic; an existing file keeps its mode and owner (shadow is root:shadow 0640 in Debian)."""
+        real = self.root.path(path)
+        try:
+            st = real.stat()
+            mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
+        except FileNotFoundError:
+            owner = None
+        atomic_write(real, text.encode("utf-8", "surrogateescape"), mode)
+        if owner:
+            os.chown(real, *owner)
+
+
+def load_users(root: Sysroot) -> list[ClusterUser]:
+    data = root.read(USERS_PATH)
+    return parse_users(data.decode("utf-8", "replace"), root.sys(USERS_PATH)) if data else []
+
+
+def sync_accounts(files: Files, users: list[ClusterUser], config: Config, known_hosts: str,
+                  accounts: bool = True) -> list[str]:
+    """Bring a tree (frontend, image, node) to USERS: account files, known_hosts block, users list copy.
+
+    The tree's own copy of the users list says who was a cluster user before, so removed users go too.
+    Returns the paths written.
+    """
+    old = files.read(USERS_PATH)
+    previous = [u.name for u in parse_users(old, USERS_PATH)] if old else []
+    written = []
+    if accounts:
+        current = {p: files.read(p) for p in ACCOUNT_FILES}
+        for p in ("/etc/passwd", "/etc/group", "/etc/shadow"):
+            current[p] = current[p] or ""
+        days = int(time.time() // 86400)
+        for path, text in render_accounts(current, users, previous, config.nfs.home, config.users.admin_group,
+                                          days).items():
+            if text != current[path]:
+                files.write(path, text, _MODES[path])
+                written.append(path)
+    have = files.read(KNOWN_HOSTS) or ""
+    if (read_block(have, KNOWN_HOSTS) or "") != known_hosts:
+        files.write(KNOWN_HOSTS, replace_block(have, known_hosts, KNOWN_HOSTS), 0o644)
+        written.append(KNOWN_HOSTS)
+    listing = format_users(users)
+    if old != listing:
+        files.write(USERS_PATH, listing, 0o644)
+        written.append(USERS_PATH)
+    return written
+
+
+# -- known_hosts: the nodes' host keys come from their images, never from a first connection -------------
+
+def image_host_keys(root: Sysroot) -> dict[str, list[knownhosts.HostKey]]:
+    """image name -> public host keys found in ROOT/srv/kestrel/images/NAME/etc/ssh/ssh_host_*_key.pub."""
+    found: dict[str, list[knownhosts.HostKey]] = {}
+    folder = root.path(IMAGES_DIR)
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_dir() or entry.name.endswith(".versions") or not _is_name(entry.name):
+            continue
+        keys = []
+        for pub in sorted((entry / "etc" / "ssh").glob("ssh_host_*_key.pub")):
+            try:
+                keys.append(knownhosts.parse_public_key(pub.read_text(), str(pub)))
+            except (ValueError, OSError) as e:
+                raise KestrelError(str(e)) from None
+        if keys:
+            found[entry.name] = keys
+    return found
+
+
+def _is_name(text: str) -> bool:
+    try:
+        names.check_name(text)
+    except ValueError:
+        return False
+    return True
+
+
+def known_hosts_body(root: Sysroot, config: Config) -> str:
+    """Lines for every registered node (name, FQDN, IP) with its image's keys, then one pattern line per
+    image key for nodes not registered yet, which excludes the frontend's names: a node key can never
+    pass for the frontend. The frontend's own keys are listed for its names."""
+    domain = config.cluster.domain
+    front = config.cluster.frontend_name
+    keys = image_host_keys(root)
+    entries: list[tuple[list[str], knownhosts.HostKey]] = []
+    for node in registry.load_registry(root):
+        for key in keys.get(node.image, []):
+            entries.append(([node.name, f"{node.name}.{domain}", str(node.ip)], key))
+    not_front = [f"!{front}", f"!{front}.{domain}", f"!{config.network.ip}"]
+    pattern = [knownhosts.name_pattern(config.nodes.name_pattern), f"*.{domain}",
+               knownhosts.ip_pattern(config.network.network), *not_front]
+    for image in sorted(keys):
+        for key in keys[image]:
+            entries.append((pattern, key))
+    for pub in sorted(root.path("/etc/ssh").glob("ssh_host_*_key.pub")):
+        with contextlib.suppress(ValueError, OSError):
+            entries.append(([front, f"{front}.{domain}", str(config.network.ip)],
+                            knownhosts.parse_public_key(pub.read_text(), str(pub))))
+    return knownhosts.render(entries)
+
+
+# -- the frontend --------------------------------------------------------------------------------------------
+
+def home_of(root: Sysroot, config: Config, name: str) -> Path:
+    return root.path(config.nfs.home) / name
+
+
+def add_user(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool,
+             say: Say) -> ClusterUser:
+    """Create NAME on the frontend: account, home with skel, key pair, authorized_keys, known_hosts."""
+    with root.lock():
+        users = load_users(root)
+        passwd, group = root.read("/etc/passwd"), root.read("/etc/group")
+        user = new_user(users, passwd and passwd.decode(errors="replace"), group and group.decode(errors="replace"),
+                        config.users, name, uid, shell, admin)
+        users = with_user(users, user)
+        if root.is_host:
+            _useradd(root, config, user)
+        say(f"Created cluster user {user.name} (uid {user.uid})")
+        make_home(root, config, user, say)
+        _sync_frontend(root, config, users, say)
+    return user
+
+
+def remove_user(root: Sysroot, config: Config, name: str, keep_home: bool, say: Say) -> ClusterUser:
+    with root.lock():
+        users, user = without_user(load_users(root), check_user_name(name))
+        if root.is_host:
+            runner.run(["userdel", user.name])
+            if runner.run(["getent", "group", user.name], check=False).returncode == 0:
+                runner.run(["groupdel", user.name])
+        _sync_frontend(root, config, users, say)
+        say(f"Removed cluster user {user.name}")
+        home = home_of(root, config, user.name)
+        if not keep_home and home.is_dir():
+            shutil.rmtree(home)
+            say(f"Removed {home}")
+    return user
+
+
+def sync_frontend(root: Sysroot, config: Config, say: Say) -> None:
+    """Rewrite the frontend's known_hosts (new nodes, new images) and its account files under a --root."""
+    _sync_frontend(root, config, load_users(root), say)
+
+
+def _sync_frontend(root: Sysroot, config: Config, users: list[ClusterUser], say: Say) -> None:
+    # On the host, useradd/userdel did the account files (they know about nscd and the shadow locks).
+    for path in sync_accounts(TreeFiles(root), users, config, known_hosts_body(root, config),
+                              accounts=not root.is_host):
+        say(f"Wrote {root.sys(path)}")
+
+
+def _useradd(root: Sysroot, config: Config, user: ClusterUser) -> None:
+    home = f"{config.nfs.home.rstrip('/')}/{user.name}"
+    runner.run(["groupadd", "--gid", str(user.gid), user.name])
+    runner.run(["useradd", "--uid", str(user.uid), "--gid", str(user.gid), "--home-dir", home, "--no-create-home",
+                "--shell", user.shell, "--comment", f"{user.name} (cluster user)", "--password", "*", user.name])
+    if user.admin and runner.run(["getent", "group", config.users.admin_group], check=False).returncode == 0:
+        runner.run(["usermod", "--append", "--groups", config.users.admin_group, user.name])
+
+
+def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> None:
+    """Home (0700, from ROOT/etc/skel), key pair without passphrase, its public key authorised.
+
+    A home kept by an earlier `remove --keep-home` is reused with its keys.
+    """
+    home = home_of(root, config, user.name)
+    if not home.exists():
+        skel = root.path("/etc/skel")
+        if skel.is_dir():
+            shutil.copytree(skel, home, symlinks=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        say(f"Created {home}")
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    key = ssh / KEY_NAME
+    if not key.exists():
+        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user.name}@{config.cluster.name}",
+                    "-f", str(key)])
+        say(f"Created {key}")
+    public = key.with_name(KEY_NAME + ".pub").read_text().strip()
+    authorized = ssh / "authorized_keys"
+    have = authorized.read_text() if authorized.exists() else ""
+    if public not in have.splitlines():
+        atomic_write(authorized, (have + ("" if not have or have.endswith("\n") else "\n") + public + "\n").encode(),
+                     0o600)
+    home.chmod(0o700)
+    for folder, dirs, files in os.walk(home):
+        for entry in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.lchown(entry, user.uid, user.gid)
+
+
+def public_key(root: Sysroot, config: Config, name: str) -> str | None:
+    path = home_of(root, config, name) / ".ssh" / (KEY_NAME + ".pub")
+    return path.read_text().strip() if path.is_file() else None
+
+
+# -- KestrelHPC's rule: node keys and cluster-user keys never open the frontend's root account -----------
+
+def audit_root_access(root: Sysroot, config: Config) -> list[str]:
+    """Problems: a cluster user's key or an image's key found in ROOT/root/.ssh/authorized_keys."""
+    data = root.read(ROOT_AUTHORIZED_KEYS)
+    if not data:
+        return []
+    allowed = {_blob(line) for line in data.decode(errors="replace").splitlines()} - {None}
+    forbidden: dict[str, str] = {}
+    for u in load_users(root):
+        pub = public_key(root, config, u.name)
+        if pub:
+            forbidden[_blob(pub) or ""] = f"cluster user {u.name}'s key"
+    for image, keys in image_host_keys(root).items():
+        for k in keys:
+            forbidden[k.blob] = f"image {image}'s host key"
+    images = root.path(IMAGES_DIR)
+    for pub in sorted(images.glob("*/root/.ssh/*.pub")) if images.is_dir() else []:
+        with contextlib.suppress(OSError):
+            forbidden[_blob(pub.read_text()) or ""] = f"node root key {pub}"
+    where = root.sys(ROOT_AUTHORIZED_KEYS)
+    return [f"{where}: {what} gives access to the frontend's root account; remove that line"
+            for blob, what in forbidden.items() if blob in allowed]
+
+
+def _blob(line: str) -> str | None:
+    """The base64 part of an authorized_keys or .pub line (options before the type are allowed)."""
+    fields = line.split()
+    for i, f in enumerate(fields[:-1]):
+        if f in knownhosts.KEY_TYPES:
+            return fields[i + 1]
+    return None
+
+
+def check_root_access(root: Sysroot, config: Config) -> None:
+    problems = audit_root_access(root, config)
+    if problems:
+        raise KestrelError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+# -- images (configure phase) and running nodes (pushed over SSH) ----------------------------------------
+
+def image_roots(root: Sysroot) -> dict[str, Path]:
+    """image name -> its current root: ROOT/srv/kestrel/images/NAME (the published symlink or a folder)."""
+    folder = root.path(IMAGES_DIR)
+    if not folder.is_dir():
+        return {}
+    return {e.name: e for e in sorted(folder.iterdir())
+            if e.is_dir() and not e.name.endswith(".versions") and _is_name(e.name)}
+
+
+def apply_to_image(root: Sysroot, config: Config, image_root: Path) -> list[str]:
+    """Give the image at IMAGE_ROOT the cluster users and known_hosts of the frontend at ROOT."""
+    if not (image_root / "etc").is_dir():
+        raise KestrelError(f"{image_root}: not an image root (no etc/)")
+    return sync_accounts(TreeFiles(Sysroot(image_root)), load_users(root), config, known_hosts_body(root, config))
+
+
+def apply_to_images(root: Sysroot, config: Config, say: Say) -> None:
+    for name, path in image_roots(root).items():
+        if apply_to_image(root, config, path):
+            say(f"Updated the cluster users of image {name}")
+
+
+class SftpFiles:
+    """A running node's files over SFTP; writes go to a temp file renamed over the old one (atomic)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+
+    def read(self, path: str) -> str | None:
+        try:
+            with self.sftp.open(path, "rb") as f:
+                return f.read().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            return None
+
+    def write(self, path: str, text: str, mode: int) -> None:
+        folder, name = path.rsplit("/", 1)
+        try:
+            st = self.sftp.stat(path)
+        except FileNotFoundError:
+            st = None
+            with contextlib.suppress(OSError):
+                self.sftp.mkdir(folder, 0o755)
+        tmp = f"{folder}/.{name}.kestrel-tmp"
+        with self.sftp.open(tmp, "wb") as f:
+            f.write(text.encode("utf-8", "surrogateescape"))
+        self.sftp.chmod(tmp, (st.st_mode & 0o7777) if st and st.st_mode else mode)
+        if st and st.st_uid is not None and st.st_gid is not None:
+            self.sftp.chown(tmp, st.st_uid, st.st_gid)
+        self.sftp.posix_rename(tmp, path)
+
+
+def node_targets(root: Sysroot, only: list[str] | None = None) -> list[remote.Target]:
+    nodes = registry.load_registry(root)
+    if only is not None:
+        nodes = [n for n in nodes if n.name in only]
+    return [remote.Target(n.name, str(n.ip)) for n in nodes]
+
+
+def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
+                  connect_timeout: float = 3.0) -> list[tuple[str, str]]:
+    """Send the users to every registered node that answers; returns (node, why) for those that did not.
+
+    A node that is down gets them from its image when it boots, so a failure here is only a warning.
+    """
+    users, body = load_users(root), known_hosts_body(root, config)
+    targets = node_targets(root)
+    if not targets:
+        return []
+
+    def push(pool: remote.Pool, t: remote.Target) -> tuple[str, str | None]:
+        try:
+            with pool.client(t).open_sftp() as sftp:
+                sync_accounts(SftpFiles(sftp), users, config, body)
+            return t.name, None
+        except (OSError, paramiko.SSHException, EOFError, KestrelError) as e:
+            return t.name, remote.describe_error(e, pool)
+
+    with remote.root_pool(root, config.nodes.ssh_key, connect_timeout) as pool:
+        results = remote.fan_out(targets, lambda t: push(pool, t), parallel)
+    failed = [(n, why) for n, why in results if why is not None]
+    done = len(results) - len(failed)
+    say(f"Updated the cluster users on {done} running node{'s' if done != 1 else ''}")
+    for name, why in failed:
+        say(f"Warning: {name}: not updated ({why}); it gets the users from its image at next boot")
+    return failed
