@@ -167,9 +167,9 @@ def add_user(root: Sysroot, config: Config, name: str, uid: int | None, shell: s
     """Create NAME on the frontend: account, home with skel, key pair, authorized_keys, known_hosts."""
     with root.lock():
         users = load_users(root)
-        passwd, group = root.read("/etc/passwd"), root.read("/etc/group")
-        user = new_user(users, passwd and passwd.decode(errors="replace"), group and group.decode(errors="replace"),
-                        config.users, name, uid, shell, admin)
+        files = TreeFiles(root)
+        user = new_user(users, files.read("/etc/passwd"), files.read("/etc/group"), config.users, name, uid, shell,
+                        admin)
         users = with_user(users, user)
         if root.is_host:
             _useradd(root, config, user)
@@ -269,9 +269,9 @@ def audit_root_access(root: Sysroot, config: Config) -> list[str]:
         for k in keys:
             forbidden[k.blob] = f"image {image}'s host key"
     images = root.path(IMAGES_DIR)
-    for pub in sorted(images.glob("*/root/.ssh/*.pub")) if images.is_dir() else []:
+    for node_key in sorted(images.glob("*/root/.ssh/*.pub")) if images.is_dir() else []:
         with contextlib.suppress(OSError):
-            forbidden[_blob(pub.read_text()) or ""] = f"node root key {pub}"
+            forbidden[_blob(node_key.read_text()) or ""] = f"node root key {node_key}"
     where = root.sys(ROOT_AUTHORIZED_KEYS)
     return [f"{where}: {what} gives access to the frontend's root account; remove that line"
             for blob, what in forbidden.items() if blob in allowed]

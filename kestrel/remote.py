@@ -273,8 +273,8 @@ def run_many(
     command: str,
     *,
     user: str = "root",
-    key: Path,
-    known_hosts: Iterable[Path],
+    key: Path | None = None,
+    known_hosts: Iterable[Path] = (),
     parallel: int = 10,
     connect_timeout: float = 5.0,
     command_timeout: float = 60.0,
@@ -283,7 +283,10 @@ def run_many(
 ) -> list[HostResult]:
     """COMMAND on every target, PARALLEL at a time; connections come from (and stay in) POOL if given."""
     own = pool is None
-    pool = pool or Pool(user, key, known_hosts, connect_timeout)
+    if pool is None:
+        if key is None:
+            raise KestrelError("internal: run_many needs a key or a pool")
+        pool = Pool(user, key, known_hosts, connect_timeout)
     try:
         return fan_out(targets, lambda t: run(pool, t, command, command_timeout, input), parallel)
     finally:

@@ -8,6 +8,7 @@ import click
 
 from kestrel import hostfiles, nodes, nodestate, registry
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.cli.nodes_remote import add_commands as add_remote_commands
 from kestrel.errors import InputError
 
 _VALUED = {"--root", "--config"}
@@ -131,6 +132,9 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
     nodes.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip, say=ctx.say)
+
+
+add_remote_commands(command)
 
 
 def main() -> None:

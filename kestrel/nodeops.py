@@ -1,0 +1,131 @@
+"""Work on many nodes over SSH: run a command everywhere, check connectivity (ping, SSH, NFS home)."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kestrel import accounts, names, nodes, registry, remote, runner
+from kestrel.config import Config
+from kestrel.errors import CommandError, InputError
+from kestrel.sysroot import Sysroot
+
+
+def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[remote.Target]:
+    """The registered nodes named in WANTED, or those of GROUP, or all; an unknown name is an InputError."""
+    registered = registry.load_registry(root)
+    if wanted and group:
+        raise InputError("give node names or --group, not both")
+    if group:
+        names.check_name(group, "group name")
+        chosen = [n for n in registered if n.group == group]
+        if not chosen:
+            raise InputError(f"no registered node is in group {group!r}")
+    elif wanted:
+        by_name = {n.name: n for n in registered}
+        for name in wanted:
+            if name not in by_name:
+                raise InputError(f"{name!r} is not a registered node (see kestrel-nodes list)")
+        chosen = [by_name[name] for name in dict.fromkeys(wanted)]
+    else:
+        chosen = registered
+    return [remote.Target(n.name, str(n.ip)) for n in chosen]
+
+
+def open_pool(root: Sysroot, config: Config, user: str, connect_timeout: float) -> remote.Pool:
+    """root: the frontend's key (nodes.ssh_key); a cluster user: that user's own key from its home."""
+    if user == "root":
+        return remote.root_pool(root, config.nodes.ssh_key, connect_timeout)
+    if user not in {u.name for u in accounts.load_users(root)}:
+        raise InputError(f"{user!r} is not a cluster user (see kestrel-users list)")
+    key = accounts.home_of(root, config, user) / ".ssh" / accounts.KEY_NAME
+    return remote.Pool(user, key, remote.known_hosts_files(root), connect_timeout)
+
+
+def exec_on(root: Sysroot, config: Config, targets: list[remote.Target], command: str, *, user: str = "root",
+            parallel: int = 10, connect_timeout: float | None = None,
+            command_timeout: float = 600.0) -> list[remote.HostResult]:
+    if not command.strip():
+        raise InputError("no command given (kestrel-nodes exec [NODES...] -- COMMAND)")
+    timeout = float(connect_timeout or config.nodes.ssh_timeout)
+    with open_pool(root, config, user, timeout) as pool:
+        return remote.run_many(targets, command, parallel=parallel,
+                               command_timeout=command_timeout, pool=pool)
+
+
+@dataclass
+class Check:
+    target: remote.Target
+    ping: str = ""  # 'icmp 0.3 ms', 'no reply'
+    ssh: str = ""  # 'ok' or why not
+    home: str = ""  # 'nfs 10.10.0.1:/home', 'ext4 (not NFS)', 'not mounted', '-'
+    seconds: float = 0.0
+    ping_ok: bool = False
+    ssh_ok: bool = False
+    home_ok: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.ping_ok and self.ssh_ok and self.home_ok
+
+    def problems(self) -> str:
+        bad = [w for w, good in (("ping", self.ping_ok), ("ssh", self.ssh_ok), ("home", self.home_ok)) if not good]
+        return ", ".join(bad)
+
+
+def ping(address: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """One ICMP echo with the `ping` program (iputils); falls back to a TCP connect to port 22 without it."""
+    start = time.monotonic()
+    if runner.which("ping"):
+        proc = runner.run(["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
+                          check=False, timeout=timeout + 5)
+        ms = (time.monotonic() - start) * 1000
+        return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
+    try:
+        with socket.create_connection((address, 22), timeout=timeout):
+            pass
+    except OSError:
+        return False, "tcp/22: no answer"
+    return True, f"tcp/22 {(time.monotonic() - start) * 1000:.1f} ms"
+
+
+def home_command(home: str) -> str:
+    return f"findmnt -n -o FSTYPE,SOURCE --mountpoint {shlex.quote(home)} || echo none"
+
+
+def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: float) -> Check:
+    start = time.monotonic()
+    c = Check(target)
+    c.ping_ok, c.ping = ping(target.address)
+    result = remote.run(pool, target, home_command(home), timeout)
+    c.ssh_ok = result.error is None
+    c.ssh = "ok" if c.ssh_ok else result.why()
+    fields = result.stdout.split()
+    if not c.ssh_ok:
+        c.home = "-"
+    elif not fields or fields[0] == "none":
+        c.home = "not mounted"
+    else:
+        c.home_ok = True
+        c.home = " ".join(fields[:2]) if fields[0].startswith("nfs") else f"{fields[0]} (not NFS)"
+    c.seconds = time.monotonic() - start
+    return c
+
+
+def check(root: Sysroot, config: Config, config_path: Path, targets: list[remote.Target],
+          say: Callable[[str], None], parallel: int = 10) -> list[Check]:
+    """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
+    (down nodes leave the default hostfiles)."""
+    timeout = float(config.nodes.ssh_timeout)
+    with remote.root_pool(root, config.nodes.ssh_key, timeout) as pool:
+        checks = remote.fan_out(targets, lambda t: check_one(pool, t, config.nfs.home, timeout), parallel)
+    if checks:
+        try:
+            nodes.mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, None) for c in checks}, say)
+        except CommandError as e:
+            say(f"Warning: node states not saved: {e}")
+    return checks

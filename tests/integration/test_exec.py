@@ -1,0 +1,76 @@
+"""kestrel-nodes exec/check against 20 real sshd processes in namespaces, one registered node powered off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import sshnodes
+
+from kestrel.netns import Topology
+from kestrel.sysroot import Sysroot
+
+VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+def kestrel(cluster: sshnodes.Cluster, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A Kestrel program run inside the frontend's namespace, as an admin would there."""
+    argv = ["ip", "netns", "exec", cluster.frontend, str(VENV / program), "--root", str(cluster.root.root), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cluster(topology: Topology, tmp_path: Path):
+    c = sshnodes.build(topology, Sysroot(tmp_path), count=20, down=1)
+    try:
+        yield c
+    finally:
+        sshnodes.stop(c)
+
+
+def test_exec_on_20_nodes_with_one_down(cluster: sshnodes.Cluster) -> None:
+    assert kestrel(cluster, "kestrel-users", "sync", "--no-push").returncode == 0
+    proc = kestrel(cluster, "kestrel-nodes", "exec", "--connect-timeout", "3", "--", "echo", "$SSH_CONNECTION")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    up = [n for n in cluster.nodes if n.netns]
+    assert len(lines) == 20
+    for node in up:
+        assert f"{node.name}: 10.10.0.1 " in proc.stdout
+        assert any(line.startswith(f"{node.name}: ") and line.split()[3] == node.ip for line in lines)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kestrel-nodes: failed on 1 of 21 nodes: node21 ("), last
+    # A subset by name succeeds and exits 0; the remote command's own exit code counts as a failure.
+    ok = kestrel(cluster, "kestrel-nodes", "exec", "node01", "node20", "--", "true")
+    assert ok.returncode == 0, ok.stderr
+    bad = kestrel(cluster, "kestrel-nodes", "exec", "node02", "--", "exit 3")
+    assert bad.returncode == 1
+    assert "failed on 1 of 1 nodes: node02 (exit code 3)" in bad.stderr
+
+
+def test_check_marks_the_down_node(cluster: sshnodes.Cluster) -> None:
+    assert kestrel(cluster, "kestrel-users", "sync", "--no-push").returncode == 0
+    proc = kestrel(cluster, "kestrel-nodes", "check", "--json")
+    assert proc.returncode == 1
+    rows = {r["node"]: r for r in json.loads(proc.stdout)}
+    assert len(rows) == 21
+    for node in cluster.nodes[:20]:
+        row = rows[node.name]
+        assert row["ping"].startswith("icmp ") and row["ssh"] == "ok", row
+        # /home is a bind mount here (no NFS client in this kernel): mounted (ok), and said not to be NFS.
+        assert row["home"] == "ext4 (not NFS)" and row["ok"] is True
+    assert rows["node21"]["ping"] == "icmp: no reply" and rows["node21"]["ssh"] != "ok"
+    listing = json.loads(kestrel(cluster, "kestrel-nodes", "list", "--json").stdout)
+    states = {n["name"]: n["state"] for n in listing}
+    assert states["node21"] == "down" and states["node01"] == "up"
+    hostfile = kestrel(cluster, "kestrel-nodes", "hostfile").stdout
+    assert "node01" in hostfile and "node21" not in hostfile
+
+
+def test_unknown_host_key_is_refused(cluster: sshnodes.Cluster) -> None:
+    # No known_hosts written: Kestrel never trusts a key on first use.
+    proc = kestrel(cluster, "kestrel-nodes", "exec", "node01", "--", "true")
+    assert proc.returncode == 1
+    assert "node01 (host key ssh-ed25519 SHA256:" in proc.stderr and "is not listed for node01" in proc.stderr
