@@ -15,7 +15,8 @@ from kestrel.sysroot import Sysroot
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
-def kestrel(cluster: sshnodes.Cluster, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def kestrel(cluster: sshnodes.Cluster, program: str, *args: str,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """A Kestrel program run inside the frontend's namespace, as an admin would there."""
     argv = ["ip", "netns", "exec", cluster.frontend, str(VENV / program), "--root", str(cluster.root.root), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
