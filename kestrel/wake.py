@@ -19,7 +19,8 @@ import wakeonlan
 
 from kestrel import names, netns, power
 from kestrel.config import Config
-from kestrel.errors import CommandError
+from kestrel.errors import CommandError, InputError
+from kestrel.registry import Node
 from kestrel.services import process
 from kestrel.sysroot import Sysroot
 
@@ -38,6 +39,33 @@ def find_magic_macs(frame: bytes) -> set[str]:
             found.add(":".join(f"{b:02x}" for b in mac))
         start = frame.find(_SYNC, start + 1)
     return found
+
+
+def select_targets(nodes: list[Node], names_: Iterable[str], group: str | None, everything: bool,
+                   macs: Iterable[str]) -> list[tuple[str, str]]:
+    """(label, MAC) of the nodes chosen by name, group, all, or bare MACs; in registry order, no repeats."""
+    names_, macs = list(names_), list(macs)
+    if not (names_ or group or everything or macs):
+        raise InputError("wake: name the nodes, or give --group GROUP, --all or --mac MAC")
+    by_name = {n.name: n for n in nodes}
+    unknown = [n for n in names_ if n not in by_name]
+    if unknown:
+        raise InputError(f"wake: no registered node named {', '.join(map(repr, unknown))} (see kestrel-nodes list)")
+    chosen = [n for n in nodes if everything or n.name in names_ or n.group == group]
+    if group and not any(n.group == group for n in nodes):
+        raise InputError(f"wake: no node in group {group!r}")
+    found = [(n.name, n.mac) for n in chosen]
+    for text in macs:
+        try:
+            mac = names.normalize_mac(text)
+        except ValueError as e:
+            raise InputError(f"--mac: {e}") from None
+        known = next((n.name for n in nodes if n.mac == mac), "")
+        found.append((known, mac))
+    unique: dict[str, str] = {}
+    for label, mac in found:
+        unique.setdefault(mac, label)
+    return [(label, mac) for mac, label in unique.items()]
 
 
 def send_magic(config: Config, macs: Iterable[str], stagger: float = 0.0,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from kestrel import hostfiles, nodes, nodestate, registry
+from kestrel.cli import nodes_power
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.cli.nodes_remote import add_commands as add_remote_commands
 from kestrel.errors import InputError
@@ -23,6 +24,9 @@ class NodesGroup(click.Group):
         while i < len(args) and args[i] != "--":
             if args[i] == "--register":
                 args[i] = "register"
+                break
+            if args[i] in nodes_power.ALIASES:
+                args[i:i + 1] = nodes_power.ALIASES[args[i]]
                 break
             i += 2 if args[i] in _VALUED else 1
         return super().parse_args(ctx, args)
@@ -135,6 +139,7 @@ def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: 
 
 
 add_remote_commands(command)
+nodes_power.add_commands(command)
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ runs with its tap on the bridge and its serial console logged.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from kestrel.netns import Topology
 from kestrel.services import process
 from kestrel.sysroot import Sysroot
 from tests.conftest import write_config
+
+BIN = Path(sys.executable).parent
 
 
 def _lab_config(tree: Sysroot, bridge: str, ns: str) -> Path:
@@ -67,13 +71,16 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
         listener = wake.start_listener(tree, str(path), bridge, ns)
         assert listener is not None
         assert not power.is_running(tree, "sleepy")
-        said: list[str] = []
-        assert wake.send_magic(config, [spec.mac], say=said.append) == 1
-        assert said == [f"Sent magic packet for {spec.mac} to 10.77.0.255:9"]
+        registry = tree.path("/etc/kestrel/nodes")
+        registry.write_text(f"{spec.mac},set:img-default,set:grp-compute,10.77.0.101,node07\n")
+        proc = subprocess.run([str(BIN / "kestrel-nodes"), "--root", str(tree.root), "--wake-node", "node07"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == f"Sent magic packet for node07 ({spec.mac}) to 10.77.0.255:9\n"
         assert _wait(lambda: power.is_running(tree, "sleepy"), 20), Path(listener.log).read_text()
         assert not power.is_running(tree, "other")
         time.sleep(1.2)  # the listener acts on one MAC at most once a second
-        wake.send_magic(config, [spec.mac], say=said.append)
+        assert wake.send_magic(config, [spec.mac], say=lambda _: None) == 1
         assert process.wait_for_log(listener, "sleepy (" + spec.mac + "): already running", 10)
     finally:
         process.stop(tree, wake.LISTENER)

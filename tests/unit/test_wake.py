@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import wakeonlan
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kestrel.wake import find_magic_macs
+from kestrel.errors import InputError
+from kestrel.registry import Node, parse_registry
+from kestrel.wake import find_magic_macs, select_targets
 
 MAC = "52:54:00:aa:bb:01"
 
@@ -31,3 +34,31 @@ def test_leading_ff_bytes_do_not_hide_the_packet() -> None:
 def test_any_mac_round_trips(mac: bytes, noise: bytes) -> None:
     text = ":".join(f"{b:02x}" for b in mac)
     assert text in find_magic_macs(noise + wakeonlan.create_magic_packet(text))
+
+
+def _nodes() -> list[Node]:
+    return parse_registry(
+        "52:54:00:00:00:01,set:img-default,set:grp-compute,10.10.0.101,node01\n"
+        "52:54:00:00:00:02,set:img-default,set:grp-gpu,10.10.0.102,node02\n"
+        "52:54:00:00:00:03,set:img-default,set:grp-compute,10.10.0.103,node03\n")
+
+
+def test_select_by_name_group_all_and_mac() -> None:
+    nodes = _nodes()
+    assert select_targets(nodes, ["node02"], None, False, []) == [("node02", "52:54:00:00:00:02")]
+    assert [n for n, _ in select_targets(nodes, [], "compute", False, [])] == ["node01", "node03"]
+    assert len(select_targets(nodes, ["node01"], None, True, ["52-54-00-00-00-01"])) == 3
+    assert select_targets(nodes, [], None, False, ["52:54:00:00:00:03", "aa:bb:cc:dd:ee:ff"]) == [
+        ("node03", "52:54:00:00:00:03"), ("", "aa:bb:cc:dd:ee:ff")]
+
+
+def test_select_refuses_unknown_or_nothing() -> None:
+
+    with pytest.raises(InputError, match=r"^wake: no registered node named 'node09' \(see kestrel-nodes list\)$"):
+        select_targets(_nodes(), ["node09"], None, False, [])
+    with pytest.raises(InputError, match="no node in group 'io'"):
+        select_targets(_nodes(), [], "io", False, [])
+    with pytest.raises(InputError, match="name the nodes"):
+        select_targets(_nodes(), [], None, False, [])
+    with pytest.raises(InputError, match="--mac: 'zz' is not a MAC address"):
+        select_targets(_nodes(), [], None, False, ["zz"])
