@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kestrel.config import Users as UsersConfig
 from kestrel.errors import InputError
@@ -213,7 +213,3 @@ def without_user(users: list[ClusterUser], name: str) -> tuple[list[ClusterUser]
         if u.name == name:
             return [x for x in users if x.name != name], u
     raise InputError(f"{name} is not a cluster user (see kestrel-users list)")
-
-
-def set_admin(user: ClusterUser, admin: bool) -> ClusterUser:
-    return replace(user, admin=admin)
