@@ -34,7 +34,6 @@ def state_of(tree: Sysroot, mac: str) -> State | None:
 def test_old_for_a_known_mac_writes_nothing(tree: Sysroot) -> None:
     event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150")
     assert event(tree, "old", "52:54:00:bb:00:01", "10.10.0.150") == []
-    assert event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150") == []  # last_seen within the same second
 
 
 def test_del_for_an_old_dynamic_address_keeps_the_node_up(tree: Sysroot) -> None:
