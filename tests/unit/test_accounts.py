@@ -9,12 +9,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import REPO
 
 from kestrel import accounts, registry
 from kestrel.cli.users import command as users_command
 from kestrel.config import load_config
 from kestrel.sysroot import Sysroot
+from tests.conftest import REPO
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
 KEY_F = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0xOr3k root@frontend\n"

@@ -1,0 +1,56 @@
+"""kestrel-users on the host root (--root /): groupadd/useradd/userdel, in a private mount namespace.
+
+The real /etc is never modified: the program runs under `unshare -m` with an overlay on /etc (writes go to
+a temporary upper folder) and tmpfs on /home, /var/lib and /var/log (useradd's lastlog, Kestrel's lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO, need_root
+
+KESTREL_USERS = REPO / ".venv" / "bin" / "kestrel-users"
+SCRIPT = """set -e
+mount -t overlay kt-etc -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc
+for d in /home /var/lib /var/log; do mount -t tmpfs kt-tmp "$d"; done
+users="$2 --root / --config $3"
+$users add carol --admin
+echo "passwd=$(getent passwd carol)"
+echo "group=$(getent group carol)"
+echo "sudo=$(getent group sudo)"
+echo "shadow=$(getent shadow carol | cut -d: -f1,2)"
+echo "home=$(stat -c '%u %a' /home/carol) $(ls /home/carol/.ssh | tr '\\n' ' ')"
+echo "list=$(cat /etc/kestrel/users | grep -v '^#')"
+$users remove carol
+echo "after=$(getent passwd carol || echo gone) $(getent group carol || echo gone) $(ls /home)"
+"""
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_add_and_remove_on_the_host_root_use_useradd(tmp_path: Path) -> None:
+    need_root()
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    config = tmp_path / "kestrel.yaml"
+    shutil.copy(REPO / "etc-kestrel" / "kestrel.yaml", config)
+    before = {p: digest(p) for p in ("/etc/passwd", "/etc/group", "/etc/shadow")}
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh", str(tmp_path),
+                           str(KESTREL_USERS), str(config)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert out["passwd"] == "carol:x:2000:2000:carol (cluster user):/home/carol:/bin/bash"
+    assert out["group"] == "carol:x:2000:"
+    assert out["sudo"].split(":")[3].split(",")[-1] == "carol"
+    assert out["shadow"] == "carol:*"
+    assert out["home"] == "2000 700 authorized_keys id_ed25519 id_ed25519.pub "
+    assert out["list"] == "carol:2000:/bin/bash:admin"
+    assert out["after"] == "gone gone "
+    assert {p: digest(p) for p in before} == before
+    assert not Path("/etc/kestrel/users").exists()
