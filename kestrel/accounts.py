@@ -12,7 +12,7 @@ from typing import Protocol
 
 import paramiko
 
-from kestrel import knownhosts, names, registry, remote, runner
+from kestrel import knownhosts, names, nodestate, registry, remote, runner
 from kestrel.config import Config
 from kestrel.errors import KestrelError
 from kestrel.images import IMAGES_DIR
@@ -346,11 +346,11 @@ class SftpFiles:
         self.sftp.posix_rename(tmp, path)
 
 
-def node_targets(root: Sysroot, only: list[str] | None = None) -> list[remote.Target]:
-    nodes = registry.load_registry(root)
-    if only is not None:
-        nodes = [n for n in nodes if n.name in only]
-    return [remote.Target(n.name, str(n.ip)) for n in nodes]
+def running_nodes(root: Sysroot) -> list[remote.Target]:
+    """Registered nodes not known to be down (a down node gets the users from its image when it boots)."""
+    states = nodestate.load_states(root)
+    return [remote.Target(n.name, str(n.ip)) for n in registry.load_registry(root)
+            if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN]
 
 
 def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
@@ -360,7 +360,7 @@ def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
     A node that is down gets them from its image when it boots, so a failure here is only a warning.
     """
     users, body = load_users(root), known_hosts_body(root, config)
-    targets = node_targets(root)
+    targets = running_nodes(root)
     if not targets:
         return []
 

@@ -68,6 +68,10 @@ def test_check_marks_the_down_node(cluster: sshnodes.Cluster) -> None:
     assert states["node21"] == "down" and states["node01"] == "up"
     hostfile = kestrel(cluster, "kestrel-nodes", "hostfile").stdout
     assert "node01" in hostfile and "node21" not in hostfile
+    # A new cluster user is pushed to the 20 running nodes; node21, known to be down, is not waited for.
+    added = kestrel(cluster, "kestrel-users", "add", "dave")
+    assert added.returncode == 0, added.stderr
+    assert "Updated the cluster users on 20 running nodes" in added.stderr and "node21" not in added.stderr
 
 
 def test_unknown_host_key_is_refused(cluster: sshnodes.Cluster) -> None:
