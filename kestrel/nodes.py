@@ -113,8 +113,10 @@ def register(
         say(f"Warning: {w}")
     known = {n.mac for n in registry.load_registry(root)}
     fresh = [lease for lease in leases.latest_by_mac(found) if lease.mac not in known]
+    if not fresh:
+        return []
     facts: dict[str, Facts] = {}
-    if verify and fresh:
+    if verify:
         facts = visit(root, config, fresh, say)
         fresh = [lease for lease in fresh if lease.mac in facts]
     added: list[Node] = []
