@@ -31,7 +31,6 @@ from kestrel.users import (
 )
 
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 KEY_NAME = "id_ed25519"
 _MODES = {"/etc/passwd": 0o644, "/etc/group": 0o644, "/etc/shadow": 0o640, "/etc/gshadow": 0o640}
 Say = Callable[[str], None]
@@ -250,46 +249,6 @@ def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> Non
 def public_key(root: Sysroot, config: Config, name: str) -> str | None:
     path = home_of(root, config, name) / ".ssh" / (KEY_NAME + ".pub")
     return path.read_text().strip() if path.is_file() else None
-
-
-# -- KestrelHPC's rule: node keys and cluster-user keys never open the frontend's root account -----------
-
-def audit_root_access(root: Sysroot, config: Config) -> list[str]:
-    """Problems: a cluster user's key or an image's key found in ROOT/root/.ssh/authorized_keys."""
-    data = root.read(ROOT_AUTHORIZED_KEYS)
-    if not data:
-        return []
-    allowed = {_blob(line) for line in data.decode(errors="replace").splitlines()} - {None}
-    forbidden: dict[str, str] = {}
-    for u in load_users(root):
-        pub = public_key(root, config, u.name)
-        if pub:
-            forbidden[_blob(pub) or ""] = f"cluster user {u.name}'s key"
-    for image, keys in image_host_keys(root).items():
-        for k in keys:
-            forbidden[k.blob] = f"image {image}'s host key"
-    images = root.path(IMAGES_DIR)
-    for node_key in sorted(images.glob("*/root/.ssh/*.pub")) if images.is_dir() else []:
-        with contextlib.suppress(OSError):
-            forbidden[_blob(node_key.read_text()) or ""] = f"node root key {node_key}"
-    where = root.sys(ROOT_AUTHORIZED_KEYS)
-    return [f"{where}: {what} gives access to the frontend's root account; remove that line"
-            for blob, what in forbidden.items() if blob in allowed]
-
-
-def _blob(line: str) -> str | None:
-    """The base64 part of an authorized_keys or .pub line (options before the type are allowed)."""
-    fields = line.split()
-    for i, f in enumerate(fields[:-1]):
-        if f in knownhosts.KEY_TYPES:
-            return fields[i + 1]
-    return None
-
-
-def check_root_access(root: Sysroot, config: Config) -> None:
-    problems = audit_root_access(root, config)
-    if problems:
-        raise KestrelError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 # -- images (configure phase) and running nodes (pushed over SSH) ----------------------------------------

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kestrel import accounts
+from kestrel import accounts, rootaccess
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 
 
@@ -31,8 +31,7 @@ def _spread(ctx: Context, push: bool) -> None:
     accounts.apply_to_images(ctx.root, ctx.config, ctx.say)
     if push:
         accounts.push_to_nodes(ctx.root, ctx.config, ctx.say)
-    for problem in accounts.audit_root_access(ctx.root, ctx.config):
-        ctx.say(f"Warning: {problem}")
+    rootaccess.enforce(ctx.root, ctx.config, ctx.say)
 
 
 @command.command(help="Add a cluster user: account, home, key pair, authorized_keys; images and nodes follow.")
@@ -88,7 +87,7 @@ def apply_image(ctx: Context, image_root: str) -> None:
 @command.command(help="Check that no node or cluster-user key opens the frontend's root account.")
 @pass_context
 def check(ctx: Context) -> None:
-    accounts.check_root_access(ctx.root, ctx.config)
+    rootaccess.check_root_access(ctx.root, ctx.config)
     ctx.say("No node or cluster-user key is authorised for the frontend's root")
 
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kestrel.sysroot import Sysroot
 from tests.conftest import REPO, need_root
 
 KESTREL_USERS = REPO / ".venv" / "bin" / "kestrel-users"
@@ -28,6 +29,32 @@ echo "list=$(cat /etc/kestrel/users | grep -v '^#')"
 $users remove carol
 echo "after=$(getent passwd carol || echo gone) $(getent group carol || echo gone) $(ls /home)"
 """
+
+
+SSHD_T = """set -e
+mount -t tmpfs kt-run /run && mkdir /run/sshd
+for addr in 10.10.0.57 192.168.1.5; do
+  match="addr=$addr,user=root,host=x,laddr=10.10.0.1,lport=22"
+  echo "$addr $(/usr/sbin/sshd -T -f "$1" -C "$match" | grep -E '^permitrootlogin ')"
+done
+"""
+
+
+def test_frontend_sshd_refuses_root_from_the_cluster_network(tree: Sysroot) -> None:
+    """The drop-in written by kestrel-users, read by the real sshd with Debian's layout (Include first)."""
+    need_root()
+    tree.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
+    proc = subprocess.run([str(KESTREL_USERS), "--root", str(tree.root), "sync"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Wrote {tree.path('/etc/ssh/sshd_config.d/kestrel-root.conf')}" in proc.stderr
+    main = tree.path("/etc/ssh/sshd_config")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tree.path("/etc/ssh/hk"))], check=True)
+    main.write_text(f"Include {tree.path('/etc/ssh/sshd_config.d')}/*.conf\nHostKey {tree.path('/etc/ssh/hk')}\n"
+                    "PermitRootLogin yes\n")
+    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SSHD_T, "sh", str(main)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["10.10.0.57 permitrootlogin no", "192.168.1.5 permitrootlogin yes"], out.stderr
 
 
 def digest(path: str) -> str:
