@@ -217,9 +217,33 @@ class BootstrapMethod(StrEnum):
     TARBALL = "tarball"
 
 
+def _mirror(text: str) -> str:
+    if not text.startswith(("http://", "https://", "file:///")) or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a mirror URL (http://, https:// or file:///)")
+    return text.rstrip("/")
+
+
+def _package(text: str) -> str:
+    return names.check_name(text, "package name")
+
+
+def _cmdline(text: str) -> str:
+    if any(c in text for c in "\n\r\"'`$;"):
+        raise ValueError(f"{text!r}: a kernel command line cannot hold newlines, quotes, '`', '$' or ';'")
+    return text
+
+
+Package = Annotated[str, AfterValidator(_package)]
+
+# What every bootstrapped base holds (the cached part); a node image adds its modules' package lists.
+BASE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "procps", "netbase", "ca-certificates"]
+
+
 class Bootstrap(_Section):
     method: BootstrapMethod = BootstrapMethod.MMDEBSTRAP
     tarball: AbsPath | None = None
+    packages: list[Package] = BASE_PACKAGES
+    components: list[Name] = ["main"]
 
     @model_validator(mode="after")
     def _tarball_given(self) -> Bootstrap:
@@ -231,13 +255,18 @@ class Bootstrap(_Section):
 class ImageDefinition(_Section):
     """images/NAME.yaml: how to build one node image."""
 
+    # Another definition (by name) whose keys this one starts from; keys given here replace them.
+    parent: Name | None = Field(default=None, alias="from")
+    description: str = ""
     suite: Name = "bookworm"
-    mirror: str = "http://deb.debian.org/debian"
+    mirror: Annotated[str, AfterValidator(_mirror)] = "http://deb.debian.org/debian"
+    updates: StrictBool = True  # also SUITE-updates from the mirror
+    security_mirror: Annotated[str, AfterValidator(_mirror)] | None = "http://deb.debian.org/debian-security"
     architecture: Name = "amd64"
     variant: Name = "minbase"
-    packages: list[Annotated[str, AfterValidator(lambda p: names.check_name(p, "package name"))]] = []
-    modules: list[Name] | None = None
-    cmdline: str = ""
+    packages: list[Package] = []  # extra packages, installed with the modules' lists in one transaction
+    modules: list[Name] | None = None  # None: the modules of kestrel.yaml
+    cmdline: Annotated[str, AfterValidator(_cmdline)] = ""
     bootstrap: Bootstrap = Bootstrap()
 
 

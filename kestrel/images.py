@@ -1,22 +1,39 @@
-"""Node images as the frontend serves them: the published versions and their boot files.
+"""Node images as the frontend serves them: definitions, published versions, atomic switch, rollback, removal.
 
 Layout (system paths, under --root):
   /srv/kestrel/images/NAME                 symlink to the current version's root, NAME.versions/VERSION
+  /srv/kestrel/images/NAME.versions/VERSION          the root of each kept version (.staging-* while built)
   /srv/kestrel/{http,tftp}/images/NAME/VERSION/{vmlinuz,initrd.img}   boot files of each kept version
   /var/lib/kestrel/images/NAME.json        manifest of the current version (what the frontend reads)
+  /var/lib/kestrel/images/NAME.versions/VERSION.json   manifest of every kept version (for rollback)
+
+The manifest contract read by the frontend: {name, version, root (system path of the version's rootfs,
+what NFS exports), kernel, initrd (paths relative to the http AND tftp roots, null when the image has no
+kernel), cmdline}. Extra keys, for listings only: built, modules, size, definition, base, kernel_version.
+Publishing writes the version's manifest, switches the symlink, then replaces NAME.json in one rename:
+a reader sees the old version or the new one, never a mix. The previous version is kept (KEEP versions).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from kestrel import names
-from kestrel.errors import InputError
-from kestrel.sysroot import Sysroot
+from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
+from kestrel.config import ImageDefinition, load_image_definition
+from kestrel.errors import InputError, KestrelError
+from kestrel.sysroot import Sysroot, atomic_write
 
 IMAGES_DIR = "/srv/kestrel/images"
 MANIFESTS_DIR = "/var/lib/kestrel/images"
+BOOT_DIRS = ("/srv/kestrel/http", "/srv/kestrel/tftp")
+SHIPPED_IMAGES = Path(__file__).resolve().parent.parent / "images"
+KEEP = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,33 @@ def manifest_path(name: str) -> str:
     return f"{MANIFESTS_DIR}/{names.check_name(name, 'image name')}.json"
 
 
+def _parse_manifest(path: Path, data: dict[str, Any]) -> PublishedImage:
+    try:
+        return PublishedImage(
+            name=names.check_name(data["name"], "image name"),
+            version=str(data["version"]),
+            root=data["root"],
+            kernel=data.get("kernel"),
+            initrd=data.get("initrd"),
+            cmdline=data.get("cmdline", ""),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: not a valid image manifest: {e}") from None
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise InputError(f"{path}: not a valid image manifest: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a valid image manifest: not a JSON object")
+    _parse_manifest(path, data)
+    return data
+
+
 def published_images(root: Sysroot) -> list[PublishedImage]:
     """The current version of every published image, sorted by name."""
     folder = root.path(MANIFESTS_DIR)
@@ -44,16 +88,172 @@ def published_images(root: Sysroot) -> list[PublishedImage]:
         return []
     found = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-            found.append(PublishedImage(
-                name=names.check_name(data["name"], "image name"),
-                version=str(data["version"]),
-                root=data["root"],
-                kernel=data.get("kernel"),
-                initrd=data.get("initrd"),
-                cmdline=data.get("cmdline", ""),
-            ))
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a valid image manifest: {e}") from None
+        data = read_manifest(path)
+        if data is not None:
+            found.append(_parse_manifest(path, data))
     return found
+
+
+# -- definitions -------------------------------------------------------------------------------------------
+
+def definition_path(root: Sysroot, name: str) -> Path:
+    """ROOT/etc/kestrel/images/NAME.yaml (the admin's) first, then the shipped images/NAME.yaml."""
+    check_image_name(name)
+    admin = root.path(f"{ADMIN_IMAGES_DIR}/{name}.yaml")
+    shipped = SHIPPED_IMAGES / f"{name}.yaml"
+    for path in (admin, shipped):
+        if path.is_file():
+            return path
+    raise InputError(f"no image definition '{name}': looked for {admin} and {shipped}")
+
+
+def load_definition(root: Sysroot, name: str, _seen: tuple[str, ...] = ()) -> ImageDefinition:
+    """The definition of NAME with `from:` resolved (the parent's keys, replaced by those NAME sets)."""
+    if name in _seen:
+        raise InputError(f"image definitions inherit in a loop: {' -> '.join([*_seen, name])}")
+    path = definition_path(root, name)
+    own = load_image_definition(path)
+    if own.parent is None:
+        return own
+    if own.parent == name and path.parent != SHIPPED_IMAGES:
+        # an admin copy may start from the shipped definition of the same name
+        base = load_image_definition(SHIPPED_IMAGES / f"{name}.yaml")
+    else:
+        base = load_definition(root, own.parent, (*_seen, name))
+    return base.model_copy(update={k: getattr(own, k) for k in own.model_fields_set if k != "parent"})
+
+
+def check_image_name(name: str) -> str:
+    try:
+        return names.check_name(name, "image name")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def image_modules(definition: ImageDefinition, config_modules: list[str]) -> list[str]:
+    return list(config_modules if definition.modules is None else definition.modules)
+
+
+# -- versions on disk -------------------------------------------------------------------------------------
+
+def versions_dir(name: str) -> str:
+    return f"{IMAGES_DIR}/{check_image_name(name)}.versions"
+
+
+def version_manifest_path(name: str, version: str) -> str:
+    return f"{MANIFESTS_DIR}/{check_image_name(name)}.versions/{version}.json"
+
+
+def boot_dir(boot_root: str, name: str, version: str) -> str:
+    return f"{boot_root}/images/{name}/{version}"
+
+
+def current(root: Sysroot, name: str) -> dict[str, Any] | None:
+    return read_manifest(root.path(manifest_path(check_image_name(name))))
+
+
+def kept_versions(root: Sysroot, name: str) -> list[dict[str, Any]]:
+    """Manifests of every kept version whose root exists, oldest first."""
+    folder = root.path(f"{MANIFESTS_DIR}/{check_image_name(name)}.versions")
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        data = read_manifest(path)
+        if data and root.path(data["root"]).is_dir():
+            found.append(data)
+    return sorted(found, key=lambda d: str(d.get("built", d["version"])))
+
+
+def publish(root: Sysroot, manifest: dict[str, Any], say: Any = print) -> None:
+    """Make MANIFEST's version current: version manifest, symlink switch, NAME.json in one rename; prune."""
+    name, version = manifest["name"], manifest["version"]
+    with root.lock():
+        before = current(root, name)
+        text = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        atomic_write(root.path(version_manifest_path(name, version)), text)
+        _switch(root, name, version, text)
+        keep = {version} | ({before["version"]} if before else set())
+        for old in kept_versions(root, name):
+            if old["version"] not in keep:
+                remove_version(root, name, old["version"])
+                say(f"Removed {name} version {old['version']} (keeping {KEEP})")
+
+
+def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> None:
+    link = root.path(f"{IMAGES_DIR}/{name}")
+    tmp = link.with_name(f".{name}.link-tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"{name}.versions/{version}", tmp)
+    os.replace(tmp, link)
+    atomic_write(root.path(manifest_path(name)), manifest_text)
+
+
+def rollback(root: Sysroot, name: str) -> dict[str, Any]:
+    """Make the newest kept version older than the current one current again."""
+    with root.lock():
+        now = current(root, name)
+        if now is None:
+            raise InputError(f"image '{name}' is not published")
+        older = [v for v in kept_versions(root, name) if str(v.get("built", v["version"]))
+                 < str(now.get("built", now["version"]))]
+        if not older:
+            raise KestrelError(f"image '{name}' has no older version to roll back to (current: {now['version']})")
+        target = older[-1]
+        _switch(root, name, target["version"], (json.dumps(target, indent=1, sort_keys=True) + "\n").encode())
+        return target
+
+
+def remove_version(root: Sysroot, name: str, version: str) -> None:
+    shutil.rmtree(root.path(f"{versions_dir(name)}/{version}"), ignore_errors=True)
+    for boot_root in BOOT_DIRS:
+        shutil.rmtree(root.path(boot_dir(boot_root, name, version)), ignore_errors=True)
+    root.path(version_manifest_path(name, version)).unlink(missing_ok=True)
+
+
+def remove_image(root: Sysroot, name: str) -> None:
+    """Every version, boot file and manifest of NAME (the frontend stops serving it on its next plan)."""
+    with root.lock():
+        if current(root, name) is None and not root.path(versions_dir(name)).exists():
+            raise InputError(f"image '{name}' does not exist")
+        root.path(manifest_path(name)).unlink(missing_ok=True)
+        root.path(f"{IMAGES_DIR}/{name}").unlink(missing_ok=True)
+        shutil.rmtree(root.path(versions_dir(name)), ignore_errors=True)
+        shutil.rmtree(root.path(f"{MANIFESTS_DIR}/{name}.versions"), ignore_errors=True)
+        for boot_root in BOOT_DIRS:
+            shutil.rmtree(root.path(f"{boot_root}/images/{name}"), ignore_errors=True)
+
+
+def list_images(root: Sysroot) -> list[dict[str, Any]]:
+    """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions."""
+    rows = []
+    for image in published_images(root):
+        data = current(root, image.name) or {}
+        rows.append({
+            "name": image.name, "version": image.version, "root": root.sys(image.root),
+            "size": data.get("size"), "built": data.get("built"), "modules": data.get("modules", []),
+            "bootable": image.bootable, "versions": [v["version"] for v in kept_versions(root, image.name)],
+        })
+    return rows
+
+
+def tree_size(path: Path) -> int:
+    """Bytes on disk under PATH (hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        for entry in (*dirs, *files):
+            st = os.lstat(os.path.join(folder, entry))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(size)

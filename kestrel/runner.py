@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from kestrel.errors import CommandError
 
@@ -21,11 +22,15 @@ def run(
     chroot: str | None = None,
     check: bool = True,
     capture: bool = True,
+    output: IO[bytes] | None = None,
+    interactive: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ARGV (inside network namespace NETNS or chroot CHROOT if given) and return its result.
 
     A failure raises CommandError with one sentence: the command, its exit code or signal, and the last
-    line it printed on stderr; a missing program says "not found".
+    line it printed on stderr; a missing program says "not found". OUTPUT, if given, is an open file that
+    receives stdout and stderr together (long outputs such as apt's go to a log, not to memory).
+    INTERACTIVE hands the terminal (stdin, stdout, stderr) to the command.
     """
     full = list(argv)
     if chroot:
@@ -34,6 +39,7 @@ def run(
         full = ["ip", "netns", "exec", netns, *full]
     if isinstance(input, bytes):
         input = input.decode()
+    pipe = subprocess.PIPE if capture and not interactive else None
     try:
         proc = subprocess.run(
             full,
@@ -42,9 +48,9 @@ def run(
             cwd=cwd,
             timeout=timeout,
             text=True,
-            stdin=subprocess.DEVNULL if input is None else None,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.PIPE if capture else None,
+            stdin=None if interactive or input is not None else subprocess.DEVNULL,
+            stdout=output if output is not None else pipe,
+            stderr=subprocess.STDOUT if output is not None else pipe,
             check=False,
         )
     except FileNotFoundError:

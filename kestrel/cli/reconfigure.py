@@ -1,21 +1,35 @@
-"""kestrel-reconfigure: regenerate the frontend's files from the config and reload what changed."""
+"""kestrel-reconfigure: regenerate the frontend's files, run configure phases, reload what changed."""
 
 from __future__ import annotations
 
 import click
 
+from kestrel import build, images, phases
 from kestrel.cli.common import Context, global_options, pass_context, run
 from kestrel.frontend import reconfigure_frontend
 
 
-@click.command(help="Regenerate frontend files and reload only the services whose files changed.")
+@click.command(help="Regenerate frontend files and reload only the services whose files changed; with --image or "
+                    "--all, run the images' configure phases (install phases too with --force or when never run).")
 @global_options
 @click.option("--all", "everything", is_flag=True, help="Everything: the frontend and every image.")
 @click.option("--frontend", is_flag=True, help="The frontend: dnsmasq, boot menus, NFS, nginx, /etc/hosts.")
+@click.option("--image", "image_names", multiple=True, help="Run the phases of image NAME (repeatable).")
+@click.option("--force", is_flag=True, help="Run the install, packages and post-install phases again too.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @click.option("--diff", is_flag=True, help="Show unified diffs of the changes.")
 @pass_context
-def command(ctx: Context, everything: bool, frontend: bool, dry_run: bool, diff: bool) -> None:
+def command(ctx: Context, everything: bool, frontend: bool, image_names: tuple[str, ...], force: bool,
+            dry_run: bool, diff: bool) -> None:
+    names = [i.name for i in images.published_images(ctx.root)] if everything else list(image_names)
+    if not dry_run and (everything or frontend):
+        phases.run_phases(phases.Target(ctx.root, ctx.config, list(ctx.config.modules), ctx.say), force=force)
+    if not dry_run:
+        for name in names:
+            # each image's update ends with the frontend plan (its new version is what NFS exports)
+            build.update_image(ctx.root, ctx.config, ctx.config_path, name, force=force, say=ctx.say)
+        if names and not (everything or frontend):
+            return
     plan, report = reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, dry_run=dry_run, diff=diff,
                                         say=ctx.say)
     if report:

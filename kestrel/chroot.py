@@ -1,0 +1,78 @@
+"""Run a command inside an image tree: chroot in a private mount and pid namespace with /proc, /sys, /dev.
+
+The mounts live only in a namespace made for the one command (unshare --mount --pid --fork --kill-child):
+when the command ends, the kernel drops them and kills whatever it left running, even after a crash or a
+timeout. Nothing is ever mounted in the frontend's own namespace, so an image is never exported with
+something mounted inside it (see notes/netboot.md, pitfall 3). `assert_unmounted` checks it anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from kestrel import runner
+from kestrel.errors import KestrelError
+
+# Fixed text: every value reaches it as a positional argument, never interpolated.
+_WRAPPER = """set -e
+root=$1; cache=$2; shift 2
+mount -t proc proc "$root/proc"
+mount -t sysfs -o ro sysfs "$root/sys"
+mount --rbind /dev "$root/dev"
+if [ -n "$cache" ]; then mount --bind "$cache" "$root/var/cache/apt/archives"; fi
+if [ -f /etc/resolv.conf ] && [ -f "$root/etc/resolv.conf" ] && [ ! -L "$root/etc/resolv.conf" ]; then
+  mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+fi
+exec chroot "$root" "$@"
+"""
+
+
+def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+            "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), *argv]
+
+
+def run(
+    image_root: Path,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    output: IO[bytes] | None = None,
+    timeout: float | None = None,
+    apt_cache: Path | None = None,
+    interactive: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ARGV inside IMAGE_ROOT; returns the result (check it), nothing stays mounted afterwards."""
+    for sub in ("proc", "sys", "dev"):
+        (image_root / sub).mkdir(exist_ok=True)
+    if apt_cache is not None:
+        apt_cache.mkdir(parents=True, exist_ok=True)
+        (image_root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
+    try:
+        return runner.run(wrapper_argv(image_root, argv, apt_cache), env=env, output=output, timeout=timeout,
+                          check=False, interactive=interactive)
+    finally:
+        assert_unmounted(image_root)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below PATH in this process's mount namespace."""
+    real = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == real or point.startswith(real.rstrip("/") + "/"):
+                found.append(point)
+    return found
+
+
+def assert_unmounted(image_root: Path) -> None:
+    left = mounts_under(image_root)
+    if left:
+        raise KestrelError(f"{image_root}: still mounted after the chroot: {', '.join(left)}; "
+                           f"unmount them (umount -R) before exporting the image")

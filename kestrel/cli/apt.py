@@ -1,0 +1,44 @@
+"""kestrel-apt: apt-get inside a node image (as a new version), then the image's configure phase."""
+
+from __future__ import annotations
+
+import click
+
+from kestrel import build
+from kestrel.cli.common import Context, global_options, pass_context, run
+from kestrel.errors import InputError
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+               help="Run apt-get ARGS inside image NAME, then its configure phase; publish it as a new version.\n\n"
+                    "  kestrel-apt NAME install htop\n\n"
+                    "  kestrel-apt --image NAME --install PKG --uninstall PKG   (KestrelHPC spelling)")
+@global_options
+@click.option("--image", "image", help="The image (KestrelHPC spelling).")
+@click.option("--install", "install", multiple=True, help="Install PKG (repeatable).")
+@click.option("--uninstall", "uninstall", multiple=True, help="Remove PKG (repeatable).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def command(ctx: Context, image: str | None, install: tuple[str, ...], uninstall: tuple[str, ...],
+            args: tuple[str, ...]) -> None:
+    words = list(args)
+    if image is None:
+        if not words:
+            raise InputError("name the image: kestrel-apt NAME ARGS... or kestrel-apt --image NAME --install PKG")
+        image = words.pop(0)
+    steps = [words] if words else []
+    if install:
+        steps.append(["install", "--no-install-recommends", *install])
+    if uninstall:
+        steps.append(["remove", "--purge", *uninstall])
+    if not steps:
+        raise InputError("nothing to do: give apt-get arguments, --install PKG or --uninstall PKG")
+    build.update_image(ctx.root, ctx.config, ctx.config_path, image, apt_steps=steps, say=ctx.say)
+
+
+def main() -> None:
+    run(command, "kestrel-apt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""kestrel-images: build, list, remove, roll back, explain and enter node images."""
+
+from __future__ import annotations
+
+import click
+
+from kestrel import build, chroot, images, phases
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.errors import KestrelError
+
+
+@click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
+def cli() -> None:
+    pass
+
+
+@cli.command("build", help="Build image NAME in phases and publish it; the previous version stays kept.")
+@global_options
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Rebuild from the base instead of updating the current version.")
+@click.option("--no-cache", is_flag=True, help="Bootstrap a fresh base (replaces the cached one).")
+@pass_context
+def build_command(ctx: Context, name: str, force: bool, no_cache: bool) -> None:
+    build.build_image(ctx.root, ctx.config, ctx.config_path, name, force=force or no_cache,
+                      use_cache=not no_cache, say=ctx.say)
+
+
+@cli.command("list", help="Published images: version, root, size, built, modules.")
+@global_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def list_command(ctx: Context, as_json: bool) -> None:
+    rows = images.list_images(ctx.root)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        r["size"] = images.human_size(r["size"])
+        r["modules"] = ",".join(r["modules"])
+        r["built"] = (r["built"] or "-")[:19]
+    print_table(rows, ["name", "version", "size", "built", "modules", "root"])
+
+
+@cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
+@global_options
+@click.argument("name")
+@pass_context
+def remove_command(ctx: Context, name: str) -> None:
+    images.remove_image(ctx.root, name)
+    ctx.say(f"Removed image {name}")
+    _replan(ctx)
+
+
+@cli.command("rollback", help="Serve the previous version of NAME again.")
+@global_options
+@click.argument("name")
+@pass_context
+def rollback_command(ctx: Context, name: str) -> None:
+    manifest = images.rollback(ctx.root, name)
+    ctx.say(f"Rolled {name} back to version {manifest['version']}")
+    _replan(ctx)
+
+
+@cli.command("shell", help="An interactive shell inside the current version of NAME (changes are live).")
+@global_options
+@click.argument("name")
+@pass_context
+def shell_command(ctx: Context, name: str) -> None:
+    now = images.current(ctx.root, images.check_image_name(name))
+    if now is None:
+        raise KestrelError(f"image '{name}' is not built")
+    proc = chroot.run(ctx.root.path(now["root"]), ["/bin/sh", "-l"], interactive=True,
+                      env={"TERM": "xterm", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"})
+    raise SystemExit(proc.returncode)
+
+
+@cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
+@global_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def explain_command(ctx: Context, name: str, as_json: bool) -> None:
+    definition = images.load_definition(ctx.root, name)
+    modules = images.image_modules(definition, ctx.config.modules)
+    now = images.current(ctx.root, name)
+    state = phases.load_state(ctx.root.path(now["root"]) / phases.IMAGE_STATE.lstrip("/")) if now else {}
+    rows = phases.explain(ctx.root, phases.Side.NODE, modules, state)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["phase", "script", "origin", "where", "status", "path"])
+
+
+def _replan(ctx: Context) -> None:
+    from kestrel.frontend import reconfigure_frontend
+    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, say=ctx.say)
+
+
+def main() -> None:
+    run(cli, "kestrel-images")
+
+
+if __name__ == "__main__":
+    main()
