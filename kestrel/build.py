@@ -98,6 +98,7 @@ def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]], say: S
             if proc.returncode != 0:
                 raise phases.ScriptFailed(f"apt-get {' '.join(args)} failed: {runner.how_it_ended(proc.returncode)}; "
                                           f"last lines of {log}:\n{phases.log_tail(log)}")
+    phases.drop_apt_indexes(staging)
 
 
 def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, definition: ImageDefinition,

@@ -249,6 +249,15 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
         state[s.key] = s.digest()
     state[extra.key] = extra_digest
     save_state(target.state_path, state)
+    if target.image_root is not None:
+        drop_apt_indexes(target.image_root)
+
+
+def drop_apt_indexes(image_root: Path) -> None:
+    """Package indexes are ~160 MiB a version and stale by the next build (kestrel-apt updates first)."""
+    for path in (*(image_root / "var/lib/apt/lists").glob("*_*"), *(image_root / "var/cache/apt").glob("*.bin")):
+        if path.is_file():
+            path.unlink()
 
 
 def log_tail(log: Path, start: int = 0, lines: int = TAIL_LINES) -> str:

@@ -10,12 +10,12 @@ from kestrel.errors import KestrelError
 
 
 @click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
+@global_options
 def cli() -> None:
     pass
 
 
 @cli.command("build", help="Build image NAME in phases and publish it; the previous version stays kept.")
-@global_options
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Rebuild from the base instead of updating the current version.")
 @click.option("--no-cache", is_flag=True, help="Bootstrap a fresh base (replaces the cached one).")
@@ -26,7 +26,6 @@ def build_command(ctx: Context, name: str, force: bool, no_cache: bool) -> None:
 
 
 @cli.command("list", help="Published images: version, root, size, built, modules.")
-@global_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
@@ -42,7 +41,6 @@ def list_command(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
-@global_options
 @click.argument("name")
 @pass_context
 def remove_command(ctx: Context, name: str) -> None:
@@ -52,7 +50,6 @@ def remove_command(ctx: Context, name: str) -> None:
 
 
 @cli.command("rollback", help="Serve the previous version of NAME again.")
-@global_options
 @click.argument("name")
 @pass_context
 def rollback_command(ctx: Context, name: str) -> None:
@@ -62,7 +59,6 @@ def rollback_command(ctx: Context, name: str) -> None:
 
 
 @cli.command("shell", help="An interactive shell inside the current version of NAME (changes are live).")
-@global_options
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
@@ -75,7 +71,6 @@ def shell_command(ctx: Context, name: str) -> None:
 
 
 @cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
-@global_options
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
