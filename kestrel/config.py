@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from pathlib import Path, PurePosixPath
@@ -223,8 +224,14 @@ def _mirror(text: str) -> str:
     return text.rstrip("/")
 
 
-def _package(text: str) -> str:
-    return names.check_name(text, "package name")
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}")
+
+
+def check_package(text: str) -> str:
+    """A Debian package name (policy 5.6.1: a-z, 0-9, '+', '-', '.'); it reaches apt's argv."""
+    if not isinstance(text, str) or not _PACKAGE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a Debian package name (a-z, 0-9, '+', '-', '.')")
+    return text
 
 
 def _cmdline(text: str) -> str:
@@ -233,7 +240,7 @@ def _cmdline(text: str) -> str:
     return text
 
 
-Package = Annotated[str, AfterValidator(_package)]
+Package = Annotated[str, AfterValidator(check_package)]
 
 # What every bootstrapped base holds (the cached part); a node image adds its modules' package lists.
 BASE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "procps", "netbase", "ca-certificates"]

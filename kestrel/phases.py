@@ -7,14 +7,16 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import IO
 
-from kestrel import chroot, names, runner
-from kestrel.config import Config
+from kestrel import chroot, runner
+from kestrel.config import Config, check_package
 from kestrel.errors import InputError, KestrelError
 from kestrel.overrides import Origin, merge_by_name
 from kestrel.sysroot import Sysroot, atomic_write
@@ -96,7 +98,7 @@ def read_package_list(script: Script) -> list[str]:
     for number, line in enumerate(script.path.read_text().splitlines(), 1):
         for word in line.split("#", 1)[0].split():
             try:
-                found.append(names.check_name(word, "package name"))
+                found.append(check_package(word))
             except ValueError as e:
                 raise InputError(f"{script.path}:{number}: {e}") from None
     return found
@@ -182,7 +184,7 @@ def run_phases(target: Target, phases: tuple[str, ...] = PHASES, force: bool = F
                                 save_state(target.state_path, state)
 
 
-def _run_script(target: Target, script: Script, out, log: Path) -> None:  # type: ignore[no-untyped-def]
+def _run_script(target: Target, script: Script, out: IO[bytes], log: Path) -> None:
     target.say(f"Executing : {'image' if target.image else 'frontend'}_{script.name}")
     out.write(f"==> {script.name} ({script.origin}: {script.path})\n".encode())
     out.flush()
@@ -204,7 +206,8 @@ def _run_script(target: Target, script: Script, out, log: Path) -> None:  # type
                            f"last lines of {log}:\n{log_tail(log, start)}")
 
 
-def _chroot_script(image_root: Path, script: Script, env: dict[str, str], out):  # type: ignore[no-untyped-def]
+def _chroot_script(image_root: Path, script: Script, env: dict[str, str],
+                   out: IO[bytes]) -> subprocess.CompletedProcess[str]:
     """Copy the script into the image's /tmp, run it there, remove it."""
     inside = f"/tmp/.kestrel-{script.name}"
     real = image_root / inside.lstrip("/")
@@ -217,7 +220,8 @@ def _chroot_script(image_root: Path, script: Script, env: dict[str, str], out): 
         real.unlink(missing_ok=True)
 
 
-def _run_packages(target: Target, lists: list[Script], state: dict[str, str], force: bool, out) -> None:  # type: ignore[no-untyped-def]
+def _run_packages(target: Target, lists: list[Script], state: dict[str, str], force: bool,
+                  out: IO[bytes]) -> None:
     """Every enabled list (plus the definition's packages) in one apt transaction, when one changed."""
     extra = Script("packages", "definition", Path("/dev/null"), Origin.SHIPPED)
     extra_digest = hashlib.sha256(" ".join(sorted(target.extra_packages)).encode()).hexdigest()

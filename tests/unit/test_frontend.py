@@ -70,7 +70,8 @@ def normalise(data: bytes, root: Path) -> str:
 GENERATED_BINARIES = {"srv/kestrel/tftp/undionly.kpxe", "srv/kestrel/tftp/snponly.efi", "srv/kestrel/tftp/pxelinux.0",
                       "srv/kestrel/tftp/ldlinux.c32", "srv/kestrel/tftp/syslinux.efi", "srv/kestrel/tftp/ldlinux.e64"}
 INPUTS = ("etc/kestrel/kestrel.yaml", "etc/kestrel/nodes", "var/lib/kestrel/", "srv/kestrel/images/",
-          "srv/kestrel/http/images/", "srv/kestrel/tftp/images/", "etc/kestrel/README", "var/lib/kestrel/lock")
+          "srv/kestrel/http/images/", "srv/kestrel/tftp/images/", "etc/kestrel/README", "var/lib/kestrel/lock",
+          "etc/kestrel/images/", "etc/kestrel/node/", "etc/kestrel/frontend/")
 
 
 @pytest.mark.parametrize(("method", "server"), [("ipxe-http", "kernel"), ("pxelinux", "ganesha")])

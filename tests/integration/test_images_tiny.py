@@ -1,0 +1,154 @@
+"""A tiny image imported from a busybox tarball: admin scripts, _chroot scripts with /proc /sys /dev,
+run-once, a failing script (the served version stays intact), rollback, remove. Real chroot, unshare,
+tar and the kestrel-images program; no package mirror needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kestrel import chroot
+from kestrel.sysroot import Sysroot
+from tests.conftest import need_root
+
+PROGRAM = str(Path(sys.executable).with_name("kestrel-images"))
+
+
+def busybox_tarball(path: Path, work: Path) -> None:
+    """A root file system of one static busybox and its applet links."""
+    tree = work / "busybox-root"
+    (tree / "bin").mkdir(parents=True)
+    for folder in ("etc", "tmp", "var", "proc", "sys", "dev", "root"):
+        (tree / folder).mkdir()
+    shutil.copy2("/bin/busybox", tree / "bin/busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (tree / "bin" / applet).symlink_to("busybox")
+    with tarfile.open(path, "w") as tar:
+        tar.add(tree, arcname=".")
+
+
+def admin_script(root: Sysroot, phase: str, name: str, body: str) -> Path:
+    path = root.path(f"/etc/kestrel/node/{phase}.d/{name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\nset -e\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def images(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KESTREL_CACHE_DIR=str(root.path("/var/cache/kestrel")))
+    return subprocess.run([PROGRAM, "--root", str(root.root), *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def manifest(root: Sysroot) -> dict:
+    return json.loads(root.path("/var/lib/kestrel/images/tiny.json").read_text())
+
+
+@pytest.fixture
+def tiny(tree: Sysroot) -> Sysroot:
+    need_root()
+    tree.path("/var/tmp").mkdir(parents=True)
+    busybox_tarball(tree.path("/var/tmp/tiny.tar"), tree.root)
+    definition = tree.path("/etc/kestrel/images/tiny.yaml")
+    definition.write_text("bootstrap: {method: tarball, tarball: /var/tmp/tiny.tar}\nmodules: [demo]\n")
+    admin_script(tree, "install", "demo_count_chroot", "echo run >> /var/install-runs")
+    admin_script(tree, "configure", "demo_mounts_chroot",
+                 'test "$KESTREL_IMAGE_ROOT" = /\n'
+                 "grep -q ' /proc ' /proc/self/mountinfo && test -d /sys/kernel && test -c /dev/null\n"
+                 'echo "$KESTREL_IMAGE $KESTREL_PHASE $KESTREL_FRONTEND_IP" > /etc/chroot-saw')
+    admin_script(tree, "configure", "demo_frontend",
+                 'echo "$KESTREL_DOMAIN" > "$KESTREL_IMAGE_ROOT/etc/frontend-wrote"')
+    admin_script(tree, "configure", "other_skipped", 'touch "$KESTREL_IMAGE_ROOT/etc/must-not-exist"')
+    return tree
+
+
+def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
+    root = tiny
+    first = images(root, "build", "tiny")
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert "Executing : image_demo_count_chroot" in lines
+    assert "Executing : image_demo_mounts_chroot" in lines
+    assert not any("other_skipped" in line for line in lines)
+    assert any(line.startswith("Warning: tiny has no kernel") for line in lines)
+    v1 = manifest(root)
+    assert v1["kernel"] is None and v1["initrd"] is None and v1["modules"] == ["demo"]
+    tree1 = root.path(v1["root"])
+    assert (tree1 / "etc/chroot-saw").read_text() == "tiny configure 10.10.0.1\n"
+    assert (tree1 / "etc/frontend-wrote").read_text() == "cluster.local\n"
+    assert not (tree1 / "etc/must-not-exist").exists()
+    assert not list((tree1 / "tmp").glob(".kestrel-*"))
+    assert chroot.mounts_under(root.root) == []
+    assert os.readlink(root.path("/srv/kestrel/images/tiny")) == f"tiny.versions/{v1['version']}"
+
+    # a failing configure script: exit 1 with its name, exit code and log tail; version 1 stays served
+    admin_script(root, "configure", "demo_zz-fail", "echo about to fail\nexit 7")
+    before = sorted(p.name for p in tree1.rglob("*"))
+    failed = images(root, "build", "tiny")
+    assert failed.returncode == 1
+    assert "demo_zz-fail" in failed.stderr and "exit code 7" in failed.stderr
+    assert "about to fail" in failed.stderr
+    assert manifest(root) == v1
+    assert sorted(p.name for p in tree1.rglob("*")) == before
+    assert [p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()] == [v1["version"]]
+    assert chroot.mounts_under(root.root) == []
+
+    # fixed: version 2 comes from version 1, the install script does not run again
+    root.path("/etc/kestrel/node/configure.d/demo_zz-fail").unlink()
+    second = images(root, "build", "tiny")
+    assert second.returncode == 0, second.stderr
+    v2 = manifest(root)
+    assert v2["version"] != v1["version"]
+    assert "Executing : image_demo_count_chroot" not in second.stderr
+    assert (root.path(v2["root"]) / "var/install-runs").read_text() == "run\n"
+    # a changed install script runs again
+    admin_script(root, "install", "demo_count_chroot", "echo run >> /var/install-runs\n# v2")
+    third = images(root, "build", "tiny")
+    assert third.returncode == 0, third.stderr
+    v3 = manifest(root)
+    assert (root.path(v3["root"]) / "var/install-runs").read_text() == "run\nrun\n"
+    # two versions are kept: the current and the previous one
+    assert sorted(p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()) == sorted(
+        [v2["version"], v3["version"]])
+
+    listed = json.loads(images(root, "list", "--json").stdout)
+    assert [(r["name"], r["version"], r["modules"]) for r in listed] == [("tiny", v3["version"], ["demo"])]
+    assert listed[0]["size"] > 500_000
+
+    back = images(root, "rollback", "tiny")
+    assert back.returncode == 0, back.stderr
+    assert manifest(root)["version"] == v2["version"]
+    assert os.readlink(root.path("/srv/kestrel/images/tiny")) == f"tiny.versions/{v2['version']}"
+    again = images(root, "rollback", "tiny")
+    assert again.returncode == 1 and "no older version" in again.stderr
+
+    # version 2 (current again) ran the install script before it changed
+    explained = json.loads(images(root, "explain", "tiny", "--json").stdout)
+    assert {(r["script"], r["origin"], r["status"]) for r in explained if r["module"] == "demo"} == {
+        ("demo_count_chroot", "added", "changed"), ("demo_mounts_chroot", "added", "every time"),
+        ("demo_frontend", "added", "every time")}
+
+    gone = images(root, "remove", "tiny")
+    assert gone.returncode == 0, gone.stderr
+    assert not root.path("/var/lib/kestrel/images/tiny.json").exists()
+    assert not root.path("/srv/kestrel/images/tiny.versions").exists()
+    assert images(root, "remove", "tiny").returncode == 2
+
+
+def test_bad_definition_is_located(tree: Sysroot) -> None:
+    need_root()
+    tree.path("/etc/kestrel/images/bad.yaml").write_text("suite: bookworm\nbootstrap:\n  method: zip\n")
+    out = images(tree, "build", "bad")
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"kestrel-images: {tree.path('/etc/kestrel/images/bad.yaml')}:3: bootstrap.method: "
+                                  "input should be 'mmdebstrap', 'debootstrap' or 'tarball' (got 'zip')")
