@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,6 +130,8 @@ def script_env(config: Config, root: Sysroot, phase: str, image: str | None, ima
         "KESTREL_FRONTEND_IP": str(config.network.ip),
         "KESTREL_NETWORK": str(config.network.network),
         "KESTREL_DOMAIN": config.cluster.domain,
+        # the interpreter Kestrel runs under: frontend scripts may call its programs (python -m kestrel.cli.X)
+        "KESTREL_PYTHON": sys.executable,
     }
     if image is not None and image_root is not None:
         env |= {"KESTREL_IMAGE": image, "KESTREL_IMAGE_ROOT": image_root}
