@@ -39,11 +39,11 @@ def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[
 def open_pool(root: Sysroot, config: Config, user: str, connect_timeout: float) -> remote.Pool:
     """root: the frontend's key (nodes.ssh_key); a cluster user: that user's own key from its home."""
     if user == "root":
-        return remote.root_pool(root, config.nodes.ssh_key, connect_timeout)
+        return remote.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns)
     if user not in {u.name for u in accounts.load_users(root)}:
         raise InputError(f"{user!r} is not a cluster user (see kestrel-users list)")
     key = accounts.home_of(root, config, user) / ".ssh" / accounts.KEY_NAME
-    return remote.Pool(user, key, remote.known_hosts_files(root), connect_timeout)
+    return remote.Pool(user, key, remote.known_hosts_files(root), connect_timeout, config.network.netns)
 
 
 def exec_on(root: Sysroot, config: Config, targets: list[remote.Target], command: str, *, user: str = "root",
@@ -77,16 +77,16 @@ class Check:
         return ", ".join(bad)
 
 
-def ping(address: str, timeout: float = 1.0) -> tuple[bool, str]:
+def ping(address: str, timeout: float = 1.0, netns_name: str | None = None) -> tuple[bool, str]:
     """One ICMP echo with the `ping` program (iputils); falls back to a TCP connect to port 22 without it."""
     start = time.monotonic()
     if runner.which("ping"):
         proc = runner.run(["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
-                          check=False, timeout=timeout + 5)
+                          check=False, timeout=timeout + 5, netns=netns_name)
         ms = (time.monotonic() - start) * 1000
         return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
     try:
-        with socket.create_connection((address, 22), timeout=timeout):
+        with remote.open_socket(address, 22, timeout, netns_name) or socket.create_connection((address, 22), timeout):
             pass
     except OSError:
         return False, "tcp/22: no answer"
@@ -100,7 +100,7 @@ def home_command(home: str) -> str:
 def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: float) -> Check:
     start = time.monotonic()
     c = Check(target)
-    c.ping_ok, c.ping = ping(target.address)
+    c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
     result = remote.run(pool, target, home_command(home), timeout)
     c.ssh_ok = result.error is None
     c.ssh = "ok" if c.ssh_ok else result.why()
@@ -121,7 +121,7 @@ def check(root: Sysroot, config: Config, config_path: Path, targets: list[remote
     """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
     (down nodes leave the default hostfiles)."""
     timeout = float(config.nodes.ssh_timeout)
-    with remote.root_pool(root, config.nodes.ssh_key, timeout) as pool:
+    with remote.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
         checks = remote.fan_out(targets, lambda t: check_one(pool, t, config.nfs.home, timeout), parallel)
     if checks:
         try:

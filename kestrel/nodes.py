@@ -145,7 +145,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) ->
     def one(lease: leases.Lease) -> tuple[leases.Lease, Facts | str]:
         try:
             result = remote.run_on(str(lease.ip), nodestate.FACTS_COMMAND, key, port=config.nodes.ssh_port,
-                                   timeout=config.nodes.ssh_timeout)
+                                   timeout=config.nodes.ssh_timeout, netns_name=config.network.netns)
             if result.status != 0:
                 return lease, f"{nodestate.FACTS_COMMAND!r} failed with exit code {result.status}"
             return lease, nodestate.parse_facts(result.stdout)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import paramiko
 
-from kestrel import knownhosts
+from kestrel import knownhosts, netns
 from kestrel.errors import KestrelError
 from kestrel.sysroot import Sysroot
 
@@ -57,7 +57,7 @@ def load_key(path: Path) -> paramiko.PKey:
 
 def run_on(
     host: str, command: str | Sequence[str], key: Path | paramiko.PKey, *, user: str = "root", port: int = 22,
-    timeout: float = 10.0,
+    timeout: float = 10.0, netns_name: str | None = None,
 ) -> Result:
     """Run COMMAND (a shell string, or an argv list that is quoted here) on HOST as USER with KEY.
 
@@ -70,7 +70,8 @@ def run_on(
     client.set_missing_host_key_policy(_AcceptNew())
     try:
         client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, look_for_keys=False, allow_agent=False)
+                       auth_timeout=timeout, look_for_keys=False, allow_agent=False,
+                       sock=open_socket(host, port, timeout, netns_name))
         _, stdout, stderr = client.exec_command(text, timeout=timeout)
         out = stdout.read().decode("utf-8", "replace")
         err = stderr.read().decode("utf-8", "replace")
@@ -83,6 +84,14 @@ def run_on(
         raise RemoteError(f"{where}: {_why(e)}") from None
     finally:
         client.close()
+
+
+def open_socket(address: str, port: int, timeout: float, netns_name: str | None) -> socket.socket | None:
+    """A TCP connection opened inside network namespace NETNS_NAME (the lab's cluster network), or None
+    without one (paramiko then connects by itself)."""
+    if netns_name is None:
+        return None
+    return netns.call_in(netns_name, socket.create_connection, (address, port), timeout)
 
 
 def _why(error: BaseException) -> str:
@@ -145,8 +154,10 @@ class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
 class Pool:
     """Open SSH connections by host, reused by every later command through this pool. Thread-safe."""
 
-    def __init__(self, user: str, key: Path, known_hosts: Iterable[Path], connect_timeout: float = 5.0) -> None:
+    def __init__(self, user: str, key: Path, known_hosts: Iterable[Path], connect_timeout: float = 5.0,
+                 netns_name: str | None = None) -> None:
         self.user = user
+        self.netns_name = netns_name
         self.connect_timeout = connect_timeout
         self.key = load_key(key)
         self.entries: list[knownhosts.Entry] = []
@@ -166,7 +177,8 @@ class Pool:
         client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target))
         t = self.connect_timeout
         client.connect(target.address, target.port, username=self.user, pkey=self.key, timeout=t,
-                       banner_timeout=t, auth_timeout=t, look_for_keys=False, allow_agent=False)
+                       banner_timeout=t, auth_timeout=t, look_for_keys=False, allow_agent=False,
+                       sock=open_socket(target.address, target.port, t, self.netns_name))
         with self._lock:
             self._clients[target] = client
         return client
@@ -195,9 +207,10 @@ def known_hosts_files(root: Sysroot) -> list[Path]:
     return [root.path(KNOWN_HOSTS), root.path(USER_KNOWN_HOSTS)]
 
 
-def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0) -> Pool:
+def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0,
+              netns_name: str | None = None) -> Pool:
     """Connections as root with the frontend's key (config nodes.ssh_key)."""
-    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout)
+    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name)
 
 
 def run(pool: Pool, target: Target, command: str, timeout: float = 60.0, input: bytes | None = None) -> HostResult:
