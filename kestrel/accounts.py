@@ -14,7 +14,7 @@ import paramiko
 
 from kestrel import knownhosts, names, nodestate, registry, remote, runner
 from kestrel.config import Config
-from kestrel.errors import KestrelError
+from kestrel.errors import InputError, KestrelError
 from kestrel.images import IMAGES_DIR
 from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
 from kestrel.users import (
@@ -23,6 +23,7 @@ from kestrel.users import (
     ClusterUser,
     check_user_name,
     format_users,
+    home_mount_unit,
     new_user,
     parse_users,
     render_accounts,
@@ -112,15 +113,20 @@ def image_host_keys(root: Sysroot) -> dict[str, list[knownhosts.HostKey]]:
     for entry in sorted(folder.iterdir()):
         if not entry.is_dir() or entry.name.endswith(".versions") or not _is_name(entry.name):
             continue
-        keys = []
-        for pub in sorted((entry / "etc" / "ssh").glob("ssh_host_*_key.pub")):
-            try:
-                keys.append(knownhosts.parse_public_key(pub.read_text(), str(pub)))
-            except (ValueError, OSError) as e:
-                raise KestrelError(str(e)) from None
+        keys = _host_keys_in(entry / "etc" / "ssh")
         if keys:
             found[entry.name] = keys
     return found
+
+
+def _host_keys_in(folder: Path) -> list[knownhosts.HostKey]:
+    keys = []
+    for pub in sorted(folder.glob("ssh_host_*_key.pub")):
+        try:
+            keys.append(knownhosts.parse_public_key(pub.read_text(), str(pub)))
+        except (ValueError, OSError) as e:
+            raise KestrelError(str(e)) from None
+    return keys
 
 
 def _is_name(text: str) -> bool:
@@ -131,13 +137,13 @@ def _is_name(text: str) -> bool:
     return True
 
 
-def known_hosts_body(root: Sysroot, config: Config) -> str:
+def known_hosts_body(root: Sysroot, config: Config, keys: dict[str, list[knownhosts.HostKey]] | None = None) -> str:
     """Lines for every registered node (name, FQDN, IP) with its image's keys, then one pattern line per
     image key for nodes not registered yet, which excludes the frontend's names: a node key can never
     pass for the frontend. The frontend's own keys are listed for its names."""
     domain = config.cluster.domain
     front = config.cluster.frontend_name
-    keys = image_host_keys(root)
+    keys = image_host_keys(root) if keys is None else keys
     entries: list[tuple[list[str], knownhosts.HostKey]] = []
     for node in registry.load_registry(root):
         for key in keys.get(node.image, []):
@@ -262,11 +268,46 @@ def image_roots(root: Sysroot) -> dict[str, Path]:
             if e.is_dir() and not e.name.endswith(".versions") and _is_name(e.name)}
 
 
-def apply_to_image(root: Sysroot, config: Config, image_root: Path) -> list[str]:
-    """Give the image at IMAGE_ROOT the cluster users and known_hosts of the frontend at ROOT."""
+def apply_to_image(root: Sysroot, config: Config, image_root: Path, name: str | None = None) -> list[str]:
+    """Give the image at IMAGE_ROOT the cluster users, known_hosts and the home mount of the frontend at ROOT.
+
+    NAME: the image being built; its own host keys (in IMAGE_ROOT, maybe not published yet) are trusted
+    for its nodes, on the image and on the frontend.
+    """
     if not (image_root / "etc").is_dir():
         raise KestrelError(f"{image_root}: not an image root (no etc/)")
-    return sync_accounts(TreeFiles(Sysroot(image_root)), load_users(root), config, known_hosts_body(root, config))
+    keys = image_host_keys(root)
+    tree = Sysroot(image_root)
+    if name is not None:
+        try:
+            names.check_name(name, "image name")
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        own = _host_keys_in(tree.path("/etc/ssh"))
+        if own:
+            keys[name] = own
+    body = known_hosts_body(root, config, keys)
+    written = sync_accounts(TreeFiles(tree), load_users(root), config, body)
+    written += _home_mount(tree, root, config)
+    with root.lock():
+        sync_accounts(TreeFiles(root), load_users(root), config, body, accounts=False)
+    return written
+
+
+def _home_mount(tree: Sysroot, root: Sysroot, config: Config) -> list[str]:
+    """The node mounts the home the frontend exports (its path under --root) where passwd says homes are."""
+    unit, text = home_mount_unit(str(config.network.ip), root.sys(config.nfs.home), config.nfs.home)
+    path, link = f"/etc/systemd/system/{unit}", f"/etc/systemd/system/remote-fs.target.wants/{unit}"
+    written = []
+    if tree.read(path) != text.encode():
+        atomic_write(tree.path(path), text.encode(), 0o644)
+        written.append(path)
+    wants = tree.path(link)
+    if not wants.is_symlink():
+        wants.parent.mkdir(parents=True, exist_ok=True)
+        wants.symlink_to(f"../{unit}")
+        written.append(link)
+    return written
 
 
 def apply_to_images(root: Sysroot, config: Config, say: Say) -> None:

@@ -78,9 +78,10 @@ def sync(ctx: Context, no_push: bool) -> None:
 
 @command.command("apply-image", help="Give one image root the cluster users (the core_users configure script).")
 @click.argument("image_root", type=click.Path(file_okay=False, exists=True))
+@click.option("--image", "name", help="The image's name: its own host keys are trusted for its nodes.")
 @pass_context
-def apply_image(ctx: Context, image_root: str) -> None:
-    for path in accounts.apply_to_image(ctx.root, ctx.config, Path(image_root)):
+def apply_image(ctx: Context, image_root: str, name: str | None) -> None:
+    for path in accounts.apply_to_image(ctx.root, ctx.config, Path(image_root), name):
         ctx.say(f"Wrote {Path(image_root)}{path}")
 
 

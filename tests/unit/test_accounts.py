@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from ipaddress import IPv4Address
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from kestrel import accounts, registry
+from kestrel import accounts, registry, users
 from kestrel.cli.users import command as users_command
 from kestrel.config import load_config
 from kestrel.sysroot import Sysroot
@@ -32,11 +33,12 @@ def image(tree: Sysroot, name: str = "default") -> Path:
     return root
 
 
-def run_script(tree: Sysroot, image_root: Path) -> subprocess.CompletedProcess[str]:
+def run_script(tree: Sysroot, image_root: Path, name: str = "default",
+               script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
     env = {**os.environ, "KESTREL_ROOT": str(tree.root), "KESTREL_IMAGE_ROOT": str(image_root),
-           "KESTREL_CONFIG_JSON": config.to_json(), "KESTREL_PYTHON": sys.executable}
-    return subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+           "KESTREL_CONFIG_JSON": config.to_json(), "KESTREL_PYTHON": sys.executable, "KESTREL_IMAGE": name}
+    return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_configure_script_gives_the_image_the_cluster_users(tree: Sysroot) -> None:
@@ -51,12 +53,38 @@ def test_configure_script_gives_the_image_the_cluster_users(tree: Sysroot) -> No
     assert (img / "etc/group").read_text() == "root:x:0:\nsudo:x:27:alice\nalice:x:2000:\nbob:x:2001:\n"
     assert (img / "etc/shadow").stat().st_mode & 0o777 == 0o640  # kept
     assert "alice:2000:/bin/bash:admin" in (img / "etc/kestrel/users").read_text()
+    unit = (img / "etc/systemd/system/home.mount").read_text()
+    assert f"What=10.10.0.1:{tree.path('/home')}\nWhere=/home\nType=nfs\n" in unit
+    assert os.readlink(img / "etc/systemd/system/remote-fs.target.wants/home.mount") == "../home.mount"
     assert run_script(tree, img).stderr == ""  # nothing left to write
     # bob removed on the frontend: the image's own copy of the list says he was ours, so he goes.
     tree.path(accounts.USERS_PATH).write_text("alice:2000:/bin/bash:user\n")
     assert run_script(tree, img).returncode == 0
     assert "bob" not in (img / "etc/passwd").read_text()
     assert (img / "etc/group").read_text() == "root:x:0:\nsudo:x:27:\nalice:x:2000:\n"
+
+
+def test_an_image_in_its_first_build_trusts_its_own_new_host_keys(tree: Sysroot) -> None:
+    image(tree)
+    staging = tree.path("/srv/kestrel/images/new.versions/.staging-1")
+    shutil.copytree(tree.path("/srv/kestrel/images/default"), staging)
+    (staging / "etc/ssh/ssh_host_ed25519_key.pub").write_text(KEY_F.replace("root@frontend", "new"))
+    script = SCRIPT.with_name("sshd_known-hosts")
+    proc = run_script(tree, staging, "new", script)
+    assert proc.returncode == 0, proc.stderr
+    new = " ".join(KEY_F.split()[:2])
+    for known in (staging / "etc/ssh/ssh_known_hosts", tree.path("/etc/ssh/ssh_known_hosts")):
+        text = known.read_text()
+        assert f"node*,*.cluster.local,10.10.0.*,!frontend,!frontend.cluster.local,!10.10.0.1 {new}\n" in text
+    bad = run_script(tree, staging, "../x", script)
+    assert bad.returncode == 2 and bad.stderr.strip() == "kestrel-users: '../x' is not a valid image name " \
+        "(a-z, 0-9, '_', '.', '-', at most 63)"
+
+
+def test_home_mount_unit_names() -> None:
+    assert users.unit_name_for_path("/home") == "home"
+    assert users.unit_name_for_path("/export/cluster home/") == "export-cluster\\x20home"
+    assert users.unit_name_for_path("/srv/.homes") == "srv-\\x2ehomes"
 
 
 def test_known_hosts_lists_nodes_with_their_image_keys_and_never_for_the_frontend(tree: Sysroot) -> None:
