@@ -372,7 +372,7 @@ def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
         except (OSError, paramiko.SSHException, EOFError, KestrelError) as e:
             return t.name, remote.describe_error(e, pool)
 
-    with remote.root_pool(root, config.nodes.ssh_key, connect_timeout) as pool:
+    with remote.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns) as pool:
         results = remote.fan_out(targets, lambda t: push(pool, t), parallel)
     failed = [(n, why) for n, why in results if why is not None]
     done = len(results) - len(failed)
