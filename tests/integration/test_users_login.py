@@ -71,6 +71,10 @@ def test_cluster_user_logs_in_with_its_key_until_removed(cluster: sshnodes.Clust
     # Frontend to node with the known_hosts Kestrel wrote and StrictHostKeyChecking=yes.
     front = frontend_to_node(cluster, "alice", "id -u")
     assert (front.returncode, front.stdout) == (0, "2000\n"), front.stderr
+    # kestrel-nodes exec as the cluster user, with alice's own key.
+    as_alice = kestrel(cluster, "kestrel-nodes", "exec", "--user", "alice", "--", "id", "-un")
+    assert as_alice.returncode == 0, as_alice.stderr
+    assert as_alice.stdout.splitlines() == ["node01: alice", "node02: alice"]
     # Root's key is not alice's: the frontend key opens root on nodes, never the reverse.
     assert not root.path("/root/.ssh/authorized_keys").exists()
 
@@ -87,7 +91,8 @@ def test_cluster_user_logs_in_with_its_key_until_removed(cluster: sshnodes.Clust
 
 def test_keys_that_open_the_frontends_root_are_reported(cluster: sshnodes.Cluster) -> None:
     root = cluster.root
-    assert kestrel(cluster, "kestrel-users", "add", "bob", "--no-push").returncode == 0
+    assert kestrel(cluster, "kestrel-users", "--add-to-cluster", "bob").returncode == 0  # KestrelHPC spelling
+    assert kestrel(cluster, "kestrel-users", "list").stdout.splitlines()[1].split()[:2] == ["bob", "2000"]
     bad = root.path("/root/.ssh/authorized_keys")
     bad.write_text(root.path("/home/bob/.ssh/id_ed25519.pub").read_text())
     proc = kestrel(cluster, "kestrel-users", "check")
