@@ -138,6 +138,28 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
         ("demo_count_chroot", "added", "changed"), ("demo_mounts_chroot", "added", "every time"),
         ("demo_frontend", "added", "every time")}
 
+    # shell: a chroot into the current version, fed from stdin here
+    shell = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"], input="cat /etc/chroot-saw\n",
+                           capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout == "tiny configure 10.10.0.1\n", shell.stderr
+    assert chroot.mounts_under(root.root) == []
+
+    # kestrel-reconfigure --all: the frontend's phases, then each image's configure phase (a new version)
+    frontend = root.path("/etc/kestrel/frontend/configure.d/core_mark")
+    frontend.parent.mkdir(parents=True)
+    frontend.write_text('#!/bin/sh\necho "$KESTREL_PHASE" >> "$KESTREL_ROOT/frontend-ran"\n')
+    frontend.chmod(0o755)
+    reconf = subprocess.run([str(Path(PROGRAM).with_name("kestrel-reconfigure")), "--root", str(root.root), "--all"],
+                            capture_output=True, text=True, timeout=300)
+    assert reconf.returncode == 0, reconf.stderr
+    assert "Executing : frontend_core_mark" in reconf.stderr
+    assert "Executing : image_demo_mounts_chroot" in reconf.stderr
+    assert "Executing : image_demo_count_chroot" in reconf.stderr  # changed since version 2: runs again
+    assert root.path("/frontend-ran").read_text() == "configure\n"
+    v4 = manifest(root)
+    assert v4["version"] not in (v2["version"], v3["version"])
+    assert (root.path(v4["root"]) / "var/install-runs").read_text() == "run\nrun\n"
+
     gone = images(root, "remove", "tiny")
     assert gone.returncode == 0, gone.stderr
     assert not root.path("/var/lib/kestrel/images/tiny.json").exists()
