@@ -173,6 +173,8 @@ def run_phases(target: Target, phases: tuple[str, ...] = PHASES, force: bool = F
     with image_guard(target):
         for phase in phases:
             scripts = effective(target.root, target.side, phase, target.modules, target.shipped)
+            if not scripts and not (phase == "packages" and target.extra_packages):
+                continue
             log = target.log_path(phase)
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "wb") as out:
