@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kestrel import bootstrap, chroot, phases, runner
+from kestrel import bootstrap, chroot, cow, phases, runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import reconfigure_frontend
@@ -48,40 +49,47 @@ def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, 
     now = current(root, name)
     if now and not force and now.get("definition") == digest and root.path(now["root"]).is_dir():
         say(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
-        source, base = root.path(now["root"]), now.get("base")
+        return _new_version(root, config, config_path, name, definition, modules, digest,
+                            lower=root.path(now["root"]), base=now.get("base"), say=say)
 
-        def fill(staging: Path) -> str | None:
-            return _copy(source, staging, base)
-    else:
-        def fill(staging: Path) -> str | None:
-            return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache, say=say,
-                                       log=root.path(f"{phases.LOG_DIR}/images/{name}/bootstrap.log"))
-    return _new_version(root, config, config_path, name, definition, modules, digest, fill, say=say)
+    def fill(staging: Path) -> str | None:
+        return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache, say=say,
+                                   log=root.path(f"{phases.LOG_DIR}/images/{name}/bootstrap.log"))
+    return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill, say=say)
 
 
 def update_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
-                 apt_steps: list[list[str]] | None = None, say: Say = print) -> dict[str, Any]:
-    """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS first, then the run-once
-    phases whose scripts changed or never ran (all of them with FORCE), then configure."""
+                 apt_steps: list[list[str]] | None = None, edit: Callable[[Path], None] | None = None,
+                 say: Say = print) -> dict[str, Any]:
+    """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS (or EDIT of the tree)
+    first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
     now = current(root, name)
     if now is None:
         raise InputError(f"image '{name}' is not built yet: run kestrel-images build {name}")
     definition = load_definition(root, name)
     modules = image_modules(definition, config.modules)
-    source = root.path(now["root"])
 
-    def fill(staging: Path) -> str | None:
-        _copy(source, staging, None)
+    def prepare(tree: Path) -> None:
         if apt_steps:
-            _apt(root, name, staging, apt_steps, say)
-        return now.get("base")
-    return _new_version(root, config, config_path, name, definition, modules, now.get("definition", ""), fill,
-                        force=force, say=say)
+            _apt(root, name, tree, apt_steps, say)
+        if edit:
+            edit(tree)
+    return _new_version(root, config, config_path, name, definition, modules, now.get("definition", ""),
+                        lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force, say=say)
 
 
-def _copy(source: Path, staging: Path, base: str | None) -> str | None:
-    bootstrap.copy_tree(source, staging)
-    return base
+def shell_image(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print) -> dict[str, Any]:
+    """An interactive shell in a new version of NAME; published (after configure) when the shell exits 0."""
+
+    def edit(tree: Path) -> None:
+        say(f"Shell in a new version of {name}: exit to publish it, 'exit 1' to discard your changes")
+        proc = chroot.run(tree, ["/bin/sh", "-l"], interactive=True,
+                          env={"TERM": os.environ.get("TERM", "xterm"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                               "HOME": "/root"})
+        if proc.returncode != 0:
+            raise KestrelError(f"shell exited with {runner.how_it_ended(proc.returncode)}: changes discarded, "
+                               f"{name} unchanged")
+    return update_image(root, config, config_path, name, edit=edit, say=say)
 
 
 def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]], say: Say) -> None:
@@ -102,20 +110,30 @@ def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]], say: S
 
 
 def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, definition: ImageDefinition,
-                 modules: list[str], digest: str, fill: Callable[[Path], str | None], *, force: bool = False,
-                 say: Say) -> dict[str, Any]:
+                 modules: list[str], digest: str, *, fill: Callable[[Path], str | None] | None = None,
+                 lower: Path | None = None, base: str | None = None, prepare: Callable[[Path], None] | None = None,
+                 force: bool = False, say: Say) -> dict[str, Any]:
+    """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version)."""
     started = time.monotonic()
     folder = root.path(versions_dir(name))
     with _build_lock(root, name):
-        for stale in folder.glob(".staging-*") if folder.is_dir() else []:
-            shutil.rmtree(stale, ignore_errors=True)
+        _remove_leftovers(folder)
         version = _new_version_id(root, name)
         staging = folder / f".staging-{version}"
+        scratch = folder / f".cow-{version}"
+        target = phases.Target(root, config, modules, say, image=name, image_root=staging,
+                               apt_cache=bootstrap.apt_cache(root), extra_packages=list(definition.packages))
         try:
-            base = fill(staging)
-            target = phases.Target(root, config, modules, say, image=name, image_root=staging,
-                                   apt_cache=bootstrap.apt_cache(root), extra_packages=list(definition.packages))
-            phases.run_phases(target, force=force)
+            if lower is None:
+                assert fill is not None
+                base = fill(staging)
+                phases.run_phases(target, force=force)
+            else:
+                with cow.overlay(lower, scratch) as merged:
+                    if prepare:
+                        prepare(merged)
+                    phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
+                cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
             kernel, initrd, kernel_version = copy_boot_files(root, name, version, staging, say)
             staging.rename(folder / version)
@@ -124,6 +142,8 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
             for boot_root in BOOT_DIRS:
                 shutil.rmtree(root.path(boot_dir(boot_root, name, version)), ignore_errors=True)
             raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         manifest = {
             "name": name, "version": version, "root": f"{versions_dir(name)}/{version}",
             "kernel": kernel, "initrd": initrd, "kernel_version": kernel_version, "cmdline": definition.cmdline,
@@ -134,6 +154,15 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
     say(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
     reconfigure_frontend(root, config, config_path, say=say)
     return manifest
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """What a killed build left: staging trees and overlay scratch (unmounted first)."""
+    if not folder.is_dir():
+        return
+    for stale in [*folder.glob(".staging-*"), *folder.glob(".cow-*")]:
+        cow.unmount(stale / "merged")
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _new_version_id(root: Sysroot, name: str) -> str:

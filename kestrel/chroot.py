@@ -72,7 +72,8 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def assert_unmounted(image_root: Path) -> None:
-    left = mounts_under(image_root)
+    """Nothing mounted below IMAGE_ROOT (the tree itself may be a mount: the overlay of a new version)."""
+    left = [m for m in mounts_under(image_root) if m != os.path.realpath(image_root)]
     if left:
         raise KestrelError(f"{image_root}: still mounted after the chroot: {', '.join(left)}; "
                            f"unmount them (umount -R) before exporting the image")

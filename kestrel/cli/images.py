@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from kestrel import build, chroot, images, phases
+from kestrel import build, images, phases
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
-from kestrel.errors import KestrelError
 
 
 @click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
@@ -58,16 +57,11 @@ def rollback_command(ctx: Context, name: str) -> None:
     _replan(ctx)
 
 
-@cli.command("shell", help="An interactive shell inside the current version of NAME (changes are live).")
+@cli.command("shell", help="A shell in a new version of NAME; exit 0 publishes it (after configure), exit 1 discards it.")
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
-    now = images.current(ctx.root, images.check_image_name(name))
-    if now is None:
-        raise KestrelError(f"image '{name}' is not built")
-    proc = chroot.run(ctx.root.path(now["root"]), ["/bin/sh", "-l"], interactive=True,
-                      env={"TERM": "xterm", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"})
-    raise SystemExit(proc.returncode)
+    build.shell_image(ctx.root, ctx.config, ctx.config_path, images.check_image_name(name), say=ctx.say)
 
 
 @cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")

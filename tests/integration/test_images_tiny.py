@@ -138,12 +138,6 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
         ("demo_count_chroot", "added", "changed"), ("demo_mounts_chroot", "added", "every time"),
         ("demo_frontend", "added", "every time")}
 
-    # shell: a chroot into the current version, fed from stdin here
-    shell = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"], input="cat /etc/chroot-saw\n",
-                           capture_output=True, text=True, timeout=60)
-    assert shell.returncode == 0 and shell.stdout == "tiny configure 10.10.0.1\n", shell.stderr
-    assert chroot.mounts_under(root.root) == []
-
     # kestrel-reconfigure --all: the frontend's phases, then each image's configure phase (a new version)
     frontend = root.path("/etc/kestrel/frontend/configure.d/core_mark")
     frontend.parent.mkdir(parents=True)
@@ -159,6 +153,21 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     v4 = manifest(root)
     assert v4["version"] not in (v2["version"], v3["version"])
     assert (root.path(v4["root"]) / "var/install-runs").read_text() == "run\nrun\n"
+
+    # shell: a chroot into a new version, fed from stdin here; exit 1 discards it, exit 0 publishes it
+    discard = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"], input="touch /etc/nope\nexit 1\n",
+                             capture_output=True, text=True, timeout=60)
+    assert discard.returncode == 1 and "changes discarded, tiny unchanged" in discard.stderr, discard.stderr
+    assert manifest(root)["version"] == v4["version"]
+    shell = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"],
+                           input="echo made > /etc/shell-made\ncat /etc/chroot-saw\n",
+                           capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0 and shell.stdout == "tiny configure 10.10.0.1\n", shell.stderr
+    v5 = manifest(root)
+    assert (root.path(v5["root"]) / "etc/shell-made").read_text() == "made\n"
+    assert not (root.path(v4["root"]) / "etc/shell-made").exists()
+    assert not (root.path(v5["root"]) / "etc/nope").exists()
+    assert chroot.mounts_under(root.root) == []
 
     gone = images(root, "remove", "tiny")
     assert gone.returncode == 0, gone.stderr
