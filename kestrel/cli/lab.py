@@ -1,0 +1,124 @@
+"""kestrel-lab: the whole cluster on one machine (network namespace, frontend services, qemu nodes)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from kestrel import lab, nodeops
+from kestrel.cli.common import Context, pass_context, print_json, print_table, run
+from kestrel.config import CONFIG_PATH
+from kestrel.errors import KestrelError
+from kestrel.sysroot import Sysroot
+
+
+def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--root (the lab's tree, default /var/lib/kestrel-lab), -v, -q, --debug."""
+
+    @click.option("--root", "root", envvar="KESTREL_ROOT", default=lab.LAB_ROOT, show_default=True,
+                  type=click.Path(file_okay=False), help="The lab's tree (env KESTREL_ROOT).")
+    @click.option("-v", "--verbose", count=True, help="Say more.")
+    @click.option("-q", "--quiet", is_flag=True, help="Say nothing but errors and data.")
+    @click.option("--debug", is_flag=True, help="Show tracebacks.")
+    @click.pass_context
+    @functools.wraps(f)
+    def wrapper(cctx: click.Context, root: str, verbose: int, quiet: bool, debug: bool, **kwargs: Any) -> Any:
+        sysroot = lab.check_lab_root(Sysroot(root))
+        cctx.obj = Context(sysroot, sysroot.path(CONFIG_PATH), -1 if quiet else verbose, debug)
+        return cctx.invoke(f, **kwargs)
+
+    return wrapper
+
+
+@click.group(help="A whole Kestrel cluster on this machine: the frontend's services and qemu nodes in a network "
+                  "namespace, run from their own tree. Start with: kestrel-lab up --nodes 2")
+@lab_options
+def command() -> None:
+    pass
+
+
+@command.command(help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
+                      "start N nodes and wait until they answer SSH.")
+@click.option("--nodes", "count", type=click.IntRange(0, 64), default=2, show_default=True, help="qemu nodes.")
+@click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
+@click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {lab.DEFAULT_PREFIX}].")
+@click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
+@click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True,
+              help="Seconds to wait for the nodes to answer SSH.")
+@pass_context
+def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float) -> None:
+    progress = lab.up(ctx.root, count, image, prefix, ctx.say, rebuild=rebuild, timeout=timeout)
+    config = ctx.config
+    targets = nodeops.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
+    checks = nodeops.check(ctx.root, config, ctx.config_path, targets, ctx.detail) if targets else []
+    print_table([{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
+                ["node", "address", "ssh", "home"])
+    bad = [c.target.name for c in checks if not c.ok]
+    if bad:
+        raise KestrelError(f"the lab is up but not healthy on {', '.join(bad)} (kestrel-nodes check shows why)")
+    first = progress[0].name if progress else "node01"
+    ctx.say(f"""
+The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
+  eval "$(kestrel-lab env)"                      # point kestrel-* at the lab
+  kestrel-nodes exec -- hostname                 # a command on every node
+  kestrel-users add alice                        # a cluster user (home on NFS, own SSH key)
+  kestrel-nodes exec --user alice {first} -- mpirun -np {max(2, len(progress))} hostname
+  kestrel-lab ssh {first}                            # a shell on a node
+  kestrel-vm stop {first}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
+  kestrel-lab down                               # stop everything, remove the namespace""")
+
+
+@command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")
+@pass_context
+def down(ctx: Context) -> None:
+    problems = lab.down(ctx.root, ctx.say)
+    if problems:
+        raise KestrelError("; ".join(problems))
+
+
+@command.command(help="What runs: namespace, services, VMs, registered nodes.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    info = lab.status(ctx.root)
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"lab {info['root']}: {'up' if info['up'] else 'down'}"
+               + (f", namespace {info['namespace']}, network {info['network']}" if info["up"] else ""))
+    services = info["services"]
+    assert isinstance(services, dict)
+    print_table([{"service": k, "pid": v or "-", "state": "running" if v else "stopped"} for k, v in services.items()],
+                ["service", "state", "pid"])
+    vms = info["vms"]
+    assert isinstance(vms, list)
+    if vms:
+        print_table(vms, ["name", "state", "pid", "mac"])
+
+
+@command.command(help='Shell exports pointing kestrel-* at the lab: eval "$(kestrel-lab env)".')
+@pass_context
+def env(ctx: Context) -> None:
+    click.echo(lab.env_text(ctx.root), nl=False)
+
+
+@command.command(help="ssh as root to NODE from inside the lab's namespace (then COMMAND, if given).")
+@click.argument("node")
+@click.argument("remote_command", nargs=-1)
+@pass_context
+def ssh(ctx: Context, node: str, remote_command: tuple[str, ...]) -> None:
+    argv = lab.ssh_argv(ctx.root, node, list(remote_command))
+    # An interactive session: ssh takes over this process and its terminal (the runner would detach stdin).
+    os.execvp(argv[0], argv)  # noqa: S606
+
+
+def main() -> None:
+    run(command, "kestrel-lab")
+
+
+if __name__ == "__main__":
+    main()

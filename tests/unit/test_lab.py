@@ -1,0 +1,61 @@
+"""The lab's pure parts: its config, names, refusal of /, the env lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kestrel import lab
+from kestrel.cli.lab import command
+from kestrel.config import load_config
+from kestrel.errors import InputError
+from kestrel.sysroot import Sysroot
+
+SHIPPED = (lab.SHIPPED_ETC / "kestrel.yaml").read_text()
+
+
+def test_fresh_config_is_the_shipped_one_with_the_labs_choices(tmp_path: Path) -> None:
+    path = tmp_path / "kestrel.yaml"
+    path.write_text(lab.lab_config_text(SHIPPED, "klab-", fresh=True))
+    config = load_config(path)
+    assert (config.network.interface, config.network.netns) == ("klab-br0", "klab-fe")
+    assert str(config.network.ipv6_prefix) == "fd10::/64"
+    assert config.nfs.server == "ganesha" and config.boot.menu_timeout == 1
+    assert config.modules == ["core", "nfsroot", "sshd", "openmpi", "mpich"]
+    assert "# the frontend's interface on the cluster network" in path.read_text()
+
+
+def test_a_new_prefix_changes_only_the_devices(tmp_path: Path) -> None:
+    edited = lab.lab_config_text(SHIPPED, "klab-", fresh=True).replace("lease_time: 12h", "lease_time: 1h")
+    again = lab.lab_config_text(edited, "kt-abc", fresh=False)
+    # Only the names change (ruamel re-aligns the comment after the longer name by one column).
+    assert again.split() == edited.replace("klab-br0", "kt-abcbr0").replace("klab-fe", "kt-abcfe").split()
+
+
+def test_names_and_vm_names(tmp_path: Path) -> None:
+    assert lab.names_for("kt-e2e") == ("kt-e2efe", "kt-e2ebr0")
+    path = tmp_path / "k.yaml"
+    path.write_text(lab.lab_config_text(SHIPPED, "klab-", fresh=True))
+    assert lab.vm_names(load_config(path), 3) == ["node01", "node02", "node03"]
+    with pytest.raises(InputError):
+        lab.names_for("much-too-long")
+
+
+def test_the_lab_refuses_the_hosts_root() -> None:
+    with pytest.raises(InputError, match=r"^the lab needs a tree of its own, not / "):
+        lab.check_lab_root(Sysroot("/"))
+    out = CliRunner().invoke(command, ["--root", "/", "status"])
+    assert out.exit_code != 0 and "a tree of its own" in str(out.exception)
+
+
+def test_env_points_at_the_tree(tmp_path: Path) -> None:
+    root = Sysroot(tmp_path)
+    lab.prepare_tree(root, "kt-x", say=lambda _: None)
+    text = lab.env_text(root)
+    assert f"export KESTREL_ROOT={tmp_path}\n" in text
+    assert f"export KESTREL_CONFIG={tmp_path}/etc/kestrel/kestrel.yaml\n" in text
+    assert "export KESTREL_LAB_NETNS=kt-xfe\n" in text
+    status = lab.status(root)
+    assert status["up"] is False and status["nodes"] == [] and status["namespace"] is None
