@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
-from kestrel import frontend, hostfiles, images, leases, nodestate, registry, remote, services
+from kestrel import accounts, frontend, hostfiles, images, knownhosts, leases, nodestate, registry, remote, services
 from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodestate import Facts, States
@@ -139,12 +139,20 @@ def register(
 
 
 def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) -> dict[str, Facts]:
-    """SSH into each leased address with the frontend's key, in parallel: the facts of those that answer."""
+    """SSH into each leased address with the frontend's key, in parallel: the facts of those that answer.
+
+    A node must show a host key of one of the images (or one in Kestrel's known_hosts): a machine that
+    merely answers SSH on the cluster network is not trusted.
+    """
     key = remote.load_key(root.path(config.nodes.ssh_key))
+    trusted = knownhosts.parse(accounts.known_hosts_body(root, config))
+    for path in remote.known_hosts_files(root):
+        if path.is_file():
+            trusted += knownhosts.parse(path.read_text(errors="replace"))
 
     def one(lease: leases.Lease) -> tuple[leases.Lease, Facts | str]:
         try:
-            result = remote.run_on(str(lease.ip), nodestate.FACTS_COMMAND, key, port=config.nodes.ssh_port,
+            result = remote.run_on(str(lease.ip), nodestate.FACTS_COMMAND, key, trusted, port=config.nodes.ssh_port,
                                    timeout=config.nodes.ssh_timeout, netns_name=config.network.netns)
             if result.status != 0:
                 return lease, f"{nodestate.FACTS_COMMAND!r} failed with exit code {result.status}"

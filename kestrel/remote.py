@@ -38,13 +38,6 @@ class Result:
     stderr: str
 
 
-class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """Nodes boot from shared images and regenerate host keys: there is no stable host key to pin."""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        return None
-
-
 def load_key(path: Path) -> paramiko.PKey:
     """The frontend's private key (any type paramiko reads); RemoteError with the path if it cannot."""
     try:
@@ -56,18 +49,19 @@ def load_key(path: Path) -> paramiko.PKey:
 
 
 def run_on(
-    host: str, command: str | Sequence[str], key: Path | paramiko.PKey, *, user: str = "root", port: int = 22,
-    timeout: float = 10.0, netns_name: str | None = None,
+    host: str, command: str | Sequence[str], key: Path | paramiko.PKey, trusted: list[knownhosts.Entry], *,
+    user: str = "root", port: int = 22, timeout: float = 10.0, netns_name: str | None = None,
 ) -> Result:
     """Run COMMAND (a shell string, or an argv list that is quoted here) on HOST as USER with KEY.
 
-    Returns the exit status and output; a node that cannot be reached or refuses the key is a RemoteError.
+    HOST must show a host key that TRUSTED lists for it (never trust on first use). Returns the exit status
+    and output; a node that cannot be reached, shows another host key or refuses the key is a RemoteError.
     """
     pkey = key if isinstance(key, paramiko.PKey) else load_key(key)
     text = command if isinstance(command, str) else shlex.join(command)
     where = f"{user}@{host}:{port}"
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(_AcceptNew())
+    client.set_missing_host_key_policy(_TrustKnownHosts(trusted, Target(host, host, port)))
     try:
         client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
                        auth_timeout=timeout, look_for_keys=False, allow_agent=False,

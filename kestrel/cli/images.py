@@ -57,7 +57,8 @@ def rollback_command(ctx: Context, name: str) -> None:
     _replan(ctx)
 
 
-@cli.command("shell", help="A shell in a new version of NAME; exit 0 publishes it (after configure), exit 1 discards it.")
+@cli.command("shell", help="A shell in a new version of NAME: exit 0 publishes it (after configure), "
+                            "exit 1 discards it.")
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -147,4 +148,22 @@ def test_a_machine_that_refuses_the_key_is_not_a_node(ssh_cluster: tuple[Cluster
     assert proc.returncode == 0, proc.stderr
     assert ("Skipped 52:54:00:4e:00:0a (10.10.0.150): root@10.10.0.150:22: the key was refused; "
             "not registered (--no-verify registers it anyway)") in proc.stderr.splitlines()
+    assert listing(cluster) == {}
+
+
+def test_a_machine_with_a_host_key_of_no_image_is_not_a_node(ssh_cluster: tuple[Cluster, SshNode, str]) -> None:
+    """Answering SSH with the frontend's key is not enough: the host key must be one an image gave it."""
+    cluster, node, _ = ssh_cluster
+    impostor_image = cluster.root.path("/var/tmp/impostor")
+    shutil.copytree(cluster.root.path(f"/srv/kestrel/images/{sshnodes.IMAGE}"), impostor_image, symlinks=True)
+    host_key = impostor_image / "etc/ssh/ssh_host_ed25519_key"
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", str(host_key)], input="y\n")
+    ns_c, _ = cluster.add_client("c", "52:54:00:4e:00:0c", "10.10.0.152/24")
+    sshnodes.start_sshd(cluster.root, impostor_image, SshNode("nodec", ns_c, "10.10.0.152"))
+    leases = cluster.root.path("/var/lib/kestrel/dnsmasq.leases")
+    leases.write_text("1795000000 52:54:00:4e:00:0c 10.10.0.152 * *\n")
+    proc = nodes_cli(cluster, "--register", netns=True)
+    assert proc.returncode == 0, proc.stderr
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("Skipped 52:54:00:4e:00:0c")]
+    assert len(skipped) == 1 and "is not listed for 10.10.0.152 in known_hosts" in skipped[0], proc.stderr
     assert listing(cluster) == {}
