@@ -160,7 +160,7 @@ def _remove_leftovers(folder: Path) -> None:
     """What a killed build left: staging trees and overlay scratch (unmounted first)."""
     if not folder.is_dir():
         return
-    for stale in [*folder.glob(".staging-*"), *folder.glob(".cow-*")]:
+    for stale in [*folder.glob(".staging-*"), *folder.glob(".cow-*"), *folder.glob(".trash-*")]:
         cow.unmount(stale / "merged")
         shutil.rmtree(stale, ignore_errors=True)
 

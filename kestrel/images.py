@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kestrel import names
+from kestrel import names, runner
 from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
 from kestrel.config import ImageDefinition, load_image_definition
 from kestrel.errors import InputError, KestrelError
@@ -203,7 +203,12 @@ def rollback(root: Sysroot, name: str) -> dict[str, Any]:
 
 
 def remove_version(root: Sysroot, name: str, version: str) -> None:
-    shutil.rmtree(root.path(f"{versions_dir(name)}/{version}"), ignore_errors=True)
+    """Unpublish VERSION at once; its tree (tens of thousands of files) is deleted in the background."""
+    tree = root.path(f"{versions_dir(name)}/{version}")
+    if tree.is_dir():
+        trash = tree.with_name(f".trash-{version}")
+        os.replace(tree, trash)
+        discard_in_background(trash)
     for boot_root in BOOT_DIRS:
         shutil.rmtree(root.path(boot_dir(boot_root, name, version)), ignore_errors=True)
     root.path(version_manifest_path(name, version)).unlink(missing_ok=True)
@@ -235,17 +240,14 @@ def list_images(root: Sysroot) -> list[dict[str, Any]]:
     return rows
 
 
+def discard_in_background(path: Path) -> None:
+    """rm -rf PATH in a process of its own that outlives this one (the shell exits at once, rm is orphaned)."""
+    runner.run(["sh", "-c", 'rm -rf -- "$1" >/dev/null 2>&1 &', "sh", str(path)])
+
+
 def tree_size(path: Path) -> int:
     """Bytes on disk under PATH (hard links counted once)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for folder, dirs, files in os.walk(path):
-        for entry in (*dirs, *files):
-            st = os.lstat(os.path.join(folder, entry))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
+    return int(runner.run(["du", "-s", "-B1", str(path)]).stdout.split()[0])
 
 
 def human_size(size: int | None) -> str:
