@@ -9,6 +9,7 @@ its cluster bridge. A host finds its role by which configured underlay address i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -94,17 +95,13 @@ def links(netns: str | None = None) -> dict[str, dict]:
     return parse_links(runner.run(["ip", "-j", "-d", "-s", "link", "show"], netns=netns).stdout)
 
 
-def up(switch: SwitchConfig, netns: str | None = None) -> tuple[str, list[list[str]]]:
-    role = role_of(switch, local_addresses(netns))
-    commands = plan_up(switch, role, set(links(netns)))
-    for argv in commands:
-        runner.run(argv, netns=netns)
-    return role, commands
+Planner = Callable[[SwitchConfig, str, set[str]], list[list[str]]]
 
 
-def down(switch: SwitchConfig, netns: str | None = None) -> tuple[str, list[list[str]]]:
+def apply(switch: SwitchConfig, planner: Planner, netns: str | None = None) -> tuple[str, list[list[str]]]:
+    """Plan this host's part with PLANNER (plan_up or plan_down) against its devices, then run it."""
     role = role_of(switch, local_addresses(netns))
-    commands = plan_down(switch, role, set(links(netns)))
+    commands = planner(switch, role, set(links(netns)))
     for argv in commands:
         runner.run(argv, netns=netns)
     return role, commands

@@ -23,24 +23,25 @@ def command(cctx: click.Context) -> None:
     pass
 
 
+def _apply(ctx: Context, planner: switch.Planner, netns: str | None, state: str) -> None:
+    role, commands = switch.apply(_switch(ctx), planner, netns)
+    for argv in commands:
+        ctx.say("Ran " + " ".join(argv))
+    ctx.say(f"Switch {role}: {state}" + ("" if commands else " (nothing to do)"))
+
+
 @command.command(help="Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")
 @click.option("--netns", help="Act inside this network namespace (tests, the lab).")
 @pass_context
 def up(ctx: Context, netns: str | None) -> None:
-    role, commands = switch.up(_switch(ctx), netns)
-    for argv in commands:
-        ctx.say("Ran " + " ".join(argv))
-    ctx.say(f"Switch {role}: up" + ("" if commands else " (nothing to do)"))
+    _apply(ctx, switch.plan_up, netns, "up")
 
 
 @command.command(help="Remove this host's VXLANs (and the hub's bridge).")
 @click.option("--netns", help="Act inside this network namespace.")
 @pass_context
 def down(ctx: Context, netns: str | None) -> None:
-    role, commands = switch.down(_switch(ctx), netns)
-    for argv in commands:
-        ctx.say("Ran " + " ".join(argv))
-    ctx.say(f"Switch {role}: down")
+    _apply(ctx, switch.plan_down, netns, "down")
 
 
 @command.command(help="This host's switch devices with their packet counters.")
