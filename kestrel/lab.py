@@ -223,7 +223,8 @@ def _start_nodes(root: Sysroot, config: Config, count: int, say: Say) -> list[No
     """Start the nodes one after another, each once the previous one is registered, so VM and node names agree."""
     progress = []
     for name in vm_names(config, count):
-        spec = power.define_vm(root, config, name)
+        # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
+        spec = power.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
         if power.start_vm(root, spec):
             say(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
         progress.append(NodeProgress(name, spec.mac))

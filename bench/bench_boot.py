@@ -1,0 +1,169 @@
+"""Boot benchmarks on a lab: power-on to SSH-ready by iPXE/HTTP, pxelinux/TFTP and direct kernel boot (same
+NFS root), and a boot storm of N clients fetching kernel+initrd at once over HTTP (nginx) vs TFTP (dnsmasq).
+
+Run as root: .venv/bin/python bench/bench_boot.py [--root DIR] [--clients 32] [--skip-boot] [--skip-storm]
+The lab tree (default /var/lib/kestrel-lab-bench) is brought up with no nodes if it is not up, and down again
+at the end. Everything runs in kt- namespaces that are removed, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import secrets
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from kestrel import images, lab, netns, power, registry, remote, runner
+from kestrel.config import CONFIG_PATH, Config, load_config
+from kestrel.frontend import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
+from kestrel.netns import Topology
+from kestrel.sysroot import Sysroot
+
+BOOT_TIMEOUT = 420.0
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def set_boot_method(root: Sysroot, method: str) -> Config:
+    path = root.path(CONFIG_PATH)
+    yaml = YAML(typ="rt")
+    data = yaml.load(path.read_text())
+    data["boot"]["method"] = method
+    out = io.StringIO()
+    yaml.dump(data, out)
+    path.write_text(out.getvalue())
+    config = load_config(path)
+    reconfigure_frontend(root, config, path, say=lambda _: None)
+    return config
+
+
+def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[str, float | str | None]:
+    """Start one VM, return seconds to DHCP registration, login prompt and SSH-ready; stop it."""
+    extra: dict[str, object] = {}
+    if direct:
+        image = images.published_images(root)[0]
+        assert image.kernel and image.initrd
+        extra = {"kernel": str(root.path(f"{HTTP_ROOT}/{image.kernel}")),
+                 "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
+                 "append": kernel_cmdline(root, config, image)}
+    spec = power.define_vm(root, config, name, **extra)
+    start = time.monotonic()
+    power.start_vm(root, spec)
+    result: dict[str, float | str | None] = {"login": None, "ssh": None}
+    try:
+        while time.monotonic() - start < BOOT_TIMEOUT:
+            elapsed = time.monotonic() - start
+            if result["login"] is None and lab.booted(root, name):
+                result["login"] = elapsed
+            node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
+            if node and elapsed > 30:
+                with remote.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
+                    if remote.run(pool, remote.Target(str(node.ip), str(node.ip)), "true", 10).ok:
+                        result["ssh"] = time.monotonic() - start
+                        break
+            time.sleep(1)
+    finally:
+        power.remove_vm(root, name)
+    return result
+
+
+def bench_boots(root: Sysroot) -> list[tuple[str, dict[str, float | str | None]]]:
+    rows = []
+    for label, method, direct in (("iPXE + HTTP", "ipxe-http", False), ("pxelinux + TFTP", "pxelinux", False),
+                                  ("direct kernel boot", "ipxe-http", True)):
+        config = set_boot_method(root, method)
+        say(f"Booting one node by {label} ...")
+        rows.append((label, boot_once(root, config, f"bench-{method}-{int(direct)}", direct)))
+        say(f"  {rows[-1][1]}")
+    set_boot_method(root, "ipxe-http")
+    return rows
+
+
+def bench_storm(root: Sysroot, config: Config, clients: int) -> list[tuple[str, float, int]]:
+    """CLIENTS namespaces on the lab bridge fetch kernel+initrd at once; (protocol, wall seconds, bytes)."""
+    image = images.published_images(root)[0]
+    assert image.kernel and image.initrd
+    files = [image.kernel, image.initrd]
+    size = sum(root.path(f"{HTTP_ROOT}/{f}").stat().st_size for f in files)
+    topo = Topology(f"kt-{secrets.token_hex(2)[:3]}")
+    ns_lab, bridge = config.network.netns, config.network.interface
+    assert ns_lab
+    out = []
+    try:
+        spaces = []
+        for i in range(clients):
+            ns = topo.add_netns(f"c{i}")
+            topo.add_veth(ns_lab, f"v{i}", ns, "e0", master_a=bridge, address_b=f"10.10.0.{20 + i}/24")
+            spaces.append(ns)
+        tftp = f"tftp://{config.network.ip}"
+        for proto, base, extra in (("HTTP (nginx)", http_url(config), []),
+                                   ("TFTP (dnsmasq, blksize 1408)", tftp, ["--tftp-blksize", "1408"])):
+            def fetch(ns: str, base: str = base, extra: list[str] = extra) -> int:
+                got = 0
+                for f in files:
+                    proc = runner.run(["curl", "-sS", "--max-time", "600", *extra, "-o", "/dev/null", "-w",
+                                       "%{size_download}", f"{base}/{f}"], netns=ns, timeout=650)
+                    got += int(proc.stdout)
+                return got
+            start = time.monotonic()
+            with ThreadPoolExecutor(max_workers=clients) as pool:
+                total = sum(pool.map(fetch, spaces))
+            wall = time.monotonic() - start
+            assert total == size * clients, (total, size * clients)
+            out.append((proto, wall, total))
+            say(f"  {proto}: {clients} clients, {total / 1e6:.0f} MB in {wall:.1f} s")
+    finally:
+        topo.destroy()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="/var/lib/kestrel-lab-bench")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--skip-boot", action="store_true")
+    parser.add_argument("--skip-storm", action="store_true")
+    args = parser.parse_args()
+    root = Sysroot(args.root)
+    state = lab.load_state(root)
+    was_up = bool(state and all(netns.exists(n) for n in state.namespaces))
+    try:
+        lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", say)
+        config = load_config(root.path(CONFIG_PATH))
+        tftp_size = sum(Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
+                        for i in images.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))
+        say(f"kernel + initrd: {tftp_size / 1e6:.1f} MB")
+        if not args.skip_boot:
+            boots = bench_boots(root)
+            direct = boots[2][1]["ssh"]
+            print("\nPower-on to SSH-ready, one node, qemu TCG (1 vCPU, 1 GiB)")
+            print(f"{'boot path':<22}{'login prompt':>14}{'SSH ready':>12}{'vs direct':>11}")
+            for label, r in boots:
+                ssh = r["ssh"]
+                ratio = f"{ssh / direct:.2f}x" if isinstance(ssh, float) and isinstance(direct, float) else "-"
+                print(f"{label:<22}{_s(r['login']):>14}{_s(ssh):>12}{ratio:>11}")
+        if not args.skip_storm:
+            storm = bench_storm(root, config, args.clients)
+            print(f"\nBoot storm: {args.clients} clients fetch kernel + initrd at once")
+            print(f"{'protocol':<30}{'wall':>9}{'aggregate':>14}")
+            for proto, wall, total in storm:
+                print(f"{proto:<30}{wall:>8.1f}s{total / wall / 1e6:>10.1f} MB/s")
+            print(f"HTTP / TFTP aggregate throughput: {storm[1][1] / storm[0][1]:.1f}x")
+    finally:
+        if not was_up:
+            lab.down(root, say)
+
+
+def _s(value: float | str | None) -> str:
+    return f"{value:.1f} s" if isinstance(value, float) else "-"
+
+
+if __name__ == "__main__":
+    main()
