@@ -134,18 +134,8 @@ def _save_state(root: Sysroot, state: LabState) -> None:
 def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, say: Say, *, rebuild: bool = False,
        timeout: float = 900.0) -> list[NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, NODES qemu nodes."""
-    check_lab_root(root)
-    old = load_state(root)
-    prefix = prefix or (old.prefix if old else DEFAULT_PREFIX)
-    if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
-        raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
-    config_path = prepare_tree(root, prefix, say)
-    config = load_config(config_path)
+    config_path, config = up_frontend(root, prefix, say)
     image = image or config.nodes.default_image
-    _network(root, config, prefix, say)
-    reconfigure_frontend(root, config, config_path, say=say)
-    _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, say, ready_log="started, version")
-    _start(root, "nginx", http.foreground_argv(root), config, say, ready_port=config.boot.http_port)
     built = _ensure_image(root, config_path, image, rebuild, say)
     if built and process.find(root, "nfs-ganesha"):
         process.stop(root, "nfs-ganesha")
@@ -156,6 +146,22 @@ def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, say: Sa
     progress = _start_nodes(root, config, nodes, say)
     _wait_nodes(root, config, progress, say, timeout)
     return progress
+
+
+def up_frontend(root: Sysroot, prefix: str | None, say: Say) -> tuple[Path, Config]:
+    """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
+    check_lab_root(root)
+    old = load_state(root)
+    prefix = prefix or (old.prefix if old else DEFAULT_PREFIX)
+    if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
+        raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
+    config_path = prepare_tree(root, prefix, say)
+    config = load_config(config_path)
+    _network(root, config, prefix, say)
+    reconfigure_frontend(root, config, config_path, say=say)
+    _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, say, ready_log="started, version")
+    _start(root, "nginx", http.foreground_argv(root), config, say, ready_port=config.boot.http_port)
+    return config_path, config
 
 
 def _network(root: Sysroot, config: Config, prefix: str, say: Say) -> None:
