@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kestrel import runner
+from kestrel import chroot, runner
 from kestrel.config import BootstrapMethod, ImageDefinition
 from kestrel.errors import CommandError, InputError
 from kestrel.phases import log_tail
@@ -109,7 +109,7 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
     else:
         tmp.mkdir(parents=True)
         argv = debootstrap_argv(d, tmp, cache)
-    env = dict(os.environ, KESTREL_APT_CACHE=str(cache), LC_ALL="C")
+    env = dict(os.environ, KESTREL_APT_CACHE=str(cache), KESTREL_APT_LISTS=str(chroot.apt_lists(cache)), LC_ALL="C")
     log = log or base.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
