@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from kestrel import images, lab, netns, power, registry, remote, runner
+from kestrel import images, lab, netns, nodes, power, registry, remote, runner
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.frontend import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
 from kestrel.netns import Topology
@@ -54,6 +54,9 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
                  "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
                  "append": kernel_cmdline(root, config, image)}
     spec = power.define_vm(root, config, name, **extra)
+    # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
+    if not any(n.mac == spec.mac for n in registry.load_registry(root)):
+        nodes.add(root, config, root.path(CONFIG_PATH), spec.mac, say=lambda _: None)
     start = time.monotonic()
     power.start_vm(root, spec)
     result: dict[str, float | str | None] = {"login": None, "ssh": None}
@@ -130,12 +133,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--skip-boot", action="store_true")
     parser.add_argument("--skip-storm", action="store_true")
+    parser.add_argument("--rebuild", action="store_true", help="Update the image first (kestrel-images build).")
     args = parser.parse_args()
     root = Sysroot(args.root)
     state = lab.load_state(root)
     was_up = bool(state and all(netns.exists(n) for n in state.namespaces))
     try:
-        lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", say)
+        lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", say, rebuild=args.rebuild)
         config = load_config(root.path(CONFIG_PATH))
         tftp_size = sum(Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
                         for i in images.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))

@@ -91,7 +91,10 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
     if fresh:
         net["ipv6_prefix"] = "fd10::/64"
         data.setdefault("nfs", {})["server"] = "ganesha"
-        data.setdefault("boot", {})["menu_timeout"] = 1
+        boot = data.setdefault("boot", {})
+        boot["menu_timeout"] = 1
+        # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
+        boot["cmdline"] = "console=ttyS0,115200 quiet"
         data["modules"] = yaml.load(json.dumps(LAB_MODULES))
     out = io.StringIO()
     yaml.dump(data, out)

@@ -23,6 +23,7 @@ def test_fresh_config_is_the_shipped_one_with_the_labs_choices(tmp_path: Path) -
     assert (config.network.interface, config.network.netns) == ("klab-br0", "klab-fe")
     assert str(config.network.ipv6_prefix) == "fd10::/64"
     assert config.nfs.server == "ganesha" and config.boot.menu_timeout == 1
+    assert config.boot.cmdline == "console=ttyS0,115200 quiet"
     assert config.modules == ["core", "nfsroot", "sshd", "openmpi", "mpich"]
     assert "# the frontend's interface on the cluster network" in path.read_text()
 
