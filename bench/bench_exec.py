@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-
-import sshnodes  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from kestrel.netns import Topology  # noqa: E402
 from kestrel.sysroot import Sysroot  # noqa: E402
+from tests.integration import sshnodes  # noqa: E402
 
 VENV = REPO / ".venv" / "bin"
 SEQUENTIAL = 'for ip; do ssh -q -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=yes ' \

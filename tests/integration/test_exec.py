@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import sshnodes
 
 from kestrel.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.integration import sshnodes
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import sshnodes
-
 from kestrel.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.integration import sshnodes
 
 BIN = Path(sys.executable).parent
 

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import sshnodes
-from test_exec import kestrel
 
 from kestrel.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.integration import sshnodes
+from tests.integration.test_exec import kestrel
 
 
 @pytest.fixture
