@@ -195,3 +195,16 @@ def test_cli_dry_run_diff_prints_the_plan_on_stdout(tree: Sysroot) -> None:
     assert proc.returncode == 0 and f"Created {tree.root}/etc/exports.d/kestrel.exports" in proc.stderr
     proc = cli(tree.root, "--frontend", "--dry-run")
     assert (proc.returncode, proc.stdout) == (0, "Nothing to do\n")
+
+
+@pytest.mark.parametrize("method", ["ipxe-http", "pxelinux"])
+def test_menu_timeout_zero_boots_the_default_without_waiting(tree: Sysroot, method: str) -> None:
+    config_path = make_case(tree, method, "kernel")
+    config_path.write_text(config_path.read_text().replace("menu_timeout: 3", "menu_timeout: 0"))
+    run(tree, config_path)
+    if method == "ipxe-http":
+        script = tree.path("/srv/kestrel/http/boot.ipxe").read_text()
+        assert "choose" not in script and "chain --autofree http://10.10.0.1/boot/default.ipxe\n" in script
+    else:
+        menu = tree.path("/srv/kestrel/tftp/pxelinux.cfg/default").read_text()
+        assert "PROMPT 0\n" in menu and "TIMEOUT" not in menu and "DEFAULT default\n" in menu
