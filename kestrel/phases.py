@@ -240,7 +240,13 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
     start = out.tell()
     env = script_env(target.config, target.root, "packages", target.image, "/")
     install = ["apt-get", "install", "-y", "--no-install-recommends", *APT_OPTIONS, *packages]
-    for argv in (["apt-get", "update", *APT_OPTIONS[-2:]], install):
+    steps = [["apt-get", "update", *APT_OPTIONS[-2:]], install]
+    if target.image_root is not None:
+        # A new kernel's postinst makes its initrd at once and the initramfs-tools trigger (busybox, klibc,
+        # zstd in the same transaction) makes it again: INITRD=No skips the first, one run makes it after.
+        env["INITRD"] = "No"
+        steps.append(["sh", "-c", _MISSING_INITRDS])
+    for argv in steps:
         out.write(f"==> {' '.join(argv)}\n".encode())
         out.flush()
         if target.image_root is not None:
@@ -252,7 +258,8 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
             target.say(f"Skipped frontend packages: {target.root.root} is not the host")
             return
         if proc.returncode != 0:
-            raise ScriptFailed(f"packages ({argv[1]} of {' '.join(packages)}) failed: "
+            what = argv[1] if argv[0] == "apt-get" else "update-initramfs after"
+            raise ScriptFailed(f"packages ({what} of {' '.join(packages)}) failed: "
                                f"{runner.how_it_ended(proc.returncode)}; last lines of {log}:\n{log_tail(log, start)}")
     for s in lists:
         state[s.key] = s.digest()
@@ -260,6 +267,14 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
     save_state(target.state_path, state)
     if target.image_root is not None:
         drop_apt_indexes(target.image_root)
+
+
+# Every installed kernel without an initrd gets one (fixed text, no value interpolated).
+_MISSING_INITRDS = """for k in /boot/vmlinuz-*; do
+  [ -e "$k" ] || continue
+  v=${k#/boot/vmlinuz-}
+  [ -e "/boot/initrd.img-$v" ] || update-initramfs -c -k "$v"
+done"""
 
 
 def drop_apt_indexes(image_root: Path) -> None:
