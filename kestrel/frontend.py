@@ -127,22 +127,23 @@ def _directories(config: Config) -> list[str]:
             NGINX_STATE, str(Path(config.network.leases_file).parent)]
 
 
+def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dict:
+    names = [i.name for i in images]
+    default = config.nodes.default_image if config.nodes.default_image in names else (names or [""])[0]
+    return dict(config=config, paths=paths(root, config), images=images, default_image=default,
+                http_url=http_url(config), netmask=config.network.network.netmask,
+                range=config.network.dhcp_range, network=str(config.network.network),
+                forward_dns=root.is_host)
+
+
 def desired_files(
     root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: list[PublishedImage],
     states: nodestate.States | None = None,
 ) -> list[Desired]:
-    names = [i.name for i in images]
-    default = config.nodes.default_image if config.nodes.default_image in names else (names or [""])[0]
-    ctx = dict(config=config, paths=paths(root, config), images=images, default_image=default,
-               http_url=http_url(config), netmask=config.network.network.netmask,
-               range=config.network.dhcp_range, network=str(config.network.network),
-               forward_dns=root.is_host)
-    hosts_body = render(root, "hosts-block", **ctx, nodes=nodes)
+    """Every file of the frontend: the services' own, then those that follow from the nodes."""
+    ctx = _context(root, config, images)
     out = [
         Desired(dnsmasq.CONF_PATH, _b(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
-        Desired(DNS_HOSTS, _b(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
-        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))),
-                mode=None),
         Desired(LEASE_HOOK, _b(render(root, "lease-hook", python=sys.executable, tree=str(root.root),
                                       config_path=str(config_path), registry=root.sys(registry.REGISTRY_PATH))),
                 mode=0o755),
@@ -153,9 +154,29 @@ def desired_files(
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
         out.append(Desired(registry.REGISTRY_PATH, _b(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
-    out += _boot_files(root, config, nodes, images, ctx)
-    out += hostfiles.desired_hostfiles(root, config, nodes, nodestate.load_states(root) if states is None else states)
-    return out
+    out += _boot_files(root, config, images, ctx)
+    return out + _node_files(root, config, nodes, images, states, ctx)
+
+
+def node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
+               states: nodestate.States | None = None) -> list[Desired]:
+    """Only the files that follow from the nodes (what a registry change rewrites, on the lease hook's path):
+    both hosts files, the hostfiles and the per-MAC pxelinux menus."""
+    return _node_files(root, config, nodes, images, states, _context(root, config, images))
+
+
+def _node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
+                states: nodestate.States | None, ctx: dict) -> list[Desired]:
+    hosts_body = render(root, "hosts-block", **ctx, nodes=nodes)
+    out = [
+        Desired(DNS_HOSTS, _b(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
+        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))),
+                mode=None),
+    ]
+    if config.boot.method is BootMethod.PXELINUX:
+        out += _pxelinux_node_files(root, config, nodes, images, ctx)
+    return out + hostfiles.desired_hostfiles(root, config, nodes,
+                                             nodestate.load_states(root) if states is None else states)
 
 
 def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
@@ -169,9 +190,7 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
             Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART))]
 
 
-def _boot_files(
-    root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage], ctx: dict
-) -> list[Desired]:
+def _boot_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
     method = config.boot.method
     out = [Desired(f"{TFTP_ROOT}/{name}", data) for name, data in _loaders(method)]
     cmdlines = {i.name: kernel_cmdline(root, config, i) for i in images}
@@ -183,13 +202,20 @@ def _boot_files(
         return out
     out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/default",
                        _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines}))))
+    return out
+
+
+def _pxelinux_node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
+                         ctx: dict) -> list[Desired]:
+    """A menu per node whose image is not the default one (pxelinux reads pxelinux.cfg/01-MAC first)."""
     by_name = {i.name: i for i in images}
+    out = []
     for node in nodes:
         chosen = by_name.get(node.image)
         if chosen is None or chosen.name == ctx["default_image"]:
             continue
         text = render(root, "pxelinux-node.cfg", **ctx | {"node": node, "image": chosen,
-                                                           "cmdline": cmdlines[chosen.name]})
+                                                           "cmdline": kernel_cmdline(root, config, chosen)})
         out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", _b(text)))
     return out
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
-from kestrel import accounts, frontend, hostfiles, images, knownhosts, leases, nodestate, registry, remote, services
+from kestrel import accounts, frontend, images, knownhosts, leases, nodestate, registry, remote, services
 from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodestate import Facts, States
@@ -17,12 +17,10 @@ from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, plan_
 
 Say = Callable[[str], None]
 Change = Callable[[list[Node], States], tuple[list[Node], States]]
-_NODE_FILES = (frontend.DNS_HOSTS, frontend.ETC_HOSTS, f"{hostfiles.HOSTFILES_DIR}/",
-               f"{frontend.TFTP_ROOT}/pxelinux.cfg/01-")
 _VISITORS = 16
 
 
-def plan_nodes(root: Sysroot, config: Config, config_path: Path, nodes: list[Node], states: States) -> Plan:
+def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States) -> Plan:
     """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus."""
     published = [i for i in images.published_images(root) if i.bootable]
     desired = [
@@ -30,8 +28,7 @@ def plan_nodes(root: Sysroot, config: Config, config_path: Path, nodes: list[Nod
                 on_change=("dnsmasq", Action.RELOAD)),
         Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
     ]
-    desired += [d for d in frontend.desired_files(root, config, config_path, nodes, published, states)
-                if d.path.startswith(_NODE_FILES)]
+    desired += frontend.node_files(root, config, nodes, published, states)
     return plan_files(root, desired, owned=[(f"{frontend.TFTP_ROOT}/pxelinux.cfg", "01-*")])
 
 
@@ -43,7 +40,7 @@ def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Chang
     with root.lock():
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
-        plan = plan_nodes(root, config, config_path, nodes, states)
+        plan = plan_nodes(root, config, nodes, states)
         apply_changes(root, plan, say)
         services.perform(root, plan.actions, say)
         return plan
