@@ -50,20 +50,19 @@ def materialize(lower: Path, upper: Path, target: Path) -> None:
     if target.exists():
         raise CommandError(f"{target} exists already")
     runner.run(["cp", "-al", str(lower), str(target)], timeout=COPY_TIMEOUT)
-    for rel, opaque in _prune(upper, target):
-        if opaque:
-            shutil.rmtree(target / rel, ignore_errors=True)
-    # --remove-destination unlinks before copying, so a changed file never writes through a shared inode.
-    runner.run(["cp", "-a", "--remove-destination", f"{upper}/.", str(target)], timeout=COPY_TIMEOUT)
+    _apply_deletions(upper, target)
+    # UPPER is scratch, so its files are linked, not copied; --remove-destination unlinks the shared file
+    # first, so a changed file never writes through an inode the older version still uses.
+    runner.run(["cp", "-a", "--link", "--remove-destination", f"{upper}/.", str(target)], timeout=COPY_TIMEOUT)
 
 
-def _prune(upper: Path, target: Path) -> Iterator[tuple[Path, bool]]:
-    """Apply UPPER's whiteouts to TARGET (and drop them from UPPER); yield directories marked opaque."""
+def _apply_deletions(upper: Path, target: Path) -> None:
+    """UPPER's whiteouts delete their entry in TARGET (and leave UPPER); an opaque directory empties its twin."""
     for folder, dirs, files in os.walk(upper):
         here = Path(folder)
         rel_dir = here.relative_to(upper)
         if rel_dir != Path(".") and _is_opaque(here):
-            yield rel_dir, True
+            shutil.rmtree(target / rel_dir, ignore_errors=True)
         for name in [*files, *dirs]:
             path = here / name
             st = path.lstat()
