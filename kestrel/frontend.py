@@ -113,9 +113,11 @@ def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
                       directories=_directories(config))
 
 
+# Node files that go away with their node (node_files plans them).
+NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*")]
 _OWNED = [
+    *NODE_OWNED,
     (f"{HTTP_ROOT}/boot", "*.ipxe"),
-    (f"{TFTP_ROOT}/pxelinux.cfg", "01-*"),
     ("/etc/exports.d", "kestrel.exports"),
     ("/etc/ganesha", "kestrel.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),

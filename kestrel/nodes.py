@@ -29,7 +29,7 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
         Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
     ]
     desired += frontend.node_files(root, config, nodes, published, states)
-    return plan_files(root, desired, owned=[(f"{frontend.TFTP_ROOT}/pxelinux.cfg", "01-*")])
+    return plan_files(root, desired, owned=frontend.NODE_OWNED)
 
 
 def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, say: Say = print) -> Plan:
