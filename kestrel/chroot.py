@@ -8,8 +8,10 @@ something mounted inside it (see notes/netboot.md, pitfall 3). `assert_unmounted
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -38,6 +40,35 @@ def apt_lists(apt_cache: Path) -> Path:
     """The package indexes shared beside the shared archives: `apt-get update` then fetches only what changed,
     and no image version carries ~160 MiB of indexes."""
     return apt_cache.with_name("apt-lists")
+
+
+# The shared indexes were just fetched for these sources (a bootstrap or an update a moment ago): a build's
+# packages phase then skips its own `apt-get update`. Short, so a mirror that moved on is never trusted for long.
+FRESH_STAMP = ".kestrel-fresh"
+FRESH_SECONDS = 300.0
+
+
+def sources_digest(image_root: Path) -> str:
+    """What the image fetches indexes from: its sources.list and sources.list.d files."""
+    h = hashlib.sha256()
+    etc = image_root / "etc/apt"
+    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def mark_lists_fresh(apt_cache: Path, image_root: Path) -> None:
+    (apt_lists(apt_cache) / FRESH_STAMP).write_text(sources_digest(image_root) + "\n")
+
+
+def lists_fresh(apt_cache: Path, image_root: Path) -> bool:
+    stamp = apt_lists(apt_cache) / FRESH_STAMP
+    try:
+        age = time.time() - stamp.stat().st_mtime
+        return 0 <= age < FRESH_SECONDS and stamp.read_text().strip() == sources_digest(image_root)
+    except FileNotFoundError:
+        return False
 
 
 def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None) -> list[str]:

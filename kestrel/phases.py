@@ -240,7 +240,12 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
     start = out.tell()
     env = script_env(target.config, target.root, "packages", target.image, "/")
     install = ["apt-get", "install", "-y", "--no-install-recommends", *APT_OPTIONS, *packages]
-    steps = [["apt-get", "update", *APT_OPTIONS[-2:]], install]
+    update = ["apt-get", "update", *APT_OPTIONS[-2:]]
+    steps = [update, install]
+    if target.image_root is not None and target.apt_cache is not None and chroot.lists_fresh(target.apt_cache,
+                                                                                             target.image_root):
+        steps.remove(update)
+        out.write(b"==> apt-get update skipped: the shared indexes were fetched for these sources moments ago\n")
     if target.image_root is not None:
         # A new kernel's postinst makes its initrd at once and the initramfs-tools trigger (busybox, klibc,
         # zstd in the same transaction) makes it again: INITRD=No skips the first, one run makes it after.
@@ -257,6 +262,8 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
         else:
             target.say(f"Skipped frontend packages: {target.root.root} is not the host")
             return
+        if proc.returncode == 0 and argv is update and target.image_root is not None and target.apt_cache:
+            chroot.mark_lists_fresh(target.apt_cache, target.image_root)
         if proc.returncode != 0:
             what = argv[1] if argv[0] == "apt-get" else "update-initramfs after"
             raise ScriptFailed(f"packages ({what} of {' '.join(packages)}) failed: "
