@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,17 +94,33 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
 
 
 def exports(root: Sysroot, config: Config, images: list[PublishedImage]) -> list[Export]:
+    """Homes, hostfiles and IMAGES (current versions first, then older kept ones): /images/NAME is the current
+    version of NAME, /images/NAME.versions/VERSION an older one."""
     found = [
         Export(root.sys(config.nfs.home), "/home", read_only=False, squash=True, fsid=1),
         Export(root.sys(HOSTFILES_DIR), "/hostfiles", read_only=True, squash=True, fsid=2),
     ]
-    for i, image in enumerate(images):
-        found.append(Export(root.sys(image.root), f"/images/{image.name}", read_only=True, squash=False,
-                            fsid=100 + i))
+    used = {1, 2}
+    seen: set[str] = set()
+    for image in images:
+        pseudo = f"/images/{image.name}.versions/{image.version}" if image.name in seen else f"/images/{image.name}"
+        seen.add(image.name)
+        fsid = export_id(image.name, image.version, used)
+        used.add(fsid)
+        found.append(Export(root.sys(image.root), pseudo, read_only=True, squash=False, fsid=fsid))
     for e in found:
         if any(c.isspace() or c in '"#\\' for c in e.path):
             raise InputError(f"{e.path}: an exported path cannot hold spaces, quotes, '#' or '\\'")
     return found
+
+
+def export_id(name: str, version: str, used: set[int]) -> int:
+    """The same id (NFS fsid, ganesha Export_Id) for a version every time: NFS file handles carry it, so a
+    renumbering would break the mounts of running nodes. 1000..64999 (Export_Id is 16 bits)."""
+    fsid = 1000 + zlib.crc32(f"{name}/{version}".encode()) % 64000
+    while fsid in used:
+        fsid = 1000 + (fsid - 1000 + 1) % 64000
+    return fsid
 
 
 def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
@@ -182,7 +199,7 @@ def _node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[P
 
 
 def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
-    found = exports(root, config, images)
+    found = exports(root, config, images + images_mod.older_versions(root, images))
     if config.nfs.server is NfsServer.KERNEL:
         return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
                         on_change=("nfs-kernel", Action.RELOAD))]

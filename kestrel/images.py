@@ -11,7 +11,8 @@ The manifest contract read by the frontend: {name, version, root (system path of
 what NFS exports), kernel, initrd (paths relative to the http AND tftp roots, null when the image has no
 kernel), cmdline}. Extra keys, for listings only: built, modules, size, definition, base, kernel_version.
 Publishing writes the version's manifest, switches the symlink, then replaces NAME.json in one rename:
-a reader sees the old version or the new one, never a mix. The previous version is kept (KEEP versions).
+a reader sees the old version or the new one, never a mix. The previous version is kept (KEEP versions), and so
+is every version an up node booted (nodes.json, learnt over SSH): a rebuild never deletes a running node's root.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kestrel import names, runner
+from kestrel import names, nodestate, runner
 from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
 from kestrel.config import ImageDefinition, load_image_definition
 from kestrel.errors import InputError, KestrelError
@@ -79,6 +80,13 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         raise InputError(f"{path}: not a valid image manifest: not a JSON object")
     _parse_manifest(path, data)
     return data
+
+
+def older_versions(root: Sysroot, images: list[PublishedImage]) -> list[PublishedImage]:
+    """The kept versions of IMAGES other than the current ones. NFS exports them too: a node that booted an
+    older version keeps its root until that version is removed."""
+    return [_parse_manifest(root.path(version_manifest_path(image.name, data["version"])), data)
+            for image in images for data in kept_versions(root, image.name) if data["version"] != image.version]
 
 
 def published_images(root: Sysroot) -> list[PublishedImage]:
@@ -172,8 +180,13 @@ def publish(root: Sysroot, manifest: dict[str, Any], say: Any = print) -> None:
         atomic_write(root.path(version_manifest_path(name, version)), text)
         _switch(root, name, version, text)
         keep = {version} | ({before["version"]} if before else set())
+        in_use = nodestate.roots_in_use(nodestate.load_states(root))
         for old in kept_versions(root, name):
-            if old["version"] not in keep:
+            if old["version"] in keep:
+                continue
+            if root.sys(old["root"]) in in_use:
+                say(f"Kept {name} version {old['version']}: up nodes run on it (it goes once they are down)")
+            else:
                 remove_version(root, name, old["version"])
                 say(f"Removed {name} version {old['version']} (keeping {KEEP})")
 

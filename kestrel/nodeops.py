@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import time
@@ -9,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kestrel import accounts, names, nodes, registry, remote, runner
+from kestrel import accounts, names, nodes, nodestate, registry, remote, runner
 from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
+from kestrel.nodestate import Facts
 from kestrel.sysroot import Sysroot
 
 
@@ -97,14 +99,16 @@ def home_command(home: str) -> str:
     return f"findmnt -n -o FSTYPE,SOURCE --mountpoint {shlex.quote(home)} || echo none"
 
 
-def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: float) -> Check:
+def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: float) -> tuple[Check, Facts | None]:
+    """One node: ping, then one SSH visit that reads its home mount and its facts (CPUs, memory, booted root)."""
     start = time.monotonic()
     c = Check(target)
     c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
-    result = remote.run(pool, target, home_command(home), timeout)
+    result = remote.run(pool, target, f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})", timeout)
     c.ssh_ok = result.error is None
     c.ssh = "ok" if c.ssh_ok else result.why()
-    fields = result.stdout.split()
+    found = next((line[5:] for line in result.stdout.splitlines() if line.startswith("home=")), "")
+    fields = found.split()
     if not c.ssh_ok:
         c.home = "-"
     elif not fields or fields[0] == "none":
@@ -112,8 +116,12 @@ def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: floa
     else:
         c.home_ok = True
         c.home = " ".join(fields[:2]) if fields[0].startswith("nfs") else f"{fields[0]} (not NFS)"
+    facts = None
+    if c.ssh_ok:
+        with contextlib.suppress(ValueError):
+            facts = nodestate.parse_facts(result.stdout)
     c.seconds = time.monotonic() - start
-    return c
+    return c, facts
 
 
 def check(root: Sysroot, config: Config, config_path: Path, targets: list[remote.Target],
@@ -122,10 +130,12 @@ def check(root: Sysroot, config: Config, config_path: Path, targets: list[remote
     (down nodes leave the default hostfiles)."""
     timeout = float(config.nodes.ssh_timeout)
     with remote.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
-        checks = remote.fan_out(targets, lambda t: check_one(pool, t, config.nfs.home, timeout), parallel)
-    if checks:
+        results = remote.fan_out(targets, lambda t: check_one(pool, t, config.nfs.home, timeout), parallel)
+    checks = [c for c, _ in results]
+    if results:
         try:
-            nodes.mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, None) for c in checks}, say)
+            nodes.mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results},
+                              say)
         except CommandError as e:
             say(f"Warning: node states not saved: {e}")
     return checks

@@ -1,9 +1,9 @@
-"""What Kestrel learns about nodes (up/down, last seen, CPUs, memory): one JSON file keyed by MAC, pure updates."""
+"""What Kestrel learns about nodes (up/down, last seen, CPUs, memory, the image root they booted): one JSON file
+keyed by MAC, pure updates."""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
@@ -11,8 +11,10 @@ from kestrel.errors import InputError
 from kestrel.sysroot import Sysroot
 
 STATE_PATH = "/var/lib/kestrel/nodes.json"
-# One SSH visit reads both facts; fixed text, nothing interpolated.
-FACTS_COMMAND = "nproc; grep '^MemTotal:' /proc/meminfo"
+# One SSH visit reads every fact as KEY=VALUE lines; fixed text, nothing interpolated. The root is the NFS root
+# the node booted (its kernel command line): the image version it runs on, which must not be deleted.
+FACTS_COMMAND = ("echo cpus=$(nproc); echo memory_kb=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo); "
+                 "echo root=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^nfsroot=[^:]*:\\([^,]*\\).*/\\1/p')")
 
 
 class State(StrEnum):
@@ -25,6 +27,7 @@ class State(StrEnum):
 class Facts:
     cpus: int
     memory_mb: int
+    root: str | None = None  # the image root it booted (system path on the frontend), None: not an NFS root
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class NodeState:
     last_seen: int | None = None  # seconds since the epoch of the last lease or answer
     cpus: int | None = None
     memory_mb: int | None = None
+    root: str | None = None
 
     @property
     def is_up(self) -> bool:
@@ -47,7 +51,7 @@ def parse_states(text: str, where: str = STATE_PATH) -> States:
     try:
         data = json.loads(text)
         return {mac: NodeState(State(v.get("state", "unknown")), v.get("last_seen"), v.get("cpus"),
-                               v.get("memory_mb"))
+                               v.get("memory_mb"), v.get("root"))
                 for mac, v in data["nodes"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{where}: not a Kestrel node state file ({e}); remove it to start afresh") from None
@@ -69,7 +73,7 @@ def mark(states: States, mac: str, up: bool, now: int, facts: Facts | None = Non
     have = states.get(mac, NodeState())
     new = replace(have, state=State.UP if up else State.DOWN, last_seen=now if up else have.last_seen)
     if facts is not None:
-        new = replace(new, cpus=facts.cpus, memory_mb=facts.memory_mb)
+        new = replace(new, cpus=facts.cpus, memory_mb=facts.memory_mb, root=facts.root)
     return {**states, mac: new}
 
 
@@ -79,8 +83,16 @@ def keep_only(states: States, macs: set[str]) -> States:
 
 
 def parse_facts(output: str) -> Facts:
-    """The output of FACTS_COMMAND: `4` then `MemTotal:  16384000 kB`."""
-    match = re.fullmatch(r"\s*(\d+)\s*\nMemTotal:\s+(\d+) kB\s*", output)
-    if not match:
-        raise ValueError(f"unexpected answer to {FACTS_COMMAND!r}: {output[:80]!r}")
-    return Facts(cpus=int(match[1]), memory_mb=int(match[2]) // 1024)
+    """The KEY=VALUE lines of FACTS_COMMAND (other lines are ignored): cpus=4, memory_kb=16384000, root=PATH."""
+    values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    try:
+        cpus, memory_kb = int(values["cpus"]), int(values["memory_kb"])
+    except (KeyError, ValueError):
+        raise ValueError(f"unexpected answer to the facts command: {output[:120]!r}") from None
+    root = values.get("root", "").strip()
+    return Facts(cpus=cpus, memory_mb=memory_kb // 1024, root=root if root.startswith("/") else None)
+
+
+def roots_in_use(states: States) -> set[str]:
+    """The image roots that up nodes run on."""
+    return {s.root for s in states.values() if s.is_up and s.root}

@@ -7,6 +7,7 @@ kt- prefix. qemu runs in software emulation here (~100 s per boot).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -113,6 +114,24 @@ def test_home_is_shared_and_the_root_overlay_stays_on_the_node(lab: str) -> None
     image = Sysroot(ROOT).path("/srv/kestrel/images/default")
     assert not (image / "kestrel-e2e-probe").exists()
     assert on("node02", "test -e /kestrel-e2e-probe && echo there || echo absent") == "node02: absent\n"
+
+
+def test_rebuilds_keep_the_root_that_running_nodes_booted(lab: str) -> None:
+    def default() -> dict[str, object]:
+        return next(i for i in json.loads(kestrel("kestrel-images", "list", "--json").stdout) if i["name"] == "default")
+
+    booted = default()["version"]
+    kestrel("kestrel-nodes", "check")  # learns the root each node booted, from its kernel command line
+    states = json.loads((ROOT / "var/lib/kestrel/nodes.json").read_text())["nodes"]
+    assert [s.get("root", "").rsplit("/", 2)[-2:] for s in states.values()] == [["default.versions", booted]] * 2
+    for _ in range(2):  # two new versions: the booted one is no longer current nor the previous one
+        kestrel("kestrel-reconfigure", "--image", "default", timeout=600)
+    now = default()
+    assert now["version"] != booted and booted in now["versions"], now
+    exports = (ROOT / "etc/ganesha/kestrel.conf").read_text()
+    assert f"/default.versions/{booted}\"" in exports and f"/default.versions/{now['version']}\"" in exports
+    out = on("node01", "cat /etc/debian_version; ls /usr/bin | wc -l")
+    assert out.splitlines()[0].startswith("node01: 12.") and int(out.splitlines()[1].split()[1]) > 100, out
 
 
 def test_power_off_then_wake_on_lan(lab: str) -> None:
