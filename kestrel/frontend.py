@@ -94,17 +94,15 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
 
 
 def exports(root: Sysroot, config: Config, images: list[PublishedImage]) -> list[Export]:
-    """Homes, hostfiles and IMAGES (current versions first, then older kept ones): /images/NAME is the current
-    version of NAME, /images/NAME.versions/VERSION an older one."""
+    """Homes, hostfiles and IMAGES (current versions first, then older kept ones, as /images/NAME/VERSION)."""
     found = [
         Export(root.sys(config.nfs.home), "/home", read_only=False, squash=True, fsid=1),
         Export(root.sys(HOSTFILES_DIR), "/hostfiles", read_only=True, squash=True, fsid=2),
     ]
     used = {1, 2}
-    seen: set[str] = set()
     for image in images:
-        pseudo = f"/images/{image.name}.versions/{image.version}" if image.name in seen else f"/images/{image.name}"
-        seen.add(image.name)
+        # per version, never moved: ganesha refuses a reload that changes an export's pseudo path
+        pseudo = f"/images/{image.name}/{image.version}"
         fsid = export_id(image.name, image.version, used)
         used.add(fsid)
         found.append(Export(root.sys(image.root), pseudo, read_only=True, squash=False, fsid=fsid))
@@ -137,6 +135,7 @@ _OWNED = [
     (f"{HTTP_ROOT}/boot", "*.ipxe"),
     ("/etc/exports.d", "kestrel.exports"),
     ("/etc/ganesha", "kestrel.conf"),
+    ("/etc/ganesha", "kestrel-exports.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
 ]
 
@@ -203,9 +202,12 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
     if config.nfs.server is NfsServer.KERNEL:
         return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
                         on_change=("nfs-kernel", Action.RELOAD))]
-    text = render(root, "ganesha.conf", **ctx | {"exports": found, "plugins_dir": nfs.GANESHA_PLUGINS})
+    text = render(root, "ganesha.conf", **ctx | {"exports_file": root.sys(nfs.GANESHA_EXPORTS),
+                                                 "plugins_dir": nfs.GANESHA_PLUGINS})
+    listed = render(root, "ganesha-exports.conf", **ctx | {"exports": found})
     unit = render(root, "nfs-ganesha.service.conf", config_file=root.sys(nfs.GANESHA_PATH))
     return [Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART)),
+            Desired(nfs.GANESHA_EXPORTS, _b(listed), on_change=("nfs-ganesha", Action.RELOAD)),
             Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART))]
 
 

@@ -14,10 +14,10 @@ _HOST = {
     "dnsmasq": ("dnsmasq", ["systemctl", "reload", "dnsmasq"]),
     "nginx": ("nginx", ["systemctl", "reload", "nginx"]),
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
-    "nfs-ganesha": ("nfs-ganesha", ["systemctl", "restart", "nfs-ganesha"]),
+    "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
 }
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
-_SIGHUP = {"dnsmasq", "nginx"}
+_SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction], say: Callable[[str], None] = print) -> None:

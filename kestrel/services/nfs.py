@@ -7,6 +7,7 @@ from kestrel.sysroot import Sysroot
 
 EXPORTS_PATH = "/etc/exports.d/kestrel.exports"
 GANESHA_PATH = "/etc/ganesha/kestrel.conf"
+GANESHA_EXPORTS = "/etc/ganesha/kestrel-exports.conf"  # included by GANESHA_PATH; reloaded by SIGHUP
 GANESHA_DROPIN = "/etc/systemd/system/nfs-ganesha.service.d/kestrel.conf"
 GANESHA_STATE = "/var/lib/kestrel/ganesha"
 GANESHA_PLUGINS = "/usr/lib/x86_64-linux-gnu/ganesha"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import runner
+from kestrel import images, runner
 from kestrel.config import load_config
 from kestrel.frontend import reconfigure_frontend
 from kestrel.netns import Topology
@@ -168,6 +168,48 @@ def test_ganesha_exports_are_listed_by_showmount(cluster: Cluster) -> None:
         cluster.root.sys("/etc/kestrel/hostfiles"),
         cluster.root.sys("/srv/kestrel/images/default.versions/1"),
     }, out
+
+
+def showmount(c: Cluster, ns: str, want: str) -> set[str]:
+    """The exported paths, once WANT is among them (ganesha takes a moment to start or reload)."""
+    out = ""
+    for _ in range(60):
+        proc = runner.run(["showmount", "-e", FE_IP], netns=ns, check=False, timeout=10)
+        out = proc.stdout
+        if proc.returncode == 0 and want in out:
+            break
+        time.sleep(0.5)
+    return {line.split()[0] for line in out.splitlines()[1:]}
+
+
+def test_new_image_versions_reach_ganesha_by_reload_not_restart(cluster: Cluster) -> None:
+    """Running nodes keep their mounts: a new version is exported by SIGHUP, the one they booted stays."""
+    root = cluster.root
+    start(cluster, "nfs-ganesha", nfs.ganesha_foreground_argv(root), private_run=True)
+    ns, _ = cluster.add_client("c8", address="10.10.0.242/24")
+
+    def version(v: str) -> str:
+        path = f"/srv/kestrel/images/default.versions/{v}"
+        root.path(path).mkdir(parents=True, exist_ok=True)
+        images.publish(root, {"name": "default", "version": v, "root": path, "kernel": f"images/default/{v}/vmlinuz",
+                              "initrd": f"images/default/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v}"}, print)
+        return root.sys(path)
+
+    first = version("1")
+    assert first in showmount(cluster, ns, first)
+    pid = process.find(root, "nfs-ganesha")
+    second = version("2")
+    assert "Reloaded nfs-ganesha (/etc/ganesha/kestrel-exports.conf changed)" in cluster.reconfigure()
+    assert {first, second} <= showmount(cluster, ns, second)
+    third = version("3")  # the first goes (no node runs on it): ganesha drops its export on the reload
+    cluster.reconfigure()
+    for _ in range(20):
+        exported = showmount(cluster, ns, third)
+        if first not in exported:
+            break
+        time.sleep(0.5)
+    assert {second, third} <= exported and first not in exported, exported
+    assert process.find(root, "nfs-ganesha") == pid  # never restarted
 
 
 UEFI = "option arch code 93 = unsigned integer 16;\nsend arch 7;\n"

@@ -73,8 +73,8 @@ def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> No
     served = current + images.older_versions(tree, current)
     found = frontend.exports(tree, Config(), served)
     assert [(e.pseudo, e.path) for e in found[2:]] == [
-        ("/images/default", tree.sys(f"{images.versions_dir('default')}/v2")),
-        ("/images/default.versions/v1", tree.sys(f"{images.versions_dir('default')}/v1"))]
+        ("/images/default/v2", tree.sys(f"{images.versions_dir('default')}/v2")),
+        ("/images/default/v1", tree.sys(f"{images.versions_dir('default')}/v1"))]
     ids = {e.pseudo: e.fsid for e in found}
     # another image does not renumber the exports that running nodes hold handles of
     images.publish(tree, version(tree, "aaa", "v9"), print)
