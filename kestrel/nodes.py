@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
@@ -141,29 +140,23 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) ->
     A node must show a host key of one of the images (or one in Kestrel's known_hosts): a machine that
     merely answers SSH on the cluster network is not trusted.
     """
-    key = remote.load_key(root.path(config.nodes.ssh_key))
-    trusted = knownhosts.parse(accounts.known_hosts_body(root, config))
-    for path in remote.known_hosts_files(root):
-        if path.is_file():
-            trusted += knownhosts.parse(path.read_text(errors="replace"))
-
-    def one(lease: leases.Lease) -> tuple[leases.Lease, Facts | str]:
-        try:
-            result = remote.run_on(str(lease.ip), nodestate.FACTS_COMMAND, key, trusted, port=config.nodes.ssh_port,
-                                   timeout=config.nodes.ssh_timeout, netns_name=config.network.netns)
-            if result.status != 0:
-                return lease, f"{nodestate.FACTS_COMMAND!r} failed with exit code {result.status}"
-            return lease, nodestate.parse_facts(result.stdout)
-        except (remote.RemoteError, ValueError) as e:
-            return lease, str(e)
-
+    by_target = {remote.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
+    timeout = float(config.nodes.ssh_timeout)
+    images_keys = knownhosts.parse(accounts.known_hosts_body(root, config))
+    with remote.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
+        results = remote.fan_out(list(by_target), lambda t: remote.run(pool, t, nodestate.FACTS_COMMAND, timeout),
+                                 _VISITORS)
     out: dict[str, Facts] = {}
-    with ThreadPoolExecutor(max_workers=min(_VISITORS, len(found))) as pool:
-        for lease, answer in pool.map(one, found):
-            if isinstance(answer, Facts):
-                out[lease.mac] = answer
-            else:
-                say(f"Skipped {lease.mac} ({lease.ip}): {answer}; not registered (--no-verify registers it anyway)")
+    for result in results:
+        lease = by_target[result.target]
+        why = result.why()
+        if result.ok:
+            try:
+                out[lease.mac] = nodestate.parse_facts(result.stdout)
+                continue
+            except ValueError as e:
+                why = str(e)
+        say(f"Skipped {lease.mac} ({lease.ip}): {why}; not registered (--no-verify registers it anyway)")
     return out
 
 

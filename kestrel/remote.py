@@ -1,10 +1,9 @@
-"""SSH to nodes with paramiko: one command on one host, and fan-out with reused connections and bounded threads."""
+"""SSH to nodes with paramiko: a pool of reused connections (known_hosts pinned) and a bounded fan-out."""
 
 from __future__ import annotations
 
 import errno
 import select
-import shlex
 import socket
 import threading
 import time
@@ -31,13 +30,6 @@ class RemoteError(KestrelError):
     """A node could not be reached, refused the key, or did not answer in time."""
 
 
-@dataclass(frozen=True)
-class Result:
-    status: int
-    stdout: str
-    stderr: str
-
-
 def load_key(path: Path) -> paramiko.PKey:
     """The frontend's private key (any type paramiko reads); RemoteError with the path if it cannot."""
     try:
@@ -48,50 +40,12 @@ def load_key(path: Path) -> paramiko.PKey:
         raise RemoteError(f"{path}: cannot read the SSH key ({e})") from None
 
 
-def run_on(
-    host: str, command: str | Sequence[str], key: Path | paramiko.PKey, trusted: list[knownhosts.Entry], *,
-    user: str = "root", port: int = 22, timeout: float = 10.0, netns_name: str | None = None,
-) -> Result:
-    """Run COMMAND (a shell string, or an argv list that is quoted here) on HOST as USER with KEY.
-
-    HOST must show a host key that TRUSTED lists for it (never trust on first use). Returns the exit status
-    and output; a node that cannot be reached, shows another host key or refuses the key is a RemoteError.
-    """
-    pkey = key if isinstance(key, paramiko.PKey) else load_key(key)
-    text = command if isinstance(command, str) else shlex.join(command)
-    where = f"{user}@{host}:{port}"
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(_TrustKnownHosts(trusted, Target(host, host, port)))
-    try:
-        client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout, look_for_keys=False, allow_agent=False,
-                       sock=open_socket(host, port, timeout, netns_name))
-        _, stdout, stderr = client.exec_command(text, timeout=timeout)
-        out = stdout.read().decode("utf-8", "replace")
-        err = stderr.read().decode("utf-8", "replace")
-        return Result(stdout.channel.recv_exit_status(), out, err)
-    except paramiko.AuthenticationException:
-        raise RemoteError(f"{where}: the key was refused") from None
-    except TimeoutError:
-        raise RemoteError(f"{where}: no answer within {timeout:g} s") from None
-    except (paramiko.SSHException, OSError, EOFError) as e:
-        raise RemoteError(f"{where}: {_why(e)}") from None
-    finally:
-        client.close()
-
-
 def open_socket(address: str, port: int, timeout: float, netns_name: str | None) -> socket.socket | None:
     """A TCP connection opened inside network namespace NETNS_NAME (the lab's cluster network), or None
     without one (paramiko then connects by itself)."""
     if netns_name is None:
         return None
     return netns.call_in(netns_name, socket.create_connection, (address, port), timeout)
-
-
-def _why(error: BaseException) -> str:
-    if isinstance(error, ConnectionRefusedError) or "Unable to connect" in str(error):
-        return "connection refused (no sshd?)"
-    return str(error) or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -149,12 +103,13 @@ class Pool:
     """Open SSH connections by host, reused by every later command through this pool. Thread-safe."""
 
     def __init__(self, user: str, key: Path, known_hosts: Iterable[Path], connect_timeout: float = 5.0,
-                 netns_name: str | None = None) -> None:
+                 netns_name: str | None = None, trusted: Iterable[knownhosts.Entry] = ()) -> None:
+        """Host keys are trusted if TRUSTED or one of the KNOWN_HOSTS files lists them; never on first use."""
         self.user = user
         self.netns_name = netns_name
         self.connect_timeout = connect_timeout
         self.key = load_key(key)
-        self.entries: list[knownhosts.Entry] = []
+        self.entries: list[knownhosts.Entry] = list(trusted)
         for path in known_hosts:
             if path.is_file():
                 self.entries += knownhosts.parse(path.read_text(errors="replace"))
@@ -202,9 +157,9 @@ def known_hosts_files(root: Sysroot) -> list[Path]:
 
 
 def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0,
-              netns_name: str | None = None) -> Pool:
+              netns_name: str | None = None, trusted: Iterable[knownhosts.Entry] = ()) -> Pool:
     """Connections as root with the frontend's key (config nodes.ssh_key)."""
-    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name)
+    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name, trusted)
 
 
 def run(pool: Pool, target: Target, command: str, timeout: float = 60.0, input: bytes | None = None) -> HostResult:
