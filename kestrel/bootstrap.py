@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from kestrel import chroot, runner
 from kestrel.config import BootstrapMethod, ImageDefinition
@@ -124,22 +125,42 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = runner.run(argv, env=env, output=out, check=False, timeout=BOOTSTRAP_TIMEOUT)
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CommandError(f"{d.bootstrap.method} failed: {runner.how_it_ended(proc.returncode)}; "
-                           f"last lines of {log}:\n{log_tail(log)}")
-    (tmp / "etc/apt/sources.list").write_text(sources_list(d))
-    (tmp / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
-    (tmp / "etc/dpkg/dpkg.cfg.d/kestrel").write_text(DPKG_EXCLUDES)
-    (tmp / "etc/apt/apt.conf.d/90kestrel").write_text(APT_CONF)
-    if d.bootstrap.method is BootstrapMethod.MMDEBSTRAP:  # its update fetched the image's own sources
-        chroot.mark_lists_fresh(cache, tmp)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CommandError(f"{d.bootstrap.method} failed: {runner.how_it_ended(proc.returncode)}; "
+                               f"last lines of {log}:\n{log_tail(log)}")
+        (tmp / "etc/apt/sources.list").write_text(sources_list(d))
+        (tmp / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
+        (tmp / "etc/dpkg/dpkg.cfg.d/kestrel").write_text(DPKG_EXCLUDES)
+        (tmp / "etc/apt/apt.conf.d/90kestrel").write_text(APT_CONF)
+        if d.bootstrap.method is BootstrapMethod.DEBOOTSTRAP:
+            _upgrade(tmp, cache, out, log)
+        chroot.mark_lists_fresh(cache, tmp)  # the last update fetched the image's own sources
     prune_excluded(tmp)
     for leftover in ("var/cache/apt/archives",):
         for deb in (tmp / leftover).glob("*.deb"):
             deb.unlink()
     shutil.rmtree(base, ignore_errors=True)
     tmp.rename(base)
+
+
+def _upgrade(tree: Path, cache: Path, out: IO[bytes], log: Path) -> None:
+    """debootstrap reads one mirror: the release's updates and security fixes come with a dist-upgrade."""
+    policy = tree / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\n# kestrel: no service starts while the base is made\nexit 101\n")
+    policy.chmod(0o755)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for argv in (["apt-get", "update"], ["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"]):
+            out.write(f"==> {' '.join(argv)}\n".encode())
+            out.flush()
+            proc = chroot.run(tree, argv, env=env, output=out, apt_cache=cache, timeout=BOOTSTRAP_TIMEOUT)
+            if proc.returncode != 0:
+                shutil.rmtree(tree, ignore_errors=True)
+                raise CommandError(f"{' '.join(argv)} in the new base failed: {runner.how_it_ended(proc.returncode)}; "
+                                   f"last lines of {log}:\n{log_tail(log)}")
+    finally:
+        policy.unlink(missing_ok=True)
 
 
 def prune_excluded(tree: Path) -> None:

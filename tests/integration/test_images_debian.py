@@ -90,3 +90,30 @@ def test_default_debian_image(tree: Sysroot) -> None:
     assert "image_nfsroot_initramfs" not in again.stderr
     assert current(root)["version"] != m3["version"]
     assert chroot.mounts_under(root.root) == []
+
+
+def test_debootstrap_base_via_sh_is_up_to_date(tree: Sysroot) -> None:
+    """The debootstrap method (sh /usr/sbin/debootstrap): a base with the day's fixes and no docs; no kernel
+    in this image (modules: [core]), so it builds with the warning."""
+    need_root()
+    root = tree
+    root.path("/etc/kestrel/images/plain.yaml").write_text(
+        "from: debian-bookworm\nmodules: [core]\nbootstrap:\n  method: debootstrap\n")
+    out = kestrel("kestrel-images", root, "build", "plain", timeout=1800)
+    m = json.loads(root.path("/var/lib/kestrel/images/plain.json").read_text())
+    made = "Bootstrapping bookworm (debootstrap, minbase)" in out.stderr
+    assert made or f"Using cached base {m['base']}" in out.stderr
+    assert "Warning: plain has no kernel with an initrd in /boot" in out.stderr and m["kernel"] is None
+    image = root.path(m["root"])
+    assert (image / "etc/debian_version").read_text().startswith("12.") and (image / "usr/sbin/ethtool").exists()
+    doc = image / "usr/share/doc/libc6"
+    assert (doc / "copyright").exists() and not (doc / "changelog.gz").exists()
+    assert "bookworm-security" in (image / "etc/apt/sources.list").read_text()
+    # nothing left to upgrade: debootstrap's release packages were brought up to -updates and -security
+    report = image / "tmp/upgrade-report"
+    with open(report, "wb") as f:
+        for argv in (["apt-get", "update"], ["apt-get", "-s", "dist-upgrade"]):
+            assert chroot.run(image, argv, output=f, apt_cache=Path(CACHE) / "apt-archives").returncode == 0
+    text = report.read_text()
+    report.unlink()
+    assert "0 upgraded, 0 newly installed" in text, text[-2000:]
