@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kestrel import names, nodestate, runner
+from kestrel import names, nodestate, registry, runner
 from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
 from kestrel.config import ImageDefinition, load_image_definition
 from kestrel.errors import InputError, KestrelError
@@ -241,14 +241,22 @@ def remove_image(root: Sysroot, name: str) -> None:
 
 
 def list_images(root: Sysroot) -> list[dict[str, Any]]:
-    """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions."""
+    """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions, and
+    used_by: the up nodes on each version (from their last visit)."""
+    names = {n.mac: n.name for n in registry.load_registry(root)}
+    on_root: dict[str, list[str]] = {}
+    for mac, state in sorted(nodestate.load_states(root).items()):
+        if state.is_up and state.root:
+            on_root.setdefault(state.root, []).append(names.get(mac, mac))
     rows = []
     for image in published_images(root):
         data = current(root, image.name) or {}
+        kept = kept_versions(root, image.name)
         rows.append({
             "name": image.name, "version": image.version, "root": root.sys(image.root),
             "size": data.get("size"), "built": data.get("built"), "modules": data.get("modules", []),
-            "bootable": image.bootable, "versions": [v["version"] for v in kept_versions(root, image.name)],
+            "bootable": image.bootable, "versions": [v["version"] for v in kept],
+            "used_by": {v["version"]: on_root[root.sys(v["root"])] for v in kept if root.sys(v["root"]) in on_root},
         })
     return rows
 

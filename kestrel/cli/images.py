@@ -36,7 +36,8 @@ def list_command(ctx: Context, as_json: bool) -> None:
         r["size"] = images.human_size(r["size"])
         r["modules"] = ",".join(r["modules"])
         r["built"] = (r["built"] or "-")[:19]
-    print_table(rows, ["name", "version", "size", "built", "modules", "root"])
+        r["nodes on"] = " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-"
+    print_table(rows, ["name", "version", "size", "built", "modules", "nodes on", "root"])
 
 
 @cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")

@@ -61,6 +61,8 @@ def test_publish_keeps_the_version_an_up_node_runs_until_it_is_down(tree: Sysroo
     images.publish(tree, version(tree, "default", "v3"), said.append)
     assert kept(tree) == ["v1", "v2", "v3"]
     assert "Kept default version v1: up nodes run on it (it goes once they are down)" in said
+    tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
+    assert images.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
     set_node(tree, tree.sys(f"{images.versions_dir('default')}/v1"), up=False)
     images.publish(tree, version(tree, "default", "v4"), said.append)
     assert kept(tree) == ["v3", "v4"]  # the previous one stays for rollback, as always
