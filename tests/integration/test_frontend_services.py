@@ -229,3 +229,5 @@ def test_boot_file_per_client_kind(cluster: Cluster, tmp_path: Path, kind: str, 
     ns, dev = cluster.add_client("c6", mac)
     lease = dhcp(cluster, ns, dev, tmp_path, conf)
     assert f'filename "{filename}";' in lease, lease
+    if conf == IPXE:  # iPXE is told not to wait for ProxyDHCP offers
+        assert "option ipxe-encap b0:1:1;" in lease, lease
