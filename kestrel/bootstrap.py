@@ -119,7 +119,8 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
     else:
         tmp.mkdir(parents=True)
         argv = debootstrap_argv(d, tmp, cache)
-    env = dict(os.environ, KESTREL_APT_CACHE=str(cache), KESTREL_APT_LISTS=str(chroot.apt_lists(cache)),
+    lists = chroot.apt_lists(cache, chroot.sources_text_digest(sources_list(d)))  # the base's own sources
+    env = dict(os.environ, KESTREL_APT_CACHE=str(cache), KESTREL_APT_LISTS=str(lists),
                KESTREL_DPKG_EXCLUDES=DPKG_EXCLUDES, LC_ALL="C")
     log = log or base.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -36,43 +36,54 @@ exec chroot "$root" "$@"
 """
 
 
-def apt_lists(apt_cache: Path) -> Path:
-    """The package indexes shared beside the shared archives: `apt-get update` then fetches only what changed,
+def apt_lists(apt_cache: Path, digest: str) -> Path:
+    """The package indexes of one set of sources, beside the shared archives and shared by every image with
+    those sources: `apt-get update` fetches only what changed (and drops only its own sources' stale files),
     and no image version carries ~160 MiB of indexes."""
-    return apt_cache.with_name("apt-lists")
+    return apt_cache.with_name("apt-lists") / digest[:16]
 
 
-# The shared indexes were just fetched for these sources (a bootstrap or an update a moment ago): a build's
-# packages phase then skips its own `apt-get update`. Short, so a mirror that moved on is never trusted for long.
-FRESH_STAMP = ".kestrel-fresh"
-FRESH_SECONDS = 300.0
+def _digest(files: list[tuple[str, bytes]]) -> str:
+    h = hashlib.sha256()
+    for name, data in files:
+        h.update(name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()
 
 
 def sources_digest(image_root: Path) -> str:
     """What the image fetches indexes from: its sources.list and sources.list.d files."""
-    h = hashlib.sha256()
     etc = image_root / "etc/apt"
-    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
-        if path.is_file():
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    paths = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]
+    return _digest([(path.name, path.read_bytes()) for path in paths if path.is_file()])
+
+
+def sources_text_digest(sources_list: str) -> str:
+    """sources_digest of a tree whose only source file is a sources.list with this text (a new base)."""
+    return _digest([("sources.list", sources_list.encode())])
+
+
+# The indexes were just fetched (a bootstrap or an update a moment ago): a build's packages phase then
+# skips its own `apt-get update`. Short, so a mirror that moved on is never trusted for long.
+FRESH_STAMP = ".kestrel-fresh"
+FRESH_SECONDS = 300.0
 
 
 def mark_lists_fresh(apt_cache: Path, image_root: Path) -> None:
-    (apt_lists(apt_cache) / FRESH_STAMP).write_text(sources_digest(image_root) + "\n")
+    lists = apt_lists(apt_cache, sources_digest(image_root))
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / FRESH_STAMP).write_text("")
 
 
 def lists_fresh(apt_cache: Path, image_root: Path) -> bool:
-    stamp = apt_lists(apt_cache) / FRESH_STAMP
     try:
-        age = time.time() - stamp.stat().st_mtime
-        return 0 <= age < FRESH_SECONDS and stamp.read_text().strip() == sources_digest(image_root)
+        age = time.time() - (apt_lists(apt_cache, sources_digest(image_root)) / FRESH_STAMP).stat().st_mtime
     except FileNotFoundError:
         return False
+    return 0 <= age < FRESH_SECONDS
 
 
 def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None) -> list[str]:
-    lists = str(apt_lists(apt_cache)) if apt_cache else ""
+    lists = str(apt_lists(apt_cache, sources_digest(image_root))) if apt_cache else ""
     return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
             "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), lists, *argv]
 
@@ -92,7 +103,7 @@ def run(
         (image_root / sub).mkdir(exist_ok=True)
     if apt_cache is not None:
         apt_cache.mkdir(parents=True, exist_ok=True)
-        (apt_lists(apt_cache) / "partial").mkdir(parents=True, exist_ok=True)
+        (apt_lists(apt_cache, sources_digest(image_root)) / "partial").mkdir(parents=True, exist_ok=True)
         (image_root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
         (image_root / "var/lib/apt/lists").mkdir(parents=True, exist_ok=True)
     try:

@@ -28,11 +28,15 @@ def sources(image: Path, text: str) -> None:
     (image / "etc/apt/sources.list").write_text(text)
 
 
-def test_indexes_are_fresh_for_the_same_sources_for_a_short_while(tmp_path: Path) -> None:
+def test_indexes_are_kept_per_sources_and_fresh_for_a_short_while(tmp_path: Path) -> None:
     cache, image, other = tmp_path / "apt-archives", tmp_path / "image", tmp_path / "other"
-    chroot.apt_lists(cache).mkdir(parents=True)
-    sources(image, "deb http://deb.debian.org/debian bookworm main\n")
+    text = "deb http://deb.debian.org/debian bookworm main\n"
+    sources(image, text)
     sources(other, "deb http://deb.debian.org/debian trixie main\n")
+    # a new base binds the folder its finished tree will use: same sources, same indexes
+    assert chroot.sources_text_digest(text) == chroot.sources_digest(image)
+    mine, theirs = (chroot.apt_lists(cache, chroot.sources_digest(t)) for t in (image, other))
+    assert mine != theirs and mine.parent == theirs.parent == tmp_path / "apt-lists"
     assert not chroot.lists_fresh(cache, image)
     chroot.mark_lists_fresh(cache, image)
     assert chroot.lists_fresh(cache, image)
@@ -41,7 +45,7 @@ def test_indexes_are_fresh_for_the_same_sources_for_a_short_while(tmp_path: Path
     (image / "etc/apt/sources.list.d/extra.list").write_text("deb http://example.org/x ./\n")
     assert not chroot.lists_fresh(cache, image)  # a source added since
     chroot.mark_lists_fresh(cache, image)
-    stamp = chroot.apt_lists(cache) / chroot.FRESH_STAMP
+    stamp = chroot.apt_lists(cache, chroot.sources_digest(image)) / chroot.FRESH_STAMP
     old = time.time() - chroot.FRESH_SECONDS - 1
     os.utime(stamp, (old, old))
     assert not chroot.lists_fresh(cache, image)
