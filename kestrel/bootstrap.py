@@ -16,12 +16,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from kestrel import chroot, runner
 from kestrel.config import BootstrapMethod, ImageDefinition
-from kestrel.errors import CommandError, InputError
-from kestrel.phases import log_tail
+from kestrel.errors import CommandError, InputError, KestrelError
+from kestrel.phases import apt_get, log_tail
 from kestrel.sysroot import Sysroot
 
 HOOKS_DIR = Path(__file__).resolve().parent / "mmdebstrap-hooks"
@@ -135,7 +134,12 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
         (tmp / "etc/dpkg/dpkg.cfg.d/kestrel").write_text(DPKG_EXCLUDES)
         (tmp / "etc/apt/apt.conf.d/90kestrel").write_text(APT_CONF)
         if d.bootstrap.method is BootstrapMethod.DEBOOTSTRAP:
-            _upgrade(tmp, cache, out, log)
+            # debootstrap reads one mirror: the release's updates and security fixes come with a dist-upgrade
+            try:
+                apt_get(tmp, [["update"], ["dist-upgrade"]], out=out, log=log, apt_cache=cache, say=say)
+            except KestrelError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         chroot.mark_lists_fresh(cache, tmp)  # the last update fetched the image's own sources
     prune_excluded(tmp)
     for leftover in ("var/cache/apt/archives",):
@@ -143,25 +147,6 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
             deb.unlink()
     shutil.rmtree(base, ignore_errors=True)
     tmp.rename(base)
-
-
-def _upgrade(tree: Path, cache: Path, out: IO[bytes], log: Path) -> None:
-    """debootstrap reads one mirror: the release's updates and security fixes come with a dist-upgrade."""
-    policy = tree / "usr/sbin/policy-rc.d"
-    policy.write_text("#!/bin/sh\n# kestrel: no service starts while the base is made\nexit 101\n")
-    policy.chmod(0o755)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        for argv in (["apt-get", "update"], ["apt-get", "-y", "-o", "Dpkg::Options::=--force-confold", "dist-upgrade"]):
-            out.write(f"==> {' '.join(argv)}\n".encode())
-            out.flush()
-            proc = chroot.run(tree, argv, env=env, output=out, apt_cache=cache, timeout=BOOTSTRAP_TIMEOUT)
-            if proc.returncode != 0:
-                shutil.rmtree(tree, ignore_errors=True)
-                raise CommandError(f"{' '.join(argv)} in the new base failed: {runner.how_it_ended(proc.returncode)}; "
-                                   f"last lines of {log}:\n{log_tail(log)}")
-    finally:
-        policy.unlink(missing_ok=True)
 
 
 def prune_excluded(tree: Path) -> None:

@@ -95,17 +95,8 @@ def shell_image(root: Sysroot, config: Config, config_path: Path, name: str, say
 def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]], say: Say) -> None:
     log = root.path(f"{phases.LOG_DIR}/images/{name}/apt.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-    target = phases.Target(root, Config(), [], say, image=name, image_root=staging)
-    with open(log, "wb") as out, phases.image_guard(target):
-        for args in [["update"], *steps]:
-            say(f"Executing : image_apt-get {' '.join(args)}")
-            argv = ["apt-get", "-y", *phases.APT_OPTIONS, *args]
-            proc = chroot.run(staging, argv, env=env, output=out, apt_cache=bootstrap.apt_cache(root),
-                              timeout=phases.SCRIPT_TIMEOUT)
-            if proc.returncode != 0:
-                raise phases.ScriptFailed(f"apt-get {' '.join(args)} failed: {runner.how_it_ended(proc.returncode)}; "
-                                          f"last lines of {log}:\n{phases.log_tail(log)}")
+    with open(log, "wb") as out:
+        phases.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root), say=say)
     phases.drop_apt_indexes(staging)
 
 

@@ -170,7 +170,7 @@ class Target:
 def run_phases(target: Target, phases: tuple[str, ...] = PHASES, force: bool = False) -> None:
     """Run PHASES in order; run-once phases skip scripts already run with the same content."""
     state = load_state(target.state_path)
-    with image_guard(target):
+    with image_guard(target.image_root):
         for phase in phases:
             scripts = effective(target.root, target.side, phase, target.modules, target.shipped)
             if not scripts and not (phase == "packages" and target.extra_packages):
@@ -299,14 +299,14 @@ def log_tail(log: Path, start: int = 0, lines: int = TAIL_LINES) -> str:
 
 
 @contextmanager
-def image_guard(target: Target) -> Iterator[None]:
-    """While phases run in an image: no service may start (policy-rc.d) and apt can resolve the mirror."""
-    if target.image_root is None:
+def image_guard(image_root: Path | None) -> Iterator[None]:
+    """While phases or apt run in an image: no service may start (policy-rc.d) and apt can resolve the mirror."""
+    if image_root is None:
         yield
         return
     made = []
-    policy = target.image_root / "usr/sbin/policy-rc.d"
-    resolv = target.image_root / "etc/resolv.conf"
+    policy = image_root / "usr/sbin/policy-rc.d"
+    resolv = image_root / "etc/resolv.conf"
     if not policy.exists() and not policy.is_symlink():
         policy.parent.mkdir(parents=True, exist_ok=True)
         policy.write_text("#!/bin/sh\n# kestrel: no service starts while the image is built\nexit 101\n")
@@ -323,6 +323,23 @@ def image_guard(target: Target) -> Iterator[None]:
             if path == resolv and path.is_file() and path.stat().st_size:
                 continue
             path.unlink(missing_ok=True)
+
+
+def apt_get(image_root: Path, steps: list[list[str]], *, out: IO[bytes], log: Path, apt_cache: Path,
+            say: Callable[[str], None]) -> None:
+    """`apt-get -y ARGS` inside IMAGE_ROOT for each ARGS of STEPS, no service starting; output to OUT (the file
+    LOG); ScriptFailed with LOG's tail at the first failing step."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+    with image_guard(image_root):
+        for args in steps:
+            say(f"Executing : image_apt-get {' '.join(args)}")
+            out.write(f"==> apt-get {' '.join(args)}\n".encode())
+            out.flush()
+            proc = chroot.run(image_root, ["apt-get", "-y", *APT_OPTIONS, *args], env=env, output=out,
+                              apt_cache=apt_cache, timeout=SCRIPT_TIMEOUT)
+            if proc.returncode != 0:
+                raise ScriptFailed(f"apt-get {' '.join(args)} failed: {runner.how_it_ended(proc.returncode)}; "
+                                   f"last lines of {log}:\n{log_tail(log)}")
 
 
 def explain(root: Sysroot, side: Side, modules: list[str], state: dict[str, str],
