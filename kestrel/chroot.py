@@ -82,10 +82,11 @@ def lists_fresh(apt_cache: Path, image_root: Path) -> bool:
     return 0 <= age < FRESH_SECONDS
 
 
-def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None) -> list[str]:
-    lists = str(apt_lists(apt_cache, sources_digest(image_root))) if apt_cache else ""
+def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None,
+                 lists: Path | None = None) -> list[str]:
+    """APT_CACHE and LISTS (its index folder for the image's sources) are bound into the image, when given."""
     return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-            "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), lists, *argv]
+            "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), str(lists or ""), *argv]
 
 
 def run(
@@ -101,13 +102,15 @@ def run(
     """Run ARGV inside IMAGE_ROOT; returns the result (check it), nothing stays mounted afterwards."""
     for sub in ("proc", "sys", "dev"):
         (image_root / sub).mkdir(exist_ok=True)
+    lists = None
     if apt_cache is not None:
         apt_cache.mkdir(parents=True, exist_ok=True)
-        (apt_lists(apt_cache, sources_digest(image_root)) / "partial").mkdir(parents=True, exist_ok=True)
+        lists = apt_lists(apt_cache, sources_digest(image_root))
+        (lists / "partial").mkdir(parents=True, exist_ok=True)
         (image_root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
         (image_root / "var/lib/apt/lists").mkdir(parents=True, exist_ok=True)
     try:
-        return runner.run(wrapper_argv(image_root, argv, apt_cache), env=env, output=output, timeout=timeout,
+        return runner.run(wrapper_argv(image_root, argv, apt_cache, lists), env=env, output=output, timeout=timeout,
                           check=False, interactive=interactive)
     finally:
         assert_unmounted(image_root)
