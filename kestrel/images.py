@@ -180,7 +180,7 @@ def publish(root: Sysroot, manifest: dict[str, Any], say: Any = print) -> None:
         atomic_write(root.path(version_manifest_path(name, version)), text)
         _switch(root, name, version, text)
         keep = {version} | ({before["version"]} if before else set())
-        in_use = nodestate.roots_in_use(nodestate.load_states(root))
+        in_use = nodestate.macs_by_root(nodestate.load_states(root))
         for old in kept_versions(root, name):
             if old["version"] in keep:
                 continue
@@ -244,10 +244,8 @@ def list_images(root: Sysroot) -> list[dict[str, Any]]:
     """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions, and
     used_by: the up nodes on each version (from their last visit)."""
     names = {n.mac: n.name for n in registry.load_registry(root)}
-    on_root: dict[str, list[str]] = {}
-    for mac, state in sorted(nodestate.load_states(root).items()):
-        if state.is_up and state.root:
-            on_root.setdefault(state.root, []).append(names.get(mac, mac))
+    on_root = {path: [names.get(mac, mac) for mac in macs]
+               for path, macs in nodestate.macs_by_root(nodestate.load_states(root)).items()}
     rows = []
     for image in published_images(root):
         data = current(root, image.name) or {}

@@ -93,6 +93,10 @@ def parse_facts(output: str) -> Facts:
     return Facts(cpus=cpus, memory_mb=memory_kb // 1024, root=root if root.startswith("/") else None)
 
 
-def roots_in_use(states: States) -> set[str]:
-    """The image roots that up nodes run on."""
-    return {s.root for s in states.values() if s.is_up and s.root}
+def macs_by_root(states: States) -> dict[str, list[str]]:
+    """The image roots that up nodes run on, each with those nodes' MACs (sorted)."""
+    found: dict[str, list[str]] = {}
+    for mac, s in sorted(states.items()):
+        if s.is_up and s.root:
+            found.setdefault(s.root, []).append(mac)
+    return found

@@ -31,10 +31,10 @@ def test_facts_name_the_booted_root() -> None:
 def test_only_up_nodes_pin_their_root() -> None:
     states = nodestate.mark({}, MAC, True, 1795000000, Facts(2, 1000, "/a"))
     states = nodestate.mark(states, "52:54:00:aa:00:02", True, 1795000000, Facts(2, 1000, "/b"))
-    assert nodestate.roots_in_use(states) == {"/a", "/b"}
+    assert nodestate.macs_by_root(states) == {"/a": [MAC], "/b": ["52:54:00:aa:00:02"]}
     assert nodestate.parse_states(nodestate.format_states(states).decode())[MAC].root == "/a"
     states = nodestate.mark(states, "52:54:00:aa:00:02", False, 1795000100)
-    assert nodestate.roots_in_use(states) == {"/a"}
+    assert nodestate.macs_by_root(states) == {"/a": [MAC]}
 
 
 def version(tree: Sysroot, name: str, v: str) -> dict[str, object]:
