@@ -4,22 +4,12 @@ registered by the lease hook, and fetches its boot script from nginx; `down` lea
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 
 from kestrel import lab, netns, power, registry
 from kestrel.config import load_config
 from kestrel.sysroot import Sysroot
-from tests.conftest import need_root
-
-
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
+from tests.conftest import eventually, need_root
 
 
 def _text(path: Path) -> str:
@@ -38,13 +28,13 @@ def test_ipxe_lease_registration_and_boot_script(tmp_path: Path) -> None:
         spec = power.define_vm(root, config, "pxe1", memory=256)
         power.start_vm(root, spec)
         access = root.path("/var/log/kestrel/nginx-access.log")
-        assert _wait(lambda: "GET /boot.ipxe " in _text(access), 120), _text(power.console_path(root, "pxe1"))
+        assert eventually(lambda: "GET /boot.ipxe " in _text(access), 120, 0.5), _text(power.console_path(root, "pxe1"))
         # The lease hook runs beside the boot: the registration may land just after the script's fetch.
-        assert _wait(lambda: bool(registry.load_registry(root)), 30)
+        assert eventually(lambda: bool(registry.load_registry(root)), 30, 0.5)
         node = registry.find_node(registry.load_registry(root), "node01")
         assert node.mac == spec.mac and str(node.ip) in _text(access)
         console = power.console_path(root, "pxe1")
-        assert _wait(lambda: "No image is published yet" in _text(console), 60), _text(console)
+        assert eventually(lambda: "No image is published yet" in _text(console), 60, 0.5), _text(console)
         # The IPv6 router advertisement reached iPXE: no 13 s wait for autoconfiguration.
         assert "RTR-ADVERT" in _text(root.path("/var/log/kestrel/dnsmasq.log"))
     finally:

@@ -16,7 +16,7 @@ from kestrel.config import load_config
 from kestrel.netns import Topology
 from kestrel.services import process
 from kestrel.sysroot import Sysroot
-from tests.conftest import write_config
+from tests.conftest import eventually, write_config
 
 BIN = Path(sys.executable).parent
 
@@ -26,15 +26,6 @@ def _lab_config(tree: Sysroot, bridge: str, ns: str) -> Path:
 network: {{interface: {bridge}, netns: {ns}, address: 10.77.0.1/24, dhcp_range: [10.77.0.100, 10.77.0.150]}}
 vm: {{memory: 256}}
 """)
-
-
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _links(ns: str) -> str:
@@ -51,7 +42,7 @@ def test_start_and_stop_exactly_that_vm(tree: Sysroot, topology: Topology) -> No
         assert record is not None and power.start_vm(tree, spec) is None
         assert f"{spec.tap}@" not in _links(ns) and spec.tap in _links(ns)
         console = power.console_path(tree, "vm1")
-        assert _wait(lambda: "iPXE" in console.read_text(errors="replace"), 60), console.read_text()
+        assert eventually(lambda: "iPXE" in console.read_text(errors="replace"), 60), console.read_text()
         assert netns.pids(ns) and record.pid in {p for p in netns.pids(ns)} | {record.pid}
         assert power.stop_vm(tree, "vm1")
         assert not power.is_running(tree, "vm1") and spec.tap not in _links(ns)
@@ -77,7 +68,7 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == f"Sent magic packet for node07 ({spec.mac}) to 10.77.0.255:9\n"
-        assert _wait(lambda: power.is_running(tree, "sleepy"), 20), Path(listener.log).read_text()
+        assert eventually(lambda: power.is_running(tree, "sleepy"), 20), Path(listener.log).read_text()
         assert not power.is_running(tree, "other")
         time.sleep(1.2)  # the listener acts on one MAC at most once a second
         assert wake.send_magic(config, [spec.mac], say=lambda _: None) == 1
