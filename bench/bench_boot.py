@@ -19,11 +19,17 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from kestrel import images, lab, netns, nodes, power, registry, remote, runner
+from kestrel import runner
 from kestrel.config import CONFIG_PATH, Config, load_config
-from kestrel.frontend import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
-from kestrel.netns import Topology
+from kestrel.frontend import node_changes
+from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
+from kestrel.images import store
+from kestrel.lab import cluster as lab
+from kestrel.net import netns
+from kestrel.net.netns import Topology
+from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot
+from kestrel.vm import qemu
 
 BOOT_TIMEOUT = 420.0
 
@@ -49,17 +55,17 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     """Start one VM, return seconds to DHCP registration, login prompt and SSH-ready; stop it."""
     extra: dict[str, object] = {}
     if direct:
-        image = images.published_images(root)[0]
+        image = store.published_images(root)[0]
         assert image.kernel and image.initrd
         extra = {"kernel": str(root.path(f"{HTTP_ROOT}/{image.kernel}")),
                  "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
                  "append": kernel_cmdline(root, config, image)}
-    spec = power.define_vm(root, config, name, **extra)
+    spec = qemu.define_vm(root, config, name, **extra)
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
-        nodes.add(root, config, root.path(CONFIG_PATH), spec.mac, say=lambda _: None)
+        node_changes.add(root, config, root.path(CONFIG_PATH), spec.mac, say=lambda _: None)
     start = time.monotonic()
-    power.start_vm(root, spec)
+    qemu.start_vm(root, spec)
     result: dict[str, float | str | None] = {"login": None, "ssh": None}
     try:
         while time.monotonic() - start < BOOT_TIMEOUT:
@@ -68,13 +74,13 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
                 result["login"] = elapsed
             node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
             if node and elapsed > 30:
-                with remote.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
-                    if remote.run(pool, remote.Target(str(node.ip), str(node.ip)), "true", 10).ok:
+                with ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
+                    if ssh.run(pool, ssh.Target(str(node.ip), str(node.ip)), "true", 10).ok:
                         result["ssh"] = time.monotonic() - start
                         break
             time.sleep(1)
     finally:
-        power.remove_vm(root, name)
+        qemu.remove_vm(root, name)
     return result
 
 
@@ -102,7 +108,7 @@ def _median(values: list[float | str | None]) -> float | None:
 
 def bench_storm(root: Sysroot, config: Config, clients: int) -> list[tuple[str, float, int]]:
     """CLIENTS namespaces on the lab bridge fetch kernel+initrd at once; (protocol, wall seconds, bytes)."""
-    image = images.published_images(root)[0]
+    image = store.published_images(root)[0]
     assert image.kernel and image.initrd
     files = [image.kernel, image.initrd]
     size = sum(root.path(f"{HTTP_ROOT}/{f}").stat().st_size for f in files)
@@ -154,7 +160,7 @@ def main() -> None:
         lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", say, rebuild=args.rebuild)
         config = load_config(root.path(CONFIG_PATH))
         tftp_size = sum(Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
-                        for i in images.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))
+                        for i in store.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))
         say(f"kernel + initrd: {tftp_size / 1e6:.1f} MB")
         if not args.skip_boot:
             boots = bench_boots(root, args.rounds)

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kestrel.netns import Topology  # noqa: E402
+from kestrel.net.netns import Topology  # noqa: E402
 from kestrel.sysroot import Sysroot  # noqa: E402
 from tests.integration import sshnodes  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from kestrel import phases  # noqa: E402
 from kestrel.config import Config  # noqa: E402
-from kestrel.images import load_definition  # noqa: E402
+from kestrel.images.store import load_definition  # noqa: E402
 from kestrel.sysroot import Sysroot  # noqa: E402
 
 

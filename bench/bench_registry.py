@@ -16,10 +16,10 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from kestrel import nodestate
 from kestrel.config import Config, Network
-from kestrel.leases import parse_leases
-from kestrel.registry import load_registry, register_leases
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.leases import parse_leases
+from kestrel.nodes.registry import load_registry, register_leases
 from kestrel.sysroot import Sysroot
 
 REPO = Path(__file__).resolve().parent.parent

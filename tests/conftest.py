@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel.netns import Topology
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 
 REPO = Path(__file__).resolve().parent.parent

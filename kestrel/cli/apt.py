@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from kestrel import build
 from kestrel.cli.common import Context, global_options, pass_context, run
 from kestrel.errors import InputError
+from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.images import build
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -34,6 +35,7 @@ def command(ctx: Context, image: str | None, install: tuple[str, ...], uninstall
     if not steps:
         raise InputError("nothing to do: give apt-get arguments, --install PKG or --uninstall PKG")
     build.update_image(ctx.root, ctx.config, ctx.config_path, image, apt_steps=steps, say=ctx.say)
+    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, say=ctx.say)
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kestrel import build, images, phases
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.images import build, definitions, phases, store
 
 
 @click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
@@ -22,18 +23,19 @@ def cli() -> None:
 def build_command(ctx: Context, name: str, force: bool, no_cache: bool) -> None:
     build.build_image(ctx.root, ctx.config, ctx.config_path, name, force=force or no_cache,
                       use_cache=not no_cache, say=ctx.say)
+    _replan(ctx)
 
 
 @cli.command("list", help="Published images: version, root, size, built, modules.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
-    rows = images.list_images(ctx.root)
+    rows = store.list_images(ctx.root)
     if as_json:
         print_json(rows)
         return
     for r in rows:
-        r["size"] = images.human_size(r["size"])
+        r["size"] = store.human_size(r["size"])
         r["modules"] = ",".join(r["modules"])
         r["built"] = (r["built"] or "-")[:19]
         r["nodes on"] = " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-"
@@ -44,7 +46,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @click.argument("name")
 @pass_context
 def remove_command(ctx: Context, name: str) -> None:
-    images.remove_image(ctx.root, name)
+    store.remove_image(ctx.root, name)
     ctx.say(f"Removed image {name}")
     _replan(ctx)
 
@@ -53,7 +55,7 @@ def remove_command(ctx: Context, name: str) -> None:
 @click.argument("name")
 @pass_context
 def rollback_command(ctx: Context, name: str) -> None:
-    manifest = images.rollback(ctx.root, name)
+    manifest = store.rollback(ctx.root, name)
     ctx.say(f"Rolled {name} back to version {manifest['version']}")
     _replan(ctx)
 
@@ -63,7 +65,8 @@ def rollback_command(ctx: Context, name: str) -> None:
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
-    build.shell_image(ctx.root, ctx.config, ctx.config_path, images.check_image_name(name), say=ctx.say)
+    build.shell_image(ctx.root, ctx.config, ctx.config_path, definitions.check_image_name(name), say=ctx.say)
+    _replan(ctx)
 
 
 @cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
@@ -71,9 +74,9 @@ def shell_command(ctx: Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def explain_command(ctx: Context, name: str, as_json: bool) -> None:
-    definition = images.load_definition(ctx.root, name)
-    modules = images.image_modules(definition, ctx.config.modules)
-    now = images.current(ctx.root, name)
+    definition = definitions.load_definition(ctx.root, name)
+    modules = definitions.image_modules(definition, ctx.config.modules)
+    now = store.current(ctx.root, name)
     state = phases.load_state(ctx.root.path(now["root"]) / phases.IMAGE_STATE.lstrip("/")) if now else {}
     rows = phases.explain(ctx.root, phases.Side.NODE, modules, state)
     if as_json:
@@ -83,7 +86,7 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
 
 
 def _replan(ctx: Context) -> None:
-    from kestrel.frontend import reconfigure_frontend
+    """The frontend follows the published versions (NFS exports, boot files)."""
     reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, say=ctx.say)
 
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import click
 
-from kestrel import lab, nodeops
 from kestrel.cli.common import Context, pass_context, print_json, print_table, run
 from kestrel.config import CONFIG_PATH
 from kestrel.errors import KestrelError
+from kestrel.frontend import registration
+from kestrel.lab import cluster as lab
+from kestrel.nodes import fanout
 from kestrel.sysroot import Sysroot
 
 
@@ -53,8 +55,8 @@ def command() -> None:
 def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float) -> None:
     progress = lab.up(ctx.root, count, image, prefix, ctx.say, rebuild=rebuild, timeout=timeout)
     config = ctx.config
-    targets = nodeops.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
-    checks = nodeops.check(ctx.root, config, ctx.config_path, targets, ctx.detail) if targets else []
+    targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
+    checks = registration.check(ctx.root, config, ctx.config_path, targets, ctx.detail) if targets else []
     print_table([{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
                 ["node", "address", "ssh", "home"])
     bad = [c.target.name for c in checks if not c.ok]

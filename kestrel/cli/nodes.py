@@ -1,18 +1,22 @@
-"""kestrel-nodes: the node registry (register from leases, list, add, remove, set), hostfiles, lease events."""
+"""kestrel-nodes: the registry (register, list, add, remove, set), hostfiles, lease events, exec, check, wake."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from kestrel import hostfiles, nodes, nodestate, registry
-from kestrel.cli import nodes_power
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
-from kestrel.cli.nodes_remote import add_commands as add_remote_commands
-from kestrel.errors import InputError
+from kestrel.errors import InputError, KestrelError
+from kestrel.frontend import node_changes, registration
+from kestrel.nodes import fanout, hostfiles, registry, wake
+from kestrel.nodes import state as nodestate
+from kestrel.users import accounts
 
 _VALUED = {"--root", "--config"}
+# KestrelHPC's spellings, rewritten by kestrel-nodes into the subcommand below.
+ALIASES = {"--wake-node": ["wake"], "--wake-mac": ["wake", "--mac"], "--wake-group": ["wake", "--group"]}
 
 
 class NodesGroup(click.Group):
@@ -25,8 +29,8 @@ class NodesGroup(click.Group):
             if args[i] == "--register":
                 args[i] = "register"
                 break
-            if args[i] in nodes_power.ALIASES:
-                args[i:i + 1] = nodes_power.ALIASES[args[i]]
+            if args[i] in ALIASES:
+                args[i:i + 1] = ALIASES[args[i]]
                 break
             i += 2 if args[i] in _VALUED else 1
         return super().parse_args(ctx, args)
@@ -51,7 +55,7 @@ def command() -> None:
 @pass_context
 def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
                      group: str | None, image: str | None, verify: bool) -> None:
-    nodes.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
+    registration.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
                    group=_one_of(group_arg, group, "GROUP", "--group"),
                    image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify, say=ctx.say)
 
@@ -88,7 +92,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
                 group: str | None) -> None:
-    node = nodes.add(ctx.root, ctx.config, ctx.config_path, mac, say=ctx.say, name=name, ip=ip, image=image,
+    node = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, say=ctx.say, name=name, ip=ip, image=image,
                      group=group)
     ctx.say(f"Added {node.name} ({node.mac}, {node.ip})")
 
@@ -97,7 +101,7 @@ def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image:
 @click.argument("name")
 @pass_context
 def remove_command(ctx: Context, name: str) -> None:
-    nodes.remove(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say)
+    node_changes.remove(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say)
     ctx.say(f"Removed {name}")
 
 
@@ -112,7 +116,7 @@ def set_command(ctx: Context, name: str, image: str | None, group: str | None, i
                 new_name: str | None) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
-    nodes.set_fields(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say, image=image, group=group, ip=ip,
+    node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say, image=image, group=group, ip=ip,
                      new_name=new_name)
 
 
@@ -135,11 +139,89 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 @pass_context
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
-    nodes.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip, say=ctx.say)
+    registration.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip, say=ctx.say)
 
 
-add_remote_commands(command)
-nodes_power.add_commands(command)
+class _CommandAfterDashes(click.Command):
+    """`exec [NODES...] -- CMD...`: what follows the first `--` is the remote command, never node names."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            args, ctx.meta["remote_command"] = args[:i], args[i + 1:]
+        else:
+            ctx.meta["remote_command"] = []
+        return super().parse_args(ctx, args)
+
+
+@command.command("exec", cls=_CommandAfterDashes,
+               help="Run a command on many nodes in parallel; output lines are prefixed by the node's name. "
+                    "Exits 1 if it failed anywhere, and says where.")
+@click.argument("node_names", metavar="[NODES]...", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--user", default="root", show_default=True, help="As this cluster user, with its own key.")
+@click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
+@click.option("--connect-timeout", type=click.FloatRange(0.1, 600), help="[default: nodes.ssh_timeout]")
+@click.option("--timeout", "command_timeout", type=click.FloatRange(0.1), default=600, show_default=True,
+              help="Seconds a command may run.")
+@pass_context
+def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, user: str, parallel: int,
+                 connect_timeout: float | None, command_timeout: float) -> None:
+    argv = click.get_current_context().meta["remote_command"]
+    targets = fanout.select_targets(ctx.root, list(node_names), group)
+    key = None if user == "root" else accounts.private_key(ctx.root, ctx.config, user)
+    results = fanout.exec_on(ctx.root, ctx.config, targets, " ".join(argv), user=user, key=key, parallel=parallel,
+                             connect_timeout=connect_timeout, command_timeout=command_timeout)
+    for r in results:
+        for line in r.stdout.splitlines():
+            click.echo(f"{r.target.name}: {line}")
+        for line in r.stderr.splitlines():
+            click.echo(f"{r.target.name}: {line}", err=True)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        where = ", ".join(f"{r.target.name} ({r.why()})" for r in failed)
+        raise KestrelError(f"failed on {len(failed)} of {len(results)} nodes: {where}")
+    ctx.detail(f"Ran on {len(results)} nodes")
+
+
+@command.command("check", help="Per node: ping (ICMP), SSH with the frontend's key, NFS home mounted, and the time "
+                             "it took. Nodes that answer SSH are marked up, the others down.")
+@click.argument("node_names", metavar="[NODES]...", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, parallel: int, as_json: bool) -> None:
+    targets = fanout.select_targets(ctx.root, list(node_names), group)
+    checks = registration.check(ctx.root, ctx.config, ctx.config_path, targets, ctx.say, parallel)
+    rows: list[dict[str, Any]] = [
+        {"node": c.target.name, "address": c.target.address, "ping": c.ping, "ssh": c.ssh, "home": c.home,
+         "seconds": round(c.seconds, 2), "ok": c.ok} for c in checks]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table([{**r, "time": f"{r['seconds']:.2f} s"} for r in rows],
+                    ["node", "address", "ping", "ssh", "home", "time"])
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise KestrelError(f"{len(bad)} of {len(checks)} nodes failed: "
+                           + ", ".join(f"{c.target.name} ({c.problems()})" for c in bad))
+
+
+@command.command("wake", help="Send Wake-on-LAN magic packets to nodes (by name, --group, --all or --mac) on the "
+               "cluster network's broadcast. KestrelHPC's --wake-node/--wake-mac/--wake-group work too.")
+@click.argument("names", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--all", "everything", is_flag=True, help="Every registered node.")
+@click.option("--mac", "macs", multiple=True, help="A MAC address, registered or not (repeatable).")
+@click.option("--stagger", type=click.FloatRange(0, 600), default=0.0, show_default=True,
+              help="Seconds between two packets (spreads the power-on current of a rack).")
+@pass_context
+def wake_command(ctx: Context, names: tuple[str, ...], group: str | None, everything: bool,
+                 macs: tuple[str, ...], stagger: float) -> None:
+    targets = wake.select_targets(registry.load_registry(ctx.root), names, group, everything, macs)
+    wake.send_magic(ctx.config, [mac for _, mac in targets], stagger=stagger, say=ctx.say,
+                    labels={mac: label for label, mac in targets if label})
 
 
 def main() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kestrel import build, images, phases
 from kestrel.cli.common import Context, global_options, pass_context, run
-from kestrel.frontend import reconfigure_frontend
+from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.images import build, phases, store
 
 
 @click.command(help="Regenerate frontend files and reload only the services whose files changed; with --image or "
@@ -21,20 +21,18 @@ from kestrel.frontend import reconfigure_frontend
 @pass_context
 def command(ctx: Context, everything: bool, frontend: bool, image_names: tuple[str, ...], force: bool,
             dry_run: bool, diff: bool) -> None:
-    names = [i.name for i in images.published_images(ctx.root)] if everything else list(image_names)
+    names = [i.name for i in store.published_images(ctx.root)] if everything else list(image_names)
     if not dry_run and (everything or frontend):
         phases.run_phases(phases.Target(ctx.root, ctx.config, list(ctx.config.modules), ctx.say), force=force)
     if not dry_run:
         for name in names:
-            # each image's update ends with the frontend plan (its new version is what NFS exports)
             build.update_image(ctx.root, ctx.config, ctx.config_path, name, force=force, say=ctx.say)
-        if names and not (everything or frontend):
-            return
+    # the frontend follows the images' new versions too (NFS exports them, boot files point at them)
     plan, report = reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, dry_run=dry_run, diff=diff,
                                         say=ctx.say)
     if report:
         click.echo(report, nl=False)
-    elif not dry_run and plan.is_empty:
+    elif not dry_run and plan.is_empty and (everything or frontend):
         ctx.say("Nothing to do")
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from kestrel import switch
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
+from kestrel.net import switch
 
 
 def _switch(ctx: Context) -> SwitchConfig:

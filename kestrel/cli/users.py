@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from kestrel import accounts, rootaccess
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.users import accounts, rootaccess
 
 
 @click.group(invoke_without_command=True, help="Cluster users: same uid everywhere, SSH keys, shared home.")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from kestrel import power, wake
+from kestrel import supervisor
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
-from kestrel.services import process
+from kestrel.vm import listener, qemu
 
 
 @click.group(help="qemu nodes that boot from the cluster network (PXE), with their serial consoles.")
@@ -21,8 +21,8 @@ def command() -> None:
     pass
 
 
-def _spec(ctx: Context, name: str) -> power.VmSpec:
-    spec = power.load_vm(ctx.root, power.check_vm_name(name))
+def _spec(ctx: Context, name: str) -> qemu.VmSpec:
+    spec = qemu.load_vm(ctx.root, qemu.check_vm_name(name))
     if spec is None:
         raise InputError(f"no VM named {name!r} (kestrel-vm list shows them; kestrel-vm start {name} makes it)")
     return spec
@@ -41,8 +41,8 @@ def _spec(ctx: Context, name: str) -> power.VmSpec:
 @click.option("--append", help="Kernel command line for --kernel.")
 @pass_context
 def start(ctx: Context, name: str, **given: object) -> None:
-    spec = power.define_vm(ctx.root, ctx.config, name, **given)
-    record = power.start_vm(ctx.root, spec)
+    spec = qemu.define_vm(ctx.root, ctx.config, name, **given)
+    record = qemu.start_vm(ctx.root, spec)
     if record is None:
         ctx.say(f"{spec.name} is already running")
     else:
@@ -57,7 +57,7 @@ def start(ctx: Context, name: str, **given: object) -> None:
 def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
     for name in names:
         _spec(ctx, name)
-        stopped = power.remove_vm(ctx.root, name) if remove else power.stop_vm(ctx.root, name)
+        stopped = qemu.remove_vm(ctx.root, name) if remove else qemu.stop_vm(ctx.root, name)
         ctx.say(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
 
 
@@ -65,7 +65,7 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
-    rows = power.vm_rows(ctx.root)
+    rows = qemu.vm_rows(ctx.root)
     if as_json:
         print_json(rows)
     else:
@@ -78,7 +78,7 @@ def list_(ctx: Context, as_json: bool) -> None:
 @pass_context
 def console(ctx: Context, name: str, follow: bool) -> None:
     _spec(ctx, name)
-    path = power.console_path(ctx.root, name)
+    path = qemu.console_path(ctx.root, name)
     if not path.exists():
         raise InputError(f"{name} has no console log yet ({path}): start it first")
     with open(path, "rb") as f:
@@ -101,16 +101,16 @@ def console(ctx: Context, name: str, follow: bool) -> None:
 @pass_context
 def listen(ctx: Context, bridge: str | None, netns: str | None, background: bool, stop_it: bool) -> None:
     if stop_it:
-        ctx.say("Stopped the listener" if process.stop(ctx.root, wake.LISTENER) else "No listener was running")
+        ctx.say("Stopped the listener" if supervisor.stop(ctx.root, listener.LISTENER) else "No listener was running")
         return
     bridge = bridge or ctx.config.network.interface
     netns = netns or ctx.config.network.netns
     if background:
-        record = wake.start_listener(ctx.root, str(Path(ctx.config_path).resolve()), bridge, netns)
+        record = listener.start_listener(ctx.root, str(Path(ctx.config_path).resolve()), bridge, netns)
         ctx.say("A listener is already running" if record is None else f"Started the listener (pid {record.pid})")
         return
     try:
-        wake.listen(ctx.root, bridge, netns, say=lambda line: click.echo(line, err=True))
+        listener.listen(ctx.root, bridge, netns, say=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
         pass
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import netns
+from kestrel.net import netns
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from kestrel import registry, runner
-from kestrel.netns import Topology
-from kestrel.services import process
+from kestrel import runner, supervisor
+from kestrel.net.netns import Topology
+from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
 
 IMAGE = "test"
@@ -115,8 +115,8 @@ def start_sshd(root: Sysroot, image: Path, node: SshNode) -> SshNode:
     )
     argv = ["sh", "-c", _LAUNCH, "sh", str(image), str(work / "upper"), str(work / "work"),
             str(root.path("/home")), str(conf)]
-    record = process.start(root, f"sshd-{node.name}", argv, netns=node.netns, private_run=True)
-    if not process.wait_for_log(record, "Server listening", 20):
+    record = supervisor.start(root, f"sshd-{node.name}", argv, netns=node.netns, private_run=True)
+    if not supervisor.wait_for_log(record, "Server listening", 20):
         raise AssertionError(f"sshd on {node.name} did not start: {Path(record.log).read_text()[-500:]}")
     return SshNode(node.name, node.netns, node.ip, record.pid)
 
@@ -124,4 +124,4 @@ def start_sshd(root: Sysroot, image: Path, node: SshNode) -> SshNode:
 def stop(cluster: Cluster) -> None:
     for n in cluster.nodes:
         if n.netns:
-            process.stop(cluster.root, f"sshd-{n.name}", timeout=5)
+            supervisor.stop(cluster.root, f"sshd-{n.name}", timeout=5)

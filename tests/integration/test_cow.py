@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from kestrel import cow
+from kestrel.images import cow
 from tests.conftest import need_root
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel.netns import Topology
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 

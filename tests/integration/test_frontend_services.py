@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import images, runner
+from kestrel import runner, supervisor
 from kestrel.config import load_config
-from kestrel.frontend import reconfigure_frontend
-from kestrel.netns import Topology
-from kestrel.services import dnsmasq, http, nfs, process
+from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.images import store
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.unit.test_frontend import publish_fake_image
 
@@ -57,13 +58,13 @@ def cluster(tree: Sysroot, topology: Topology) -> Iterator[Cluster]:
         yield c
     finally:
         for name in ("dnsmasq", "nginx", "nfs-ganesha"):
-            process.stop(tree, name)
+            supervisor.stop(tree, name)
 
 
 def start(c: Cluster, name: str, argv: list[str], ready: str | None = None, private_run: bool = False) -> None:
-    record = process.start(c.root, name, argv, netns=c.fe, private_run=private_run)
+    record = supervisor.start(c.root, name, argv, netns=c.fe, private_run=private_run)
     if ready:
-        assert process.wait_for_log(record, ready, 20), Path(record.log).read_text()
+        assert supervisor.wait_for_log(record, ready, 20), Path(record.log).read_text()
 
 
 def dhcp(c: Cluster, ns: str, dev: str, tmp: Path, conf: str = "") -> str:
@@ -104,14 +105,14 @@ def test_dhcp_tftp_and_fixed_hosts(cluster: Cluster, tmp_path: Path) -> None:
 
 def test_registry_change_reaches_running_dnsmasq_by_sighup(cluster: Cluster, tmp_path: Path) -> None:
     start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
-    pid = process.find(cluster.root, "dnsmasq").pid  # type: ignore[union-attr]
+    pid = supervisor.find(cluster.root, "dnsmasq").pid  # type: ignore[union-attr]
     mac = "52:54:00:4b:00:08"
     with cluster.root.path("/etc/kestrel/nodes").open("a") as f:
         f.write(f"{mac},set:img-default,set:grp-compute,10.10.0.58,node08\n")
     said = cluster.reconfigure()
     assert said == [f"Wrote {cluster.root.sys('/etc/kestrel/hosts')}", f"Wrote {cluster.root.sys('/etc/hosts')}",
                     "Reloaded dnsmasq (/etc/kestrel/hosts changed)"]
-    assert process.find(cluster.root, "dnsmasq").pid == pid  # type: ignore[union-attr]
+    assert supervisor.find(cluster.root, "dnsmasq").pid == pid  # type: ignore[union-attr]
     time.sleep(0.5)
     ns, dev = cluster.add_client("c3", mac)
     lease = dhcp(cluster, ns, dev, tmp_path)
@@ -124,17 +125,17 @@ def test_registry_change_reaches_running_dnsmasq_by_sighup(cluster: Cluster, tmp
 
 def test_config_change_restarts_supervised_dnsmasq(cluster: Cluster) -> None:
     start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
-    pid = process.find(cluster.root, "dnsmasq").pid  # type: ignore[union-attr]
+    pid = supervisor.find(cluster.root, "dnsmasq").pid  # type: ignore[union-attr]
     cluster.config_path.write_text(cluster.config_path.read_text().replace("lease_time: 12h", "lease_time: 2h"))
     said = cluster.reconfigure()
     assert said[-1] == "Restarted dnsmasq (/etc/dnsmasq.d/kestrel.conf changed)"
-    record = process.find(cluster.root, "dnsmasq")
+    record = supervisor.find(cluster.root, "dnsmasq")
     assert record is not None and record.pid != pid
     assert cluster.reconfigure() == []
 
 
 def test_nginx_serves_boot_ipxe(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster, "nginx", http.foreground_argv(cluster.root))
+    start(cluster, "nginx", nginx.foreground_argv(cluster.root))
     ns, _ = cluster.add_client("c4", address="10.10.0.240/24")
     got = None
     for _ in range(50):
@@ -191,13 +192,13 @@ def test_new_image_versions_reach_ganesha_by_reload_not_restart(cluster: Cluster
     def version(v: str) -> str:
         path = f"/srv/kestrel/images/default.versions/{v}"
         root.path(path).mkdir(parents=True, exist_ok=True)
-        images.publish(root, {"name": "default", "version": v, "root": path, "kernel": f"images/default/{v}/vmlinuz",
+        store.publish(root, {"name": "default", "version": v, "root": path, "kernel": f"images/default/{v}/vmlinuz",
                               "initrd": f"images/default/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v}"}, print)
         return root.sys(path)
 
     first = version("1")
     assert first in showmount(cluster, ns, first)
-    pid = process.find(root, "nfs-ganesha")
+    pid = supervisor.find(root, "nfs-ganesha")
     second = version("2")
     assert "Reloaded nfs-ganesha (/etc/ganesha/kestrel-exports.conf changed)" in cluster.reconfigure()
     assert {first, second} <= showmount(cluster, ns, second)
@@ -209,7 +210,7 @@ def test_new_image_versions_reach_ganesha_by_reload_not_restart(cluster: Cluster
             break
         time.sleep(0.5)
     assert {second, third} <= exported and first not in exported, exported
-    assert process.find(root, "nfs-ganesha") == pid  # never restarted
+    assert supervisor.find(root, "nfs-ganesha") == pid  # never restarted
 
 
 UEFI = "option arch code 93 = unsigned integer 16;\nsend arch 7;\n"

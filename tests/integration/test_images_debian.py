@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kestrel import chroot
+from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
 

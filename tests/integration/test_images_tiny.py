@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import chroot
+from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
 

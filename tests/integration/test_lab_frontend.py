@@ -6,9 +6,12 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from kestrel import lab, netns, power, registry
 from kestrel.config import load_config
+from kestrel.lab import cluster as lab
+from kestrel.net import netns
+from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
+from kestrel.vm import qemu
 from tests.conftest import eventually, need_root
 
 
@@ -25,15 +28,15 @@ def test_ipxe_lease_registration_and_boot_script(tmp_path: Path) -> None:
         config_path, _ = lab.up_frontend(root, prefix, said.append)
         config = load_config(config_path)
         assert config.network.netns == f"{prefix}fe" and netns.exists(f"{prefix}fe")
-        spec = power.define_vm(root, config, "pxe1", memory=256)
-        power.start_vm(root, spec)
+        spec = qemu.define_vm(root, config, "pxe1", memory=256)
+        qemu.start_vm(root, spec)
         access = root.path("/var/log/kestrel/nginx-access.log")
-        assert eventually(lambda: "GET /boot.ipxe " in _text(access), 120, 0.5), _text(power.console_path(root, "pxe1"))
+        assert eventually(lambda: "GET /boot.ipxe " in _text(access), 120, 0.5), _text(qemu.console_path(root, "pxe1"))
         # The lease hook runs beside the boot: the registration may land just after the script's fetch.
         assert eventually(lambda: bool(registry.load_registry(root)), 30, 0.5)
         node = registry.find_node(registry.load_registry(root), "node01")
         assert node.mac == spec.mac and str(node.ip) in _text(access)
-        console = power.console_path(root, "pxe1")
+        console = qemu.console_path(root, "pxe1")
         assert eventually(lambda: "No image is published yet" in _text(console), 60, 0.5), _text(console)
         # The IPv6 router advertisement reached iPXE: no 13 s wait for autoconfiguration.
         assert "RTR-ADVERT" in _text(root.path("/var/log/kestrel/dnsmasq.log"))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import runner
-from kestrel.netns import Topology
-from kestrel.services import dnsmasq, process
+from kestrel import runner, supervisor
+from kestrel.frontend import dnsmasq
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 from tests.integration.sshnodes import SshNode
@@ -44,7 +44,7 @@ def cluster(tree: Sysroot, topology: Topology) -> Iterator[Cluster]:
         yield c
     finally:
         for name in [p.stem for p in tree.path("/run/kestrel").glob("*.json")]:
-            process.stop(tree, name, timeout=5)
+            supervisor.stop(tree, name, timeout=5)
 
 
 def wait_for(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
@@ -72,7 +72,7 @@ def test_a_booting_node_is_registered_by_the_lease_hook(cluster: Cluster, tmp_pa
     assert f"{address}\tnode01.cluster.local node01\n" in hosts
     assert "node01 slots=1\n" in cluster.root.path("/etc/kestrel/hostfiles/openmpi").read_text()
     assert "NodeName=node01 CPUs=1 State=UNKNOWN" in cluster.root.path("/etc/kestrel/hostfiles/slurm").read_text()
-    log = Path(process.find(cluster.root, "dnsmasq").log).read_text()  # type: ignore[union-attr]
+    log = Path(supervisor.find(cluster.root, "dnsmasq").log).read_text()  # type: ignore[union-attr]
     assert log.count("read " + cluster.root.sys("/etc/kestrel/hosts")) >= 2, "dnsmasq re-read its hosts on SIGHUP"
     # ... and so it answers the new name.
     looked = runner.run(["busybox", "nslookup", "node01.cluster.local", FE_IP], netns=ns, check=False)
@@ -95,9 +95,9 @@ def test_dnsmasq_restart_replays_old_leases_without_changes(cluster: Cluster, tm
     time.sleep(1)
     watched = ["/etc/kestrel/nodes", "/var/lib/kestrel/nodes.json", "/etc/hosts", "/etc/kestrel/hostfiles/openmpi"]
     before = {p: cluster.root.path(p).stat().st_mtime_ns for p in watched}
-    process.restart(cluster.root, "dnsmasq")  # dnsmasq runs the hook with `old` for every lease it loads
-    record = process.find(cluster.root, "dnsmasq")
-    assert record is not None and process.wait_for_log(record, "started", 20)
+    supervisor.restart(cluster.root, "dnsmasq")  # dnsmasq runs the hook with `old` for every lease it loads
+    record = supervisor.find(cluster.root, "dnsmasq")
+    assert record is not None and supervisor.wait_for_log(record, "started", 20)
     time.sleep(2)
     assert {p: cluster.root.path(p).stat().st_mtime_ns for p in watched} == before
     assert len(listing(cluster)) == 1

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kestrel.netns import Topology
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from kestrel import runner
-from kestrel.netns import Topology
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 
 HUB, SRV1, SRV2 = "172.31.250.1", "172.31.250.11", "172.31.250.12"

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from kestrel import netns
-from kestrel.netns import Topology
+from kestrel.net import netns
+from kestrel.net.netns import Topology
 from tests.conftest import need_root
 
 

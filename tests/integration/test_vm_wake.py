@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from kestrel import netns, power, wake
+from kestrel import supervisor
 from kestrel.config import load_config
-from kestrel.netns import Topology
-from kestrel.services import process
+from kestrel.net import netns
+from kestrel.net.netns import Topology
+from kestrel.nodes import wake
 from kestrel.sysroot import Sysroot
+from kestrel.vm import listener, qemu
 from tests.conftest import eventually, write_config
 
 BIN = Path(sys.executable).parent
@@ -36,19 +38,19 @@ def test_start_and_stop_exactly_that_vm(tree: Sysroot, topology: Topology) -> No
     ns = topology.add_netns("fe")
     bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
     config = load_config(_lab_config(tree, bridge, ns))
-    spec = power.define_vm(tree, config, "vm1")
+    spec = qemu.define_vm(tree, config, "vm1")
     try:
-        record = power.start_vm(tree, spec)
-        assert record is not None and power.start_vm(tree, spec) is None
+        record = qemu.start_vm(tree, spec)
+        assert record is not None and qemu.start_vm(tree, spec) is None
         assert f"{spec.tap}@" not in _links(ns) and spec.tap in _links(ns)
-        console = power.console_path(tree, "vm1")
+        console = qemu.console_path(tree, "vm1")
         assert eventually(lambda: "iPXE" in console.read_text(errors="replace"), 60), console.read_text()
         assert netns.pids(ns) and record.pid in {p for p in netns.pids(ns)} | {record.pid}
-        assert power.stop_vm(tree, "vm1")
-        assert not power.is_running(tree, "vm1") and spec.tap not in _links(ns)
-        assert not power.stop_vm(tree, "vm1")
+        assert qemu.stop_vm(tree, "vm1")
+        assert not qemu.is_running(tree, "vm1") and spec.tap not in _links(ns)
+        assert not qemu.stop_vm(tree, "vm1")
     finally:
-        power.stop_vm(tree, "vm1")
+        qemu.stop_vm(tree, "vm1")
 
 
 def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> None:
@@ -56,25 +58,25 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
     bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
     path = _lab_config(tree, bridge, ns)
     config = load_config(path)
-    spec = power.define_vm(tree, config, "sleepy")
-    power.define_vm(tree, config, "other")
+    spec = qemu.define_vm(tree, config, "sleepy")
+    qemu.define_vm(tree, config, "other")
     try:
-        listener = wake.start_listener(tree, str(path), bridge, ns)
-        assert listener is not None
-        assert not power.is_running(tree, "sleepy")
+        record = listener.start_listener(tree, str(path), bridge, ns)
+        assert record is not None
+        assert not qemu.is_running(tree, "sleepy")
         registry = tree.path("/etc/kestrel/nodes")
         registry.write_text(f"{spec.mac},set:img-default,set:grp-compute,10.77.0.101,node07\n")
         proc = subprocess.run([str(BIN / "kestrel-nodes"), "--root", str(tree.root), "--wake-node", "node07"],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == f"Sent magic packet for node07 ({spec.mac}) to 10.77.0.255:9\n"
-        assert eventually(lambda: power.is_running(tree, "sleepy"), 20), Path(listener.log).read_text()
-        assert not power.is_running(tree, "other")
+        assert eventually(lambda: qemu.is_running(tree, "sleepy"), 20), Path(record.log).read_text()
+        assert not qemu.is_running(tree, "other")
         time.sleep(1.2)  # the listener acts on one MAC at most once a second
         assert wake.send_magic(config, [spec.mac], say=lambda _: None) == 1
-        assert process.wait_for_log(listener, "sleepy (" + spec.mac + "): already running", 10)
+        assert supervisor.wait_for_log(record, "sleepy (" + spec.mac + "): already running", 10)
     finally:
-        process.stop(tree, wake.LISTENER)
-        power.stop_vm(tree, "sleepy")
-        power.stop_vm(tree, "other")
-    assert not process.find(tree, wake.LISTENER)
+        supervisor.stop(tree, listener.LISTENER)
+        qemu.stop_vm(tree, "sleepy")
+        qemu.stop_vm(tree, "other")
+    assert not supervisor.find(tree, listener.LISTENER)

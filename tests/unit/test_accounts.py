@@ -11,10 +11,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from kestrel import accounts, registry, users
 from kestrel.cli.users import command as users_command
 from kestrel.config import load_config
+from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
+from kestrel.users import accounts, userlist
 from tests.conftest import REPO
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
@@ -82,9 +83,9 @@ def test_an_image_in_its_first_build_trusts_its_own_new_host_keys(tree: Sysroot)
 
 
 def test_home_mount_unit_names() -> None:
-    assert users.unit_name_for_path("/home") == "home"
-    assert users.unit_name_for_path("/export/cluster home/") == "export-cluster\\x20home"
-    assert users.unit_name_for_path("/srv/.homes") == "srv-\\x2ehomes"
+    assert userlist.unit_name_for_path("/home") == "home"
+    assert userlist.unit_name_for_path("/export/cluster home/") == "export-cluster\\x20home"
+    assert userlist.unit_name_for_path("/srv/.homes") == "srv-\\x2ehomes"
 
 
 def test_known_hosts_lists_nodes_with_their_image_keys_and_never_for_the_frontend(tree: Sysroot) -> None:

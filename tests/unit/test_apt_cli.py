@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from kestrel import build
 from kestrel.cli import apt
+from kestrel.images import build
 from kestrel.sysroot import Sysroot
 
 

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from kestrel import bootstrap, chroot, images
+from kestrel.images import bootstrap, chroot, definitions
 from kestrel.sysroot import Sysroot
 
 
@@ -52,7 +52,7 @@ def test_indexes_are_kept_per_sources_and_fresh_for_a_short_while(tmp_path: Path
 
 
 def test_bootstrap_reads_every_source_of_the_image(tree: Sysroot) -> None:
-    default = images.load_definition(tree, "default")
+    default = definitions.load_definition(tree, "default")
     argv = bootstrap.mmdebstrap_argv(default, Path("/t"))
     assert argv[-3:] == bootstrap.source_lines(default) and argv[-4] == "/t"
     assert not any(a.startswith("--dpkgopt=path-") for a in argv)  # excludes go through the setup hook

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kestrel.config import Config
-from kestrel.hostfiles import Format, expand_hostlist, fold_hostlist, render_hostfile, select
-from kestrel.nodestate import NodeState, State
-from kestrel.registry import Node
+from kestrel.nodes.hostfiles import Format, expand_hostlist, fold_hostlist, render_hostfile, select
+from kestrel.nodes.registry import Node
+from kestrel.nodes.state import NodeState, State
 from kestrel.sysroot import Sysroot
 from tests.conftest import REPO
 

@@ -6,8 +6,8 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from kestrel import knownhosts
-from kestrel.knownhosts import HostKey
+from kestrel.users import knownhosts
+from kestrel.users.knownhosts import HostKey
 
 A = HostKey("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIA" + "a" * 42 + "=")
 B = HostKey("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIB" + "b" * 42 + "=")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kestrel import lab
 from kestrel.cli.lab import command
 from kestrel.config import load_config
 from kestrel.errors import InputError
+from kestrel.lab import cluster as lab
 from kestrel.sysroot import Sysroot
 
 SHIPPED = (lab.SHIPPED_ETC / "kestrel.yaml").read_text()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kestrel.leases import Lease, latest_by_mac, parse_leases
 from kestrel.names import normalize_mac
+from kestrel.nodes.leases import Lease, latest_by_mac, parse_leases
 
 LEASES = """\
 1795000000 52:54:00:aa:00:01 10.10.0.150 node-a 01:52:54:00:aa:00:01

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import nodes, nodestate, registry, sysroot
+from kestrel import sysroot
 from kestrel.config import load_config
-from kestrel.nodestate import Facts, State, States, load_states
-from kestrel.registry import Node, load_registry
+from kestrel.frontend import node_changes, registration
+from kestrel.nodes import registry
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.registry import Node, load_registry
+from kestrel.nodes.state import Facts, State, States, load_states
 from kestrel.sysroot import Sysroot
 from tests.conftest import write_config
 
@@ -22,7 +25,7 @@ def config_path(tree: Sysroot) -> Path:
 def event(tree: Sysroot, action: str, mac: str, ip: str) -> list[str]:
     said: list[str] = []
     path = config_path(tree)
-    nodes.lease_event(tree, load_config(path), path, action, mac, ip, say=said.append)
+    registration.lease_event(tree, load_config(path), path, action, mac, ip, say=said.append)
     return said
 
 
@@ -59,14 +62,14 @@ def test_without_auto_register_unknown_macs_are_ignored(tree: Sysroot) -> None:
 def test_mark_state_records_facts_and_hostfiles_follow(tree: Sysroot) -> None:
     path = config_path(tree)
     config = load_config(path)
-    nodes.add(tree, config, path, "52:54:00:bb:00:01", say=lambda _: None, ip="10.10.0.5")
+    node_changes.add(tree, config, path, "52:54:00:bb:00:01", say=lambda _: None, ip="10.10.0.5")
     said: list[str] = []
-    nodes.mark_state(tree, config, path, "node01", True, Facts(cpus=8, memory_mb=2000), say=said.append)
+    node_changes.mark_state(tree, config, path, "node01", True, Facts(cpus=8, memory_mb=2000), say=said.append)
     assert said == [f"Wrote {tree.sys('/var/lib/kestrel/nodes.json')}",
                     *(f"Wrote {tree.sys('/etc/kestrel/hostfiles/' + f)}" for f in ("openmpi", "mpich", "slurm",
                                                                                     "hosts"))]
     assert tree.path("/etc/kestrel/hostfiles/openmpi").read_text().endswith("\nnode01 slots=8\n")
-    nodes.mark_states(tree, config, path, {"node01": (False, None)}, say=lambda _: None)
+    node_changes.mark_states(tree, config, path, {"node01": (False, None)}, say=lambda _: None)
     assert load_states(tree)["52:54:00:bb:00:01"].cpus == 8
     assert "node01" not in tree.path("/etc/kestrel/hostfiles/mpich").read_text()
 
@@ -75,7 +78,7 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
     path = config_path(tree)
     config = load_config(path)
 
-    def join(mac: str) -> nodes.Change:
+    def join(mac: str) -> node_changes.Change:
         """Register MAC (if new) and mark it up at a fixed time: the same change can be replayed."""
         def change(known: list[Node], states: States) -> tuple[list[Node], States]:
             if all(n.mac != mac for n in known):
@@ -83,9 +86,9 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
             return known, nodestate.mark(states, mac, True, 1795000000)
         return change
 
-    nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:01"), say=lambda _: None)
+    node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:01"), say=lambda _: None)
     old = snapshot(tree.root)
-    plan = nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+    plan = node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
     new = snapshot(tree.root)
     assert len(plan.changes) == 8  # registry, state, both hosts files, four hostfiles
     real_replace = os.replace
@@ -99,14 +102,14 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
 
         monkeypatch.setattr(sysroot.os, "replace", crashing_replace)
         with pytest.raises(KeyboardInterrupt):
-            nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+            node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
         monkeypatch.setattr(sysroot.os, "replace", real_replace)
         now = snapshot(tree.root)
         assert sorted(now) == sorted(old), "a temporary file was left behind"
         for name, data in now.items():
             assert data in (old[name], new[name]), f"{name} is neither old nor new after a crash at write {crash_at}"
         assert now != new
-        nodes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
+        node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"), say=lambda _: None)
         assert snapshot(tree.root) == new, "the next change converges"
 
 

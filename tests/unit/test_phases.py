@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import phases
 from kestrel.config import Config
 from kestrel.errors import InputError
+from kestrel.images import phases
+from kestrel.images.phases import Side, Target
 from kestrel.overrides import Origin
-from kestrel.phases import Side, Target
 from kestrel.sysroot import Sysroot
 
 SHIPPED = Path(__file__).resolve().parents[2] / "phases"

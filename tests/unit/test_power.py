@@ -5,24 +5,24 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from kestrel import power
 from kestrel.cli.vm import command
 from kestrel.config import Config, load_config
 from kestrel.errors import CommandError, InputError
+from kestrel.vm import qemu
 
 
 def test_mac_is_stable_and_in_qemus_block() -> None:
-    assert power.vm_mac("node01") == power.vm_mac("node01")
-    assert power.vm_mac("node01") != power.vm_mac("node02")
-    assert power.vm_mac("node01").startswith("52:54:00:")
-    assert len(power.vm_mac("node01")) == 17
+    assert qemu.vm_mac("node01") == qemu.vm_mac("node01")
+    assert qemu.vm_mac("node01") != qemu.vm_mac("node02")
+    assert qemu.vm_mac("node01").startswith("52:54:00:")
+    assert len(qemu.vm_mac("node01")) == 17
 
 
 def test_tap_names_fit_an_interface_name() -> None:
-    assert power.tap_name("node01") == "kv-node01"
-    long = power.tap_name("a-very-long-vm-name")
+    assert qemu.tap_name("node01") == "kv-node01"
+    long = qemu.tap_name("a-very-long-vm-name")
     assert len(long) == 15 and long.startswith("kv-a-very")
-    assert long != power.tap_name("a-very-long-vm-name2")
+    assert long != qemu.tap_name("a-very-long-vm-name2")
 
 
 FLAGS = "processor\t: 0\nflags\t\t: fpu vme de pse {extra} sse2\n"
@@ -30,19 +30,19 @@ FLAGS = "processor\t: 0\nflags\t\t: fpu vme de pse {extra} sse2\n"
 
 @pytest.mark.parametrize(("extra", "usable"), [("vmx", True), ("svm", True), ("hypervisor", False)])
 def test_kvm_needs_vmx_or_svm(extra: str, usable: bool) -> None:
-    assert power.kvm_usable(FLAGS.format(extra=extra)) is usable
+    assert qemu.kvm_usable(FLAGS.format(extra=extra)) is usable
 
 
 def test_want_kvm() -> None:
-    assert power.want_kvm("auto", True) and not power.want_kvm("auto", False)
-    assert not power.want_kvm("no", True)
+    assert qemu.want_kvm("auto", True) and not qemu.want_kvm("auto", False)
+    assert not qemu.want_kvm("no", True)
     with pytest.raises(CommandError, match="KVM is not usable here"):
-        power.want_kvm("yes", False)
+        qemu.want_kvm("yes", False)
 
 
 def test_qemu_argv_pxe_boot_on_the_tap() -> None:
-    spec = power.VmSpec(name="node01", mac="52:54:00:01:02:03", bridge="br0", mtu=1450)
-    argv = power.qemu_argv(spec, "/x/con", kvm=False)
+    spec = qemu.VmSpec(name="node01", mac="52:54:00:01:02:03", bridge="br0", mtu=1450)
+    argv = qemu.qemu_argv(spec, "/x/con", kvm=False)
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert argv[argv.index("-boot") + 1] == "order=n"
     assert "tap,id=n0,ifname=kv-node01,script=no,downscript=no" in argv
@@ -52,8 +52,8 @@ def test_qemu_argv_pxe_boot_on_the_tap() -> None:
 
 
 def test_qemu_argv_direct_kernel_boot() -> None:
-    spec = power.VmSpec(name="n", mac="52:54:00:01:02:03", bridge="br0", kernel="/k", initrd="/i", append="ro")
-    argv = power.qemu_argv(spec, "/c", kvm=True)
+    spec = qemu.VmSpec(name="n", mac="52:54:00:01:02:03", bridge="br0", kernel="/k", initrd="/i", append="ro")
+    argv = qemu.qemu_argv(spec, "/c", kvm=True)
     assert argv[argv.index("-kernel") + 1] == "/k" and argv[argv.index("-append") + 1] == "ro"
     assert "-boot" not in argv and argv[argv.index("-accel") + 1] == "kvm"
 
@@ -64,30 +64,30 @@ def _config(tree, text: str = "") -> Config:  # type: ignore[no-untyped-def]
 
 def test_define_uses_config_defaults_then_keeps_the_definition(tree) -> None:  # type: ignore[no-untyped-def]
     config = _config(tree)
-    spec = power.define_vm(tree, config, "node01", memory=512)
-    assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, power.vm_mac("node01"))
-    again = power.define_vm(tree, config, "node01", cpus=2)
+    spec = qemu.define_vm(tree, config, "node01", memory=512)
+    assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, qemu.vm_mac("node01"))
+    again = qemu.define_vm(tree, config, "node01", cpus=2)
     assert (again.memory, again.cpus) == (512, 2)
-    assert [s.name for s in power.list_vms(tree)] == ["node01"]
+    assert [s.name for s in qemu.list_vms(tree)] == ["node01"]
 
 
 def test_bad_input_is_refused(tree) -> None:  # type: ignore[no-untyped-def]
     config = _config(tree)
     with pytest.raises(InputError, match="--mac: 'zz' is not a MAC address"):
-        power.define_vm(tree, config, "node01", mac="zz")
+        qemu.define_vm(tree, config, "node01", mac="zz")
     with pytest.raises(InputError, match="is not a valid VM name"):
-        power.define_vm(tree, config, "../x")
-    power.define_vm(tree, config, "a", mac="52:54:00:00:00:01")
+        qemu.define_vm(tree, config, "../x")
+    qemu.define_vm(tree, config, "a", mac="52:54:00:00:00:01")
     with pytest.raises(InputError, match="already the MAC of VM a"):
-        power.define_vm(tree, config, "b", mac="52:54:00:00:00:01")
-    assert [s.name for s in power.list_vms(tree)] == ["a"]
+        qemu.define_vm(tree, config, "b", mac="52:54:00:00:00:01")
+    assert [s.name for s in qemu.list_vms(tree)] == ["a"]
 
 
 def test_cli_list_and_unknown_vm(tree) -> None:  # type: ignore[no-untyped-def]
-    power.define_vm(tree, _config(tree), "node01")
+    qemu.define_vm(tree, _config(tree), "node01")
     runner = CliRunner()
     out = runner.invoke(command, ["--root", str(tree.root), "list"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", power.vm_mac("node01")]
+    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", qemu.vm_mac("node01")]
     out = runner.invoke(command, ["--root", str(tree.root), "console", "node09"])
     assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)

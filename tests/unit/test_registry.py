@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from kestrel.config import Config, Network, Nodes
 from kestrel.errors import InputError
-from kestrel.leases import Lease
-from kestrel.registry import (
+from kestrel.nodes.leases import Lease
+from kestrel.nodes.registry import (
     Node,
     add_node,
     check_unique,

@@ -8,7 +8,7 @@ import pytest
 
 from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
-from kestrel.switch import plan_down, plan_up, role_of
+from kestrel.net.switch import plan_down, plan_up, role_of
 
 SWITCH = SwitchConfig.model_validate({
     "hub": "172.16.0.1", "servers": [{"name": "srv1", "address": "172.16.0.11"},

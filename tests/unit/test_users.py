@@ -6,7 +6,7 @@ import pytest
 
 from kestrel.config import Users
 from kestrel.errors import InputError
-from kestrel.users import (
+from kestrel.users.userlist import (
     ClusterUser,
     allocate_uid,
     format_users,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-from kestrel import frontend, images, nodestate
 from kestrel.config import Config
-from kestrel.nodestate import Facts, NodeState, State
+from kestrel.frontend import desired
+from kestrel.images import store
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.state import Facts, NodeState, State
 from kestrel.sysroot import Sysroot, atomic_write
 
 MAC = "52:54:00:aa:00:01"
@@ -38,7 +40,7 @@ def test_only_up_nodes_pin_their_root() -> None:
 
 
 def version(tree: Sysroot, name: str, v: str) -> dict[str, object]:
-    root = f"{images.versions_dir(name)}/{v}"
+    root = f"{store.versions_dir(name)}/{v}"
     tree.path(root).mkdir(parents=True)
     return {"name": name, "version": v, "root": root, "kernel": f"images/{name}/{v}/vmlinuz",
             "initrd": f"images/{name}/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v[-1]}"}
@@ -50,43 +52,43 @@ def set_node(tree: Sysroot, root: str | None, up: bool = True) -> None:
 
 
 def kept(tree: Sysroot) -> list[str]:
-    return [str(v["version"]) for v in images.kept_versions(tree, "default")]
+    return [str(v["version"]) for v in store.kept_versions(tree, "default")]
 
 
 def test_publish_keeps_the_version_an_up_node_runs_until_it_is_down(tree: Sysroot) -> None:
     said: list[str] = []
-    images.publish(tree, version(tree, "default", "v1"), said.append)
-    set_node(tree, tree.sys(f"{images.versions_dir('default')}/v1"))
-    images.publish(tree, version(tree, "default", "v2"), said.append)
-    images.publish(tree, version(tree, "default", "v3"), said.append)
+    store.publish(tree, version(tree, "default", "v1"), said.append)
+    set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"))
+    store.publish(tree, version(tree, "default", "v2"), said.append)
+    store.publish(tree, version(tree, "default", "v3"), said.append)
     assert kept(tree) == ["v1", "v2", "v3"]
     assert "Kept default version v1: up nodes run on it (it goes once they are down)" in said
     tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
-    assert images.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
-    set_node(tree, tree.sys(f"{images.versions_dir('default')}/v1"), up=False)
-    images.publish(tree, version(tree, "default", "v4"), said.append)
+    assert store.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
+    set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"), up=False)
+    store.publish(tree, version(tree, "default", "v4"), said.append)
     assert kept(tree) == ["v3", "v4"]  # the previous one stays for rollback, as always
 
 
 def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> None:
-    images.publish(tree, version(tree, "default", "v1"), print)
-    images.publish(tree, version(tree, "default", "v2"), print)
-    current = images.published_images(tree)
-    served = current + images.older_versions(tree, current)
-    found = frontend.exports(tree, Config(), served)
+    store.publish(tree, version(tree, "default", "v1"), print)
+    store.publish(tree, version(tree, "default", "v2"), print)
+    current = store.published_images(tree)
+    served = current + store.older_versions(tree, current)
+    found = desired.exports(tree, Config(), served)
     assert [(e.pseudo, e.path) for e in found[2:]] == [
-        ("/images/default/v2", tree.sys(f"{images.versions_dir('default')}/v2")),
-        ("/images/default/v1", tree.sys(f"{images.versions_dir('default')}/v1"))]
+        ("/images/default/v2", tree.sys(f"{store.versions_dir('default')}/v2")),
+        ("/images/default/v1", tree.sys(f"{store.versions_dir('default')}/v1"))]
     ids = {e.pseudo: e.fsid for e in found}
     # another image does not renumber the exports that running nodes hold handles of
-    images.publish(tree, version(tree, "aaa", "v9"), print)
-    current = images.published_images(tree)
-    again = {e.pseudo: e.fsid for e in frontend.exports(tree, Config(), current + images.older_versions(tree, current))}
+    store.publish(tree, version(tree, "aaa", "v9"), print)
+    current = store.published_images(tree)
+    again = {e.pseudo: e.fsid for e in desired.exports(tree, Config(), current + store.older_versions(tree, current))}
     assert {k: again[k] for k in ids} == ids and len(set(again.values())) == len(again)
     assert all(1000 <= i < 65000 for k, i in again.items() if k.startswith("/images"))
 
 
 def test_export_ids_never_collide() -> None:
-    first = frontend.export_id("default", "v1", set())
-    assert frontend.export_id("default", "v1", {first}) == first + 1 or first == 64999
-    assert frontend.export_id("default", "v1", set()) == first
+    first = desired.export_id("default", "v1", set())
+    assert desired.export_id("default", "v1", {first}) == first + 1 or first == 64999
+    assert desired.export_id("default", "v1", set()) == first

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kestrel.errors import InputError
-from kestrel.registry import Node, parse_registry
-from kestrel.wake import find_magic_macs, select_targets
+from kestrel.nodes.registry import Node, parse_registry
+from kestrel.nodes.wake import select_targets
+from kestrel.vm.listener import find_magic_macs
 
 MAC = "52:54:00:aa:bb:01"
 

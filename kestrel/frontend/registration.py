@@ -1,4 +1,5 @@
-"""Node operations: every registry or state change is locked, planned (registry, state, hosts, hostfiles), applied."""
+"""What the frontend learns about nodes: registration from DHCP leases (kestrel-nodes register, the lease hook)
+and liveness from SSH visits (kestrel-nodes check); each lands through node_changes."""
 
 from __future__ import annotations
 
@@ -7,90 +8,19 @@ from collections.abc import Callable
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
-from kestrel import accounts, frontend, images, knownhosts, leases, nodestate, registry, remote, services
 from kestrel.config import Config
-from kestrel.errors import InputError
-from kestrel.nodestate import Facts, States
-from kestrel.registry import Node
-from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, plan_files
+from kestrel.errors import CommandError, InputError
+from kestrel.frontend.node_changes import change_nodes, mark_states
+from kestrel.nodes import fanout, leases, registry, ssh
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.registry import Node
+from kestrel.nodes.state import Facts, States
+from kestrel.sysroot import Sysroot
+from kestrel.users import accounts, knownhosts
 
 Say = Callable[[str], None]
-Change = Callable[[list[Node], States], tuple[list[Node], States]]
 _VISITORS = 16
 
-
-def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States) -> Plan:
-    """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus."""
-    published = [i for i in images.published_images(root) if i.bootable]
-    desired = [
-        Desired(registry.REGISTRY_PATH, registry.format_registry(nodes).encode(),
-                on_change=("dnsmasq", Action.RELOAD)),
-        Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
-    ]
-    desired += frontend.node_files(root, config, nodes, published, states)
-    return plan_files(root, desired, owned=frontend.NODE_OWNED)
-
-
-def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, say: Say = print) -> Plan:
-    """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
-
-    Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
-    """
-    with root.lock():
-        nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
-        states = nodestate.keep_only(states, {n.mac for n in nodes})
-        plan = plan_nodes(root, config, nodes, states)
-        apply_changes(root, plan, say)
-        services.perform(root, plan.actions, say)
-        return plan
-
-
-def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
-    return lambda nodes, states: (fn(nodes), states)
-
-
-def add(root: Sysroot, config: Config, config_path: Path, mac: str, say: Say = print, **fields: str | None) -> Node:
-    """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
-    made: list[Node] = []
-
-    def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
-        nodes = registry.add_node(nodes, config, mac=mac, **fields)
-        made.append(nodes[-1])
-        return nodes, states
-
-    change_nodes(root, config, config_path, change, say)
-    return made[0]
-
-
-def remove(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print) -> None:
-    change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), say)
-
-
-def set_fields(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print,
-               **fields: str | None) -> None:
-    change_nodes(root, config, config_path,
-                 _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), say)
-
-
-def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[str, tuple[bool, Facts | None]],
-                say: Say = print, now: int | None = None) -> None:
-    """Record that the named nodes are up (with facts, if learned) or down; hostfiles follow. For check/exec."""
-    stamp = int(time.time()) if now is None else now
-
-    def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
-        for name, (up, facts) in updates.items():
-            states = nodestate.mark(states, registry.find_node(nodes, name).mac, up, stamp, facts)
-        return nodes, states
-
-    change_nodes(root, config, config_path, change, say)
-
-
-def mark_state(root: Sysroot, config: Config, config_path: Path, name: str, up: bool, facts: Facts | None = None,
-               say: Say = print) -> None:
-    mark_states(root, config, config_path, {name: (up, facts)}, say)
-
-
-# -- registration from leases -------------------------------------------------------------------------------
 
 def register(
     root: Sysroot, config: Config, config_path: Path, *, leases_file: Path | None = None, image: str | None = None,
@@ -140,11 +70,11 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) ->
     A node must show a host key of one of the images (or one in Kestrel's known_hosts): a machine that
     merely answers SSH on the cluster network is not trusted.
     """
-    by_target = {remote.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
+    by_target = {ssh.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
     timeout = float(config.nodes.ssh_timeout)
     images_keys = knownhosts.parse(accounts.known_hosts_body(root, config))
-    with remote.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
-        results = remote.fan_out(list(by_target), lambda t: remote.run(pool, t, nodestate.FACTS_COMMAND, timeout),
+    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
+        results = ssh.fan_out(list(by_target), lambda t: ssh.run(pool, t, nodestate.FACTS_COMMAND, timeout),
                                  _VISITORS)
     out: dict[str, Facts] = {}
     for result in results:
@@ -202,3 +132,19 @@ def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, m
 
     change_nodes(root, config, config_path, change, say)
     return result[0] if result else None
+
+
+def check(root: Sysroot, config: Config, config_path: Path, targets: list[ssh.Target],
+          say: Say, parallel: int = 10) -> list[fanout.Check]:
+    """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
+    (down nodes leave the default hostfiles)."""
+    timeout = float(config.nodes.ssh_timeout)
+    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
+        results = ssh.fan_out(targets, lambda t: fanout.check_one(pool, t, config.nfs.home, timeout), parallel)
+    checks = [c for c, _ in results]
+    if results:
+        try:
+            mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results}, say)
+        except CommandError as e:
+            say(f"Warning: node states not saved: {e}")
+    return checks

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from kestrel import knownhosts, runner
-from kestrel.accounts import image_host_keys, load_users, public_key
+from kestrel import runner
 from kestrel.config import Config
 from kestrel.errors import KestrelError
-from kestrel.images import IMAGES_DIR
+from kestrel.images.store import IMAGES_DIR
 from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.users import knownhosts
+from kestrel.users.accounts import image_host_keys, load_users, public_key
 
 ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/kestrel-root.conf"

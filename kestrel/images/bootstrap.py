@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kestrel import chroot, runner
+from kestrel import runner
 from kestrel.config import BootstrapMethod, ImageDefinition
 from kestrel.errors import CommandError, InputError, KestrelError
-from kestrel.phases import apt_get, log_tail
+from kestrel.images import chroot
+from kestrel.images.phases import apt_get, log_tail
 from kestrel.sysroot import Sysroot
 
 HOOKS_DIR = Path(__file__).resolve().parent / "mmdebstrap-hooks"

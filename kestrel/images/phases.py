@@ -16,13 +16,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
-from kestrel import chroot, runner
+from kestrel import runner, shipped
 from kestrel.config import Config, check_package
 from kestrel.errors import InputError, KestrelError
+from kestrel.images import chroot
 from kestrel.overrides import Origin, merge_by_name
 from kestrel.sysroot import Sysroot, atomic_write
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "phases"
+SHIPPED_DIR = shipped.PHASES
 PHASES = ("install", "packages", "post-install", "configure")
 RUN_ONCE = frozenset(PHASES[:3])
 IMAGE_STATE = "/var/lib/kestrel/image-phases.json"  # inside the image: travels with its copies

@@ -1,4 +1,6 @@
-"""The image build pipeline: staging tree -> base -> phases -> boot files -> atomic publish -> frontend plan."""
+"""The image build pipeline: staging tree -> base -> phases -> boot files -> atomic publish.
+
+The caller then replans the frontend (its NFS exports and boot files follow the published versions)."""
 
 from __future__ import annotations
 
@@ -15,16 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kestrel import bootstrap, chroot, cow, phases, runner
+from kestrel import runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
-from kestrel.frontend import reconfigure_frontend
-from kestrel.images import (
+from kestrel.images import bootstrap, chroot, cow, phases
+from kestrel.images.definitions import image_modules, load_definition
+from kestrel.images.store import (
     BOOT_DIRS,
     boot_dir,
     current,
-    image_modules,
-    load_definition,
     publish,
     tree_size,
     versions_dir,
@@ -143,7 +144,6 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
         }
         publish(root, manifest, say)
     say(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
-    reconfigure_frontend(root, config, config_path, say=say)
     return manifest
 
 

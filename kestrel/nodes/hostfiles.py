@@ -10,8 +10,8 @@ from ipaddress import IPv4Address
 
 from kestrel.config import Config
 from kestrel.errors import InputError
-from kestrel.nodestate import States
-from kestrel.registry import Node, natural_key
+from kestrel.nodes.registry import Node, natural_key
+from kestrel.nodes.state import States
 from kestrel.sysroot import Desired, Sysroot
 from kestrel.templates import render
 

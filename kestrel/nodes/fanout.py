@@ -6,18 +6,19 @@ import contextlib
 import shlex
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kestrel import accounts, names, nodes, nodestate, registry, remote, runner
+from kestrel import names, runner
 from kestrel.config import Config
-from kestrel.errors import CommandError, InputError
-from kestrel.nodestate import Facts
+from kestrel.errors import InputError
+from kestrel.nodes import registry, ssh
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
 
 
-def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[remote.Target]:
+def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[ssh.Target]:
     """The registered nodes named in WANTED, or those of GROUP, or all; an unknown name is an InputError."""
     registered = registry.load_registry(root)
     if wanted and group:
@@ -35,33 +36,28 @@ def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[
         chosen = [by_name[name] for name in dict.fromkeys(wanted)]
     else:
         chosen = registered
-    return [remote.Target(n.name, str(n.ip)) for n in chosen]
+    return [ssh.Target(n.name, str(n.ip)) for n in chosen]
 
 
-def open_pool(root: Sysroot, config: Config, user: str, connect_timeout: float) -> remote.Pool:
-    """root: the frontend's key (nodes.ssh_key); a cluster user: that user's own key from its home."""
-    if user == "root":
-        return remote.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns)
-    if user not in {u.name for u in accounts.load_users(root)}:
-        raise InputError(f"{user!r} is not a cluster user (see kestrel-users list)")
-    key = accounts.home_of(root, config, user) / ".ssh" / accounts.KEY_NAME
-    return remote.Pool(user, key, remote.known_hosts_files(root), connect_timeout, config.network.netns)
-
-
-def exec_on(root: Sysroot, config: Config, targets: list[remote.Target], command: str, *, user: str = "root",
-            parallel: int = 10, connect_timeout: float | None = None,
-            command_timeout: float = 600.0) -> list[remote.HostResult]:
+def exec_on(root: Sysroot, config: Config, targets: list[ssh.Target], command: str, *, user: str = "root",
+            key: Path | None = None, parallel: int = 10, connect_timeout: float | None = None,
+            command_timeout: float = 600.0) -> list[ssh.HostResult]:
+    """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY."""
     if not command.strip():
         raise InputError("no command given (kestrel-nodes exec [NODES...] -- COMMAND)")
     timeout = float(connect_timeout or config.nodes.ssh_timeout)
-    with open_pool(root, config, user, timeout) as pool:
-        return remote.run_many(targets, command, parallel=parallel,
-                               command_timeout=command_timeout, pool=pool)
+    if user == "root":
+        pool = ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns)
+    else:
+        assert key is not None, "a cluster user's key"
+        pool = ssh.Pool(user, key, ssh.known_hosts_files(root), timeout, config.network.netns)
+    with pool:
+        return ssh.run_many(targets, command, parallel=parallel, command_timeout=command_timeout, pool=pool)
 
 
 @dataclass
 class Check:
-    target: remote.Target
+    target: ssh.Target
     ping: str = ""  # 'icmp 0.3 ms', 'no reply'
     ssh: str = ""  # 'ok' or why not
     home: str = ""  # 'nfs 10.10.0.1:/home', 'ext4 (not NFS)', 'not mounted', '-'
@@ -88,7 +84,7 @@ def ping(address: str, timeout: float = 1.0, netns_name: str | None = None) -> t
         ms = (time.monotonic() - start) * 1000
         return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
     try:
-        with remote.open_socket(address, 22, timeout, netns_name) or socket.create_connection((address, 22), timeout):
+        with ssh.open_socket(address, 22, timeout, netns_name) or socket.create_connection((address, 22), timeout):
             pass
     except OSError:
         return False, "tcp/22: no answer"
@@ -99,12 +95,12 @@ def home_command(home: str) -> str:
     return f"findmnt -n -o FSTYPE,SOURCE --mountpoint {shlex.quote(home)} || echo none"
 
 
-def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: float) -> tuple[Check, Facts | None]:
+def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> tuple[Check, Facts | None]:
     """One node: ping, then one SSH visit that reads its home mount and its facts (CPUs, memory, booted root)."""
     start = time.monotonic()
     c = Check(target)
     c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
-    result = remote.run(pool, target, f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})", timeout)
+    result = ssh.run(pool, target, f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})", timeout)
     c.ssh_ok = result.error is None
     c.ssh = "ok" if c.ssh_ok else result.why()
     found = next((line[5:] for line in result.stdout.splitlines() if line.startswith("home=")), "")
@@ -122,20 +118,3 @@ def check_one(pool: remote.Pool, target: remote.Target, home: str, timeout: floa
             facts = nodestate.parse_facts(result.stdout)
     c.seconds = time.monotonic() - start
     return c, facts
-
-
-def check(root: Sysroot, config: Config, config_path: Path, targets: list[remote.Target],
-          say: Callable[[str], None], parallel: int = 10) -> list[Check]:
-    """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
-    (down nodes leave the default hostfiles)."""
-    timeout = float(config.nodes.ssh_timeout)
-    with remote.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
-        results = remote.fan_out(targets, lambda t: check_one(pool, t, config.nfs.home, timeout), parallel)
-    checks = [c for c, _ in results]
-    if results:
-        try:
-            nodes.mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results},
-                              say)
-        except CommandError as e:
-            say(f"Warning: node states not saved: {e}")
-    return checks

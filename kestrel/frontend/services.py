@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterable
 
-from kestrel import runner
-from kestrel.services import process
+from kestrel import runner, supervisor
 from kestrel.sysroot import Action, ServiceAction, Sysroot
 
 # service -> (systemd unit, how to reload it on the host)
@@ -39,12 +38,12 @@ def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
 
 def _perform_supervised(root: Sysroot, a: ServiceAction, say: Callable[[str], None]) -> None:
     """Under a --root other than /, only processes Kestrel itself started for that root are touched."""
-    if process.find(root, a.service) is None:
+    if supervisor.find(root, a.service) is None:
         say(f"Skipped {a.action} of {a.service}: not running under {root.root}")
         return
     if a.action is Action.RELOAD and a.service in _SIGHUP:
-        process.send(root, a.service, signal.SIGHUP)
+        supervisor.send(root, a.service, signal.SIGHUP)
         say(f"Reloaded {a.service} ({a.reason})")
     else:
-        process.restart(root, a.service)
+        supervisor.restart(root, a.service)
         say(f"Restarted {a.service} ({a.reason})")

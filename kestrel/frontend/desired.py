@@ -8,13 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kestrel import hostfiles, nodestate, registry, services
-from kestrel import images as images_mod
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
-from kestrel.images import PublishedImage
-from kestrel.registry import Node
-from kestrel.services import dnsmasq, http, nfs
+from kestrel.frontend import dnsmasq, nfs, nginx, services
+from kestrel.images import store as images_mod
+from kestrel.images.store import PublishedImage
+from kestrel.nodes import hostfiles, registry
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.registry import Node
 from kestrel.sysroot import (
     Action,
     Desired,
@@ -72,7 +73,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "dns_hosts": root.sys(DNS_HOSTS),
         "lease_hook": root.sys(LEASE_HOOK),
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
-        "nginx_site": root.sys(http.SITE_PATH),
+        "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),
         "run": root.sys(RUN_DIR),
         "log": root.sys(LOG_DIR),
@@ -165,8 +166,8 @@ def desired_files(
         Desired(LEASE_HOOK, _b(render(root, "lease-hook", python=sys.executable, tree=str(root.root),
                                       config_path=str(config_path), registry=root.sys(registry.REGISTRY_PATH))),
                 mode=0o755),
-        Desired(http.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
-        Desired(http.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
+        Desired(nginx.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
+        Desired(nginx.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
     if root.read(registry.REGISTRY_PATH) is None:
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.

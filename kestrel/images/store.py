@@ -1,4 +1,4 @@
-"""Node images as the frontend serves them: definitions, published versions, atomic switch, rollback, removal.
+"""Published node images: versions on disk, manifests, atomic switch, rollback, removal.
 
 Layout (system paths, under --root):
   /srv/kestrel/images/NAME                 symlink to the current version's root, NAME.versions/VERSION
@@ -24,16 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kestrel import names, nodestate, registry, runner
-from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
-from kestrel.config import ImageDefinition, load_image_definition
+from kestrel import names, runner
 from kestrel.errors import InputError, KestrelError
+from kestrel.images.definitions import check_image_name
+from kestrel.nodes import registry
+from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, atomic_write
 
 IMAGES_DIR = "/srv/kestrel/images"
 MANIFESTS_DIR = "/var/lib/kestrel/images"
 BOOT_DIRS = ("/srv/kestrel/http", "/srv/kestrel/tftp")
-SHIPPED_IMAGES = Path(__file__).resolve().parent.parent / "images"
 KEEP = 2
 
 
@@ -100,46 +100,6 @@ def published_images(root: Sysroot) -> list[PublishedImage]:
         if data is not None:
             found.append(_parse_manifest(path, data))
     return found
-
-
-# -- definitions -------------------------------------------------------------------------------------------
-
-def definition_path(root: Sysroot, name: str) -> Path:
-    """ROOT/etc/kestrel/images/NAME.yaml (the admin's) first, then the shipped images/NAME.yaml."""
-    check_image_name(name)
-    admin = root.path(f"{ADMIN_IMAGES_DIR}/{name}.yaml")
-    shipped = SHIPPED_IMAGES / f"{name}.yaml"
-    for path in (admin, shipped):
-        if path.is_file():
-            return path
-    raise InputError(f"no image definition '{name}': looked for {admin} and {shipped}")
-
-
-def load_definition(root: Sysroot, name: str, _seen: tuple[str, ...] = ()) -> ImageDefinition:
-    """The definition of NAME with `from:` resolved (the parent's keys, replaced by those NAME sets)."""
-    if name in _seen:
-        raise InputError(f"image definitions inherit in a loop: {' -> '.join([*_seen, name])}")
-    path = definition_path(root, name)
-    own = load_image_definition(path)
-    if own.parent is None:
-        return own
-    if own.parent == name and path.parent != SHIPPED_IMAGES:
-        # an admin copy may start from the shipped definition of the same name
-        base = load_image_definition(SHIPPED_IMAGES / f"{name}.yaml")
-    else:
-        base = load_definition(root, own.parent, (*_seen, name))
-    return base.model_copy(update={k: getattr(own, k) for k in own.model_fields_set if k != "parent"})
-
-
-def check_image_name(name: str) -> str:
-    try:
-        return names.check_name(name, "image name")
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
-
-def image_modules(definition: ImageDefinition, config_modules: list[str]) -> list[str]:
-    return list(config_modules if definition.modules is None else definition.modules)
 
 
 # -- versions on disk -------------------------------------------------------------------------------------

@@ -12,12 +12,15 @@ from typing import Protocol
 
 import paramiko
 
-from kestrel import knownhosts, names, nodestate, registry, remote, runner
+from kestrel import names, runner
 from kestrel.config import Config
 from kestrel.errors import InputError, KestrelError
-from kestrel.images import IMAGES_DIR
+from kestrel.images.store import IMAGES_DIR
+from kestrel.nodes import registry, ssh
+from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
-from kestrel.users import (
+from kestrel.users import knownhosts
+from kestrel.users.userlist import (
     ACCOUNT_FILES,
     USERS_PATH,
     ClusterUser,
@@ -233,15 +236,15 @@ def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> Non
             shutil.copytree(skel, home, symlinks=True)
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         say(f"Created {home}")
-    ssh = home / ".ssh"
-    ssh.mkdir(mode=0o700, exist_ok=True)
-    key = ssh / KEY_NAME
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    key = ssh_dir / KEY_NAME
     if not key.exists():
         runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user.name}@{config.cluster.name}",
                     "-f", str(key)])
         say(f"Created {key}")
     public = key.with_name(KEY_NAME + ".pub").read_text().strip()
-    authorized = ssh / "authorized_keys"
+    authorized = ssh_dir / "authorized_keys"
     have = authorized.read_text() if authorized.exists() else ""
     if public not in have.splitlines():
         atomic_write(authorized, (have + ("" if not have or have.endswith("\n") else "\n") + public + "\n").encode(),
@@ -250,6 +253,13 @@ def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> Non
     for folder, dirs, files in os.walk(home):
         for entry in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
             os.lchown(entry, user.uid, user.gid)
+
+
+def private_key(root: Sysroot, config: Config, name: str) -> Path:
+    """The cluster user NAME's own SSH key (kestrel-nodes exec --user NAME)."""
+    if name not in {u.name for u in load_users(root)}:
+        raise InputError(f"{name!r} is not a cluster user (see kestrel-users list)")
+    return home_of(root, config, name) / ".ssh" / KEY_NAME
 
 
 def public_key(root: Sysroot, config: Config, name: str) -> str | None:
@@ -346,10 +356,10 @@ class SftpFiles:
         self.sftp.posix_rename(tmp, path)
 
 
-def running_nodes(root: Sysroot) -> list[remote.Target]:
+def running_nodes(root: Sysroot) -> list[ssh.Target]:
     """Registered nodes not known to be down (a down node gets the users from its image when it boots)."""
     states = nodestate.load_states(root)
-    return [remote.Target(n.name, str(n.ip)) for n in registry.load_registry(root)
+    return [ssh.Target(n.name, str(n.ip)) for n in registry.load_registry(root)
             if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN]
 
 
@@ -364,16 +374,16 @@ def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
     if not targets:
         return []
 
-    def push(pool: remote.Pool, t: remote.Target) -> tuple[str, str | None]:
+    def push(pool: ssh.Pool, t: ssh.Target) -> tuple[str, str | None]:
         try:
             with pool.client(t).open_sftp() as sftp:
                 sync_accounts(SftpFiles(sftp), users, config, body)
             return t.name, None
         except (OSError, paramiko.SSHException, EOFError, KestrelError) as e:
-            return t.name, remote.describe_error(e, pool)
+            return t.name, ssh.describe_error(e, pool)
 
-    with remote.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns) as pool:
-        results = remote.fan_out(targets, lambda t: push(pool, t), parallel)
+    with ssh.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns) as pool:
+        results = ssh.fan_out(targets, lambda t: push(pool, t), parallel)
     failed = [(n, why) for n, why in results if why is not None]
     done = len(results) - len(failed)
     say(f"Updated the cluster users on {done} running node{'s' if done != 1 else ''}")

@@ -15,10 +15,10 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from kestrel import names, netns, runner
+from kestrel import names, runner, supervisor
 from kestrel.config import Config, KvmMode
 from kestrel.errors import CommandError, InputError
-from kestrel.services import process
+from kestrel.net import netns
 from kestrel.sysroot import Sysroot, atomic_write
 
 VMS_DIR = "/var/lib/kestrel/vms"
@@ -193,10 +193,10 @@ def record_name(name: str) -> str:
 
 
 def is_running(root: Sysroot, name: str) -> bool:
-    return process.find(root, record_name(name)) is not None
+    return supervisor.find(root, record_name(name)) is not None
 
 
-def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> process.Record | None:
+def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> supervisor.Record | None:
     """Start SPEC's qemu (its tap first); None if it already runs."""
     if is_running(root, spec.name):
         return None
@@ -208,13 +208,13 @@ def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> process
     console.parent.mkdir(parents=True, exist_ok=True)
     with open(console, "a") as f:
         f.write(f"\n=== kestrel-vm: {spec.name} started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-    return process.start(root, record_name(spec.name), qemu_argv(spec, str(console), kvm), netns=spec.netns)
+    return supervisor.start(root, record_name(spec.name), qemu_argv(spec, str(console), kvm), netns=spec.netns)
 
 
 def stop_vm(root: Sysroot, name: str, timeout: float = 10.0) -> bool:
     """Power the VM off (its recorded qemu process, nothing else) and remove its tap; False if not running."""
     spec = load_vm(root, name)
-    stopped = process.stop(root, record_name(name), timeout=timeout)
+    stopped = supervisor.stop(root, record_name(name), timeout=timeout)
     if spec is not None:
         _remove_tap(spec)
     return stopped
@@ -242,7 +242,7 @@ def _remove_tap(spec: VmSpec) -> None:
 def vm_rows(root: Sysroot) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for spec in list_vms(root):
-        record = process.find(root, record_name(spec.name))
+        record = supervisor.find(root, record_name(spec.name))
         rows.append({
             "name": spec.name, "state": "running" if record else "stopped", "pid": record.pid if record else "",
             "mac": spec.mac, "bridge": spec.bridge, "netns": spec.netns or "", "memory": spec.memory,

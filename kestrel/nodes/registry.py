@@ -10,7 +10,7 @@ from typing import TypeVar
 from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import InputError
-from kestrel.leases import Lease
+from kestrel.nodes.leases import Lease
 from kestrel.sysroot import Sysroot
 
 REGISTRY_PATH = "/etc/kestrel/nodes"

@@ -26,18 +26,22 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from kestrel import images, netns, power, registry, remote, runner, wake
+from kestrel import runner, shipped, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import reconfigure_frontend
-from kestrel.netns import Topology
-from kestrel.services import dnsmasq, http, nfs, process
+from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.images import store
+from kestrel.net import netns
+from kestrel.net.netns import Topology
+from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.vm import listener, qemu
 
 LAB_ROOT = "/var/lib/kestrel-lab"
 DEFAULT_PREFIX = "klab-"
 STATE_PATH = "/run/kestrel/lab.json"
-SHIPPED_ETC = Path(__file__).resolve().parent.parent / "etc-kestrel"
+SHIPPED_ETC = shipped.ETC_KESTREL
 SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
 LAB_MODULES = ["core", "nfsroot", "sshd", "openmpi", "mpich"]
 Say = Callable[[str], None]
@@ -140,11 +144,11 @@ def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, say: Sa
     config_path, config = up_frontend(root, prefix, say)
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild, say)
-    if built and process.find(root, "nfs-ganesha"):
-        process.stop(root, "nfs-ganesha")
+    if built and supervisor.find(root, "nfs-ganesha"):
+        supervisor.stop(root, "nfs-ganesha")
     # After the build: ganesha must never see an image tree with /proc or /dev mounted inside it.
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, say, ready_port=2049, private_run=True)
-    if wake.start_listener(root, str(config_path), config.network.interface, config.network.netns):
+    if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         say("Started the Wake-on-LAN listener")
     progress = _start_nodes(root, config, nodes, say)
     _wait_nodes(root, config, progress, say, timeout)
@@ -163,7 +167,7 @@ def up_frontend(root: Sysroot, prefix: str | None, say: Say) -> tuple[Path, Conf
     _network(root, config, prefix, say)
     reconfigure_frontend(root, config, config_path, say=say)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, say, ready_log="started, version")
-    _start(root, "nginx", http.foreground_argv(root), config, say, ready_port=config.boot.http_port)
+    _start(root, "nginx", nginx.foreground_argv(root), config, say, ready_port=config.boot.http_port)
     return config_path, config
 
 
@@ -187,17 +191,17 @@ def _network(root: Sysroot, config: Config, prefix: str, say: Say) -> None:
 
 def _start(root: Sysroot, name: str, argv: list[str], config: Config, say: Say, *, ready_log: str | None = None,
            ready_port: int | None = None, private_run: bool = False) -> None:
-    if process.find(root, name):
+    if supervisor.find(root, name):
         return
-    record = process.start(root, name, argv, netns=config.network.netns, private_run=private_run)
+    record = supervisor.start(root, name, argv, netns=config.network.netns, private_run=private_run)
     ok = True
     if ready_log:
-        ok = process.wait_for_log(record, ready_log, 20)
+        ok = supervisor.wait_for_log(record, ready_log, 20)
     if ready_port:
         ok = wait_port(config.network.netns, str(config.network.ip), ready_port, 30)
-    if not ok or not process.find(root, name):
+    if not ok or not supervisor.find(root, name):
         tail = Path(record.log).read_text(errors="replace")[-600:] if Path(record.log).exists() else ""
-        process.stop(root, name)
+        supervisor.stop(root, name)
         raise CommandError(f"{name} did not start (log {record.log}): {tail.strip().splitlines()[-1:] or ''}")
     say(f"Started {name} (pid {record.pid})")
 
@@ -214,12 +218,12 @@ def wait_port(ns: str | None, host: str, port: int, timeout: float) -> bool:
 
 
 def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool, say: Say) -> bool:
-    if images.current(root, image) is not None and not rebuild:
+    if store.current(root, image) is not None and not rebuild:
         return False
     say(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
     runner.run([sys.executable, "-m", "kestrel.cli.images", "--root", str(root.root), "--config", str(config_path),
                 "build", image], capture=False, timeout=3600)
-    if images.current(root, image) is None:
+    if store.current(root, image) is None:
         raise CommandError(f"image {image} was not published by kestrel-images build")
     return True
 
@@ -233,8 +237,8 @@ def _start_nodes(root: Sysroot, config: Config, count: int, say: Say) -> list[No
     progress = []
     for name in vm_names(config, count):
         # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
-        spec = power.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
-        if power.start_vm(root, spec):
+        spec = qemu.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
+        if qemu.start_vm(root, spec):
             say(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
         progress.append(NodeProgress(name, spec.mac))
         started = time.monotonic()
@@ -273,8 +277,8 @@ def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float, say: S
         say(f"{p.name}: booted, login prompt on the console [{elapsed:.0f} s]")
     if p.ssh is None and (p.booted is not None or elapsed > 60):
         # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
-        with remote.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
-            result = remote.run(pool, remote.Target(p.name, p.ip), "true", 10)
+        with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
+            result = ssh.run(pool, ssh.Target(p.name, p.ip), "true", 10)
         if result.ok:
             p.ssh = elapsed
             say(f"{p.name}: SSH ready [{elapsed:.0f} s]")
@@ -283,7 +287,7 @@ def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float, say: S
 def booted(root: Sysroot, vm: str) -> bool:
     """A login prompt on the serial console since the VM's last start."""
     try:
-        text = power.console_path(root, vm).read_text(errors="replace")
+        text = qemu.console_path(root, vm).read_text(errors="replace")
     except FileNotFoundError:
         return False
     return " login:" in text[text.rfind("=== kestrel-vm:"):]
@@ -301,13 +305,13 @@ def down(root: Sysroot, say: Say) -> list[str]:
     """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
     check_lab_root(root)
     state = load_state(root)
-    for spec in power.list_vms(root):
-        if power.stop_vm(root, spec.name):
+    for spec in qemu.list_vms(root):
+        if qemu.stop_vm(root, spec.name):
             say(f"Stopped VM {spec.name}")
-    if process.stop(root, wake.LISTENER):
+    if supervisor.stop(root, listener.LISTENER):
         say("Stopped the Wake-on-LAN listener")
     for name in reversed(SERVICES):
-        if process.stop(root, name):
+        if supervisor.stop(root, name):
             say(f"Stopped {name}")
     problems: list[str] = []
     if state:
@@ -319,8 +323,8 @@ def down(root: Sysroot, say: Say) -> list[str]:
             else:
                 say(f"Removed network namespace {ns}")
         root.path(STATE_PATH).unlink(missing_ok=True)
-    for name in (*SERVICES, wake.LISTENER, *(power.record_name(s.name) for s in power.list_vms(root))):
-        if process.find(root, name):
+    for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in qemu.list_vms(root))):
+        if supervisor.find(root, name):
             problems.append(f"{name} is still running")
     return problems
 
@@ -330,8 +334,8 @@ def status(root: Sysroot) -> dict[str, object]:
     state = load_state(root)
     config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
     services = {}
-    for name in (*SERVICES, wake.LISTENER):
-        record = process.find(root, name)
+    for name in (*SERVICES, listener.LISTENER):
+        record = supervisor.find(root, name)
         services[name] = record.pid if record else None
     return {
         "root": str(root.root),
@@ -339,8 +343,8 @@ def status(root: Sysroot) -> dict[str, object]:
         "up": bool(state and all(netns.exists(n) for n in state.namespaces)),
         "network": str(config.network.address) if config else None,
         "services": services,
-        "vms": power.vm_rows(root),
-        "images": [i.name for i in images.published_images(root)],
+        "vms": qemu.vm_rows(root),
+        "images": [i.name for i in store.published_images(root)],
         "nodes": [{"name": n.name, "mac": n.mac, "ip": str(n.ip)} for n in registry.load_registry(root)],
     }
 
@@ -364,5 +368,5 @@ def ssh_argv(root: Sysroot, node: str, command: list[str]) -> list[str]:
     if not config.network.netns:
         raise InputError(f"{root.path(CONFIG_PATH)}: network.netns is not set: not a lab tree")
     return ["ip", "netns", "exec", config.network.netns, "ssh", "-i", str(root.path(config.nodes.ssh_key)),
-            "-o", f"UserKnownHostsFile={root.path(remote.KNOWN_HOSTS)}", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={root.path(ssh.KNOWN_HOSTS)}", "-o", "StrictHostKeyChecking=yes",
             "-o", f"HostKeyAlias={target.name}", f"root@{target.ip}", *command]

@@ -1,0 +1,91 @@
+"""Every change of the registry or node state: locked, planned (registry, state, hosts, hostfiles), applied."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kestrel.config import Config
+from kestrel.frontend import desired, services
+from kestrel.images import store
+from kestrel.nodes import registry
+from kestrel.nodes import state as nodestate
+from kestrel.nodes.registry import Node
+from kestrel.nodes.state import Facts, States
+from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, plan_files
+
+Say = Callable[[str], None]
+Change = Callable[[list[Node], States], tuple[list[Node], States]]
+_VISITORS = 16
+
+
+def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States) -> Plan:
+    """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus."""
+    published = [i for i in store.published_images(root) if i.bootable]
+    wanted = [
+        Desired(registry.REGISTRY_PATH, registry.format_registry(nodes).encode(),
+                on_change=("dnsmasq", Action.RELOAD)),
+        Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
+    ]
+    wanted += desired.node_files(root, config, nodes, published, states)
+    return plan_files(root, wanted, owned=desired.NODE_OWNED)
+
+
+def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, say: Say = print) -> Plan:
+    """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
+
+    Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
+    """
+    with root.lock():
+        nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
+        states = nodestate.keep_only(states, {n.mac for n in nodes})
+        plan = plan_nodes(root, config, nodes, states)
+        apply_changes(root, plan, say)
+        services.perform(root, plan.actions, say)
+        return plan
+
+
+def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
+    return lambda nodes, states: (fn(nodes), states)
+
+
+def add(root: Sysroot, config: Config, config_path: Path, mac: str, say: Say = print, **fields: str | None) -> Node:
+    """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
+    made: list[Node] = []
+
+    def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
+        nodes = registry.add_node(nodes, config, mac=mac, **fields)
+        made.append(nodes[-1])
+        return nodes, states
+
+    change_nodes(root, config, config_path, change, say)
+    return made[0]
+
+
+def remove(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print) -> None:
+    change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), say)
+
+
+def set_fields(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print,
+               **fields: str | None) -> None:
+    change_nodes(root, config, config_path,
+                 _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), say)
+
+
+def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[str, tuple[bool, Facts | None]],
+                say: Say = print, now: int | None = None) -> None:
+    """Record that the named nodes are up (with facts, if learned) or down; hostfiles follow. For check/exec."""
+    stamp = int(time.time()) if now is None else now
+
+    def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
+        for name, (up, facts) in updates.items():
+            states = nodestate.mark(states, registry.find_node(nodes, name).mac, up, stamp, facts)
+        return nodes, states
+
+    change_nodes(root, config, config_path, change, say)
+
+
+def mark_state(root: Sysroot, config: Config, config_path: Path, name: str, up: bool, facts: Facts | None = None,
+               say: Say = print) -> None:
+    mark_states(root, config, config_path, {name: (up, facts)}, say)

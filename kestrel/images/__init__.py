@@ -1,0 +1,1 @@
+"""Node images: definitions, bootstrap, phase scripts, chroot, copy-on-write versions, build, publish, apt."""

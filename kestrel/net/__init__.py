@@ -1,0 +1,1 @@
+"""Network plumbing: namespaces, bridges, veths and taps, and the VXLAN switch that joins servers."""
