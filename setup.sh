@@ -6,13 +6,15 @@ cd "$(dirname "$0")"
 
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
-  mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping"
+  mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
+  shellcheck"
 
-missing=""
+# The packages not installed yet, one argument each (the script takes no arguments of its own).
+set --
 for p in $PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || set -- "$@" "$p"
 done
-if [ -n "$missing" ]; then
+if [ "$#" -gt 0 ]; then
   # Kestrel starts and supervises these services itself: apt must not start them on the host.
   guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -21,7 +23,7 @@ if [ -n "$missing" ]; then
   trap '[ -n "$guard" ] && rm -f /usr/sbin/policy-rc.d' EXIT
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -o DPkg::Lock::Timeout=600 $missing
+    -o DPkg::Lock::Timeout=600 "$@"
 fi
 
 PY=/usr/bin/python3
