@@ -11,12 +11,12 @@ from pathlib import Path
 from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
-from kestrel.nodes import fanout, leases, registry, ssh
+from kestrel.nodes import fanout, knownhosts, leases, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.sysroot import Sysroot
-from kestrel.users import accounts, knownhosts
+from kestrel.users import accounts
 
 Say = Callable[[str], None]
 _VISITORS = 16

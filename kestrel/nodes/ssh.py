@@ -17,8 +17,8 @@ import paramiko
 
 from kestrel.errors import KestrelError
 from kestrel.net import netns
+from kestrel.nodes import knownhosts
 from kestrel.sysroot import Sysroot
-from kestrel.users import knownhosts
 
 # The frontend's root key: images authorise its public half for root on the nodes (KestrelHPC's rule).
 ROOT_KEY = "/root/.ssh/id_ed25519"

@@ -16,10 +16,9 @@ from kestrel import names, runner
 from kestrel.config import Config
 from kestrel.errors import InputError, KestrelError
 from kestrel.images.store import IMAGES_DIR
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import knownhosts, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
-from kestrel.users import knownhosts
 from kestrel.users.userlist import (
     ACCOUNT_FILES,
     USERS_PATH,

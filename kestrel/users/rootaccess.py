@@ -9,8 +9,8 @@ from kestrel import runner
 from kestrel.config import Config
 from kestrel.errors import KestrelError
 from kestrel.images.store import IMAGES_DIR
+from kestrel.nodes import knownhosts
 from kestrel.sysroot import Sysroot, atomic_write
-from kestrel.users import knownhosts
 from kestrel.users.accounts import image_host_keys, load_users, public_key
 
 ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"

@@ -6,8 +6,8 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from kestrel.users import knownhosts
-from kestrel.users.knownhosts import HostKey
+from kestrel.nodes import knownhosts
+from kestrel.nodes.knownhosts import HostKey
 
 A = HostKey("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIA" + "a" * 42 + "=")
 B = HostKey("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIB" + "b" * 42 + "=")
