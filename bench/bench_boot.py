@@ -47,7 +47,7 @@ def set_boot_method(root: Sysroot, method: str) -> Config:
     yaml.dump(data, out)
     path.write_text(out.getvalue())
     config = load_config(path)
-    reconfigure_frontend(root, config, path, say=lambda _: None)
+    reconfigure_frontend(root, config, path)
     return config
 
 
@@ -63,7 +63,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     spec = qemu.define_vm(root, config, name, **extra)
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
-        node_changes.add(root, config, root.path(CONFIG_PATH), spec.mac, say=lambda _: None)
+        node_changes.add(root, config, root.path(CONFIG_PATH), spec.mac)
     start = time.monotonic()
     qemu.start_vm(root, spec)
     result: dict[str, float | str | None] = {"login": None, "ssh": None}
@@ -157,7 +157,7 @@ def main() -> None:
     state = lab.load_state(root)
     was_up = bool(state and all(netns.exists(n) for n in state.namespaces))
     try:
-        lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", say, rebuild=args.rebuild)
+        lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", rebuild=args.rebuild)
         config = load_config(root.path(CONFIG_PATH))
         tftp_size = sum(Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
                         for i in store.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))
@@ -181,7 +181,7 @@ def main() -> None:
             print(f"HTTP / TFTP aggregate throughput: {storm[1][1] / storm[0][1]:.1f}x")
     finally:
         if not was_up:
-            lab.down(root, say)
+            lab.down(root)
 
 
 def _s(value: float | str | None) -> str:

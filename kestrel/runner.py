@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from typing import IO
 
 from kestrel.errors import CommandError
+
+logger = logging.getLogger(__name__)
 
 
 def run(
@@ -40,6 +44,7 @@ def run(
     if isinstance(input, bytes):
         input = input.decode()
     pipe = subprocess.PIPE if capture and not interactive else None
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             full,
@@ -57,6 +62,7 @@ def run(
         raise CommandError(f"{argv[0]}: command not found") from None
     except subprocess.TimeoutExpired:
         raise CommandError(f"{describe(argv)}: timed out after {timeout:g} s") from None
+    logger.debug("Ran %s in %.2f s (%s)", " ".join(full), time.monotonic() - started, how_it_ended(proc.returncode))
     if check and proc.returncode != 0:
         raise CommandError(f"{describe(argv)}: {how_it_ended(proc.returncode)}{last_line(proc.stderr)}")
     return proc

@@ -7,15 +7,18 @@ import difflib
 import errno
 import fcntl
 import fnmatch
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from kestrel.errors import InputError, KestrelError
+
+logger = logging.getLogger(__name__)
 
 LOCK_PATH = "/var/lib/kestrel/lock"
 BLOCK_BEGIN = "# BEGIN kestrel"
@@ -265,11 +268,11 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
 
 
-def apply_changes(root: Sysroot, plan: Plan, say: Callable[[str], None] = print) -> None:
+def apply_changes(root: Sysroot, plan: Plan) -> None:
     """Write the plan's files and folders (not its service actions: services/ does those)."""
     for d in plan.directories:
         root.path(d).mkdir(parents=True, exist_ok=True)
-        say(f"Created {root.sys(d)}/")
+        logger.info(f"Created {root.sys(d)}/")
     for c in plan.changes:
         target = root.path(c.path)
         if c.new is None:
@@ -277,7 +280,7 @@ def apply_changes(root: Sysroot, plan: Plan, say: Callable[[str], None] = print)
                 target.unlink()
         else:
             atomic_write(target, c.new, c.mode)
-        say(f"{c.verb} {root.sys(c.path)}")
+        logger.info(f"{c.verb} {root.sys(c.path)}")
 
 
 def describe_plan(root: Sysroot, plan: Plan, diff: bool) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kestrel.net.netns import Topology
+from kestrel.output import Output, setup
 from kestrel.sysroot import Sysroot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,3 +78,27 @@ def topology() -> Iterator[Topology]:
     finally:
         problems = topo.destroy()
         assert not problems, problems
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        self.lines.append(f"Warning: {text}" if record.levelno == logging.WARNING else text)
+
+
+@contextlib.contextmanager
+def said() -> Iterator[list[str]]:
+    """The lines Kestrel says (INFO and up, as the admin reads them on stderr) while the block runs."""
+    setup(Output())
+    handler = _Lines()
+    logger = logging.getLogger("kestrel")
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+

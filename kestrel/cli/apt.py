@@ -34,8 +34,8 @@ def command(ctx: Context, image: str | None, install: tuple[str, ...], uninstall
         steps.append(["remove", "--purge", *uninstall])
     if not steps:
         raise InputError("nothing to do: give apt-get arguments, --install PKG or --uninstall PKG")
-    build.update_image(ctx.root, ctx.config, ctx.config_path, image, apt_steps=steps, say=ctx.say)
-    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, say=ctx.say)
+    build.update_image(ctx.root, ctx.config, ctx.config_path, image, apt_steps=steps)
+    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path)
 
 
 def main() -> None:

@@ -1,47 +1,55 @@
-"""What every kestrel-* program shares: --root, --config, -v/-q, --debug, --json, errors and exit codes."""
+"""What every kestrel-* program shares: --root, --config, -v/-q, --debug; the context; the error boundary."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from kestrel import output
 from kestrel.config import CONFIG_PATH, Config, load_config
-from kestrel.errors import KestrelError
+from kestrel.errors import InputError, KestrelError
+from kestrel.output import Output
 from kestrel.sysroot import Sysroot
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
+    """What a command works on: the system tree, the config (read when first used) and how to talk."""
+
     root: Sysroot
     config_path: Path
-    verbosity: int = 0
-    debug: bool = False
-    _config: Config | None = field(default=None, repr=False)
+    output: Output = Output()
 
-    @property
+    @functools.cached_property
     def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
+        return load_config(self.config_path)
 
-    def say(self, line: str) -> None:
-        """One line per action, on stderr (stdout is for data)."""
-        if self.verbosity >= 0:
-            click.echo(line, err=True)
 
-    def detail(self, line: str) -> None:
-        if self.verbosity > 0:
-            click.echo(line, err=True)
+def output_options(f: F) -> F:
+    """-v, -q, --debug."""
+    f = click.option("--debug", is_flag=True, help="Show tracebacks.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="Say nothing but errors and data.")(f)
+    return click.option("-v", "--verbose", count=True, help="Say more (-v: every command run, with its time).")(f)
+
+
+def make_context(cctx: click.Context, root: Sysroot, config_path: Path, verbose: int, quiet: bool,
+                 debug: bool) -> Context:
+    """The frozen context of this run, kept in click's obj (the error boundary reads --debug there)."""
+    ctx = Context(root, config_path, Output(-1 if quiet else verbose, debug))
+    output.setup(ctx.output)
+    cctx.obj = ctx
+    return ctx
 
 
 def global_options(f: F) -> F:
@@ -51,16 +59,15 @@ def global_options(f: F) -> F:
                   type=click.Path(file_okay=False), help="System tree to read and write (env KESTREL_ROOT).")
     @click.option("--config", "config", envvar="KESTREL_CONFIG", default=None, type=click.Path(dir_okay=False),
                   help=f"Config file [default: ROOT{CONFIG_PATH}] (env KESTREL_CONFIG).")
-    @click.option("-v", "--verbose", count=True, help="Say more.")
-    @click.option("-q", "--quiet", is_flag=True, help="Say nothing but errors and data.")
-    @click.option("--debug", is_flag=True, help="Show tracebacks.")
+    @output_options
     @click.pass_context
     @functools.wraps(f)
     def wrapper(cctx: click.Context, root: str, config: str | None, verbose: int, quiet: bool, debug: bool,
                 **kwargs: Any) -> Any:
+        if not Path(root).is_dir():
+            raise InputError(f"--root {root}: no such directory")
         sysroot = Sysroot(root)
-        path = Path(config) if config else sysroot.path(CONFIG_PATH)
-        cctx.obj = Context(sysroot, path, -1 if quiet else verbose, debug)
+        make_context(cctx, sysroot, Path(config) if config else sysroot.path(CONFIG_PATH), verbose, quiet, debug)
         return cctx.invoke(f, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -70,24 +77,50 @@ def pass_context(f: F) -> F:
     return click.pass_obj(f)  # type: ignore[return-value]
 
 
-def run(command: click.Command, prog: str) -> None:
-    """Run a click command; KestrelError -> 'prog: message' and its exit code (2 input, 1 runtime)."""
-    debug = "--debug" in sys.argv
+def run(command: click.Command, prog: str, args: Sequence[str] | None = None) -> NoReturn:
+    """The error boundary of every program: each failure becomes one line `PROG: message` on stderr and exit 1
+    (runtime) or 2 (bad input, usage); a traceback only with --debug."""
+    cctx: click.Context | None = None
     try:
-        command.main(prog_name=prog, standalone_mode=False)
-    except KestrelError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"{prog}: {e}", err=True)
+        with command.make_context(prog, list(sys.argv[1:] if args is None else args)) as cctx:
+            command.invoke(cctx)
+        sys.exit(0)
+    except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo(f"{prog}: aborted", err=True)
-        sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(2)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _fail(prog, cctx, "aborted", 1)
+    except KeyboardInterrupt:
+        _fail(prog, cctx, "interrupted", 1)
+    except KestrelError as e:
+        _fail(prog, cctx, str(e), e.exit_code)
+    except OSError as e:
+        _fail(prog, cctx, describe_os_error(e), 1)
+    except Exception as e:  # the boundary: a bug still gets one line, and --debug shows where
+        _fail(prog, cctx, f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", 1)
+
+
+def describe_os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    why = e.strerror or str(e)
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{where}{why} (Kestrel changes system files: run it as root)"
+    return f"{where}{why}"
+
+
+def _fail(prog: str, cctx: click.Context | None, message: str, code: int) -> NoReturn:
+    ctx = _find_obj(cctx)
+    if ctx is not None and ctx.output.debug:
+        traceback.print_exc()
+    click.echo(f"{prog}: {message}", err=True)
+    sys.exit(code)
+
+
+def _find_obj(cctx: click.Context | None) -> Context | None:
+    obj = cctx.obj if cctx is not None else None
+    return obj if isinstance(obj, Context) else None
 
 
 def print_json(data: Any) -> None:

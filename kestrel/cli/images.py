@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.images import build, definitions, phases, store
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
 @click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
@@ -22,7 +26,7 @@ def cli() -> None:
 @pass_context
 def build_command(ctx: Context, name: str, force: bool, no_cache: bool) -> None:
     build.build_image(ctx.root, ctx.config, ctx.config_path, name, force=force or no_cache,
-                      use_cache=not no_cache, say=ctx.say)
+                      use_cache=not no_cache)
     _replan(ctx)
 
 
@@ -47,7 +51,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @pass_context
 def remove_command(ctx: Context, name: str) -> None:
     store.remove_image(ctx.root, name)
-    ctx.say(f"Removed image {name}")
+    logger.info(f"Removed image {name}")
     _replan(ctx)
 
 
@@ -56,7 +60,7 @@ def remove_command(ctx: Context, name: str) -> None:
 @pass_context
 def rollback_command(ctx: Context, name: str) -> None:
     manifest = store.rollback(ctx.root, name)
-    ctx.say(f"Rolled {name} back to version {manifest['version']}")
+    logger.info(f"Rolled {name} back to version {manifest['version']}")
     _replan(ctx)
 
 
@@ -65,7 +69,7 @@ def rollback_command(ctx: Context, name: str) -> None:
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
-    build.shell_image(ctx.root, ctx.config, ctx.config_path, definitions.check_image_name(name), say=ctx.say)
+    build.shell_image(ctx.root, ctx.config, ctx.config_path, definitions.check_image_name(name))
     _replan(ctx)
 
 
@@ -87,7 +91,7 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
 
 def _replan(ctx: Context) -> None:
     """The frontend follows the published versions (NFS exports, boot files)."""
-    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, say=ctx.say)
+    reconfigure_frontend(ctx.root, ctx.config, ctx.config_path)
 
 
 def main() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from kestrel.cli.common import Context, pass_context, print_json, print_table, run
+from kestrel.cli.common import Context, make_context, output_options, pass_context, print_json, print_table, run
 from kestrel.config import CONFIG_PATH
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
@@ -17,20 +18,20 @@ from kestrel.lab import cluster as lab
 from kestrel.nodes import fanout
 from kestrel.sysroot import Sysroot
 
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
+
 
 def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--root (the lab's tree, default /var/lib/kestrel-lab), -v, -q, --debug."""
 
     @click.option("--root", "root", envvar="KESTREL_ROOT", default=lab.LAB_ROOT, show_default=True,
                   type=click.Path(file_okay=False), help="The lab's tree (env KESTREL_ROOT).")
-    @click.option("-v", "--verbose", count=True, help="Say more.")
-    @click.option("-q", "--quiet", is_flag=True, help="Say nothing but errors and data.")
-    @click.option("--debug", is_flag=True, help="Show tracebacks.")
+    @output_options
     @click.pass_context
     @functools.wraps(f)
     def wrapper(cctx: click.Context, root: str, verbose: int, quiet: bool, debug: bool, **kwargs: Any) -> Any:
         sysroot = lab.check_lab_root(Sysroot(root))
-        cctx.obj = Context(sysroot, sysroot.path(CONFIG_PATH), -1 if quiet else verbose, debug)
+        make_context(cctx, sysroot, sysroot.path(CONFIG_PATH), verbose, quiet, debug)
         return cctx.invoke(f, **kwargs)
 
     return wrapper
@@ -53,17 +54,17 @@ def command() -> None:
               help="Seconds to wait for the nodes to answer SSH.")
 @pass_context
 def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float) -> None:
-    progress = lab.up(ctx.root, count, image, prefix, ctx.say, rebuild=rebuild, timeout=timeout)
+    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
-    checks = registration.check(ctx.root, config, ctx.config_path, targets, ctx.detail) if targets else []
+    checks = registration.check(ctx.root, config, ctx.config_path, targets) if targets else []
     print_table([{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
                 ["node", "address", "ssh", "home"])
     bad = [c.target.name for c in checks if not c.ok]
     if bad:
         raise KestrelError(f"the lab is up but not healthy on {', '.join(bad)} (kestrel-nodes check shows why)")
     first = progress[0].name if progress else "node01"
-    ctx.say(f"""
+    logger.info(f"""
 The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   eval "$(kestrel-lab env)"                      # point kestrel-* at the lab
   kestrel-nodes exec -- hostname                 # a command on every node
@@ -77,7 +78,7 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
 @command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")
 @pass_context
 def down(ctx: Context) -> None:
-    problems = lab.down(ctx.root, ctx.say)
+    problems = lab.down(ctx.root)
     if problems:
         raise KestrelError("; ".join(problems))
 

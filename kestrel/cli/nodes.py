@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.users import accounts
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 _VALUED = {"--root", "--config"}
 # KestrelHPC's spellings, rewritten by kestrel-nodes into the subcommand below.
@@ -57,7 +60,7 @@ def register_command(ctx: Context, group_arg: str | None, image_arg: str | None,
                      group: str | None, image: str | None, verify: bool) -> None:
     registration.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
                    group=_one_of(group_arg, group, "GROUP", "--group"),
-                   image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify, say=ctx.say)
+                   image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify)
 
 
 def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> str | None:
@@ -92,17 +95,17 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
                 group: str | None) -> None:
-    node = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, say=ctx.say, name=name, ip=ip, image=image,
+    node = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, name=name, ip=ip, image=image,
                      group=group)
-    ctx.say(f"Added {node.name} ({node.mac}, {node.ip})")
+    logger.info(f"Added {node.name} ({node.mac}, {node.ip})")
 
 
 @command.command("remove", help="Forget a node.")
 @click.argument("name")
 @pass_context
 def remove_command(ctx: Context, name: str) -> None:
-    node_changes.remove(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say)
-    ctx.say(f"Removed {name}")
+    node_changes.remove(ctx.root, ctx.config, ctx.config_path, name)
+    logger.info(f"Removed {name}")
 
 
 @command.command("set", help="Change a node's image, group, address or name.")
@@ -116,7 +119,7 @@ def set_command(ctx: Context, name: str, image: str | None, group: str | None, i
                 new_name: str | None) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
-    node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, say=ctx.say, image=image, group=group, ip=ip,
+    node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, image=image, group=group, ip=ip,
                      new_name=new_name)
 
 
@@ -139,7 +142,7 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 @pass_context
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
-    registration.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip, say=ctx.say)
+    registration.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip)
 
 
 class _CommandAfterDashes(click.Command):
@@ -181,7 +184,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
     if failed:
         where = ", ".join(f"{r.target.name} ({r.why()})" for r in failed)
         raise KestrelError(f"failed on {len(failed)} of {len(results)} nodes: {where}")
-    ctx.detail(f"Ran on {len(results)} nodes")
+    logger.debug(f"Ran on {len(results)} nodes")
 
 
 @command.command("check", help="Per node: ping (ICMP), SSH with the frontend's key, NFS home mounted, and the time "
@@ -193,7 +196,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
 @pass_context
 def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, parallel: int, as_json: bool) -> None:
     targets = fanout.select_targets(ctx.root, list(node_names), group)
-    checks = registration.check(ctx.root, ctx.config, ctx.config_path, targets, ctx.say, parallel)
+    checks = registration.check(ctx.root, ctx.config, ctx.config_path, targets, parallel)
     rows: list[dict[str, Any]] = [
         {"node": c.target.name, "address": c.target.address, "ping": c.ping, "ssh": c.ssh, "home": c.home,
          "seconds": round(c.seconds, 2), "ok": c.ok} for c in checks]
@@ -220,7 +223,7 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
 def wake_command(ctx: Context, names: tuple[str, ...], group: str | None, everything: bool,
                  macs: tuple[str, ...], stagger: float) -> None:
     targets = wake.select_targets(registry.load_registry(ctx.root), names, group, everything, macs)
-    wake.send_magic(ctx.config, [mac for _, mac in targets], stagger=stagger, say=ctx.say,
+    wake.send_magic(ctx.config, [mac for _, mac in targets], stagger=stagger,
                     labels={mac: label for label, mac in targets if label})
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, run
 from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.images import build, phases, store
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
 @click.command(help="Regenerate frontend files and reload only the services whose files changed; with --image or "
@@ -23,17 +27,16 @@ def command(ctx: Context, everything: bool, frontend: bool, image_names: tuple[s
             dry_run: bool, diff: bool) -> None:
     names = [i.name for i in store.published_images(ctx.root)] if everything else list(image_names)
     if not dry_run and (everything or frontend):
-        phases.run_phases(phases.Target(ctx.root, ctx.config, list(ctx.config.modules), ctx.say), force=force)
+        phases.run_phases(phases.Target(ctx.root, ctx.config, list(ctx.config.modules)), force=force)
     if not dry_run:
         for name in names:
-            build.update_image(ctx.root, ctx.config, ctx.config_path, name, force=force, say=ctx.say)
+            build.update_image(ctx.root, ctx.config, ctx.config_path, name, force=force)
     # the frontend follows the images' new versions too (NFS exports them, boot files point at them)
-    plan, report = reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, dry_run=dry_run, diff=diff,
-                                        say=ctx.say)
+    plan, report = reconfigure_frontend(ctx.root, ctx.config, ctx.config_path, dry_run=dry_run, diff=diff)
     if report:
         click.echo(report, nl=False)
     elif not dry_run and plan.is_empty and (everything or frontend):
-        ctx.say("Nothing to do")
+        logger.info("Nothing to do")
 
 
 def main() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
 from kestrel.net import switch
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
 def _switch(ctx: Context) -> SwitchConfig:
@@ -26,8 +30,8 @@ def command(cctx: click.Context) -> None:
 def _apply(ctx: Context, planner: switch.Planner, netns: str | None, state: str) -> None:
     role, commands = switch.apply(_switch(ctx), planner, netns)
     for argv in commands:
-        ctx.say("Ran " + " ".join(argv))
-    ctx.say(f"Switch {role}: {state}" + ("" if commands else " (nothing to do)"))
+        logger.info("Ran " + " ".join(argv))
+    logger.info(f"Switch {role}: {state}" + ("" if commands else " (nothing to do)"))
 
 
 @command.command(help="Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")

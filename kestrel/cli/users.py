@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.users import accounts, rootaccess
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
 @click.group(invoke_without_command=True, help="Cluster users: same uid everywhere, SSH keys, shared home.")
@@ -22,16 +25,16 @@ def command(cctx: click.Context, add_to_cluster: str | None) -> None:
 
 
 def _add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, push: bool) -> None:
-    accounts.add_user(ctx.root, ctx.config, name, uid, shell, admin, ctx.say)
+    accounts.add_user(ctx.root, ctx.config, name, uid, shell, admin)
     _spread(ctx, push)
 
 
 def _spread(ctx: Context, push: bool) -> None:
     """Images get the change now (so a reboot keeps it), running nodes by push."""
-    accounts.apply_to_images(ctx.root, ctx.config, ctx.say)
+    accounts.apply_to_images(ctx.root, ctx.config)
     if push:
-        accounts.push_to_nodes(ctx.root, ctx.config, ctx.say)
-    rootaccess.enforce(ctx.root, ctx.config, ctx.say)
+        accounts.push_to_nodes(ctx.root, ctx.config)
+    rootaccess.enforce(ctx.root, ctx.config)
 
 
 @command.command(help="Add a cluster user: account, home, key pair, authorized_keys; images and nodes follow.")
@@ -51,7 +54,7 @@ def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
 @pass_context
 def remove(ctx: Context, name: str, keep_home: bool, no_push: bool) -> None:
-    accounts.remove_user(ctx.root, ctx.config, name, keep_home, ctx.say)
+    accounts.remove_user(ctx.root, ctx.config, name, keep_home)
     _spread(ctx, push=not no_push)
 
 
@@ -72,7 +75,7 @@ def list_(ctx: Context, as_json: bool) -> None:
 @pass_context
 def sync(ctx: Context, no_push: bool) -> None:
     with ctx.root.lock():
-        accounts.sync_frontend(ctx.root, ctx.config, ctx.say)
+        accounts.sync_frontend(ctx.root, ctx.config)
     _spread(ctx, push=not no_push)
 
 
@@ -82,14 +85,14 @@ def sync(ctx: Context, no_push: bool) -> None:
 @pass_context
 def apply_image(ctx: Context, image_root: str, name: str | None) -> None:
     for path in accounts.apply_to_image(ctx.root, ctx.config, Path(image_root), name):
-        ctx.say(f"Wrote {Path(image_root)}{path}")
+        logger.info(f"Wrote {Path(image_root)}{path}")
 
 
 @command.command(help="Check that no node or cluster-user key opens the frontend's root account.")
 @pass_context
 def check(ctx: Context) -> None:
     rootaccess.check_root_access(ctx.root, ctx.config)
-    ctx.say("No node or cluster-user key is authorised for the frontend's root")
+    logger.info("No node or cluster-user key is authorised for the frontend's root")
 
 
 def main() -> None:

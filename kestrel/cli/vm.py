@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from kestrel.cli.common import Context, global_options, pass_context, print_json
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
 from kestrel.vm import listener, qemu
+
+logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
 @click.group(help="qemu nodes that boot from the cluster network (PXE), with their serial consoles.")
@@ -44,9 +47,9 @@ def start(ctx: Context, name: str, **given: object) -> None:
     spec = qemu.define_vm(ctx.root, ctx.config, name, **given)
     record = qemu.start_vm(ctx.root, spec)
     if record is None:
-        ctx.say(f"{spec.name} is already running")
+        logger.info(f"{spec.name} is already running")
     else:
-        ctx.say(f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
+        logger.info(f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
                 f"console: kestrel-vm console {spec.name}")
 
 
@@ -58,7 +61,7 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
     for name in names:
         _spec(ctx, name)
         stopped = qemu.remove_vm(ctx.root, name) if remove else qemu.stop_vm(ctx.root, name)
-        ctx.say(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
+        logger.info(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
 
 
 @command.command(name="list", help="The defined VMs and whether they run.")
@@ -101,16 +104,17 @@ def console(ctx: Context, name: str, follow: bool) -> None:
 @pass_context
 def listen(ctx: Context, bridge: str | None, netns: str | None, background: bool, stop_it: bool) -> None:
     if stop_it:
-        ctx.say("Stopped the listener" if supervisor.stop(ctx.root, listener.LISTENER) else "No listener was running")
+        stopped = supervisor.stop(ctx.root, listener.LISTENER)
+        logger.info("Stopped the listener" if stopped else "No listener was running")
         return
     bridge = bridge or ctx.config.network.interface
     netns = netns or ctx.config.network.netns
     if background:
         record = listener.start_listener(ctx.root, str(Path(ctx.config_path).resolve()), bridge, netns)
-        ctx.say("A listener is already running" if record is None else f"Started the listener (pid {record.pid})")
+        logger.info("A listener is already running" if record is None else f"Started the listener (pid {record.pid})")
         return
     try:
-        listener.listen(ctx.root, bridge, netns, say=lambda line: click.echo(line, err=True))
+        listener.listen(ctx.root, bridge, netns)
     except KeyboardInterrupt:
         pass
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,7 +263,6 @@ def _b(text: str) -> bytes:
 
 def reconfigure_frontend(
     root: Sysroot, config: Config, config_path: Path, *, dry_run: bool = False, diff: bool = False,
-    say: Callable[[str], None] = print,
 ) -> tuple[Plan, str]:
     """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
 
@@ -278,6 +276,6 @@ def reconfigure_frontend(
         if dry_run:
             return plan, describe_plan(root, plan, diff)
         report = describe_plan(root, plan, diff=True) if diff else ""
-        apply_changes(root, plan, say)
-        services.perform(root, plan.actions, say)
+        apply_changes(root, plan)
+        services.perform(root, plan.actions)
         return plan, report

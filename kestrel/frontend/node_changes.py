@@ -15,7 +15,6 @@ from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, plan_files
 
-Say = Callable[[str], None]
 Change = Callable[[list[Node], States], tuple[list[Node], States]]
 _VISITORS = 16
 
@@ -32,7 +31,7 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
     return plan_files(root, wanted, owned=desired.NODE_OWNED)
 
 
-def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, say: Say = print) -> Plan:
+def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change) -> Plan:
     """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
 
     Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
@@ -41,8 +40,8 @@ def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Chang
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
         plan = plan_nodes(root, config, nodes, states)
-        apply_changes(root, plan, say)
-        services.perform(root, plan.actions, say)
+        apply_changes(root, plan)
+        services.perform(root, plan.actions)
         return plan
 
 
@@ -50,7 +49,7 @@ def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
     return lambda nodes, states: (fn(nodes), states)
 
 
-def add(root: Sysroot, config: Config, config_path: Path, mac: str, say: Say = print, **fields: str | None) -> Node:
+def add(root: Sysroot, config: Config, config_path: Path, mac: str, **fields: str | None) -> Node:
     """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
     made: list[Node] = []
 
@@ -59,22 +58,22 @@ def add(root: Sysroot, config: Config, config_path: Path, mac: str, say: Say = p
         made.append(nodes[-1])
         return nodes, states
 
-    change_nodes(root, config, config_path, change, say)
+    change_nodes(root, config, config_path, change)
     return made[0]
 
 
-def remove(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print) -> None:
-    change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), say)
+def remove(root: Sysroot, config: Config, config_path: Path, name: str) -> None:
+    change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)))
 
 
-def set_fields(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print,
+def set_fields(root: Sysroot, config: Config, config_path: Path, name: str,
                **fields: str | None) -> None:
     change_nodes(root, config, config_path,
-                 _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), say)
+                 _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)))
 
 
 def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[str, tuple[bool, Facts | None]],
-                say: Say = print, now: int | None = None) -> None:
+                now: int | None = None) -> None:
     """Record that the named nodes are up (with facts, if learned) or down; hostfiles follow. For check/exec."""
     stamp = int(time.time()) if now is None else now
 
@@ -83,9 +82,9 @@ def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[
             states = nodestate.mark(states, registry.find_node(nodes, name).mac, up, stamp, facts)
         return nodes, states
 
-    change_nodes(root, config, config_path, change, say)
+    change_nodes(root, config, config_path, change)
 
 
-def mark_state(root: Sysroot, config: Config, config_path: Path, name: str, up: bool, facts: Facts | None = None,
-               say: Say = print) -> None:
-    mark_states(root, config, config_path, {name: (up, facts)}, say)
+def mark_state(root: Sysroot, config: Config, config_path: Path, name: str, up: bool,
+               facts: Facts | None = None) -> None:
+    mark_states(root, config, config_path, {name: (up, facts)})

@@ -3,8 +3,8 @@ and liveness from SSH visits (kestrel-nodes check); each lands through node_chan
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
@@ -18,13 +18,14 @@ from kestrel.nodes.state import Facts, States
 from kestrel.sysroot import Sysroot
 from kestrel.users import accounts
 
-Say = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 _VISITORS = 16
 
 
 def register(
     root: Sysroot, config: Config, config_path: Path, *, leases_file: Path | None = None, image: str | None = None,
-    group: str | None = None, verify: bool = True, say: Say = print,
+    group: str | None = None, verify: bool = True,
 ) -> list[Node]:
     """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node."""
     image = registry.parse_label(image or config.nodes.default_image, "image name")
@@ -36,21 +37,21 @@ def register(
         raise InputError(f"{path}: no leases file (is dnsmasq running? or pass --leases FILE)") from None
     found, warnings = leases.parse_leases(text, str(path))
     for w in warnings:
-        say(f"Warning: {w}")
+        logger.warning(f"{w}")
     known = {n.mac for n in registry.load_registry(root)}
     fresh = [lease for lease in leases.latest_by_mac(found) if lease.mac not in known]
     if not fresh:
         return []
     facts: dict[str, Facts] = {}
     if verify:
-        facts = visit(root, config, fresh, say)
+        facts = visit(root, config, fresh)
         fresh = [lease for lease in fresh if lease.mac in facts]
     added: list[Node] = []
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
         nodes, new, refused = registry.register_leases(nodes, config, fresh, image=image, group=group)
         for w in refused:
-            say(f"Warning: {w}")
+            logger.warning(f"{w}")
         stamp = int(time.time())
         for n in new:
             if n.mac in facts:
@@ -58,13 +59,13 @@ def register(
         added.extend(new)
         return nodes, states
 
-    change_nodes(root, config, config_path, change, say)
+    change_nodes(root, config, config_path, change)
     for n in added:
-        say(f"Registered {n.name} ({n.mac}, {n.ip})")
+        logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
     return added
 
 
-def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) -> dict[str, Facts]:
+def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str, Facts]:
     """SSH into each leased address with the frontend's key, in parallel: the facts of those that answer.
 
     A node must show a host key of one of the images (or one in Kestrel's known_hosts): a machine that
@@ -86,14 +87,13 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease], say: Say) ->
                 continue
             except ValueError as e:
                 why = str(e)
-        say(f"Skipped {lease.mac} ({lease.ip}): {why}; not registered (--no-verify registers it anyway)")
+        logger.info(f"Skipped {lease.mac} ({lease.ip}): {why}; not registered (--no-verify registers it anyway)")
     return out
 
 
 # -- dnsmasq's dhcp-script: lease events -------------------------------------------------------------------
 
-def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, mac: str, ip: str,
-                say: Say = print) -> Node | None:
+def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, mac: str, ip: str) -> Node | None:
     """add: the node is up (a new MAC is registered if nodes.auto_register); del: down; old: only registers.
 
     dnsmasq runs its script serially and sends `old` for every lease when it starts, so a known MAC with
@@ -121,7 +121,7 @@ def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, m
             if refused:
                 raise InputError(refused[0])
             node = new[0]
-            say(f"Registered {node.name} ({node.mac}, {node.ip})")
+            logger.info(f"Registered {node.name} ({node.mac}, {node.ip})")
         if action == "add":
             states = nodestate.mark(states, mac, True, int(time.time()))
         elif action == "del" and node.ip == address:
@@ -130,12 +130,12 @@ def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, m
         result.append(node)
         return nodes, states
 
-    change_nodes(root, config, config_path, change, say)
+    change_nodes(root, config, config_path, change)
     return result[0] if result else None
 
 
 def check(root: Sysroot, config: Config, config_path: Path, targets: list[ssh.Target],
-          say: Say, parallel: int = 10) -> list[fanout.Check]:
+          parallel: int = 10) -> list[fanout.Check]:
     """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
     (down nodes leave the default hostfiles)."""
     timeout = float(config.nodes.ssh_timeout)
@@ -144,7 +144,7 @@ def check(root: Sysroot, config: Config, config_path: Path, targets: list[ssh.Ta
     checks = [c for c, _ in results]
     if results:
         try:
-            mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results}, say)
+            mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results})
         except CommandError as e:
-            say(f"Warning: node states not saved: {e}")
+            logger.warning(f"node states not saved: {e}")
     return checks

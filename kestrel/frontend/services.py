@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from kestrel import runner, supervisor
 from kestrel.sysroot import Action, ServiceAction, Sysroot
+
+logger = logging.getLogger(__name__)
 
 # service -> (systemd unit, how to reload it on the host)
 _HOST = {
@@ -19,31 +22,31 @@ _HOST = {
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
 
-def perform(root: Sysroot, actions: Iterable[ServiceAction], say: Callable[[str], None] = print) -> None:
+def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:
     for a in actions:
         if root.is_host:
-            _perform_on_host(a, say)
+            _perform_on_host(a)
         else:
-            _perform_supervised(root, a, say)
+            _perform_supervised(root, a)
 
 
-def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
+def _perform_on_host(a: ServiceAction) -> None:
     unit, reload_argv = _HOST[a.service]
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
     if a.service == "nfs-ganesha":
         runner.run(["systemctl", "daemon-reload"])  # Kestrel's drop-in may have changed
     runner.run(argv)
-    say(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
+    logger.info(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
 
-def _perform_supervised(root: Sysroot, a: ServiceAction, say: Callable[[str], None]) -> None:
+def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:
     """Under a --root other than /, only processes Kestrel itself started for that root are touched."""
     if supervisor.find(root, a.service) is None:
-        say(f"Skipped {a.action} of {a.service}: not running under {root.root}")
+        logger.info(f"Skipped {a.action} of {a.service}: not running under {root.root}")
         return
     if a.action is Action.RELOAD and a.service in _SIGHUP:
         supervisor.send(root, a.service, signal.SIGHUP)
-        say(f"Reloaded {a.service} ({a.reason})")
+        logger.info(f"Reloaded {a.service} ({a.reason})")
     else:
         supervisor.restart(root, a.service)
-        say(f"Restarted {a.service} ({a.reason})")
+        logger.info(f"Restarted {a.service} ({a.reason})")

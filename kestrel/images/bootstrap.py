@@ -11,9 +11,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from kestrel.errors import CommandError, InputError, KestrelError
 from kestrel.images import chroot
 from kestrel.images.phases import apt_get, log_tail
 from kestrel.sysroot import Sysroot
+
+logger = logging.getLogger(__name__)
 
 HOOKS_DIR = Path(__file__).resolve().parent / "mmdebstrap-hooks"
 BOOTSTRAP_TIMEOUT = 3600.0
@@ -91,10 +94,10 @@ def debootstrap_argv(d: ImageDefinition, target: Path, cache: Path) -> list[str]
 
 
 def bootstrap(root: Sysroot, d: ImageDefinition, target: Path, *, use_cache: bool = True,
-              say: Callable[[str], None] = print, log: Path | None = None) -> str | None:
+              log: Path | None = None) -> str | None:
     """Fill TARGET (an empty staging folder) with the base; returns the base key (None for a tarball)."""
     if d.bootstrap.method is BootstrapMethod.TARBALL:
-        _import_tarball(root, d, target, say)
+        _import_tarball(root, d, target)
         return None
     key = base_key(d)
     bases = cache_dir(root) / "bases"
@@ -102,18 +105,18 @@ def bootstrap(root: Sysroot, d: ImageDefinition, target: Path, *, use_cache: boo
     bases.mkdir(parents=True, exist_ok=True)
     with _locked(bases / f"{key}.lock"):
         if base.is_dir() and use_cache:
-            say(f"Using cached base {key} ({d.bootstrap.method} {d.suite} {d.variant})")
+            logger.info(f"Using cached base {key} ({d.bootstrap.method} {d.suite} {d.variant})")
         else:
-            _make_base(root, d, base, say, log)
+            _make_base(root, d, base, log)
     copy_tree(base, target)
     return key
 
 
-def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str], None], log: Path | None) -> None:
+def _make_base(root: Sysroot, d: ImageDefinition, base: Path, log: Path | None) -> None:
     tmp = base.with_name(f".tmp-{base.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     cache = apt_cache(root)
-    say(f"Bootstrapping {d.suite} ({d.bootstrap.method}, {d.variant}) from {d.mirror}")
+    logger.info(f"Bootstrapping {d.suite} ({d.bootstrap.method}, {d.variant}) from {d.mirror}")
     if d.bootstrap.method is BootstrapMethod.MMDEBSTRAP:
         argv = mmdebstrap_argv(d, tmp)
     else:
@@ -137,7 +140,7 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, say: Callable[[str
         if d.bootstrap.method is BootstrapMethod.DEBOOTSTRAP:
             # debootstrap reads one mirror: the release's updates and security fixes come with a dist-upgrade
             try:
-                apt_get(tmp, [["update"], ["dist-upgrade"]], out=out, log=log, apt_cache=cache, say=say)
+                apt_get(tmp, [["update"], ["dist-upgrade"]], out=out, log=log, apt_cache=cache)
             except KestrelError:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -171,12 +174,12 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _import_tarball(root: Sysroot, d: ImageDefinition, target: Path, say: Callable[[str], None]) -> None:
+def _import_tarball(root: Sysroot, d: ImageDefinition, target: Path) -> None:
     assert d.bootstrap.tarball
     tarball = root.path(d.bootstrap.tarball)
     if not tarball.is_file():
         raise InputError(f"bootstrap.tarball: {d.bootstrap.tarball} does not exist")
-    say(f"Importing {tarball}")
+    logger.info(f"Importing {tarball}")
     target.mkdir(parents=True, exist_ok=True)
     runner.run(["tar", "-x", "-p", "--numeric-owner", "-f", str(tarball), "-C", str(target)],
                timeout=BOOTSTRAP_TIMEOUT)

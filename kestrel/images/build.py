@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -32,7 +33,8 @@ from kestrel.images.store import (
 )
 from kestrel.sysroot import Sysroot
 
-Say = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 
 
 def definition_digest(definition: ImageDefinition, modules: list[str]) -> str:
@@ -41,7 +43,7 @@ def definition_digest(definition: ImageDefinition, modules: list[str]) -> str:
 
 
 def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
-                use_cache: bool = True, say: Say = print) -> dict[str, Any]:
+                use_cache: bool = True) -> dict[str, Any]:
     """Build NAME: from the current version when its definition is unchanged (only changed scripts and
     configure run), else (or with FORCE) from the cached base. Publishes and replans the frontend."""
     definition = load_definition(root, name)
@@ -49,19 +51,19 @@ def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, 
     digest = definition_digest(definition, modules)
     now = current(root, name)
     if now and not force and now.get("definition") == digest and root.path(now["root"]).is_dir():
-        say(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
+        logger.info(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
         return _new_version(root, config, config_path, name, definition, modules, digest,
-                            lower=root.path(now["root"]), base=now.get("base"), say=say)
+                            lower=root.path(now["root"]), base=now.get("base"))
 
     def fill(staging: Path) -> str | None:
-        return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache, say=say,
+        return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache,
                                    log=root.path(f"{phases.LOG_DIR}/images/{name}/bootstrap.log"))
-    return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill, say=say)
+    return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill)
 
 
 def update_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
-                 apt_steps: list[list[str]] | None = None, edit: Callable[[Path], None] | None = None,
-                 say: Say = print) -> dict[str, Any]:
+                 apt_steps: list[list[str]] | None = None,
+                 edit: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS (or EDIT of the tree)
     first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
     now = current(root, name)
@@ -72,39 +74,39 @@ def update_image(root: Sysroot, config: Config, config_path: Path, name: str, *,
 
     def prepare(tree: Path) -> None:
         if apt_steps:
-            _apt(root, name, tree, apt_steps, say)
+            _apt(root, name, tree, apt_steps)
         if edit:
             edit(tree)
     return _new_version(root, config, config_path, name, definition, modules, now.get("definition", ""),
-                        lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force, say=say)
+                        lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force)
 
 
-def shell_image(root: Sysroot, config: Config, config_path: Path, name: str, say: Say = print) -> dict[str, Any]:
+def shell_image(root: Sysroot, config: Config, config_path: Path, name: str) -> dict[str, Any]:
     """An interactive shell in a new version of NAME; published (after configure) when the shell exits 0."""
 
     def edit(tree: Path) -> None:
-        say(f"Shell in a new version of {name}: exit to publish it, 'exit 1' to discard your changes")
+        logger.info(f"Shell in a new version of {name}: exit to publish it, 'exit 1' to discard your changes")
         proc = chroot.run(tree, ["/bin/sh", "-l"], interactive=True,
                           env={"TERM": os.environ.get("TERM", "xterm"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                "HOME": "/root"})
         if proc.returncode != 0:
             raise KestrelError(f"shell exited with {runner.how_it_ended(proc.returncode)}: changes discarded, "
                                f"{name} unchanged")
-    return update_image(root, config, config_path, name, edit=edit, say=say)
+    return update_image(root, config, config_path, name, edit=edit)
 
 
-def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]], say: Say) -> None:
+def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]]) -> None:
     log = root.path(f"{phases.LOG_DIR}/images/{name}/apt.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        phases.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root), say=say)
+        phases.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root))
     phases.drop_apt_indexes(staging)
 
 
 def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, definition: ImageDefinition,
                  modules: list[str], digest: str, *, fill: Callable[[Path], str | None] | None = None,
                  lower: Path | None = None, base: str | None = None, prepare: Callable[[Path], None] | None = None,
-                 force: bool = False, say: Say) -> dict[str, Any]:
+                 force: bool = False) -> dict[str, Any]:
     """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version)."""
     started = time.monotonic()
     folder = root.path(versions_dir(name))
@@ -113,7 +115,7 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
         version = _new_version_id(root, name)
         staging = folder / f".staging-{version}"
         scratch = folder / f".cow-{version}"
-        target = phases.Target(root, config, modules, say, image=name, image_root=staging,
+        target = phases.Target(root, config, modules, image=name, image_root=staging,
                                apt_cache=bootstrap.apt_cache(root), extra_packages=list(definition.packages))
         try:
             if lower is None:
@@ -127,7 +129,7 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
                     phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
                 cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
-            kernel, initrd, kernel_version = copy_boot_files(root, name, version, staging, say)
+            kernel, initrd, kernel_version = copy_boot_files(root, name, version, staging)
             staging.rename(folder / version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -142,8 +144,8 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
             "built": datetime.now(UTC).isoformat(timespec="microseconds"), "modules": modules,
             "size": tree_size(folder / version), "definition": digest, "base": base,
         }
-        publish(root, manifest, say)
-    say(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
+        publish(root, manifest)
+    logger.info(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
     return manifest
 
 
@@ -180,12 +182,12 @@ def find_kernel(image_root: Path) -> tuple[Path, Path, str] | None:
     return max(found, key=lambda f: _kernel_sort_key(f[2])) if found else None
 
 
-def copy_boot_files(root: Sysroot, name: str, version: str, image_root: Path,
-                    say: Say) -> tuple[str | None, str | None, str | None]:
+def copy_boot_files(root: Sysroot, name: str, version: str,
+                    image_root: Path) -> tuple[str | None, str | None, str | None]:
     """Kernel and initrd into the http and tftp roots (readable by nginx and dnsmasq); None without a kernel."""
     found = find_kernel(image_root)
     if found is None:
-        say(f"Warning: {name} has no kernel with an initrd in /boot: it cannot be network-booted "
+        logger.warning(f"{name} has no kernel with an initrd in /boot: it cannot be network-booted "
             "(built anyway; add the nfsroot module to boot it)")
         return None, None, None
     kernel, initrd, kernel_version = found

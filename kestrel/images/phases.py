@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,8 @@ from kestrel.errors import InputError, KestrelError
 from kestrel.images import chroot
 from kestrel.overrides import Origin, merge_by_name
 from kestrel.sysroot import Sysroot, atomic_write
+
+logger = logging.getLogger(__name__)
 
 SHIPPED_DIR = shipped.PHASES
 PHASES = ("install", "packages", "post-install", "configure")
@@ -146,7 +149,6 @@ class Target:
     root: Sysroot
     config: Config
     modules: list[str]
-    say: Callable[[str], None] = print
     image: str | None = None
     image_root: Path | None = None  # real path of the image tree being built or reconfigured
     apt_cache: Path | None = None
@@ -191,7 +193,7 @@ def run_phases(target: Target, phases: tuple[str, ...] = PHASES, force: bool = F
 
 
 def _run_script(target: Target, script: Script, out: IO[bytes], log: Path) -> None:
-    target.say(f"Executing : {'image' if target.image else 'frontend'}_{script.name}")
+    logger.info(f"Executing : {'image' if target.image else 'frontend'}_{script.name}")
     out.write(f"==> {script.name} ({script.origin}: {script.path})\n".encode())
     out.flush()
     start = out.tell()
@@ -236,7 +238,7 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
     if not packages or not changed:
         return
     prefix = "image" if target.image else "frontend"
-    target.say(f"Executing : {prefix}_packages ({len(packages)} packages in one apt transaction)")
+    logger.info(f"Executing : {prefix}_packages ({len(packages)} packages in one apt transaction)")
     log = target.log_path("packages")
     start = out.tell()
     env = script_env(target.config, target.root, "packages", target.image, "/")
@@ -261,7 +263,7 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
         elif target.root.is_host:
             proc = runner.run(argv, env=env, check=False, output=out, timeout=SCRIPT_TIMEOUT)
         else:
-            target.say(f"Skipped frontend packages: {target.root.root} is not the host")
+            logger.info(f"Skipped frontend packages: {target.root.root} is not the host")
             return
         if proc.returncode == 0 and argv is update and target.image_root is not None and target.apt_cache:
             chroot.mark_lists_fresh(target.apt_cache, target.image_root)
@@ -326,14 +328,13 @@ def image_guard(image_root: Path | None) -> Iterator[None]:
             path.unlink(missing_ok=True)
 
 
-def apt_get(image_root: Path, steps: list[list[str]], *, out: IO[bytes], log: Path, apt_cache: Path,
-            say: Callable[[str], None]) -> None:
+def apt_get(image_root: Path, steps: list[list[str]], *, out: IO[bytes], log: Path, apt_cache: Path) -> None:
     """`apt-get -y ARGS` inside IMAGE_ROOT for each ARGS of STEPS, no service starting; output to OUT (the file
     LOG); ScriptFailed with LOG's tail at the first failing step."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     with image_guard(image_root):
         for args in steps:
-            say(f"Executing : image_apt-get {' '.join(args)}")
+            logger.info(f"Executing : image_apt-get {' '.join(args)}")
             out.write(f"==> apt-get {' '.join(args)}\n".encode())
             out.flush()
             proc = chroot.run(image_root, ["apt-get", "-y", *APT_OPTIONS, *args], env=env, output=out,

@@ -18,6 +18,7 @@ is every version an up node booted (nodes.json, learnt over SSH): a rebuild neve
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from kestrel.images.definitions import check_image_name
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, atomic_write
+
+logger = logging.getLogger(__name__)
 
 IMAGES_DIR = "/srv/kestrel/images"
 MANIFESTS_DIR = "/var/lib/kestrel/images"
@@ -131,7 +134,7 @@ def kept_versions(root: Sysroot, name: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda d: str(d.get("built", d["version"])))
 
 
-def publish(root: Sysroot, manifest: dict[str, Any], say: Any = print) -> None:
+def publish(root: Sysroot, manifest: dict[str, Any]) -> None:
     """Make MANIFEST's version current: version manifest, symlink switch, NAME.json in one rename; prune."""
     name, version = manifest["name"], manifest["version"]
     with root.lock():
@@ -145,10 +148,10 @@ def publish(root: Sysroot, manifest: dict[str, Any], say: Any = print) -> None:
             if old["version"] in keep:
                 continue
             if root.sys(old["root"]) in in_use:
-                say(f"Kept {name} version {old['version']}: up nodes run on it (it goes once they are down)")
+                logger.info(f"Kept {name} version {old['version']}: up nodes run on it (it goes once they are down)")
             else:
                 remove_version(root, name, old["version"])
-                say(f"Removed {name} version {old['version']} (keeping {KEEP})")
+                logger.info(f"Removed {name} version {old['version']} (keeping {KEEP})")
 
 
 def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> None:

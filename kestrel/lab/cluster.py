@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,13 +38,14 @@ from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot, atomic_write
 from kestrel.vm import listener, qemu
 
+logger = logging.getLogger(__name__)
+
 LAB_ROOT = "/var/lib/kestrel-lab"
 DEFAULT_PREFIX = "klab-"
 STATE_PATH = "/run/kestrel/lab.json"
 SHIPPED_ETC = shipped.ETC_KESTREL
 SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
 LAB_MODULES = ["core", "nfsroot", "sshd", "openmpi", "mpich"]
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -105,7 +106,7 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
     return out.getvalue()
 
 
-def prepare_tree(root: Sysroot, prefix: str, say: Say) -> Path:
+def prepare_tree(root: Sysroot, prefix: str) -> Path:
     """ROOT/etc/kestrel from the shipped defaults on the first run; the config names this lab's devices."""
     etc = root.path("/etc/kestrel")
     config_path = root.path(CONFIG_PATH)
@@ -114,7 +115,7 @@ def prepare_tree(root: Sysroot, prefix: str, say: Say) -> Path:
         if not SHIPPED_ETC.is_dir():
             raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing (run from Kestrel's source tree)")
         shutil.copytree(SHIPPED_ETC, etc, dirs_exist_ok=True)
-        say(f"Created the lab's tree {root.root}")
+        logger.info(f"Created the lab's tree {root.root}")
     text = config_path.read_text()
     new = lab_config_text(text if not fresh else (SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh)
     if new != text:
@@ -138,40 +139,40 @@ def _save_state(root: Sysroot, state: LabState) -> None:
 
 # -- up -------------------------------------------------------------------------------------------------
 
-def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, say: Say, *, rebuild: bool = False,
+def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
        timeout: float = 900.0) -> list[NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, NODES qemu nodes."""
-    config_path, config = up_frontend(root, prefix, say)
+    config_path, config = up_frontend(root, prefix)
     image = image or config.nodes.default_image
-    built = _ensure_image(root, config_path, image, rebuild, say)
+    built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):
         supervisor.stop(root, "nfs-ganesha")
     # After the build: ganesha must never see an image tree with /proc or /dev mounted inside it.
-    _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, say, ready_port=2049, private_run=True)
+    _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
-        say("Started the Wake-on-LAN listener")
-    progress = _start_nodes(root, config, nodes, say)
-    _wait_nodes(root, config, progress, say, timeout)
+        logger.info("Started the Wake-on-LAN listener")
+    progress = _start_nodes(root, config, nodes)
+    _wait_nodes(root, config, progress, timeout)
     return progress
 
 
-def up_frontend(root: Sysroot, prefix: str | None, say: Say) -> tuple[Path, Config]:
+def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
     """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
     check_lab_root(root)
     old = load_state(root)
     prefix = prefix or (old.prefix if old else DEFAULT_PREFIX)
     if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
         raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
-    config_path = prepare_tree(root, prefix, say)
+    config_path = prepare_tree(root, prefix)
     config = load_config(config_path)
-    _network(root, config, prefix, say)
-    reconfigure_frontend(root, config, config_path, say=say)
-    _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, say, ready_log="started, version")
-    _start(root, "nginx", nginx.foreground_argv(root), config, say, ready_port=config.boot.http_port)
+    _network(root, config, prefix)
+    reconfigure_frontend(root, config, config_path)
+    _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
+    _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
     return config_path, config
 
 
-def _network(root: Sysroot, config: Config, prefix: str, say: Say) -> None:
+def _network(root: Sysroot, config: Config, prefix: str) -> None:
     ns, bridge = names_for(prefix)
     if netns.exists(ns):
         return
@@ -186,10 +187,10 @@ def _network(root: Sysroot, config: Config, prefix: str, say: Say) -> None:
     except BaseException:
         topo.destroy()
         raise
-    say(f"Created network namespace {ns} with bridge {bridge} ({config.network.address})")
+    logger.info(f"Created network namespace {ns} with bridge {bridge} ({config.network.address})")
 
 
-def _start(root: Sysroot, name: str, argv: list[str], config: Config, say: Say, *, ready_log: str | None = None,
+def _start(root: Sysroot, name: str, argv: list[str], config: Config, *, ready_log: str | None = None,
            ready_port: int | None = None, private_run: bool = False) -> None:
     if supervisor.find(root, name):
         return
@@ -203,7 +204,7 @@ def _start(root: Sysroot, name: str, argv: list[str], config: Config, say: Say, 
         tail = Path(record.log).read_text(errors="replace")[-600:] if Path(record.log).exists() else ""
         supervisor.stop(root, name)
         raise CommandError(f"{name} did not start (log {record.log}): {tail.strip().splitlines()[-1:] or ''}")
-    say(f"Started {name} (pid {record.pid})")
+    logger.info(f"Started {name} (pid {record.pid})")
 
 
 def wait_port(ns: str | None, host: str, port: int, timeout: float) -> bool:
@@ -217,10 +218,10 @@ def wait_port(ns: str | None, host: str, port: int, timeout: float) -> bool:
     return False
 
 
-def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool, say: Say) -> bool:
+def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool) -> bool:
     if store.current(root, image) is not None and not rebuild:
         return False
-    say(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
+    logger.info(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
     runner.run([sys.executable, "-m", "kestrel.cli.images", "--root", str(root.root), "--config", str(config_path),
                 "build", image], capture=False, timeout=3600)
     if store.current(root, image) is None:
@@ -232,14 +233,14 @@ def vm_names(config: Config, count: int) -> list[str]:
     return [config.nodes.name_pattern.format(index=config.nodes.first_index + i) for i in range(count)]
 
 
-def _start_nodes(root: Sysroot, config: Config, count: int, say: Say) -> list[NodeProgress]:
+def _start_nodes(root: Sysroot, config: Config, count: int) -> list[NodeProgress]:
     """Start the nodes one after another, each once the previous one is registered, so VM and node names agree."""
     progress = []
     for name in vm_names(config, count):
         # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
         spec = qemu.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
         if qemu.start_vm(root, spec):
-            say(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
+            logger.info(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
         progress.append(NodeProgress(name, spec.mac))
         started = time.monotonic()
         while time.monotonic() - started < 60 and not _registered(root, spec.mac):
@@ -251,7 +252,7 @@ def _registered(root: Sysroot, mac: str) -> registry.Node | None:
     return next((n for n in registry.load_registry(root) if n.mac == mac), None)
 
 
-def _wait_nodes(root: Sysroot, config: Config, progress: list[NodeProgress], say: Say, timeout: float) -> None:
+def _wait_nodes(root: Sysroot, config: Config, progress: list[NodeProgress], timeout: float) -> None:
     """Report each node's milestones (registered, booted, SSH ready) until all are SSH-ready or TIMEOUT."""
     start = time.monotonic()
     while not all(p.done for p in progress):
@@ -260,28 +261,28 @@ def _wait_nodes(root: Sysroot, config: Config, progress: list[NodeProgress], say
             late = ", ".join(p.vm for p in progress if not p.done)
             raise CommandError(f"not SSH-ready after {timeout:g} s: {late} (kestrel-vm console NAME shows why)")
         for p in progress:
-            _step(root, config, p, elapsed, say)
+            _step(root, config, p, elapsed)
         time.sleep(2)
 
 
-def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float, say: Say) -> None:
+def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float) -> None:
     if p.registered is None:
         node = _registered(root, p.mac)
         if node is None:
             return
         p.name, p.ip, p.registered = node.name, str(node.ip), elapsed
-        say(f"{p.vm}: registered as {p.name} ({p.ip}) [{elapsed:.0f} s]")
+        logger.info(f"{p.vm}: registered as {p.name} ({p.ip}) [{elapsed:.0f} s]")
         _sync_known_hosts(root)
     if p.booted is None and booted(root, p.vm):
         p.booted = elapsed
-        say(f"{p.name}: booted, login prompt on the console [{elapsed:.0f} s]")
+        logger.info(f"{p.name}: booted, login prompt on the console [{elapsed:.0f} s]")
     if p.ssh is None and (p.booted is not None or elapsed > 60):
         # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
         with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
             result = ssh.run(pool, ssh.Target(p.name, p.ip), "true", 10)
         if result.ok:
             p.ssh = elapsed
-            say(f"{p.name}: SSH ready [{elapsed:.0f} s]")
+            logger.info(f"{p.name}: SSH ready [{elapsed:.0f} s]")
 
 
 def booted(root: Sysroot, vm: str) -> bool:
@@ -301,18 +302,18 @@ def _sync_known_hosts(root: Sysroot) -> None:
 
 # -- down, status, env ----------------------------------------------------------------------------------
 
-def down(root: Sysroot, say: Say) -> list[str]:
+def down(root: Sysroot) -> list[str]:
     """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
     check_lab_root(root)
     state = load_state(root)
     for spec in qemu.list_vms(root):
         if qemu.stop_vm(root, spec.name):
-            say(f"Stopped VM {spec.name}")
+            logger.info(f"Stopped VM {spec.name}")
     if supervisor.stop(root, listener.LISTENER):
-        say("Stopped the Wake-on-LAN listener")
+        logger.info("Stopped the Wake-on-LAN listener")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
-            say(f"Stopped {name}")
+            logger.info(f"Stopped {name}")
     problems: list[str] = []
     if state:
         topo = Topology(state.prefix, namespaces=list(state.namespaces))
@@ -321,7 +322,7 @@ def down(root: Sysroot, say: Say) -> list[str]:
             if netns.exists(ns):
                 problems.append(f"network namespace {ns} is still there")
             else:
-                say(f"Removed network namespace {ns}")
+                logger.info(f"Removed network namespace {ns}")
         root.path(STATE_PATH).unlink(missing_ok=True)
     for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in qemu.list_vms(root))):
         if supervisor.find(root, name):

@@ -7,8 +7,9 @@ lab), the packets are sent from inside it.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import wakeonlan
 
@@ -17,6 +18,8 @@ from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
 from kestrel.net import netns
 from kestrel.nodes.registry import Node
+
+logger = logging.getLogger(__name__)
 
 PORT = 9
 
@@ -48,8 +51,7 @@ def select_targets(nodes: list[Node], names_: Iterable[str], group: str | None, 
     return [(label, mac) for mac, label in unique.items()]
 
 
-def send_magic(config: Config, macs: Iterable[str], stagger: float = 0.0,
-               say: Callable[[str], None] = print, labels: dict[str, str] | None = None) -> int:
+def send_magic(config: Config, macs: Iterable[str], stagger: float = 0.0, labels: dict[str, str] | None = None) -> int:
     """One magic packet per MAC to the cluster network's broadcast, STAGGER seconds apart; returns the count."""
     broadcast = str(config.network.network.broadcast_address)
     sent = 0
@@ -62,6 +64,6 @@ def send_magic(config: Config, macs: Iterable[str], stagger: float = 0.0,
         except OSError as e:
             raise CommandError(f"cannot send a magic packet to {broadcast}:{PORT}: {e.strerror or e}") from None
         label = (labels or {}).get(mac)
-        say(f"Sent magic packet for {label + ' (' + mac + ')' if label else mac} to {broadcast}:{PORT}")
+        logger.info(f"Sent magic packet for {label + ' (' + mac + ')' if label else mac} to {broadcast}:{PORT}")
         sent += 1
     return sent

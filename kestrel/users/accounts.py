@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -33,10 +33,11 @@ from kestrel.users.userlist import (
     without_user,
 )
 
+logger = logging.getLogger(__name__)
+
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 KEY_NAME = "id_ed25519"
 _MODES = {"/etc/passwd": 0o644, "/etc/group": 0o644, "/etc/shadow": 0o640, "/etc/gshadow": 0o640}
-Say = Callable[[str], None]
 
 
 class Files(Protocol):
@@ -169,8 +170,7 @@ def home_of(root: Sysroot, config: Config, name: str) -> Path:
     return root.path(config.nfs.home) / name
 
 
-def add_user(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool,
-             say: Say) -> ClusterUser:
+def add_user(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool) -> ClusterUser:
     """Create NAME on the frontend: account, home with skel, key pair, authorized_keys, known_hosts."""
     with root.lock():
         users = load_users(root)
@@ -180,38 +180,38 @@ def add_user(root: Sysroot, config: Config, name: str, uid: int | None, shell: s
         users = with_user(users, user)
         if root.is_host:
             _useradd(root, config, user)
-        say(f"Created cluster user {user.name} (uid {user.uid})")
-        make_home(root, config, user, say)
-        _sync_frontend(root, config, users, say)
+        logger.info(f"Created cluster user {user.name} (uid {user.uid})")
+        make_home(root, config, user)
+        _sync_frontend(root, config, users)
     return user
 
 
-def remove_user(root: Sysroot, config: Config, name: str, keep_home: bool, say: Say) -> ClusterUser:
+def remove_user(root: Sysroot, config: Config, name: str, keep_home: bool) -> ClusterUser:
     with root.lock():
         users, user = without_user(load_users(root), check_user_name(name))
         if root.is_host:
             runner.run(["userdel", user.name])
             if runner.run(["getent", "group", user.name], check=False).returncode == 0:
                 runner.run(["groupdel", user.name])
-        _sync_frontend(root, config, users, say)
-        say(f"Removed cluster user {user.name}")
+        _sync_frontend(root, config, users)
+        logger.info(f"Removed cluster user {user.name}")
         home = home_of(root, config, user.name)
         if not keep_home and home.is_dir():
             shutil.rmtree(home)
-            say(f"Removed {home}")
+            logger.info(f"Removed {home}")
     return user
 
 
-def sync_frontend(root: Sysroot, config: Config, say: Say) -> None:
+def sync_frontend(root: Sysroot, config: Config) -> None:
     """Rewrite the frontend's known_hosts (new nodes, new images) and its account files under a --root."""
-    _sync_frontend(root, config, load_users(root), say)
+    _sync_frontend(root, config, load_users(root))
 
 
-def _sync_frontend(root: Sysroot, config: Config, users: list[ClusterUser], say: Say) -> None:
+def _sync_frontend(root: Sysroot, config: Config, users: list[ClusterUser]) -> None:
     # On the host, useradd/userdel did the account files (they know about nscd and the shadow locks).
     for path in sync_accounts(TreeFiles(root), users, config, known_hosts_body(root, config),
                               accounts=not root.is_host):
-        say(f"Wrote {root.sys(path)}")
+        logger.info(f"Wrote {root.sys(path)}")
 
 
 def _useradd(root: Sysroot, config: Config, user: ClusterUser) -> None:
@@ -223,7 +223,7 @@ def _useradd(root: Sysroot, config: Config, user: ClusterUser) -> None:
         runner.run(["usermod", "--append", "--groups", config.users.admin_group, user.name])
 
 
-def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> None:
+def make_home(root: Sysroot, config: Config, user: ClusterUser) -> None:
     """Home (0700, from ROOT/etc/skel), key pair without passphrase, its public key authorised.
 
     A home kept by an earlier `remove --keep-home` is reused with its keys.
@@ -234,14 +234,14 @@ def make_home(root: Sysroot, config: Config, user: ClusterUser, say: Say) -> Non
         if skel.is_dir():
             shutil.copytree(skel, home, symlinks=True)
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        say(f"Created {home}")
+        logger.info(f"Created {home}")
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     key = ssh_dir / KEY_NAME
     if not key.exists():
         runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user.name}@{config.cluster.name}",
                     "-f", str(key)])
-        say(f"Created {key}")
+        logger.info(f"Created {key}")
     public = key.with_name(KEY_NAME + ".pub").read_text().strip()
     authorized = ssh_dir / "authorized_keys"
     have = authorized.read_text() if authorized.exists() else ""
@@ -319,10 +319,10 @@ def _home_mount(tree: Sysroot, root: Sysroot, config: Config) -> list[str]:
     return written
 
 
-def apply_to_images(root: Sysroot, config: Config, say: Say) -> None:
+def apply_to_images(root: Sysroot, config: Config) -> None:
     for name, path in image_roots(root).items():
         if apply_to_image(root, config, path):
-            say(f"Updated the cluster users of image {name}")
+            logger.info(f"Updated the cluster users of image {name}")
 
 
 class SftpFiles:
@@ -362,7 +362,7 @@ def running_nodes(root: Sysroot) -> list[ssh.Target]:
             if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN]
 
 
-def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
+def push_to_nodes(root: Sysroot, config: Config, parallel: int = 10,
                   connect_timeout: float = 3.0) -> list[tuple[str, str]]:
     """Send the users to every registered node that answers; returns (node, why) for those that did not.
 
@@ -385,7 +385,7 @@ def push_to_nodes(root: Sysroot, config: Config, say: Say, parallel: int = 10,
         results = ssh.fan_out(targets, lambda t: push(pool, t), parallel)
     failed = [(n, why) for n, why in results if why is not None]
     done = len(results) - len(failed)
-    say(f"Updated the cluster users on {done} running node{'s' if done != 1 else ''}")
+    logger.info(f"Updated the cluster users on {done} running node{'s' if done != 1 else ''}")
     for name, why in failed:
-        say(f"Warning: {name}: not updated ({why}); it gets the users from its image at next boot")
+        logger.warning(f"{name}: not updated ({why}); it gets the users from its image at next boot")
     return failed

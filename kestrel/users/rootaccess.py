@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import logging
 
 from kestrel import runner
 from kestrel.config import Config
@@ -12,6 +12,8 @@ from kestrel.images.store import IMAGES_DIR
 from kestrel.nodes import knownhosts
 from kestrel.sysroot import Sysroot, atomic_write
 from kestrel.users.accounts import image_host_keys, load_users, public_key
+
+logger = logging.getLogger(__name__)
 
 ROOT_AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/kestrel-root.conf"
@@ -66,16 +68,16 @@ def sshd_dropin(config: Config) -> str:
             "    PermitRootLogin no\n")
 
 
-def enforce(root: Sysroot, config: Config, say: Callable[[str], None]) -> None:
+def enforce(root: Sysroot, config: Config) -> None:
     """Write the sshd drop-in where the frontend has sshd_config.d (reload sshd on the host if it changed);
     warn about every key that opens the frontend's root account (Kestrel never removes an admin's line)."""
     folder = root.path(SSHD_DROPIN).parent
     text = sshd_dropin(config)
     if folder.is_dir() and root.read(SSHD_DROPIN) != text.encode():
         atomic_write(root.path(SSHD_DROPIN), text.encode(), 0o644)
-        say(f"Wrote {root.sys(SSHD_DROPIN)}")
+        logger.info(f"Wrote {root.sys(SSHD_DROPIN)}")
         if root.is_host:
             proc = runner.run(["systemctl", "reload", "ssh"], check=False)
-            say("Reloaded ssh" if proc.returncode == 0 else "Warning: could not reload ssh; reload it by hand")
+            logger.info("Reloaded ssh" if proc.returncode == 0 else "Warning: could not reload ssh; reload it by hand")
     for problem in audit_root_access(root, config):
-        say(f"Warning: {problem}")
+        logger.warning(f"{problem}")

@@ -6,6 +6,7 @@ bridge needs no address), which makes `kestrel-nodes wake` work for virtual node
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import sys
@@ -17,6 +18,8 @@ from kestrel.errors import CommandError
 from kestrel.net import netns
 from kestrel.sysroot import Sysroot
 from kestrel.vm import qemu
+
+logger = logging.getLogger(__name__)
 
 _ETH_P_ALL = 0x0003
 _SYNC = b"\xff" * 6
@@ -51,31 +54,30 @@ def open_listener(bridge: str, ns: str | None) -> socket.socket:
         raise CommandError(f"cannot listen on {bridge}{where}: {e.strerror or e}") from None
 
 
-def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None,
-             say: Callable[[str], None]) -> list[str]:
+def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None) -> list[str]:
     """Start the stopped VMs on BRIDGE/NS whose MAC is in MACS; return their names."""
     started = []
     for spec in qemu.list_vms(root):
         if spec.mac not in macs or spec.bridge != bridge or spec.netns != ns:
             continue
         if qemu.is_running(root, spec.name):
-            say(f"Magic packet for {spec.name} ({spec.mac}): already running")
+            logger.info(f"Magic packet for {spec.name} ({spec.mac}): already running")
             continue
         try:
             qemu.start_vm(root, spec)
         except CommandError as e:
-            say(f"Magic packet for {spec.name} ({spec.mac}): cannot start it: {e}")
+            logger.info(f"Magic packet for {spec.name} ({spec.mac}): cannot start it: {e}")
             continue
-        say(f"Magic packet for {spec.name} ({spec.mac}): started")
+        logger.info(f"Magic packet for {spec.name} ({spec.mac}): started")
         started.append(spec.name)
     return started
 
 
-def listen(root: Sysroot, bridge: str, ns: str | None, say: Callable[[str], None],
+def listen(root: Sysroot, bridge: str, ns: str | None,
            until: Callable[[], bool] = lambda: False) -> None:
     """Wake VMs on magic packets seen on BRIDGE until UNTIL() is true (checked about once a second)."""
     sock = open_listener(bridge, ns)
-    say(f"Listening for magic packets on {bridge}" + (f" in network namespace {ns}" if ns else ""))
+    logger.info(f"Listening for magic packets on {bridge}" + (f" in network namespace {ns}" if ns else ""))
     recent: dict[str, float] = {}
     try:
         while not until():
@@ -89,7 +91,7 @@ def listen(root: Sysroot, bridge: str, ns: str | None, say: Callable[[str], None
             fresh = {m for m in macs if now - recent.get(m, -10.0) > 1.0}
             recent.update({m: now for m in fresh})
             if fresh:
-                wake_vms(root, fresh, bridge, ns, say)
+                wake_vms(root, fresh, bridge, ns)
     finally:
         sock.close()
 

@@ -16,6 +16,7 @@ from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.images import store
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.conftest import said
 from tests.unit.test_frontend import publish_fake_image
 
 FE_IP = "10.10.0.1"
@@ -31,9 +32,9 @@ class Cluster:
     bridge: str
 
     def reconfigure(self) -> list[str]:
-        said: list[str] = []
-        reconfigure_frontend(self.root, load_config(self.config_path), self.config_path, say=said.append)
-        return said
+        with said() as lines:
+            reconfigure_frontend(self.root, load_config(self.config_path), self.config_path)
+        return lines
 
     def add_client(self, suffix: str, mac: str | None = None, address: str | None = None) -> tuple[str, str]:
         ns = self.topo.add_netns(suffix)
@@ -193,7 +194,7 @@ def test_new_image_versions_reach_ganesha_by_reload_not_restart(cluster: Cluster
         path = f"/srv/kestrel/images/default.versions/{v}"
         root.path(path).mkdir(parents=True, exist_ok=True)
         store.publish(root, {"name": "default", "version": v, "root": path, "kernel": f"images/default/{v}/vmlinuz",
-                              "initrd": f"images/default/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v}"}, print)
+                              "initrd": f"images/default/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v}"})
         return root.sys(path)
 
     first = version("1")

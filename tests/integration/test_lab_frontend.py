@@ -12,7 +12,7 @@ from kestrel.net import netns
 from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
 from kestrel.vm import qemu
-from tests.conftest import eventually, need_root
+from tests.conftest import eventually, need_root, said
 
 
 def _text(path: Path) -> str:
@@ -23,9 +23,15 @@ def test_ipxe_lease_registration_and_boot_script(tmp_path: Path) -> None:
     need_root()
     root = Sysroot(tmp_path / "lab")
     prefix = f"kt-{secrets.token_hex(2)[:3]}"
-    said: list[str] = []
+    with said() as lines:
+        _up_and_boot(root, prefix)
+    assert f"Removed network namespace {prefix}fe" in lines and "Stopped VM pxe1" in lines
+    assert not netns.exists(f"{prefix}fe")
+
+
+def _up_and_boot(root: Sysroot, prefix: str) -> None:
     try:
-        config_path, _ = lab.up_frontend(root, prefix, said.append)
+        config_path, _ = lab.up_frontend(root, prefix)
         config = load_config(config_path)
         assert config.network.netns == f"{prefix}fe" and netns.exists(f"{prefix}fe")
         spec = qemu.define_vm(root, config, "pxe1", memory=256)
@@ -41,7 +47,5 @@ def test_ipxe_lease_registration_and_boot_script(tmp_path: Path) -> None:
         # The IPv6 router advertisement reached iPXE: no 13 s wait for autoconfiguration.
         assert "RTR-ADVERT" in _text(root.path("/var/log/kestrel/dnsmasq.log"))
     finally:
-        problems = lab.down(root, said.append)
-    assert problems == []
-    assert not netns.exists(f"{prefix}fe")
-    assert f"Removed network namespace {prefix}fe" in said and "Stopped VM pxe1" in said
+        problems = lab.down(root)
+        assert problems == []

@@ -73,7 +73,7 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
         assert eventually(lambda: qemu.is_running(tree, "sleepy"), 20), Path(record.log).read_text()
         assert not qemu.is_running(tree, "other")
         time.sleep(1.2)  # the listener acts on one MAC at most once a second
-        assert wake.send_magic(config, [spec.mac], say=lambda _: None) == 1
+        assert wake.send_magic(config, [spec.mac]) == 1
         assert supervisor.wait_for_log(record, "sleepy (" + spec.mac + "): already running", 10)
     finally:
         supervisor.stop(tree, listener.LISTENER)

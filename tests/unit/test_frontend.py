@@ -14,7 +14,7 @@ from kestrel.config import load_config
 from kestrel.errors import InputError
 from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.sysroot import Sysroot
-from tests.conftest import REPO
+from tests.conftest import REPO, said
 
 GOLDEN = REPO / "tests" / "golden"
 REGISTRY = """\
@@ -54,9 +54,9 @@ def make_case(tree: Sysroot, method: str, server: str) -> Path:
 
 
 def run(tree: Sysroot, config_path: Path, **kw: bool) -> list[str]:
-    said: list[str] = []
-    reconfigure_frontend(tree, load_config(config_path), config_path, say=said.append, **kw)
-    return said
+    with said() as lines:
+        reconfigure_frontend(tree, load_config(config_path), config_path, **kw)
+    return lines
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -126,11 +126,10 @@ def test_hosts_block_keeps_the_admins_lines(tree: Sysroot) -> None:
 def test_dry_run_and_diff_write_nothing(tree: Sysroot) -> None:
     config_path = make_case(tree, "ipxe-http", "kernel")
     before = snapshot(tree.root)
-    said: list[str] = []
-    plan, report = reconfigure_frontend(tree, load_config(config_path), config_path, dry_run=True, diff=True,
-                                        say=said.append)
+    with said() as lines:
+        plan, report = reconfigure_frontend(tree, load_config(config_path), config_path, dry_run=True, diff=True)
     assert snapshot(tree.root) == {**before, "var/lib/kestrel/lock": b""}
-    assert said == []
+    assert lines == []
     assert f"Would create {tree.root}/etc/dnsmasq.d/kestrel.conf" in report
     assert f"+++ b{tree.root}/etc/dnsmasq.d/kestrel.conf" in report
     assert "+dhcp-range=10.10.0.100,10.10.0.199,255.255.255.0,12h" in report

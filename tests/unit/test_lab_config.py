@@ -53,7 +53,7 @@ def test_the_lab_refuses_the_hosts_root() -> None:
 
 def test_env_points_at_the_tree(tmp_path: Path) -> None:
     root = Sysroot(tmp_path)
-    lab.prepare_tree(root, "kt-x", say=lambda _: None)
+    lab.prepare_tree(root, "kt-x")
     text = lab.env_text(root)
     assert f"export KESTREL_ROOT={tmp_path}\n" in text
     assert f"export KESTREL_CONFIG={tmp_path}/etc/kestrel/kestrel.yaml\n" in text

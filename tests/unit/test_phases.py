@@ -13,6 +13,7 @@ from kestrel.images import phases
 from kestrel.images.phases import Side, Target
 from kestrel.overrides import Origin
 from kestrel.sysroot import Sysroot
+from tests.conftest import said
 
 SHIPPED = Path(__file__).resolve().parents[2] / "phases"
 
@@ -81,21 +82,20 @@ def test_package_list_errors_name_file_and_line(tmp_path: Path) -> None:
     assert phases.read_package_list(s) == ["foo", "libstdc++6"]
 
 
-def frontend_target(tmp_path: Path, modules: list[str]) -> tuple[Target, list[str]]:
-    root = Sysroot(tmp_path / "root")
-    said: list[str] = []
-    return Target(root, Config(), modules, said.append, shipped=tmp_path / "shipped"), said
+def frontend_target(tmp_path: Path, modules: list[str]) -> Target:
+    return Target(Sysroot(tmp_path / "root"), Config(), modules, shipped=tmp_path / "shipped")
 
 
 def test_run_once_is_recorded_with_the_script_hash(tmp_path: Path) -> None:
-    target, said = frontend_target(tmp_path, ["core"])
+    target = frontend_target(tmp_path, ["core"])
     out = tmp_path / "runs"
     install = script(tmp_path / "shipped/frontend/install.d", "core_once", f"echo install >> {out}")
     script(tmp_path / "shipped/frontend/configure.d", "core_every", f"echo configure >> {out}")
-    phases.run_phases(target)
-    phases.run_phases(target)
+    with said() as lines:
+        phases.run_phases(target)
+        phases.run_phases(target)
     assert out.read_text().split() == ["install", "configure", "configure"]
-    assert said == ["Executing : frontend_core_once", "Executing : frontend_core_every",
+    assert lines == ["Executing : frontend_core_once", "Executing : frontend_core_every",
                     "Executing : frontend_core_every"]
     state = json.loads(target.state_path.read_text())
     assert state == {"install/core_once": phases.Script("install", "core_once", install, Origin.SHIPPED).digest()}
@@ -109,7 +109,7 @@ def test_run_once_is_recorded_with_the_script_hash(tmp_path: Path) -> None:
 
 
 def test_environment(tmp_path: Path) -> None:
-    target, _ = frontend_target(tmp_path, ["core"])
+    target = frontend_target(tmp_path, ["core"])
     dump = tmp_path / "env.json"
     script(tmp_path / "shipped/frontend/configure.d", "core_env",
            f"python3 -c 'import json, os; print(json.dumps(dict(os.environ)))' > {dump}")
@@ -128,18 +128,18 @@ def test_environment(tmp_path: Path) -> None:
 
 
 def test_failing_script_stops_with_name_code_and_tail(tmp_path: Path) -> None:
-    target, said = frontend_target(tmp_path, ["core"])
+    target = frontend_target(tmp_path, ["core"])
     out = tmp_path / "ran"
     script(tmp_path / "shipped/frontend/configure.d", "core_1-bad", "echo line-one\necho boom >&2\nexit 3")
     script(tmp_path / "shipped/frontend/configure.d", "core_2-after", f"touch {out}")
-    with pytest.raises(phases.ScriptFailed) as e:
+    with said() as lines, pytest.raises(phases.ScriptFailed) as e:
         phases.run_phases(target)
     message = str(e.value)
     assert message.startswith("core_1-bad (")
     assert "failed: exit code 3; last lines of " in message
     assert message.endswith("    line-one\n    boom")
     assert not out.exists()
-    assert said == ["Executing : frontend_core_1-bad"]
+    assert lines == ["Executing : frontend_core_1-bad"]
     assert "boom" in target.log_path("configure").read_text()
 
 

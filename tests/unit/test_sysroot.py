@@ -96,7 +96,7 @@ def test_plan_changes_only_what_differs_and_collects_actions(tmp_path: Path) -> 
     plan = plan_files(root, desired)
     assert [c.path for c in plan.changes] == ["/etc/a.conf", "/etc/b.conf"]
     assert [(a.service, a.action) for a in plan.actions] == [("svc", Action.RESTART)]
-    apply_changes(root, plan, say=lambda _: None)
+    apply_changes(root, plan)
     assert plan_files(root, desired).is_empty
     (tmp_path / "etc" / "a.conf").write_text("edited by hand\n")
     again = plan_files(root, desired)

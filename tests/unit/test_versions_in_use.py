@@ -11,6 +11,7 @@ from kestrel.images import store
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts, NodeState, State
 from kestrel.sysroot import Sysroot, atomic_write
+from tests.conftest import said
 
 MAC = "52:54:00:aa:00:01"
 
@@ -56,23 +57,23 @@ def kept(tree: Sysroot) -> list[str]:
 
 
 def test_publish_keeps_the_version_an_up_node_runs_until_it_is_down(tree: Sysroot) -> None:
-    said: list[str] = []
-    store.publish(tree, version(tree, "default", "v1"), said.append)
+    store.publish(tree, version(tree, "default", "v1"))
     set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"))
-    store.publish(tree, version(tree, "default", "v2"), said.append)
-    store.publish(tree, version(tree, "default", "v3"), said.append)
+    with said() as lines:
+        store.publish(tree, version(tree, "default", "v2"))
+        store.publish(tree, version(tree, "default", "v3"))
     assert kept(tree) == ["v1", "v2", "v3"]
-    assert "Kept default version v1: up nodes run on it (it goes once they are down)" in said
+    assert "Kept default version v1: up nodes run on it (it goes once they are down)" in lines
     tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
     assert store.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
     set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"), up=False)
-    store.publish(tree, version(tree, "default", "v4"), said.append)
+    store.publish(tree, version(tree, "default", "v4"))
     assert kept(tree) == ["v3", "v4"]  # the previous one stays for rollback, as always
 
 
 def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> None:
-    store.publish(tree, version(tree, "default", "v1"), print)
-    store.publish(tree, version(tree, "default", "v2"), print)
+    store.publish(tree, version(tree, "default", "v1"))
+    store.publish(tree, version(tree, "default", "v2"))
     current = store.published_images(tree)
     served = current + store.older_versions(tree, current)
     found = desired.exports(tree, Config(), served)
@@ -81,7 +82,7 @@ def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> No
         ("/images/default/v1", tree.sys(f"{store.versions_dir('default')}/v1"))]
     ids = {e.pseudo: e.fsid for e in found}
     # another image does not renumber the exports that running nodes hold handles of
-    store.publish(tree, version(tree, "aaa", "v9"), print)
+    store.publish(tree, version(tree, "aaa", "v9"))
     current = store.published_images(tree)
     again = {e.pseudo: e.fsid for e in desired.exports(tree, Config(), current + store.older_versions(tree, current))}
     assert {k: again[k] for k in ids} == ids and len(set(again.values())) == len(again)
