@@ -89,6 +89,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     Temp file in the same folder, fsync, rename. A bind-mounted target (/etc/hosts in a container)
     refuses the rename with EBUSY; then the file is rewritten in place, the best that can be done there.
     """
+    try:
+        _atomic_write(path, data, mode)
+    except OSError as e:  # a full disk, a read-only file system, no permission: name the file
+        raise KestrelError(f"{path}: cannot write: {e.strerror or e}") from e
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".kestrel-tmp", dir=path.parent)
     try:
