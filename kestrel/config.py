@@ -7,7 +7,7 @@ import re
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
@@ -289,7 +289,3 @@ def load_config(path: Path, text: str | None = None) -> Config:
 def load_image_definition(path: Path) -> ImageDefinition:
     names.check_name(path.stem, "image name")
     return load_model(ImageDefinition, path)
-
-
-def config_schema() -> dict[str, Any]:
-    return Config.model_json_schema()

@@ -233,12 +233,6 @@ class Plan:
                 return
         self.actions.append(action)
 
-    def extend(self, other: Plan) -> None:
-        self.changes.extend(other.changes)
-        self.directories.extend(d for d in other.directories if d not in self.directories)
-        for a in other.actions:
-            self.add_action(a)
-
 
 def plan_files(
     root: Sysroot,
