@@ -25,6 +25,7 @@ from kestrel.frontend import node_changes
 from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import cluster as lab
+from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="Update the image first (kestrel-images build).")
     args = parser.parse_args()
     root = Sysroot(args.root)
-    state = lab.load_state(root)
+    state = tree.load_state(root)
     was_up = bool(state and all(netns.exists(n) for n in state.namespaces))
     try:
         lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", rebuild=args.rebuild)

@@ -15,6 +15,7 @@ from kestrel.config import CONFIG_PATH
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
 from kestrel.lab import cluster as lab
+from kestrel.lab import tree
 from kestrel.nodes import fanout
 from kestrel.sysroot import Sysroot
 
@@ -24,13 +25,13 @@ logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also ru
 def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--root (the lab's tree, default /var/lib/kestrel-lab), -v, -q, --debug."""
 
-    @click.option("--root", "root", envvar="KESTREL_ROOT", default=lab.LAB_ROOT, show_default=True,
+    @click.option("--root", "root", envvar="KESTREL_ROOT", default=tree.LAB_ROOT, show_default=True,
                   type=click.Path(file_okay=False), help="The lab's tree (env KESTREL_ROOT).")
     @output_options
     @click.pass_context
     @functools.wraps(f)
     def wrapper(cctx: click.Context, root: str, verbose: int, quiet: bool, debug: bool, **kwargs: Any) -> Any:
-        sysroot = lab.check_lab_root(Sysroot(root))
+        sysroot = tree.check_lab_root(Sysroot(root))
         make_context(cctx, sysroot, sysroot.path(CONFIG_PATH), verbose, quiet, debug)
         return cctx.invoke(f, **kwargs)
 
@@ -48,7 +49,7 @@ def command() -> None:
                       "start N nodes and wait until they answer SSH.")
 @click.option("--nodes", "count", type=click.IntRange(0, 64), default=2, show_default=True, help="qemu nodes.")
 @click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
-@click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {lab.DEFAULT_PREFIX}].")
+@click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
 @click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True,
               help="Seconds to wait for the nodes to answer SSH.")
@@ -106,7 +107,7 @@ def status(ctx: Context, as_json: bool) -> None:
 @command.command(help='Shell exports pointing kestrel-* at the lab: eval "$(kestrel-lab env)".')
 @pass_context
 def env(ctx: Context) -> None:
-    click.echo(lab.env_text(ctx.root), nl=False)
+    click.echo(tree.env_text(ctx.root), nl=False)
 
 
 @command.command(help="ssh as root to NODE from inside the lab's namespace (then COMMAND, if given).")
@@ -114,7 +115,7 @@ def env(ctx: Context) -> None:
 @click.argument("remote_command", nargs=-1)
 @pass_context
 def ssh(ctx: Context, node: str, remote_command: tuple[str, ...]) -> None:
-    argv = lab.ssh_argv(ctx.root, node, list(remote_command))
+    argv = tree.ssh_argv(ctx.root, node, list(remote_command))
     # An interactive session: ssh takes over this process and its terminal (the runner would detach stdin).
     os.execvp(argv[0], argv)  # noqa: S606
 

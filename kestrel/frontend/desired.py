@@ -15,16 +15,8 @@ from kestrel.images.store import PublishedImage
 from kestrel.nodes import hostfiles, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
-from kestrel.sysroot import (
-    Action,
-    Desired,
-    Plan,
-    Sysroot,
-    apply_changes,
-    describe_plan,
-    plan_files,
-    replace_block,
-)
+from kestrel.plan import Action, Desired, Plan, apply_changes, describe_plan, plan_files
+from kestrel.sysroot import Sysroot, replace_block
 from kestrel.templates import render
 
 TFTP_ROOT = "/srv/kestrel/tftp"

@@ -13,7 +13,8 @@ from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
-from kestrel.sysroot import Action, Desired, Plan, Sysroot, apply_changes, plan_files
+from kestrel.plan import Action, Desired, Plan, apply_changes, plan_files
+from kestrel.sysroot import Sysroot
 
 Change = Callable[[list[Node], States], tuple[list[Node], States]]
 _VISITORS = 16

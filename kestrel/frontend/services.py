@@ -7,7 +7,8 @@ import signal
 from collections.abc import Iterable
 
 from kestrel import runner, supervisor
-from kestrel.sysroot import Action, ServiceAction, Sysroot
+from kestrel.plan import Action, ServiceAction
+from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The one-machine cluster: frontend services and qemu nodes inside a network namespace, run from a --root tree.
+"""The one-machine cluster: frontend services and qemu nodes inside a network namespace, run from the lab's tree.
 
 Layout: one namespace PREFIXfe holds the cluster bridge PREFIXbr0 (the frontend's address, an IPv6 ULA for
 router advertisements), dnsmasq, nginx, nfs-ganesha + rpcbind (private /run) and every node's qemu with its
@@ -14,44 +14,29 @@ Other tools run through `ip netns exec PREFIXfe ...`; `kestrel-lab ssh NODE` doe
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
-from kestrel import runner, shipped, supervisor
+from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
 from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.images import store
+from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
-from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.sysroot import Sysroot
 from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-LAB_ROOT = "/var/lib/kestrel-lab"
-DEFAULT_PREFIX = "klab-"
-STATE_PATH = "/run/kestrel/lab.json"
-SHIPPED_ETC = shipped.ETC_KESTREL
 SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
-LAB_MODULES = ["core", "nfsroot", "sshd", "openmpi", "mpich"]
-
-
-@dataclass
-class LabState:
-    prefix: str
-    namespaces: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,74 +52,6 @@ class NodeProgress:
     @property
     def done(self) -> bool:
         return self.ssh is not None
-
-
-def check_lab_root(root: Sysroot) -> Sysroot:
-    if root.is_host:
-        raise InputError(f"the lab needs a tree of its own, not / (for example --root {LAB_ROOT})")
-    return root
-
-
-def names_for(prefix: str) -> tuple[str, str]:
-    """(namespace, bridge) of a lab with PREFIX."""
-    topo = Topology(prefix)
-    return topo.name("fe"), topo.name("br0")
-
-
-# -- the tree -------------------------------------------------------------------------------------------
-
-def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
-    """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices).
-
-    Round-trip YAML, so an admin's comments and edits of the lab's config survive a change of prefix.
-    """
-    ns, bridge = names_for(prefix)
-    yaml = YAML(typ="rt")
-    data = yaml.load(shipped) or {}
-    net = data.setdefault("network", {})
-    net["interface"], net["netns"] = bridge, ns
-    if fresh:
-        net["ipv6_prefix"] = "fd10::/64"
-        data.setdefault("nfs", {})["server"] = "ganesha"
-        boot = data.setdefault("boot", {})
-        boot["menu_timeout"] = 1
-        # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
-        boot["cmdline"] = "console=ttyS0,115200 quiet"
-        data["modules"] = yaml.load(json.dumps(LAB_MODULES))
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
-
-
-def prepare_tree(root: Sysroot, prefix: str) -> Path:
-    """ROOT/etc/kestrel from the shipped defaults on the first run; the config names this lab's devices."""
-    etc = root.path("/etc/kestrel")
-    config_path = root.path(CONFIG_PATH)
-    fresh = not config_path.exists()
-    if fresh:
-        if not SHIPPED_ETC.is_dir():
-            raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing (run from Kestrel's source tree)")
-        shutil.copytree(SHIPPED_ETC, etc, dirs_exist_ok=True)
-        logger.info(f"Created the lab's tree {root.root}")
-    text = config_path.read_text()
-    new = lab_config_text(text if not fresh else (SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh)
-    if new != text:
-        atomic_write(config_path, new.encode())
-    load_config(config_path)
-    return config_path
-
-
-def load_state(root: Sysroot) -> LabState | None:
-    try:
-        return LabState(**json.loads(root.path(STATE_PATH).read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"{root.path(STATE_PATH)}: not a lab state file ({e}); remove it") from None
-
-
-def _save_state(root: Sysroot, state: LabState) -> None:
-    atomic_write(root.path(STATE_PATH), json.dumps(asdict(state), indent=1).encode())
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -158,12 +75,12 @@ def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebu
 
 def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
     """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
-    check_lab_root(root)
-    old = load_state(root)
-    prefix = prefix or (old.prefix if old else DEFAULT_PREFIX)
+    tree.check_lab_root(root)
+    old = tree.load_state(root)
+    prefix = prefix or (old.prefix if old else tree.DEFAULT_PREFIX)
     if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
         raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
-    config_path = prepare_tree(root, prefix)
+    config_path = tree.prepare_tree(root, prefix)
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
@@ -173,11 +90,11 @@ def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
 
 
 def _network(root: Sysroot, config: Config, prefix: str) -> None:
-    ns, bridge = names_for(prefix)
+    ns, bridge = tree.names_for(prefix)
     if netns.exists(ns):
         return
     topo = Topology(prefix)
-    _save_state(root, LabState(prefix, [ns]))
+    tree.save_state(root, tree.LabState(prefix, [ns]))
     try:
         topo.add_netns("fe")
         topo.add_bridge(ns, "br0", str(config.network.address))
@@ -300,12 +217,12 @@ def _sync_known_hosts(root: Sysroot) -> None:
                check=False, timeout=120)
 
 
-# -- down, status, env ----------------------------------------------------------------------------------
+# -- down, status ----------------------------------------------------------------------------------
 
 def down(root: Sysroot) -> list[str]:
     """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
-    check_lab_root(root)
-    state = load_state(root)
+    tree.check_lab_root(root)
+    state = tree.load_state(root)
     for spec in qemu.list_vms(root):
         if qemu.stop_vm(root, spec.name):
             logger.info(f"Stopped VM {spec.name}")
@@ -323,7 +240,7 @@ def down(root: Sysroot) -> list[str]:
                 problems.append(f"network namespace {ns} is still there")
             else:
                 logger.info(f"Removed network namespace {ns}")
-        root.path(STATE_PATH).unlink(missing_ok=True)
+        root.path(tree.STATE_PATH).unlink(missing_ok=True)
     for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in qemu.list_vms(root))):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
@@ -331,8 +248,8 @@ def down(root: Sysroot) -> list[str]:
 
 
 def status(root: Sysroot) -> dict[str, object]:
-    check_lab_root(root)
-    state = load_state(root)
+    tree.check_lab_root(root)
+    state = tree.load_state(root)
     config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
     services = {}
     for name in (*SERVICES, listener.LISTENER):
@@ -350,24 +267,3 @@ def status(root: Sysroot) -> dict[str, object]:
     }
 
 
-def env_text(root: Sysroot) -> str:
-    """Shell lines that point Kestrel's programs at the lab (eval "$(kestrel-lab env)")."""
-    config_path = root.path(CONFIG_PATH)
-    config = load_config(config_path)
-    ns = config.network.netns or ""
-    return (f"export KESTREL_ROOT={root.root}\n"
-            f"export KESTREL_CONFIG={config_path}\n"
-            f"export KESTREL_LAB_NETNS={ns}\n"
-            f"# The cluster network lives in namespace {ns}: kestrel-nodes exec/check/wake reach it from here;\n"
-            f"# other tools: ip netns exec {ns} COMMAND, or kestrel-lab ssh NODE.\n")
-
-
-def ssh_argv(root: Sysroot, node: str, command: list[str]) -> list[str]:
-    """ssh as root to NODE from inside the lab's namespace, with the frontend's key and known_hosts."""
-    config = load_config(root.path(CONFIG_PATH))
-    target = registry.find_node(registry.load_registry(root), node)
-    if not config.network.netns:
-        raise InputError(f"{root.path(CONFIG_PATH)}: network.netns is not set: not a lab tree")
-    return ["ip", "netns", "exec", config.network.netns, "ssh", "-i", str(root.path(config.nodes.ssh_key)),
-            "-o", f"UserKnownHostsFile={root.path(ssh.KNOWN_HOSTS)}", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"HostKeyAlias={target.name}", f"root@{target.ip}", *command]

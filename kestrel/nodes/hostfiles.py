@@ -12,7 +12,8 @@ from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodes.registry import Node, natural_key
 from kestrel.nodes.state import States
-from kestrel.sysroot import Desired, Sysroot
+from kestrel.plan import Desired
+from kestrel.sysroot import Sysroot
 from kestrel.templates import render
 
 HOSTFILES_DIR = "/etc/kestrel/hostfiles"

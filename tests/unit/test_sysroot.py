@@ -11,17 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kestrel.errors import InputError
-from kestrel.sysroot import (
-    Action,
-    Desired,
-    Sysroot,
-    apply_changes,
-    atomic_write,
-    describe_plan,
-    plan_files,
-    read_block,
-    replace_block,
-)
+from kestrel.plan import Action, Desired, apply_changes, describe_plan, plan_files
+from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
 
 # Lines an admin may have in /etc/hosts: anything but our markers.
 LINE_BREAKS = "\n"
