@@ -22,7 +22,8 @@ from ruamel.yaml import YAML
 from kestrel import runner
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.frontend import node_changes
-from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline, reconfigure_frontend
+from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdline
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import cluster as lab
 from kestrel.lab import tree

@@ -15,7 +15,7 @@ from kestrel import names
 from kestrel.yamlfile import load_model
 
 CONFIG_PATH = "/etc/kestrel/kestrel.yaml"
-IMAGES_DIR = "/etc/kestrel/images"
+DEFINITIONS_DIR = "/etc/kestrel/images"  # the admin's image definitions (images/ ships the defaults)
 
 
 def _abs_path(text: str) -> str:

@@ -6,7 +6,7 @@ import click
 
 from kestrel.cli.common import Context, global_options, pass_context, run
 from kestrel.errors import InputError
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build
 
 

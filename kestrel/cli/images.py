@@ -7,7 +7,7 @@ import logging
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, definitions, phases, store
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__

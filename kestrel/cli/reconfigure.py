@@ -7,7 +7,7 @@ import logging
 import click
 
 from kestrel.cli.common import Context, global_options, pass_context, run
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, phases, store
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__

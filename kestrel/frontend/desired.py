@@ -9,13 +9,13 @@ from pathlib import Path
 
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx, services
-from kestrel.images import store as images_mod
+from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.images import store
 from kestrel.images.store import PublishedImage
 from kestrel.nodes import hostfiles, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
-from kestrel.plan import Action, Desired, Plan, apply_changes, describe_plan, plan_files
+from kestrel.plan import Action, Desired, Plan, plan_files
 from kestrel.sysroot import Sysroot, replace_block
 from kestrel.templates import render
 
@@ -115,7 +115,7 @@ def export_id(name: str, version: str, used: set[int]) -> int:
 
 def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
     nodes = registry.load_registry(root)
-    images = [i for i in images_mod.published_images(root) if i.bootable]
+    images = [i for i in store.published_images(root) if i.bootable]
     return plan_files(root, desired_files(root, config, config_path, nodes, images), owned=_OWNED,
                       directories=_directories(config))
 
@@ -190,7 +190,7 @@ def _node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[P
 
 
 def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
-    found = exports(root, config, images + images_mod.older_versions(root, images))
+    found = exports(root, config, images + store.older_versions(root, images))
     if config.nfs.server is NfsServer.KERNEL:
         return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
                         on_change=("nfs-kernel", Action.RELOAD))]
@@ -253,21 +253,3 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def reconfigure_frontend(
-    root: Sysroot, config: Config, config_path: Path, *, dry_run: bool = False, diff: bool = False,
-) -> tuple[Plan, str]:
-    """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
-
-    Returns the plan and, for a dry run, its description (nothing is written then).
-    """
-    with root.lock():
-        plan = plan_frontend(root, config, config_path)
-        for change in plan.changes:
-            if change.path == dnsmasq.CONF_PATH and change.new is not None:
-                dnsmasq.check_config(root, change.new)
-        if dry_run:
-            return plan, describe_plan(root, plan, diff)
-        report = describe_plan(root, plan, diff=True) if diff else ""
-        apply_changes(root, plan)
-        services.perform(root, plan.actions)
-        return plan, report

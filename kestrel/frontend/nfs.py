@@ -16,7 +16,7 @@ GANESHA_PLUGINS = "/usr/lib/x86_64-linux-gnu/ganesha"
 def ganesha_foreground_argv(root: Sysroot) -> list[str]:
     """rpcbind and ganesha together (klibc's nfsmount needs the portmapper), one process group.
 
-    Meant to run with a private /run (process.start(private_run=True)): rpcbind's socket lives there.
+    Meant to run with a private /run (supervisor.start(private_run=True)): rpcbind's socket lives there.
     """
     log = root.sys("/var/log/kestrel/ganesha.log")
     ganesha = runner.which("ganesha.nfsd") or "ganesha.nfsd"

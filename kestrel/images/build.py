@@ -45,7 +45,7 @@ def definition_digest(definition: ImageDefinition, modules: list[str]) -> str:
 def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
                 use_cache: bool = True) -> dict[str, Any]:
     """Build NAME: from the current version when its definition is unchanged (only changed scripts and
-    configure run), else (or with FORCE) from the cached base. Publishes and replans the frontend."""
+    configure run), else (or with FORCE) from the cached base, and publish it (the caller replans the frontend)."""
     definition = load_definition(root, name)
     modules = image_modules(definition, config.modules)
     digest = definition_digest(definition, modules)

@@ -3,7 +3,8 @@
 The mounts live only in a namespace made for the one command (unshare --mount --pid --fork --kill-child):
 when the command ends, the kernel drops them and kills whatever it left running, even after a crash or a
 timeout. Nothing is ever mounted in the frontend's own namespace, so an image is never exported with
-something mounted inside it (see notes/netboot.md, pitfall 3). `assert_unmounted` checks it anyway.
+something mounted inside it (its NFS clients then fail with 'Invalid cross-device link');
+`assert_unmounted` checks it anyway.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kestrel import names, shipped
-from kestrel.config import IMAGES_DIR as ADMIN_IMAGES_DIR
-from kestrel.config import ImageDefinition, load_image_definition
+from kestrel.config import DEFINITIONS_DIR, ImageDefinition, load_image_definition
 from kestrel.errors import InputError
 from kestrel.sysroot import Sysroot
 
@@ -16,7 +15,7 @@ SHIPPED_IMAGES = shipped.IMAGES
 def definition_path(root: Sysroot, name: str) -> Path:
     """ROOT/etc/kestrel/images/NAME.yaml (the admin's) first, then the shipped images/NAME.yaml."""
     check_image_name(name)
-    admin = root.path(f"{ADMIN_IMAGES_DIR}/{name}.yaml")
+    admin = root.path(f"{DEFINITIONS_DIR}/{name}.yaml")
     shipped = SHIPPED_IMAGES / f"{name}.yaml"
     for path in (admin, shipped):
         if path.is_file():

@@ -7,7 +7,7 @@ process records; it survives `down`, so the built image is reused by the next `u
 
 How programs on the host reach the nodes: the cluster network exists only inside the namespace; the host
 gets no address on it (no 10.x route leaks into the host). The lab's config says `network.netns`, and
-Kestrel's programs open their sockets to nodes inside that namespace (kestrel.netns.call_in): after
+Kestrel's programs open their sockets to nodes inside that namespace (kestrel.net.netns.call_in): after
 `eval "$(kestrel-lab env)"`, kestrel-nodes exec/check/wake work from the host as on a real frontend.
 Other tools run through `ip netns exec PREFIXfe ...`; `kestrel-lab ssh NODE` does that for ssh.
 """
@@ -25,7 +25,7 @@ from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import tree
 from kestrel.net import netns

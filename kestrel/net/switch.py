@@ -1,5 +1,5 @@
 """The VXLAN switch: one hub host bridges the cluster networks of several servers, so every frame between
-nodes on different servers crosses the hub (shared/notes/network.md, design A).
+nodes on different servers crosses the hub.
 
 The hub has one unicast VXLAN per server, each with its own VNI, all in one bridge (a bridge never sends a
 frame back out of the port it came in on: split horizon for free). Each server has one VXLAN to the hub in

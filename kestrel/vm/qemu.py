@@ -1,9 +1,9 @@
 """qemu nodes that boot from the network: definitions, taps, start/stop by recorded pid, serial consoles.
 
 A VM is a definition in ROOT/var/lib/kestrel/vms/NAME.json and, while it runs, a process record
-"vm-NAME" (kestrel.services.process). Its NIC is a tap on the cluster bridge, in the bridge's namespace;
+"vm-NAME" (kestrel.supervisor). Its NIC is a tap on the cluster bridge, in the bridge's namespace;
 the serial console is appended to ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped
-VM keeps its definition, and kestrel.wake's listener starts it when its magic packet arrives.
+VM keeps its definition, and kestrel.vm.listener starts it when its magic packet arrives.
 """
 
 from __future__ import annotations

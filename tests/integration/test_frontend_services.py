@@ -12,7 +12,7 @@ import pytest
 from kestrel import runner, supervisor
 from kestrel.config import load_config
 from kestrel.frontend import dnsmasq, nfs, nginx
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import store
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot

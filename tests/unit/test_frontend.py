@@ -12,7 +12,7 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
-from kestrel.frontend.desired import reconfigure_frontend
+from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.sysroot import Sysroot
 from tests.conftest import REPO, said
 

@@ -1,4 +1,4 @@
-"""qemu node definitions, command lines and KVM detection (pure parts of kestrel.power)."""
+"""qemu node definitions, command lines and KVM detection (the pure parts of kestrel.vm.qemu)."""
 
 from __future__ import annotations
 

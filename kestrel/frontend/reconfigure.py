@@ -1,0 +1,31 @@
+"""Reconfiguring the frontend: plan its files under the lock, check dnsmasq's new config, write, reload what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kestrel.config import Config
+from kestrel.frontend import dnsmasq, services
+from kestrel.frontend.desired import plan_frontend
+from kestrel.plan import Plan, apply_changes, describe_plan
+from kestrel.sysroot import Sysroot
+
+
+def reconfigure_frontend(
+    root: Sysroot, config: Config, config_path: Path, *, dry_run: bool = False, diff: bool = False,
+) -> tuple[Plan, str]:
+    """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
+
+    Returns the plan and, for a dry run, its description (nothing is written then).
+    """
+    with root.lock():
+        plan = plan_frontend(root, config, config_path)
+        for change in plan.changes:
+            if change.path == dnsmasq.CONF_PATH and change.new is not None:
+                dnsmasq.check_config(root, change.new)
+        if dry_run:
+            return plan, describe_plan(root, plan, diff)
+        report = describe_plan(root, plan, diff=True) if diff else ""
+        apply_changes(root, plan)
+        services.perform(root, plan.actions)
+        return plan, report
