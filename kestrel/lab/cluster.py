@@ -139,7 +139,7 @@ def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool) -
     if store.current(root, image) is not None and not rebuild:
         return False
     logger.info(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
-    runner.run([sys.executable, "-m", "kestrel.cli.images", "--root", str(root.root), "--config", str(config_path),
+    runner.run([sys.executable, "-I", "-m", "kestrel.cli.images", "--root", str(root.root), "--config", str(config_path),
                 "build", image], capture=False, timeout=3600)
     if store.current(root, image) is None:
         raise CommandError(f"image {image} was not published by kestrel-images build")
@@ -213,7 +213,7 @@ def booted(root: Sysroot, vm: str) -> bool:
 
 def _sync_known_hosts(root: Sysroot) -> None:
     """The frontend's known_hosts learns new nodes from the image's host keys (kestrel-users sync)."""
-    runner.run([sys.executable, "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
+    runner.run([sys.executable, "-I", "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
                check=False, timeout=120)
 
 

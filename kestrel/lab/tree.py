@@ -87,7 +87,7 @@ def prepare_tree(root: Sysroot, prefix: str) -> Path:
     fresh = not config_path.exists()
     if fresh:
         if not SHIPPED_ETC.is_dir():
-            raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing (run from Kestrel's source tree)")
+            raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing: reinstall Kestrel")
         shutil.copytree(SHIPPED_ETC, etc, dirs_exist_ok=True)
         logger.info(f"Created the lab's tree {root.root}")
     text = config_path.read_text()

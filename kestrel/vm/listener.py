@@ -103,7 +103,7 @@ def start_listener(root: Sysroot, config_path: str, bridge: str, ns: str | None)
     """The listener as a supervised background process of ROOT; None if one already runs."""
     if supervisor.find(root, LISTENER):
         return None
-    argv = [sys.executable, "-m", "kestrel.cli.vm", "--root", str(root.root), "--config", config_path,
+    argv = [sys.executable, "-I", "-m", "kestrel.cli.vm", "--root", str(root.root), "--config", config_path,
             "listen", "--bridge", bridge, *(["--netns", ns] if ns else [])]
     record = supervisor.start(root, LISTENER, argv)
     if not supervisor.wait_for_log(record, "Listening for magic packets", timeout=30):
