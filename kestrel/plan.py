@@ -6,11 +6,14 @@ import contextlib
 import difflib
 import fnmatch
 import logging
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from kestrel import runner
 from kestrel.sysroot import Sysroot, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -40,25 +43,138 @@ class Desired:
 
 @dataclass(frozen=True)
 class FileChange:
+    """A file written whole (atomically) or removed."""
+
     path: str
     old: bytes | None
     new: bytes | None  # None: delete
     mode: int = 0o644
+    owner: tuple[int, int] | None = None  # (uid, gid); None: whoever runs Kestrel (root)
 
     @property
     def verb(self) -> str:
         return "Removed" if self.new is None else ("Created" if self.old is None else "Wrote")
 
+    def lines(self, root: Sysroot, diff: bool) -> list[str]:
+        verb = {"Created": "create", "Wrote": "write", "Removed": "remove"}[self.verb]
+        out = [f"Would {verb} {root.sys(self.path)}"]
+        return out + (unified_diff(root.sys(self.path), self.old, self.new) if diff else [])
+
+    def apply(self, root: Sysroot) -> str:
+        target = root.path(self.path)
+        if self.new is None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        else:
+            atomic_write(target, self.new, self.mode)
+            if self.owner is not None:
+                os.chown(target, *self.owner)
+        return f"{self.verb} {root.sys(self.path)}"
+
+
+@dataclass(frozen=True)
+class MakeDir:
+    """A folder (and its parents); MODE and OWNER apply to the folder itself."""
+
+    path: str
+    mode: int | None = None
+    owner: tuple[int, int] | None = None
+
+    def lines(self, root: Sysroot, diff: bool) -> list[str]:
+        return [f"Would create {root.sys(self.path)}/"]
+
+    def apply(self, root: Sysroot) -> str:
+        target = root.path(self.path)
+        target.mkdir(parents=True, exist_ok=True)
+        if self.mode is not None:
+            target.chmod(self.mode)
+        if self.owner is not None:
+            os.chown(target, *self.owner)
+        return f"Created {root.sys(self.path)}/"
+
+
+@dataclass(frozen=True)
+class Link:
+    """A symbolic link PATH -> TARGET, switched in one rename (a reader sees the old or the new target)."""
+
+    path: str
+    target: str
+
+    def lines(self, root: Sysroot, diff: bool) -> list[str]:
+        return [f"Would link {root.sys(self.path)} -> {self.target}"]
+
+    def apply(self, root: Sysroot) -> str:
+        link = root.path(self.path)
+        tmp = link.with_name(f".{link.name}.link-tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.target, tmp)
+        os.replace(tmp, link)
+        return f"Linked {root.sys(self.path)} -> {self.target}"
+
+
+@dataclass(frozen=True)
+class RemoveTree:
+    """A folder with everything in it, or a link. In the background: renamed away at once, deleted later
+    (an image version has tens of thousands of files)."""
+
+    path: str
+    background: bool = False
+
+    def lines(self, root: Sysroot, diff: bool) -> list[str]:
+        return [f"Would remove {root.sys(self.path)}"]
+
+    def apply(self, root: Sysroot) -> str:
+        target = root.path(self.path)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir() and self.background:
+            trash = target.with_name(f".trash-{target.name}")
+            os.replace(target, trash)
+            runner.run(["sh", "-c", 'rm -rf -- "$1" >/dev/null 2>&1 &', "sh", str(trash)])
+        elif target.is_dir():
+            shutil.rmtree(target)
+        return f"Removed {root.sys(self.path)}"
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    """A command whose effect is files (ssh-keygen making a key pair): shown by --dry-run, run by apply."""
+
+    argv: tuple[str, ...]
+    says: str  # the line logged when done, e.g. "Created /home/alice/.ssh/id_ed25519"
+
+    def lines(self, root: Sysroot, diff: bool) -> list[str]:
+        return [f"Would run {' '.join(self.argv)}"]
+
+    def apply(self, root: Sysroot) -> str:
+        runner.run(list(self.argv))
+        return self.says
+
+
+Step = FileChange | MakeDir | Link | RemoveTree | RunCommand
+
 
 @dataclass
 class Plan:
-    changes: list[FileChange] = field(default_factory=list)
+    """Steps in the order they run, then the service actions they call for (one per service)."""
+
+    steps: list[Step] = field(default_factory=list)
     actions: list[ServiceAction] = field(default_factory=list)
-    directories: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> list[FileChange]:
+        return [s for s in self.steps if isinstance(s, FileChange)]
+
+    @property
+    def directories(self) -> list[str]:
+        return [s.path for s in self.steps if isinstance(s, MakeDir)]
 
     @property
     def is_empty(self) -> bool:
-        return not (self.changes or self.actions or self.directories)
+        return not (self.steps or self.actions)
+
+    def add(self, *steps: Step) -> None:
+        self.steps.extend(steps)
 
     def add_action(self, action: ServiceAction) -> None:
         """One action per service; a restart covers a reload."""
@@ -69,6 +185,11 @@ class Plan:
                 return
         self.actions.append(action)
 
+    def merge(self, other: Plan) -> None:
+        self.steps.extend(other.steps)
+        for a in other.actions:
+            self.add_action(a)
+
 
 def plan_files(
     root: Sysroot,
@@ -77,7 +198,7 @@ def plan_files(
     directories: Iterable[str] = (),
 ) -> Plan:
     """Compare DESIRED with disk. Files under an OWNED (folder, glob) that are not desired are removed."""
-    plan = Plan()
+    plan = Plan([MakeDir(d) for d in directories if not root.path(d).is_dir()])
     desired = list(desired)
     wanted = {d.path for d in desired}
     for d in desired:
@@ -85,7 +206,7 @@ def plan_files(
         have = _mode(root.path(d.path)) if old is not None else None
         mode = d.mode if d.mode is not None else (have or 0o644)
         if old != d.content or have != mode:
-            plan.changes.append(FileChange(d.path, old, d.content, mode))
+            plan.add(FileChange(d.path, old, d.content, mode))
             if d.on_change:
                 service, action = d.on_change
                 plan.add_action(ServiceAction(service, action, f"{d.path} changed"))
@@ -96,8 +217,7 @@ def plan_files(
         for entry in sorted(real.iterdir()):
             sys_path = f"{folder.rstrip('/')}/{entry.name}"
             if entry.is_file() and fnmatch.fnmatch(entry.name, pattern) and sys_path not in wanted:
-                plan.changes.append(FileChange(sys_path, entry.read_bytes(), None))
-    plan.directories = [d for d in directories if not root.path(d).is_dir()]
+                plan.add(FileChange(sys_path, entry.read_bytes(), None))
     return plan
 
 
@@ -106,35 +226,16 @@ def _mode(path: Path) -> int:
 
 
 def apply_changes(root: Sysroot, plan: Plan) -> None:
-    """Write the plan's files and folders (not its service actions: services/ does those)."""
-    for d in plan.directories:
-        root.path(d).mkdir(parents=True, exist_ok=True)
-        logger.info(f"Created {root.sys(d)}/")
-    for c in plan.changes:
-        target = root.path(c.path)
-        if c.new is None:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-        else:
-            atomic_write(target, c.new, c.mode)
-        logger.info(f"{c.verb} {root.sys(c.path)}")
+    """Carry out the plan's steps in order, a line each (not its service actions: frontend/services does those)."""
+    for step in plan.steps:
+        logger.info(step.apply(root))
 
 
 def describe_plan(root: Sysroot, plan: Plan, diff: bool) -> str:
-    """What --dry-run prints: one line per change and action, with unified diffs when asked."""
-    out: list[str] = []
-    for d in plan.directories:
-        out.append(f"Would create {root.sys(d)}/")
-    for c in plan.changes:
-        verb = {"Created": "create", "Wrote": "write", "Removed": "remove"}[c.verb]
-        out.append(f"Would {verb} {root.sys(c.path)}")
-        if diff:
-            out.extend(unified_diff(root.sys(c.path), c.old, c.new))
-    for a in plan.actions:
-        out.append(f"Would {a.action} {a.service} ({a.reason})")
-    if not out:
-        out.append("Nothing to do")
-    return "\n".join(out) + "\n"
+    """What --dry-run prints: one line per step and action, with unified diffs of files when asked."""
+    out = [line for step in plan.steps for line in step.lines(root, diff)]
+    out += [f"Would {a.action} {a.service} ({a.reason})" for a in plan.actions]
+    return "\n".join(out or ["Nothing to do"]) + "\n"
 
 
 def unified_diff(name: str, old: bytes | None, new: bytes | None) -> list[str]:

@@ -13,7 +13,7 @@ from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
-from kestrel.plan import Action, Desired, Plan, apply_changes, plan_files
+from kestrel.plan import Action, Desired, Plan, plan_files
 from kestrel.sysroot import Sysroot
 
 Change = Callable[[list[Node], States], tuple[list[Node], States]]
@@ -41,8 +41,7 @@ def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Chang
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
         plan = plan_nodes(root, config, nodes, states)
-        apply_changes(root, plan)
-        services.perform(root, plan.actions)
+        services.apply(root, plan)
         return plan
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from kestrel.config import Config
 from kestrel.frontend import dnsmasq, services
 from kestrel.frontend.desired import plan_frontend
-from kestrel.plan import Plan, apply_changes, describe_plan
+from kestrel.plan import Plan, describe_plan
 from kestrel.sysroot import Sysroot
 
 
@@ -26,6 +26,5 @@ def reconfigure_frontend(
         if dry_run:
             return plan, describe_plan(root, plan, diff)
         report = describe_plan(root, plan, diff=True) if diff else ""
-        apply_changes(root, plan)
-        services.perform(root, plan.actions)
+        services.apply(root, plan)
         return plan, report

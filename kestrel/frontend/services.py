@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterable
 
 from kestrel import runner, supervisor
-from kestrel.plan import Action, ServiceAction
+from kestrel.plan import Action, Plan, ServiceAction, apply_changes
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,12 @@ _HOST = {
 }
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
+
+
+def apply(root: Sysroot, plan: Plan) -> None:
+    """The one way a plan is carried out: its steps, then its service actions."""
+    apply_changes(root, plan)
+    perform(root, plan.actions)
 
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:
