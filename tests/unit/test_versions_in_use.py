@@ -111,5 +111,13 @@ def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> No
 
 def test_export_ids_never_collide() -> None:
     first = desired.export_id("default", "v1", set())
-    assert desired.export_id("default", "v1", {first}) == first + 1 or first == 64999
-    assert desired.export_id("default", "v1", set()) == first
+    # stable, also across Kestrel versions: NFS file handles carry it, a renumbering breaks running nodes' mounts
+    assert first == desired.export_id("default", "v1", set()) == 64640
+    assert desired.export_id("default", "v1", {first}) == first + 1
+    # every id from FIRST to the top of the range (64999) is taken: the probe wraps around to the bottom
+    taken_to_the_top = set(range(first, 65000))
+    assert desired.export_id("default", "v1", taken_to_the_top) == 1000
+    # ... and goes on from there, past the ids taken at the bottom, to the first free one
+    assert desired.export_id("default", "v1", taken_to_the_top | {1000, 1001, 1002}) == 1003
+    # only the id just below FIRST is free: a full turn finds it
+    assert desired.export_id("default", "v1", set(range(1000, 65000)) - {first - 1}) == first - 1
