@@ -74,7 +74,8 @@ INPUTS = ("etc/kestrel/kestrel.yaml", "etc/kestrel/nodes", "var/lib/kestrel/", "
           "etc/kestrel/images/", "etc/kestrel/node/", "etc/kestrel/frontend/")
 
 
-@pytest.mark.parametrize(("method", "server"), [("ipxe-http", "kernel"), ("pxelinux", "ganesha")])
+@pytest.mark.parametrize("server", ["kernel", "ganesha"])
+@pytest.mark.parametrize("method", ["ipxe-http", "pxelinux"])
 def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: bool) -> None:
     config_path = make_case(tree, method, server)
     run(tree, config_path)
