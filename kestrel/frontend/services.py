@@ -1,4 +1,4 @@
-"""Service actions: systemd on a real frontend, Kestrel-supervised processes under any other --root."""
+"""Service actions, by the tree's ServiceMode: systemd units on a real frontend, else Kestrel-supervised processes."""
 
 from __future__ import annotations
 
@@ -21,18 +21,24 @@ _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction], say: Callable[[str], None] = print) -> None:
     for a in actions:
-        if root.is_host:
+        if root.uses_systemd:
             _perform_on_host(a, say)
         else:
             _perform_supervised(root, a, say)
 
 
-def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
+def systemd_commands(a: ServiceAction) -> list[list[str]]:
+    """The commands that carry out A on a real frontend (systemctl reload or restart of its unit)."""
     unit, reload_argv = _HOST[a.service]
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
     if a.service == "nfs-ganesha":
-        runner.run(["systemctl", "daemon-reload"])  # Kestrel's drop-in may have changed
-    runner.run(argv)
+        return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
+    return [argv]
+
+
+def _perform_on_host(a: ServiceAction, say: Callable[[str], None]) -> None:
+    for argv in systemd_commands(a):
+        runner.run(argv)
     say(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
 
