@@ -12,7 +12,7 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
-from kestrel.frontend import services
+from kestrel.frontend import dnsmasq, nfs, nginx, services
 from kestrel.frontend.desired import reconfigure_frontend
 from kestrel.sysroot import Action, ServiceAction, ServiceMode, Sysroot
 from tests.conftest import REPO, Recorder
@@ -101,6 +101,38 @@ def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: boo
     run(tree, config_path)
     check_golden(tree, f"{method}-{server}", update_golden)
 
+
+
+def test_real_frontend_golden_tree_and_systemd_actions(tmp_path: Path, update_golden: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree rendered as a real frontend (what / gets): DNS forwarded out, systemd units reloaded or restarted.
+
+    Paths in the files are under the tree (@ROOT@), as they are under / on a real frontend (@ROOT@ empty there).
+    """
+    shutil.copytree(REPO / "etc-kestrel", tmp_path / "etc" / "kestrel")
+    tree = Sysroot(tmp_path, ServiceMode.SYSTEMD)
+    systemctl = Recorder()
+    monkeypatch.setattr(services, "runner", systemctl)
+    config_path = make_case(tree, "ipxe-http", "ganesha")
+    said = run(tree, config_path)
+    check_golden(tree, "real-frontend", update_golden)
+    assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
+    assert systemctl.ran == [["systemctl", "restart", "dnsmasq"], ["systemctl", "restart", "nginx"],
+                             ["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]
+    assert said[-3:] == [f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
+                         f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+                         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)"]
+
+    # a new node: dnsmasq re-reads its hosts (reload); a new image version: ganesha re-reads its exports (reload)
+    with tree.path("/etc/kestrel/nodes").open("a") as f:
+        f.write("52:54:00:aa:00:04,set:img-default,set:grp-compute,10.10.0.14,node04\n")
+    publish_fake_image(tree, "mpi", "2")
+    systemctl.ran.clear()
+    run(tree, config_path)
+    assert systemctl.ran == [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"],
+                             ["systemctl", "reload", "dnsmasq"]]
+    systemctl.ran.clear()
+    assert run(tree, config_path) == [] and systemctl.ran == []
 
 
 @pytest.mark.parametrize(("service", "action", "commands"), [
