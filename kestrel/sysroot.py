@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
 from kestrel.errors import InputError, KestrelError
@@ -21,18 +22,38 @@ BLOCK_BEGIN = "# BEGIN kestrel"
 BLOCK_END = "# END kestrel"
 
 
-class Sysroot:
-    """A system tree: / on a real frontend, any folder for tests, the lab and --dry-run renders."""
+class ServiceMode(StrEnum):
+    """How the services of a tree run, and so what its rendered files and service actions are for."""
 
-    def __init__(self, root: Path | str = "/") -> None:
+    SYSTEMD = "systemd"  # a real frontend: the distribution's units (systemctl, drop-ins), DNS forwarded out
+    SUPERVISED = "supervised"  # processes Kestrel starts under the tree (the lab, tests); DNS stays inside
+
+
+class Sysroot:
+    """A system tree: / on a real frontend, any folder for tests, the lab and --dry-run renders.
+
+    SERVICES is systemd for / and supervised for any other tree unless given: ServiceMode.SYSTEMD renders a
+    tree as a real frontend (its service actions are then systemctl commands on this machine, which a test
+    stubs).
+    """
+
+    def __init__(self, root: Path | str = "/", services: ServiceMode | None = None) -> None:
         self.root = Path(root).resolve()
+        self.services = services or _usual_services(self.root)
 
     def __repr__(self) -> str:
-        return f"Sysroot({str(self.root)!r})"
+        mode = "" if self.services is _usual_services(self.root) else f", ServiceMode.{self.services.name}"
+        return f"Sysroot({str(self.root)!r}{mode})"
 
     @property
     def is_host(self) -> bool:
+        """The tree is this machine's own / (useradd, apt-get act on the machine, not on a tree)."""
         return self.root == Path("/")
+
+    @property
+    def uses_systemd(self) -> bool:
+        """The tree's services are systemd units (a real frontend), not processes Kestrel supervises."""
+        return self.services is ServiceMode.SYSTEMD
 
     def path(self, system_path: str | PurePosixPath) -> Path:
         """The real location of an absolute system path such as /etc/hosts."""
@@ -77,6 +98,10 @@ class Sysroot:
 
 
 _held: dict[str, int] = {}
+
+
+def _usual_services(root: Path) -> ServiceMode:
+    return ServiceMode.SYSTEMD if root == Path("/") else ServiceMode.SUPERVISED
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +62,18 @@ def eventually(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return False
+
+
+class Recorder:
+    """Stands in for the runner module of a module under test: records the commands instead of running them
+    (monkeypatch.setattr(services, "runner", Recorder()): systemctl on a tree rendered as a real frontend)."""
+
+    def __init__(self) -> None:
+        self.ran: list[list[str]] = []
+
+    def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        self.ran.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, "", "")
 
 
 def need_root() -> None:

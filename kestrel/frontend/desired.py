@@ -143,7 +143,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
     return dict(config=config, paths=paths(root, config), images=images, default_image=default,
                 http_url=http_url(config), netmask=config.network.network.netmask,
                 range=config.network.dhcp_range, network=str(config.network.network),
-                forward_dns=root.is_host)
+                forward_dns=root.uses_systemd)
 
 
 def desired_files(

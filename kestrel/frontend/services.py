@@ -1,4 +1,4 @@
-"""Service actions: systemd on a real frontend, Kestrel-supervised processes under any other --root."""
+"""Service actions, by the tree's ServiceMode: systemd units on a real frontend, else Kestrel-supervised processes."""
 
 from __future__ import annotations
 
@@ -31,18 +31,24 @@ def apply(root: Sysroot, plan: Plan) -> None:
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:
     for a in actions:
-        if root.is_host:
+        if root.uses_systemd:
             _perform_on_host(a)
         else:
             _perform_supervised(root, a)
 
 
-def _perform_on_host(a: ServiceAction) -> None:
+def systemd_commands(a: ServiceAction) -> list[list[str]]:
+    """The commands that carry out A on a real frontend (systemctl reload or restart of its unit)."""
     unit, reload_argv = _HOST[a.service]
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
     if a.service == "nfs-ganesha":
-        runner.run(["systemctl", "daemon-reload"])  # Kestrel's drop-in may have changed
-    runner.run(argv)
+        return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
+    return [argv]
+
+
+def _perform_on_host(a: ServiceAction) -> None:
+    for argv in systemd_commands(a):
+        runner.run(argv)
     logger.info(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
 

@@ -76,7 +76,7 @@ def enforce(root: Sysroot, config: Config) -> None:
     if folder.is_dir() and root.read(SSHD_DROPIN) != text.encode():
         atomic_write(root.path(SSHD_DROPIN), text.encode(), 0o644)
         logger.info(f"Wrote {root.sys(SSHD_DROPIN)}")
-        if root.is_host:
+        if root.uses_systemd:
             proc = runner.run(["systemctl", "reload", "ssh"], check=False)
             logger.info("Reloaded ssh" if proc.returncode == 0 else "Warning: could not reload ssh; reload it by hand")
     for problem in audit_root_access(root, config):

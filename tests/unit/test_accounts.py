@@ -9,14 +9,15 @@ import sys
 from ipaddress import IPv4Address
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from kestrel.cli.users import command as users_command
 from kestrel.config import load_config
 from kestrel.nodes import registry
-from kestrel.sysroot import Sysroot
-from kestrel.users import accounts, userlist
-from tests.conftest import REPO
+from kestrel.sysroot import ServiceMode, Sysroot
+from kestrel.users import accounts, rootaccess, userlist
+from tests.conftest import REPO, Recorder, said
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
 KEY_F = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0xOr3k root@frontend\n"
@@ -115,3 +116,24 @@ def test_bad_input_exits_2_and_changes_nothing(tree: Sysroot) -> None:
         assert result.exit_code != 0 or result.exception is not None
         assert getattr(result.exception, "exit_code", None) == 2, (args, result.exception)
     assert files() == before
+
+
+
+@pytest.mark.parametrize("mode", list(ServiceMode))
+def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(tree: Sysroot, mode: ServiceMode,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    frontend = Sysroot(tree.root, mode)
+    frontend.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
+    systemctl = Recorder()
+    monkeypatch.setattr(rootaccess, "runner", systemctl)
+    config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
+    with said() as lines:
+        rootaccess.enforce(frontend, config)
+    dropin = f"Wrote {frontend.sys(rootaccess.SSHD_DROPIN)}"
+    if mode is ServiceMode.SYSTEMD:
+        assert (lines, systemctl.ran) == ([dropin, "Reloaded ssh"], [["systemctl", "reload", "ssh"]])
+    else:
+        assert (lines, systemctl.ran) == ([dropin], [])
+    with said() as lines:
+        rootaccess.enforce(frontend, config)
+    assert lines == [] and len(systemctl.ran) == (1 if mode is ServiceMode.SYSTEMD else 0)

@@ -12,9 +12,11 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
+from kestrel.frontend import dnsmasq, nfs, nginx, services
 from kestrel.frontend.reconfigure import reconfigure_frontend
-from kestrel.sysroot import Sysroot
-from tests.conftest import REPO, said
+from kestrel.plan import Action, ServiceAction
+from kestrel.sysroot import ServiceMode, Sysroot
+from tests.conftest import REPO, Recorder, said
 
 GOLDEN = REPO / "tests" / "golden"
 REGISTRY = """\
@@ -74,25 +76,95 @@ INPUTS = ("etc/kestrel/kestrel.yaml", "etc/kestrel/nodes", "var/lib/kestrel/", "
           "etc/kestrel/images/", "etc/kestrel/node/", "etc/kestrel/frontend/")
 
 
-@pytest.mark.parametrize(("method", "server"), [("ipxe-http", "kernel"), ("pxelinux", "ganesha")])
-def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: bool) -> None:
-    config_path = make_case(tree, method, server)
-    run(tree, config_path)
-    golden = GOLDEN / f"{method}-{server}"
+def check_golden(tree: Sysroot, name: str, update_golden: bool) -> None:
+    """The rendered files of TREE (not its inputs, not the copied loaders) are those of tests/golden/NAME."""
+    golden = GOLDEN / name
     rendered = {
-        name: normalise(data, tree.root)
-        for name, data in snapshot(tree.root).items()
-        if not name.startswith(INPUTS) and name not in GENERATED_BINARIES
+        path: normalise(data, tree.root)
+        for path, data in snapshot(tree.root).items()
+        if not path.startswith(INPUTS) and path not in GENERATED_BINARIES
     }
     if update_golden:
         shutil.rmtree(golden, ignore_errors=True)
-        for name, text in rendered.items():
-            (golden / name).parent.mkdir(parents=True, exist_ok=True)
-            (golden / name).write_text(text)
+        for path, text in rendered.items():
+            (golden / path).parent.mkdir(parents=True, exist_ok=True)
+            (golden / path).write_text(text)
     expected = {str(p.relative_to(golden)): p.read_text() for p in sorted(golden.rglob("*")) if p.is_file()}
     assert sorted(rendered) == sorted(expected)
-    for name in expected:
-        assert rendered[name] == expected[name], f"{name} differs from tests/golden/{method}-{server}/{name}"
+    for path in expected:
+        assert rendered[path] == expected[path], f"{path} differs from tests/golden/{name}/{path}"
+
+
+@pytest.mark.parametrize("server", ["kernel", "ganesha"])
+@pytest.mark.parametrize("method", ["ipxe-http", "pxelinux"])
+def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: bool) -> None:
+    config_path = make_case(tree, method, server)
+    run(tree, config_path)
+    check_golden(tree, f"{method}-{server}", update_golden)
+
+
+
+def test_real_frontend_golden_tree_and_systemd_actions(tmp_path: Path, update_golden: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree rendered as a real frontend (what / gets): DNS forwarded out, systemd units reloaded or restarted.
+
+    Paths in the files are under the tree (@ROOT@), as they are under / on a real frontend (@ROOT@ empty there).
+    """
+    shutil.copytree(REPO / "etc-kestrel", tmp_path / "etc" / "kestrel")
+    tree = Sysroot(tmp_path, ServiceMode.SYSTEMD)
+    systemctl = Recorder()
+    monkeypatch.setattr(services, "runner", systemctl)
+    config_path = make_case(tree, "ipxe-http", "ganesha")
+    said = run(tree, config_path)
+    check_golden(tree, "real-frontend", update_golden)
+    assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
+    assert systemctl.ran == [["systemctl", "restart", "dnsmasq"], ["systemctl", "restart", "nginx"],
+                             ["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]
+    assert said[-3:] == [f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
+                         f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+                         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)"]
+
+    # a new node: dnsmasq re-reads its hosts (reload); a new image version: ganesha re-reads its exports (reload)
+    with tree.path("/etc/kestrel/nodes").open("a") as f:
+        f.write("52:54:00:aa:00:04,set:img-default,set:grp-compute,10.10.0.14,node04\n")
+    publish_fake_image(tree, "mpi", "2")
+    systemctl.ran.clear()
+    run(tree, config_path)
+    assert systemctl.ran == [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"],
+                             ["systemctl", "reload", "dnsmasq"]]
+    systemctl.ran.clear()
+    assert run(tree, config_path) == [] and systemctl.ran == []
+
+
+@pytest.mark.parametrize(("service", "action", "commands"), [
+    ("dnsmasq", Action.RELOAD, [["systemctl", "reload", "dnsmasq"]]),
+    ("dnsmasq", Action.RESTART, [["systemctl", "restart", "dnsmasq"]]),
+    ("nginx", Action.RELOAD, [["systemctl", "reload", "nginx"]]),
+    ("nginx", Action.RESTART, [["systemctl", "restart", "nginx"]]),
+    ("nfs-kernel", Action.RELOAD, [["exportfs", "-ra"]]),
+    ("nfs-kernel", Action.RESTART, [["exportfs", "-ra"]]),  # the exports file is all there is to re-read
+    ("nfs-ganesha", Action.RELOAD, [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"]]),
+    ("nfs-ganesha", Action.RESTART, [["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]),
+])
+def test_systemd_commands_name_the_unit_and_the_action(service: str, action: Action,
+                                                        commands: list[list[str]]) -> None:
+    assert services.systemd_commands(ServiceAction(service, action, "test")) == commands
+
+
+def test_service_mode_follows_the_root_unless_given(tmp_path: Path) -> None:
+    assert Sysroot("/").services is ServiceMode.SYSTEMD and Sysroot("/").uses_systemd
+    assert Sysroot(tmp_path).services is ServiceMode.SUPERVISED and not Sysroot(tmp_path).uses_systemd
+    assert Sysroot(tmp_path, ServiceMode.SYSTEMD).uses_systemd
+    assert not Sysroot("/", ServiceMode.SUPERVISED).uses_systemd
+
+
+def test_supervised_tree_never_calls_systemctl(tree: Sysroot, monkeypatch: pytest.MonkeyPatch) -> None:
+    systemctl = Recorder()
+    monkeypatch.setattr(services, "runner", systemctl)
+    said = run(tree, make_case(tree, "ipxe-http", "kernel"))
+    assert "no-resolv\n" in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
+    assert systemctl.ran == []
+    assert f"Skipped restart of dnsmasq: not running under {tree.root}" in said
 
 
 def test_loaders_are_copied_from_the_packages(tree: Sysroot) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 from kestrel.config import Config
 from kestrel.frontend import desired
 from kestrel.images import store
+from kestrel.images.store import PublishedImage
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts, NodeState, State
 from kestrel.sysroot import Sysroot, atomic_write
@@ -16,13 +18,32 @@ from tests.conftest import said
 MAC = "52:54:00:aa:00:01"
 
 
-def test_facts_command_runs_here_and_parses() -> None:
-    out = subprocess.run(["sh", "-c", nodestate.FACTS_COMMAND], capture_output=True, text=True, check=True).stdout
-    facts = nodestate.parse_facts(out)
-    assert facts.cpus == os.cpu_count()
-    with open("/proc/meminfo") as f:
-        assert facts.memory_mb == int(f.readline().split()[1]) // 1024
-    assert facts.root is None  # this machine did not boot from NFS
+def run_facts(tmp_path: Path, meminfo: str, cmdline: str) -> Facts:
+    """FACTS_COMMAND as a node runs it, on one CPU and with /proc/meminfo and /proc/cmdline the test writes."""
+    (tmp_path / "meminfo").write_text(meminfo)
+    (tmp_path / "cmdline").write_text(cmdline)
+    command = nodestate.FACTS_COMMAND
+    for name in ("meminfo", "cmdline"):
+        assert f"/proc/{name}" in command
+        command = command.replace(f"/proc/{name}", str(tmp_path / name))
+    one_cpu = str(min(os.sched_getaffinity(0)))  # nproc counts the CPUs the process may run on
+    out = subprocess.run(["taskset", "--cpu-list", one_cpu, "sh", "-c", command], capture_output=True, text=True,
+                         check=True).stdout
+    return nodestate.parse_facts(out)
+
+
+MEMINFO = "MemTotal:        4039312 kB\nMemFree:          123456 kB\nMemAvailable:    3000000 kB\n"
+
+
+def test_facts_command_reads_what_a_node_booted(tmp_path: Path) -> None:
+    image = PublishedImage("default", "7", "/srv/kestrel/images/default.versions/7", "k", "i", cmdline="quiet")
+    cmdline = "BOOT_IMAGE=vmlinuz initrd=initrd.img " + desired.kernel_cmdline(Sysroot("/"), Config(), image) + "\n"
+    assert run_facts(tmp_path, MEMINFO, cmdline) == Facts(1, 3944, "/srv/kestrel/images/default.versions/7")
+
+
+def test_facts_command_on_a_machine_not_booted_from_nfs(tmp_path: Path) -> None:
+    cmdline = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-18-amd64 root=UUID=0f3c ro quiet\n"
+    assert run_facts(tmp_path, MEMINFO, cmdline) == Facts(1, 3944, None)
 
 
 def test_facts_name_the_booted_root() -> None:
@@ -91,5 +112,13 @@ def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> No
 
 def test_export_ids_never_collide() -> None:
     first = desired.export_id("default", "v1", set())
-    assert desired.export_id("default", "v1", {first}) == first + 1 or first == 64999
-    assert desired.export_id("default", "v1", set()) == first
+    # stable, also across Kestrel versions: NFS file handles carry it, a renumbering breaks running nodes' mounts
+    assert first == desired.export_id("default", "v1", set()) == 64640
+    assert desired.export_id("default", "v1", {first}) == first + 1
+    # every id from FIRST to the top of the range (64999) is taken: the probe wraps around to the bottom
+    taken_to_the_top = set(range(first, 65000))
+    assert desired.export_id("default", "v1", taken_to_the_top) == 1000
+    # ... and goes on from there, past the ids taken at the bottom, to the first free one
+    assert desired.export_id("default", "v1", taken_to_the_top | {1000, 1001, 1002}) == 1003
+    # only the id just below FIRST is free: a full turn finds it
+    assert desired.export_id("default", "v1", set(range(1000, 65000)) - {first - 1}) == first - 1
