@@ -129,7 +129,7 @@ def bench_storm(root: Sysroot, config: Config, clients: int) -> list[tuple[str, 
                 got = 0
                 for f in files:
                     proc = runner.run(["curl", "-sS", "--max-time", "600", *extra, "-o", "/dev/null", "-w",
-                                       "%{size_download}", f"{base}/{f}"], netns=ns, timeout=650)
+                                       "%{size_download}", f"{base}/{f}"], via=runner.Netns(ns), timeout=650)
                     got += int(proc.stdout)
                 return got
             start = time.monotonic()

@@ -80,7 +80,7 @@ def ping(address: str, timeout: float = 1.0, netns_name: str | None = None) -> t
     start = time.monotonic()
     if runner.which("ping"):
         proc = runner.run(["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
-                          check=False, timeout=timeout + 5, netns=netns_name)
+                          check=False, timeout=timeout + 5, via=runner.in_netns(netns_name))
         ms = (time.monotonic() - start) * 1000
         return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
     try:
