@@ -77,7 +77,8 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
             node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
             if node and elapsed > 30:
                 with ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
-                    if ssh.run(pool, ssh.Target(str(node.ip), str(node.ip)), "true", 10).ok:
+                    if runner.run(["true"], via=pool.on(ssh.Target(str(node.ip), str(node.ip))), timeout=10,
+                                  check=False).ok:
                         result["ssh"] = time.monotonic() - start
                         break
             time.sleep(1)
@@ -131,7 +132,7 @@ def bench_storm(root: Sysroot, config: Config, clients: int) -> list[tuple[str, 
                 got = 0
                 for f in files:
                     proc = runner.run(["curl", "-sS", "--max-time", "600", *extra, "-o", "/dev/null", "-w",
-                                       "%{size_download}", f"{base}/{f}"], netns=ns, timeout=650)
+                                       "%{size_download}", f"{base}/{f}"], via=runner.Netns(ns), timeout=650)
                     got += int(proc.stdout)
                 return got
             start = time.monotonic()

@@ -9,20 +9,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kestrel import runner
 from kestrel.errors import CommandError
 from kestrel.sysroot import Sysroot, atomic_write
 
 STATE_DIR = "/run/kestrel"
 LOG_DIR = "/var/log/kestrel"
-# Runs ARGV with a private tmpfs on /run, so daemons that insist on /run (rpcbind, sshd) leave the host's alone.
-_PRIVATE_RUN = 'mount -t tmpfs kestrel-run /run && exec "$@"'
 
-_children: dict[int, subprocess.Popen[bytes]] = {}
+_children: dict[int, runner.Process] = {}
 
 
 @dataclass
@@ -51,19 +49,7 @@ def start(
         raise CommandError(f"{name} is already running under {root.root}")
     log = root.path(f"{LOG_DIR}/{name}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    full = list(argv)
-    if private_run:
-        full = ["unshare", "-m", "--propagation", "private", "sh", "-c", _PRIVATE_RUN, "sh", *full]
-    if netns:
-        full = ["ip", "netns", "exec", netns, *full]
-    with open(log, "ab") as out:
-        try:
-            proc = subprocess.Popen(
-                full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, **(env or {})},
-            )
-        except FileNotFoundError:
-            raise CommandError(f"{full[0]}: command not found") from None
+    proc = runner.spawn(argv, log=log, netns=netns, private_run=private_run, env={**os.environ, **(env or {})})
     _children[proc.pid] = proc
     record = Record(name, proc.pid, _starttime(proc.pid) or 0, list(argv), netns, private_run, str(log), env or {})
     atomic_write(_record_path(root, name), json.dumps(asdict(record), indent=1).encode())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from kestrel import runner
 from kestrel.cli.common import Context, make_context, output_options, pass_context, print_json, print_table, run
 from kestrel.config import CONFIG_PATH
 from kestrel.errors import KestrelError
@@ -116,8 +116,7 @@ def env(ctx: Context) -> None:
 @pass_context
 def ssh(ctx: Context, node: str, remote_command: tuple[str, ...]) -> None:
     argv = tree.ssh_argv(ctx.root, node, list(remote_command))
-    # An interactive session: ssh takes over this process and its terminal (the runner would detach stdin).
-    os.execvp(argv[0], argv)  # noqa: S606
+    runner.become(argv)
 
 
 def main() -> None:

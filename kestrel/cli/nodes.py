@@ -175,14 +175,14 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
     key = None if user == "root" else accounts.private_key(ctx.root, ctx.config, user)
     results = fanout.exec_on(ctx.root, ctx.config, targets, " ".join(argv), user=user, key=key, parallel=parallel,
                              connect_timeout=connect_timeout, command_timeout=command_timeout)
-    for r in results:
+    for t, r in zip(targets, results, strict=True):
         for line in r.stdout.splitlines():
-            click.echo(f"{r.target.name}: {line}")
+            click.echo(f"{t.name}: {line}")
         for line in r.stderr.splitlines():
-            click.echo(f"{r.target.name}: {line}", err=True)
-    failed = [r for r in results if not r.ok]
+            click.echo(f"{t.name}: {line}", err=True)
+    failed = [(t, r) for t, r in zip(targets, results, strict=True) if not r.ok]
     if failed:
-        where = ", ".join(f"{r.target.name} ({r.why()})" for r in failed)
+        where = ", ".join(f"{t.name} ({r.why()})" for t, r in failed)
         raise KestrelError(f"failed on {len(failed)} of {len(results)} nodes: {where}")
     logger.debug(f"Ran on {len(results)} nodes")
 

@@ -17,7 +17,9 @@ def check_config(root: Sysroot, content: bytes) -> None:
         f.write(content)
         f.flush()
         proc = runner.run([_dnsmasq(), "--test", f"--conf-file={f.name}"], check=False)
-    if proc.returncode != 0:
+    if proc.returncode is None:  # it did not run (not installed): not the config's fault
+        proc.check()
+    if not proc.ok:
         why = runner.last_line(proc.stderr).removeprefix(": ").removeprefix("dnsmasq: ")
         why = why.replace(f.name, "the new config")
         raise InputError(f"{root.sys(CONF_PATH)}: dnsmasq --test refused the new config ({why}); "

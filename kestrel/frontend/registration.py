@@ -75,11 +75,9 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
     timeout = float(config.nodes.ssh_timeout)
     images_keys = knownhosts.parse(accounts.known_hosts_body(root, config))
     with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
-        results = ssh.fan_out(list(by_target), lambda t: ssh.run(pool, t, nodestate.FACTS_COMMAND, timeout),
-                                 _VISITORS)
+        results = ssh.run_many(pool, list(by_target), nodestate.FACTS_COMMAND, parallel=_VISITORS, timeout=timeout)
     out: dict[str, Facts] = {}
-    for result in results:
-        lease = by_target[result.target]
+    for lease, result in zip(by_target.values(), results, strict=True):
         why = result.why()
         if result.ok:
             try:

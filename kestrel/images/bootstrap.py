@@ -129,9 +129,9 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, log: Path | None) 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = runner.run(argv, env=env, output=out, check=False, timeout=BOOTSTRAP_TIMEOUT)
-        if proc.returncode != 0:
+        if not proc.ok:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise CommandError(f"{d.bootstrap.method} failed: {runner.how_it_ended(proc.returncode)}; "
+            raise CommandError(f"{d.bootstrap.method} failed: {proc.why()}; "
                                f"last lines of {log}:\n{log_tail(log)}")
         (tmp / "etc/apt/sources.list").write_text(sources_list(d))
         (tmp / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)

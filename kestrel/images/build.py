@@ -86,11 +86,11 @@ def shell_image(root: Sysroot, config: Config, config_path: Path, name: str) -> 
 
     def edit(tree: Path) -> None:
         logger.info(f"Shell in a new version of {name}: exit to publish it, 'exit 1' to discard your changes")
-        proc = chroot.run(tree, ["/bin/sh", "-l"], interactive=True,
+        proc = runner.run(["/bin/sh", "-l"], via=chroot.Chroot(tree), interactive=True, check=False,
                           env={"TERM": os.environ.get("TERM", "xterm"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                "HOME": "/root"})
-        if proc.returncode != 0:
-            raise KestrelError(f"shell exited with {runner.how_it_ended(proc.returncode)}: changes discarded, "
+        if not proc.ok:
+            raise KestrelError(f"shell exited with {proc.why()}: changes discarded, "
                                f"{name} unchanged")
     return update_image(root, config, config_path, name, edit=edit)
 

@@ -1,4 +1,5 @@
-"""Run a command inside an image tree: chroot in a private mount and pid namespace with /proc, /sys, /dev.
+"""Commands inside an image tree (the Chroot Via): chroot in a private mount and pid namespace with /proc,
+/sys, /dev.
 
 The mounts live only in a namespace made for the one command (unshare --mount --pid --fork --kill-child):
 when the command ends, the kernel drops them and kills whatever it left running, even after a crash or a
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from kestrel import runner
 from kestrel.errors import KestrelError
@@ -90,31 +90,32 @@ def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None =
             "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), str(lists or ""), *argv]
 
 
-def run(
-    image_root: Path,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    output: IO[bytes] | None = None,
-    timeout: float | None = None,
-    apt_cache: Path | None = None,
-    interactive: bool = False,
-) -> subprocess.CompletedProcess[str]:
-    """Run ARGV inside IMAGE_ROOT; returns the result (check it), nothing stays mounted afterwards."""
-    for sub in ("proc", "sys", "dev"):
-        (image_root / sub).mkdir(exist_ok=True)
-    lists = None
-    if apt_cache is not None:
-        apt_cache.mkdir(parents=True, exist_ok=True)
-        lists = apt_lists(apt_cache, sources_digest(image_root))
-        (lists / "partial").mkdir(parents=True, exist_ok=True)
-        (image_root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
-        (image_root / "var/lib/apt/lists").mkdir(parents=True, exist_ok=True)
-    try:
-        return runner.run(wrapper_argv(image_root, argv, apt_cache, lists), env=env, output=output, timeout=timeout,
-                          check=False, interactive=interactive)
-    finally:
-        assert_unmounted(image_root)
+@dataclass(frozen=True)
+class Chroot:
+    """Runs commands inside IMAGE_ROOT (a runner.Via): runner.run(argv, via=Chroot(tree)). APT_CACHE, if
+    given, is bound in with the indexes of the image's sources; nothing stays mounted afterwards."""
+
+    image_root: Path
+    apt_cache: Path | None = None
+
+    @property
+    def where(self) -> str:
+        return f"in chroot {self.image_root}"
+
+    def execute(self, argv: list[str], how: runner.How) -> runner.Ended:
+        for sub in ("proc", "sys", "dev"):
+            (self.image_root / sub).mkdir(exist_ok=True)
+        lists = None
+        if self.apt_cache is not None:
+            self.apt_cache.mkdir(parents=True, exist_ok=True)
+            lists = apt_lists(self.apt_cache, sources_digest(self.image_root))
+            (lists / "partial").mkdir(parents=True, exist_ok=True)
+            (self.image_root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
+            (self.image_root / "var/lib/apt/lists").mkdir(parents=True, exist_ok=True)
+        try:
+            return runner.local(wrapper_argv(self.image_root, argv, self.apt_cache, lists), how)
+        finally:
+            assert_unmounted(self.image_root)
 
 
 def mounts_under(path: Path) -> list[str]:

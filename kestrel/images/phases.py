@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -208,14 +207,14 @@ def _run_script(target: Target, script: Script, out: IO[bytes], log: Path) -> No
         else:
             argv = [str(script.path)]
         proc = runner.run(argv, env=env, check=False, output=out, timeout=SCRIPT_TIMEOUT)
-    if proc.returncode != 0:
+    if not proc.ok:
         out.flush()
-        raise ScriptFailed(f"{script.name} ({script.path}) failed: {runner.how_it_ended(proc.returncode)}; "
+        raise ScriptFailed(f"{script.name} ({script.path}) failed: {proc.why()}; "
                            f"last lines of {log}:\n{log_tail(log, start)}")
 
 
 def _chroot_script(image_root: Path, script: Script, env: dict[str, str],
-                   out: IO[bytes]) -> subprocess.CompletedProcess[str]:
+                   out: IO[bytes]) -> runner.Result:
     """Copy the script into the image's /tmp, run it there, remove it."""
     inside = f"/tmp/.kestrel-{script.name}"
     real = image_root / inside.lstrip("/")
@@ -223,7 +222,8 @@ def _chroot_script(image_root: Path, script: Script, env: dict[str, str],
     shutil.copyfile(script.path, real)
     real.chmod(0o755)
     try:
-        return chroot.run(image_root, [inside], env=env, output=out, timeout=SCRIPT_TIMEOUT)
+        return runner.run([inside], via=chroot.Chroot(image_root), env=env, output=out, timeout=SCRIPT_TIMEOUT,
+                          check=False)
     finally:
         real.unlink(missing_ok=True)
 
@@ -258,19 +258,19 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
         out.write(f"==> {' '.join(argv)}\n".encode())
         out.flush()
         if target.image_root is not None:
-            proc = chroot.run(target.image_root, argv, env=env, output=out, timeout=SCRIPT_TIMEOUT,
-                              apt_cache=target.apt_cache)
+            proc = runner.run(argv, via=chroot.Chroot(target.image_root, target.apt_cache), env=env, output=out,
+                              timeout=SCRIPT_TIMEOUT, check=False)
         elif target.root.is_host:
             proc = runner.run(argv, env=env, check=False, output=out, timeout=SCRIPT_TIMEOUT)
         else:
             logger.info(f"Skipped frontend packages: {target.root.root} is not the host")
             return
-        if proc.returncode == 0 and argv is update and target.image_root is not None and target.apt_cache:
+        if proc.ok and argv is update and target.image_root is not None and target.apt_cache:
             chroot.mark_lists_fresh(target.apt_cache, target.image_root)
-        if proc.returncode != 0:
+        if not proc.ok:
             what = argv[1] if argv[0] == "apt-get" else "update-initramfs after"
             raise ScriptFailed(f"packages ({what} of {' '.join(packages)}) failed: "
-                               f"{runner.how_it_ended(proc.returncode)}; last lines of {log}:\n{log_tail(log, start)}")
+                               f"{proc.why()}; last lines of {log}:\n{log_tail(log, start)}")
     for s in lists:
         state[s.key] = s.digest()
     state[extra.key] = extra_digest
@@ -337,10 +337,10 @@ def apt_get(image_root: Path, steps: list[list[str]], *, out: IO[bytes], log: Pa
             logger.info(f"Executing : image_apt-get {' '.join(args)}")
             out.write(f"==> apt-get {' '.join(args)}\n".encode())
             out.flush()
-            proc = chroot.run(image_root, ["apt-get", "-y", *APT_OPTIONS, *args], env=env, output=out,
-                              apt_cache=apt_cache, timeout=SCRIPT_TIMEOUT)
-            if proc.returncode != 0:
-                raise ScriptFailed(f"apt-get {' '.join(args)} failed: {runner.how_it_ended(proc.returncode)}; "
+            proc = runner.run(["apt-get", "-y", *APT_OPTIONS, *args], via=chroot.Chroot(image_root, apt_cache), env=env,
+                              output=out, timeout=SCRIPT_TIMEOUT, check=False)
+            if not proc.ok:
+                raise ScriptFailed(f"apt-get {' '.join(args)} failed: {proc.why()}; "
                                    f"last lines of {log}:\n{log_tail(log)}")
 
 

@@ -196,7 +196,7 @@ def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float) -> Non
     if p.ssh is None and (p.booted is not None or elapsed > 60):
         # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
         with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
-            result = ssh.run(pool, ssh.Target(p.name, p.ip), "true", 10)
+            result = runner.run(["true"], via=pool.on(ssh.Target(p.name, p.ip)), timeout=10, check=False)
         if result.ok:
             p.ssh = elapsed
             logger.info(f"{p.name}: SSH ready [{elapsed:.0f} s]")

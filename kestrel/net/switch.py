@@ -87,12 +87,12 @@ def parse_links(ip_json: str) -> dict[str, dict]:
 
 
 def local_addresses(netns: str | None = None) -> set[IPv4Address]:
-    out = runner.run(["ip", "-j", "-4", "addr", "show"], netns=netns).stdout
+    out = runner.run(["ip", "-j", "-4", "addr", "show"], via=runner.in_netns(netns)).stdout
     return {IPv4Address(a["local"]) for link in json.loads(out) for a in link.get("addr_info", [])}
 
 
 def links(netns: str | None = None) -> dict[str, dict]:
-    return parse_links(runner.run(["ip", "-j", "-d", "-s", "link", "show"], netns=netns).stdout)
+    return parse_links(runner.run(["ip", "-j", "-d", "-s", "link", "show"], via=runner.in_netns(netns)).stdout)
 
 
 Planner = Callable[[SwitchConfig, str, set[str]], list[list[str]]]
@@ -103,7 +103,7 @@ def apply(switch: SwitchConfig, planner: Planner, netns: str | None = None) -> t
     role = role_of(switch, local_addresses(netns))
     commands = planner(switch, role, set(links(netns)))
     for argv in commands:
-        runner.run(argv, netns=netns)
+        runner.run(argv, via=runner.in_netns(netns))
     return role, commands
 
 

@@ -41,8 +41,9 @@ def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[
 
 def exec_on(root: Sysroot, config: Config, targets: list[ssh.Target], command: str, *, user: str = "root",
             key: Path | None = None, parallel: int = 10, connect_timeout: float | None = None,
-            command_timeout: float = 600.0) -> list[ssh.HostResult]:
-    """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY."""
+            command_timeout: float = 600.0) -> list[runner.Result]:
+    """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY;
+    the results in the order of TARGETS."""
     if not command.strip():
         raise InputError("no command given (kestrel-nodes exec [NODES...] -- COMMAND)")
     timeout = float(connect_timeout or config.nodes.ssh_timeout)
@@ -52,7 +53,7 @@ def exec_on(root: Sysroot, config: Config, targets: list[ssh.Target], command: s
         assert key is not None, "a cluster user's key"
         pool = ssh.Pool(user, key, ssh.known_hosts_files(root), timeout, config.network.netns)
     with pool:
-        return ssh.run_many(targets, command, parallel=parallel, command_timeout=command_timeout, pool=pool)
+        return ssh.run_many(pool, targets, command, parallel=parallel, timeout=command_timeout)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def ping(address: str, timeout: float = 1.0, netns_name: str | None = None) -> t
     start = time.monotonic()
     if runner.which("ping"):
         proc = runner.run(["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
-                          check=False, timeout=timeout + 5, netns=netns_name)
+                          check=False, timeout=timeout + 5, via=runner.in_netns(netns_name))
         ms = (time.monotonic() - start) * 1000
         return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
     try:
@@ -100,7 +101,8 @@ def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> 
     start = time.monotonic()
     c = Check(target)
     c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
-    result = ssh.run(pool, target, f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})", timeout)
+    result = runner.run([f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})"], via=pool.on(target),
+                        timeout=timeout, check=False)
     c.ssh_ok = result.error is None
     c.ssh = "ok" if c.ssh_ok else result.why()
     found = next((line[5:] for line in result.stdout.splitlines() if line.startswith("home=")), "")

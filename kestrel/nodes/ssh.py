@@ -1,4 +1,5 @@
-"""SSH to nodes with paramiko: a pool of reused connections (known_hosts pinned) and a bounded fan-out."""
+"""SSH to nodes with paramiko: a pool of reused connections (known_hosts pinned), On (the runner's Via for a
+node) and a bounded fan-out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 import paramiko
 
+from kestrel import runner
 from kestrel.errors import KestrelError
 from kestrel.net import netns
 from kestrel.nodes import knownhosts
@@ -62,24 +64,6 @@ class Target:
         """Names its host key may be listed under in known_hosts (OpenSSH writes [host]:port off port 22)."""
         hosts = [self.name, self.address]
         return hosts if self.port == 22 else [f"[{h}]:{self.port}" for h in hosts]
-
-
-@dataclass
-class HostResult:
-    target: Target
-    exit_code: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None  # could not connect, or timed out: one sentence
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.exit_code == 0
-
-    def why(self) -> str:
-        """Why it failed, in a few words (for 'failed on: node03 (exit code 2)')."""
-        return self.error or f"exit code {self.exit_code}"
 
 
 class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
@@ -133,6 +117,10 @@ class Pool:
             self._clients[target] = client
         return client
 
+    def on(self, target: Target) -> On:
+        """The Via that runs commands on TARGET through this pool."""
+        return On(self, target)
+
     def drop(self, target: Target) -> None:
         with self._lock:
             client = self._clients.pop(target, None)
@@ -163,25 +151,33 @@ def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0,
     return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name, trusted)
 
 
-def run(pool: Pool, target: Target, command: str, timeout: float = 60.0, input: bytes | None = None) -> HostResult:
-    """Run COMMAND (a remote shell string) on TARGET; never raises for connection or command failures."""
-    start = time.monotonic()
-    result = HostResult(target)
-    try:
-        client = pool.client(target)
-        result.exit_code, out, err = _exec(client, command, timeout, input)
-        result.stdout, result.stderr = out.decode(errors="replace"), err.decode(errors="replace")
-    except TimeoutError as e:
-        result.error = str(e)
-        pool.drop(target)
-    except (OSError, paramiko.SSHException, EOFError) as e:
-        result.error = describe_error(e, pool)
-        pool.drop(target)
-    result.seconds = time.monotonic() - start
-    return result
+@dataclass(frozen=True)
+class On:
+    """Runs commands on TARGET (a runner.Via): runner.run([command], via=pool.on(target)). As with ssh(1),
+    the words of the command are joined by spaces and read by the remote user's shell (`kestrel-nodes exec
+    -- echo '$HOME'` expands on the node). A connection failure is the result's error, never an exception."""
+
+    pool: Pool
+    target: Target
+
+    @property
+    def where(self) -> str:
+        return f"on {self.target.name}"
+
+    def execute(self, argv: list[str], how: runner.How) -> runner.Ended:
+        if how.env is not None or how.cwd is not None or how.output is not None or how.interactive:
+            raise KestrelError("internal: SSH runs a command with no environment, folder, log file or terminal")
+        try:
+            client = self.pool.client(self.target)
+            ended = _exec(client, " ".join(argv), how.timeout, None if how.input is None else how.input.encode())
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            ended = runner.Ended(None, error=describe_error(e, self.pool))
+        if ended.returncode is None:
+            self.pool.drop(self.target)
+        return ended
 
 
-def _exec(client: paramiko.SSHClient, command: str, timeout: float, input: bytes | None) -> tuple[int, bytes, bytes]:
+def _exec(client: paramiko.SSHClient, command: str, timeout: float | None, input: bytes | None) -> runner.Ended:
     transport = client.get_transport()
     assert transport is not None
     chan = transport.open_session(timeout=timeout)
@@ -191,20 +187,28 @@ def _exec(client: paramiko.SSHClient, command: str, timeout: float, input: bytes
             chan.sendall(input)
         chan.shutdown_write()
         out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"command still running after {timeout:g} s")
+                return runner.Ended(None, _text(out), _text(err), f"timed out after {timeout:g} s")
             select.select([chan], [], [], min(left, 1.0))
             while chan.recv_ready():
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                return chan.recv_exit_status(), bytes(out), bytes(err)
+                status = chan.recv_exit_status()
+                if status == -1:  # no exit status: paramiko drops sshd's exit-signal, or the connection went
+                    why = "killed by a signal" if transport.is_active() else "connection lost"
+                    return runner.Ended(None, _text(out), _text(err), why)
+                return runner.Ended(status, _text(out), _text(err))
     finally:
         chan.close()
+
+
+def _text(data: bytearray) -> str:
+    return data.decode(errors="replace")
 
 
 def describe_error(e: BaseException, pool: Pool) -> str:
@@ -231,27 +235,8 @@ def fan_out(targets: Sequence[Target], work: Callable[[Target], T], parallel: in
         return list(pool.map(work, targets))
 
 
-def run_many(
-    targets: Sequence[Target],
-    command: str,
-    *,
-    user: str = "root",
-    key: Path | None = None,
-    known_hosts: Iterable[Path] = (),
-    parallel: int = 10,
-    connect_timeout: float = 5.0,
-    command_timeout: float = 60.0,
-    input: bytes | None = None,
-    pool: Pool | None = None,
-) -> list[HostResult]:
-    """COMMAND on every target, PARALLEL at a time; connections come from (and stay in) POOL if given."""
-    own = pool is None
-    if pool is None:
-        if key is None:
-            raise KestrelError("internal: run_many needs a key or a pool")
-        pool = Pool(user, key, known_hosts, connect_timeout)
-    try:
-        return fan_out(targets, lambda t: run(pool, t, command, command_timeout, input), parallel)
-    finally:
-        if own:
-            pool.close()
+def run_many(pool: Pool, targets: Sequence[Target], command: str, *, parallel: int = 10, timeout: float = 60.0,
+             input: bytes | None = None) -> list[runner.Result]:
+    """COMMAND on every target, PARALLEL at a time, through POOL; the results in the order of TARGETS."""
+    return fan_out(targets, lambda t: runner.run([command], via=pool.on(t), timeout=timeout, input=input,
+                                                 check=False), parallel)

@@ -62,7 +62,7 @@ class Cluster:
     image: Path
 
     def ssh_in(self, node: SshNode, argv: list[str], uid: int | None = None,
-               timeout: float = 30) -> runner.subprocess.CompletedProcess[str]:
+               timeout: float = 30) -> runner.Result:
         """ARGV inside NODE (its network and mount namespaces), as UID if given: a shell on that node."""
         prefix = ["nsenter", "-t", str(node.pid), "-m", "-n"]
         if uid is not None:

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from kestrel import runner
+from kestrel.errors import CommandError
 from kestrel.net.netns import Topology
+from kestrel.nodes import knownhosts, ssh
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 
@@ -79,3 +82,39 @@ def test_unknown_host_key_is_refused(cluster: sshnodes.Cluster) -> None:
     proc = kestrel(cluster, "kestrel-nodes", "exec", "node01", "--", "true")
     assert proc.returncode == 1
     assert "node01 (host key ssh-ed25519 SHA256:" in proc.stderr and "is not listed for node01" in proc.stderr
+
+
+def test_ssh_failures_read_like_any_command(topology: Topology, tmp_path: Path) -> None:
+    """The runner's one sentence, on a node: the command, where, how it ended, the last stderr line."""
+    cluster = sshnodes.build(topology, Sysroot(tmp_path), count=1, down=1)
+    try:
+        host_key = (cluster.image / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
+        up, down = (ssh.Target(n.name, n.ip) for n in cluster.nodes)
+        with ssh.root_pool(cluster.root, connect_timeout=2, netns_name=cluster.frontend,
+                           trusted=knownhosts.parse(f"* {host_key}")) as pool:
+
+            def said(command: str, target: ssh.Target = up, timeout: float = 20) -> str:
+                result = runner.run([command], via=pool.on(target), timeout=timeout, check=False)
+                assert not result.ok
+                return result.sentence()
+
+            ok = runner.run(["echo", "$SSH_CONNECTION"], via=pool.on(up), timeout=20)  # the remote shell expands
+            assert ok.ok and ok.stdout.split()[2] == up.address and ok.where == "on node01"
+            assert said("echo first >&2; echo last >&2; exit 4") == (
+                "'echo first >&2; echo ...' on node01: exit code 4: last")
+            missing = said("kt-no-such-command")
+            assert missing.startswith("'kt-no-such-command' on node01: exit code 127: ") and missing.endswith(
+                "not found"), missing
+            assert said("kill -TERM $$") == "'kill -TERM $$' on node01: killed by a signal"
+            assert said("sleep 5", timeout=0.5) == "'sleep 5' on node01: timed out after 0.5 s"
+            unreachable = said("true", down)
+            assert unreachable in ("'true' on node02: host unreachable", "'true' on node02: no answer within 2 s")
+            with pytest.raises(CommandError) as e:
+                runner.run(["exit 3"], via=pool.on(up), timeout=20)
+            assert str(e.value) == "'exit 3' on node01: exit code 3"
+            # the fan-out keeps the order of its targets
+            both = ssh.run_many(pool, [down, up], "hostname -I", timeout=20)
+            assert [r.where for r in both] == ["on node02", "on node01"]
+            assert both[1].ok and both[1].stdout.split() == [up.address] and both[0].returncode is None
+    finally:
+        sshnodes.stop(cluster)

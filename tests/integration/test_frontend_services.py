@@ -77,10 +77,10 @@ def dhcp(c: Cluster, ns: str, dev: str, tmp: Path, conf: str = "") -> str:
     conf_file = tmp / f"{ns}.conf"
     conf_file.write_text(conf)
     runner.run(["dhclient", "-1", "-v", "-sf", "/bin/true", "-cf", str(conf_file), "-lf", str(lease),
-                "-pf", str(tmp / f"{ns}.pid"), dev], netns=ns, timeout=40)
+                "-pf", str(tmp / f"{ns}.pid"), dev], via=runner.Netns(ns), timeout=40)
     text = lease.read_text()
     address = text.split("fixed-address ")[1].split(";")[0]
-    runner.run(["ip", "addr", "add", f"{address}/24", "dev", dev], netns=ns)
+    runner.run(["ip", "addr", "add", f"{address}/24", "dev", dev], via=runner.Netns(ns))
     return text
 
 
@@ -100,7 +100,8 @@ def test_dhcp_tftp_and_fixed_hosts(cluster: Cluster, tmp_path: Path) -> None:
     assert 'option domain-name "cluster.local";' in lease2
 
     fetched = tmp_path / "undionly.kpxe"
-    runner.run(["curl", "-sS", "--max-time", "20", "-o", str(fetched), f"tftp://{FE_IP}/undionly.kpxe"], netns=ns)
+    runner.run(["curl", "-sS", "--max-time", "20", "-o", str(fetched), f"tftp://{FE_IP}/undionly.kpxe"],
+               via=runner.Netns(ns))
     assert fetched.read_bytes() == Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()
 
 
@@ -119,8 +120,8 @@ def test_registry_change_reaches_running_dnsmasq_by_sighup(cluster: Cluster, tmp
     lease = dhcp(cluster, ns, dev, tmp_path)
     assert "fixed-address 10.10.0.58;" in lease and 'option host-name "node08";' in lease
     # dnsmasq answers DNS for registered names (nodes resolve each other through it).
-    out = runner.run(["getent", "ahostsv4", "node08.cluster.local"], netns=ns, check=False)
-    dig = runner.run(["busybox", "nslookup", "node08.cluster.local", FE_IP], netns=ns, check=False)
+    out = runner.run(["getent", "ahostsv4", "node08.cluster.local"], via=runner.Netns(ns), check=False)
+    dig = runner.run(["busybox", "nslookup", "node08.cluster.local", FE_IP], via=runner.Netns(ns), check=False)
     assert "10.10.0.58" in dig.stdout + out.stdout, dig.stdout + dig.stderr
 
 
@@ -140,17 +141,19 @@ def test_nginx_serves_boot_ipxe(cluster: Cluster, tmp_path: Path) -> None:
     ns, _ = cluster.add_client("c4", address="10.10.0.240/24")
     got = None
     for _ in range(50):
-        proc = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/boot.ipxe"], netns=ns, check=False)
+        proc = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/boot.ipxe"], via=runner.Netns(ns),
+                          check=False)
         if proc.returncode == 0:
             got = proc.stdout
             break
         time.sleep(0.2)
     assert got == cluster.root.path("/srv/kestrel/http/boot.ipxe").read_text()
     assert got.startswith("#!ipxe\n")
-    kernel = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/images/default/1/vmlinuz"], netns=ns)
+    kernel = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/images/default/1/vmlinuz"],
+                        via=runner.Netns(ns))
     assert kernel.stdout == "kernel"
     missing = runner.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{FE_IP}/../../etc/passwd"],
-                         netns=ns, check=False)
+                         via=runner.Netns(ns), check=False)
     assert missing.stdout == "404"
 
 
@@ -159,7 +162,7 @@ def test_ganesha_exports_are_listed_by_showmount(cluster: Cluster) -> None:
     ns, _ = cluster.add_client("c5", address="10.10.0.241/24")
     out = ""
     for _ in range(60):
-        proc = runner.run(["showmount", "-e", FE_IP], netns=ns, check=False, timeout=10)
+        proc = runner.run(["showmount", "-e", FE_IP], via=runner.Netns(ns), check=False, timeout=10)
         out = proc.stdout
         if proc.returncode == 0 and "/home" in out:
             break
@@ -176,7 +179,7 @@ def showmount(c: Cluster, ns: str, want: str) -> set[str]:
     """The exported paths, once WANT is among them (ganesha takes a moment to start or reload)."""
     out = ""
     for _ in range(60):
-        proc = runner.run(["showmount", "-e", FE_IP], netns=ns, check=False, timeout=10)
+        proc = runner.run(["showmount", "-e", FE_IP], via=runner.Netns(ns), check=False, timeout=10)
         out = proc.stdout
         if proc.returncode == 0 and want in out:
             break

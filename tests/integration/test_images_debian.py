@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kestrel import runner
 from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
@@ -49,7 +50,7 @@ def test_default_debian_image(tree: Sysroot) -> None:
     assert (image / in_image.lstrip("/")).read_bytes() == root.path(f"/srv/kestrel/tftp/{m['initrd']}").read_bytes()
     listing = image / "tmp/initrd-listing"
     with open(listing, "wb") as out:
-        assert chroot.run(image, ["lsinitramfs", in_image], output=out).returncode == 0
+        runner.run(["lsinitramfs", in_image], via=chroot.Chroot(image), output=out)
     initrd = listing.read_text()
     listing.unlink()
     for need in ("scripts/nfs-bottom/rootovl", "virtio_pci.ko", "virtio_net.ko", "overlay.ko", "nfsv3.ko"):
@@ -113,7 +114,7 @@ def test_debootstrap_base_via_sh_is_up_to_date(tree: Sysroot) -> None:
     report = image / "tmp/upgrade-report"
     with open(report, "wb") as f:
         for argv in (["apt-get", "update"], ["apt-get", "-s", "dist-upgrade"]):
-            assert chroot.run(image, argv, output=f, apt_cache=Path(CACHE) / "apt-archives").returncode == 0
+            runner.run(argv, via=chroot.Chroot(image, Path(CACHE) / "apt-archives"), output=f)
     text = report.read_text()
     report.unlink()
     assert "0 upgraded, 0 newly installed" in text, text[-2000:]

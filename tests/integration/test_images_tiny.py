@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kestrel import runner
+from kestrel.errors import CommandError
 from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
@@ -183,3 +186,28 @@ def test_bad_definition_is_located(tree: Sysroot) -> None:
     assert out.returncode == 2
     assert out.stderr.strip() == (f"kestrel-images: {tree.path('/etc/kestrel/images/bad.yaml')}:3: bootstrap.method: "
                                   "input should be 'mmdebstrap', 'debootstrap' or 'tarball' (got 'zip')")
+
+
+def test_chroot_failures_read_like_any_command(tmp_path: Path) -> None:
+    """The runner's one sentence, inside an image: the command, where, how it ended, the last stderr line."""
+    need_root()
+    busybox_tarball(tmp_path / "tiny.tar", tmp_path)
+    tree = tmp_path / "busybox-root"
+    inside = chroot.Chroot(tree)
+
+    def said(argv: list[str], timeout: float = 30) -> str:
+        result = runner.run(argv, via=inside, timeout=timeout, check=False)
+        assert not result.ok
+        return result.sentence()
+
+    ok = runner.run(["sh", "-c", "test -c /dev/null && echo $$"], via=inside)  # pid 1 of its own namespace
+    assert ok.where == f"in chroot {tree}" and ok.stdout == "1\n"
+    assert said(["sh", "-c", "echo first >&2; echo last >&2; exit 4"]) == (
+        f"'sh -c echo first ...' in chroot {tree}: exit code 4: last")
+    missing = said(["kt-no-such-command"])  # chroot(1) says it, quoting as the locale does
+    assert re.fullmatch(f"'kt-no-such-command' in chroot {re.escape(str(tree))}: exit code 127: chroot: "
+                        "failed to run command .kt-no-such-command.: No such file or directory", missing), missing
+    assert said(["sleep", "30"], timeout=0.5) == f"'sleep 30' in chroot {tree}: timed out after 0.5 s"
+    with pytest.raises(CommandError, match=r"^'false' in chroot .*/busybox-root: exit code 1$"):
+        runner.run(["false"], via=inside)
+    assert chroot.mounts_under(tree) == []

@@ -22,9 +22,9 @@ from tests.integration.sshnodes import SshNode
 from tests.integration.test_frontend_services import FE_IP, Cluster, dhcp, start
 
 
-def nodes_cli(c: Cluster, *args: str, netns: bool = False) -> runner.subprocess.CompletedProcess[str]:
+def nodes_cli(c: Cluster, *args: str, netns: bool = False) -> runner.Result:
     argv = [sys.executable, "-m", "kestrel.cli.nodes", "--root", str(c.root.root), *args]
-    return runner.run(argv, netns=c.fe if netns else None, check=False, timeout=120)
+    return runner.run(argv, via=runner.in_netns(c.fe if netns else None), check=False, timeout=120)
 
 
 def listing(c: Cluster) -> dict[str, dict]:
@@ -77,12 +77,13 @@ def test_a_booting_node_is_registered_by_the_lease_hook(cluster: Cluster, tmp_pa
     log = Path(supervisor.find(cluster.root, "dnsmasq").log).read_text()  # type: ignore[union-attr]
     assert log.count("read " + cluster.root.sys("/etc/kestrel/hosts")) >= 2, "dnsmasq re-read its hosts on SIGHUP"
     # ... and so it answers the new name.
-    looked = runner.run(["busybox", "nslookup", "node01.cluster.local", FE_IP], netns=ns, check=False)
+    looked = runner.run(["busybox", "nslookup", "node01.cluster.local", FE_IP], via=runner.Netns(ns), check=False)
     assert address in looked.stdout, looked.stdout + looked.stderr
 
     # The node releases its lease (shuts down): dnsmasq says `del`, the node is down and leaves the hostfiles.
     runner.run(["dhclient", "-r", "-sf", "/bin/true", "-cf", str(tmp_path / f"{ns}.conf"), "-lf",
-                str(tmp_path / f"{ns}.lease"), "-pf", str(tmp_path / f"{ns}.pid"), dev], netns=ns, timeout=40)
+                str(tmp_path / f"{ns}.lease"), "-pf", str(tmp_path / f"{ns}.pid"), dev],
+               via=runner.Netns(ns), timeout=40)
     wait_for(lambda: listing(cluster)[mac]["state"] == "down", 10)
     assert "node01" not in cluster.root.path("/etc/kestrel/hostfiles/openmpi").read_text()
     assert "node01" in cluster.root.path("/etc/hosts").read_text(), "a node that is down stays registered"

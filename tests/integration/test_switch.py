@@ -19,7 +19,7 @@ def kestrel_switch(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str
 
 
 def ping(ns: str, address: str) -> bool:
-    return runner.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", address], netns=ns, check=False).returncode == 0
+    return runner.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", address], via=runner.Netns(ns), check=False).ok
 
 
 def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topology) -> None:
@@ -48,7 +48,7 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
     for i, role in enumerate(("s1", "s2"), 1):
         vm = topology.add_netns(f"vm{i}")
         topology.add_veth(hosts[role], f"vp{i}", vm, "vmeth", master_a=f"{p}br", address_b=f"10.98.0.{i}/24")
-        runner.run(["ip", "link", "set", f"{p}vmeth", "mtu", "1450"], netns=vm)
+        runner.run(["ip", "link", "set", f"{p}vmeth", "mtu", "1450"], via=runner.Netns(vm))
         vms[role] = vm
     assert ping(vms["s1"], "10.98.0.2")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kestrel import runner
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
@@ -29,7 +30,7 @@ SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "Pas
             "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10"]
 
 
-def node_to_node(cluster: sshnodes.Cluster, uid: int, command: str) -> subprocess.CompletedProcess[str]:
+def node_to_node(cluster: sshnodes.Cluster, uid: int, command: str) -> runner.Result:
     """As the user, on node01, with only what node01 has: its /etc (pushed), the shared home and its key."""
     src, dst = cluster.nodes[0], cluster.nodes[1]
     return cluster.ssh_in(src, ["ssh", *SSH_OPTS, dst.ip, command], uid=uid)
