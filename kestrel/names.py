@@ -1,8 +1,14 @@
-"""Validation of the names and addresses that reach files, paths and commands: MACs, hostnames, labels."""
+"""Validation of the names and addresses that reach files, paths and commands: MACs, hostnames, labels.
+
+check_* raise ValueError (pydantic turns it into a located config error); parse_* raise InputError, for values
+from the command line and from Kestrel's own files."""
 
 from __future__ import annotations
 
 import re
+from ipaddress import AddressValueError, IPv4Address
+
+from kestrel.errors import InputError
 
 _MAC_SEP = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 _MAC_DOT = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
@@ -53,3 +59,25 @@ def check_ifname(text: str) -> str:
     if not isinstance(text, str) or not _IFNAME.fullmatch(text):
         raise ValueError(f"{text!r} is not a network interface name (at most 15 of A-Z a-z 0-9 _ . -)")
     return text
+
+
+def parse_mac(text: str) -> str:
+    try:
+        return normalize_mac(text)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def parse_ip(value: str | IPv4Address) -> IPv4Address:
+    try:
+        return IPv4Address(value)
+    except (AddressValueError, ValueError):
+        raise InputError(f"{value!r} is not an IPv4 address") from None
+
+
+def parse_label(text: str, what: str) -> str:
+    """An image, group or module name (check_name), as bad input."""
+    try:
+        return check_name(text, what)
+    except ValueError as e:
+        raise InputError(str(e)) from None

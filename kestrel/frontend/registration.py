@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 
+from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
@@ -28,8 +28,8 @@ def register(
     group: str | None = None, verify: bool = True,
 ) -> list[Node]:
     """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node."""
-    image = registry.parse_label(image or config.nodes.default_image, "image name")
-    group = registry.parse_label(group or config.nodes.default_group, "group name")
+    image = names.parse_label(image or config.nodes.default_image, "image name")
+    group = names.parse_label(group or config.nodes.default_group, "group name")
     path = leases_file or root.path(config.network.leases_file)
     try:
         text = path.read_text(errors="replace")
@@ -97,11 +97,8 @@ def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, m
     dnsmasq runs its script serially and sends `old` for every lease when it starts, so a known MAC with
     `old` returns before taking the lock.
     """
-    mac = registry.parse_mac(mac)
-    try:
-        address = IPv4Address(ip)
-    except AddressValueError:
-        raise InputError(f"{ip!r} is not an IPv4 address") from None
+    mac = names.parse_mac(mac)
+    address = names.parse_ip(ip)
     if action not in ("add", "old", "del"):
         raise InputError(f"lease event {action!r} is not add, old or del")
     known = {n.mac: n for n in registry.load_registry(root)}

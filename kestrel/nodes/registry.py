@@ -121,9 +121,9 @@ def set_node(
     changed = replace(
         node,
         name=node.name if new_name in (None, node.name) else book.check_name(new_name),
-        ip=node.ip if ip is None or _ip(ip) == node.ip else book.check_ip(_ip(ip), leased=None),
-        image=node.image if image is None else parse_label(image, "image name"),
-        group=node.group if group is None else parse_label(group, "group name"),
+        ip=node.ip if ip is None or names.parse_ip(ip) == node.ip else book.check_ip(names.parse_ip(ip), leased=None),
+        image=node.image if image is None else names.parse_label(image, "image name"),
+        group=node.group if group is None else names.parse_label(group, "group name"),
     )
     return [*others, changed]
 
@@ -137,8 +137,8 @@ def register_leases(
     Known MACs keep their entries, so registering twice changes nothing.
     """
     book = _Book(nodes, config)
-    image = parse_label(image or config.nodes.default_image, "image name")
-    group = parse_label(group or config.nodes.default_group, "group name")
+    image = names.parse_label(image or config.nodes.default_image, "image name")
+    group = names.parse_label(group or config.nodes.default_group, "group name")
     added: list[Node] = []
     warnings: list[str] = []
     for lease in leases:
@@ -185,13 +185,13 @@ class _Book:
 
     def new_node(self, mac: str, name: str | None, ip: str | IPv4Address | None, image: str | None,
                  group: str | None, leased: IPv4Address | None = None) -> Node:
-        mac = parse_mac(mac)
+        mac = names.parse_mac(mac)
         if mac in self.by_mac:
             raise InputError(f"MAC {mac} is registered already, as {self.by_mac[mac].name}")
         if name is not None:
             name = self.check_name(name)
         if ip is not None:
-            address = self.check_ip(_ip(ip), leased)
+            address = self.check_ip(names.parse_ip(ip), leased)
         elif self.cfg.network.static_pool is None and leased is not None:
             address = self.check_ip(leased, leased)
         else:
@@ -200,8 +200,8 @@ class _Book:
             name=name if name is not None else self.free_name(),
             mac=mac,
             ip=address,
-            image=parse_label(image or self.cfg.nodes.default_image, "image name"),
-            group=parse_label(group or self.cfg.nodes.default_group, "group name"),
+            image=names.parse_label(image or self.cfg.nodes.default_image, "image name"),
+            group=names.parse_label(group or self.cfg.nodes.default_group, "group name"),
         )
         self.by_name[node.name] = self.by_mac[mac] = self.by_ip[address] = node
         return node
@@ -278,24 +278,3 @@ def _candidate_ips(config: Config) -> Iterator[IPv4Address]:
     for ip in net.network.hosts():
         if ip != net.ip and not low <= ip <= high:
             yield ip
-
-
-def parse_mac(text: str) -> str:
-    try:
-        return names.normalize_mac(text)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
-
-def _ip(value: str | IPv4Address) -> IPv4Address:
-    try:
-        return IPv4Address(value)
-    except (AddressValueError, ValueError):
-        raise InputError(f"{value!r} is not an IPv4 address") from None
-
-
-def parse_label(text: str, what: str) -> str:
-    try:
-        return names.check_name(text, what)
-    except ValueError as e:
-        raise InputError(str(e)) from None

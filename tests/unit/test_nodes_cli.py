@@ -83,6 +83,9 @@ def test_add_set_remove_reach_registry_hosts_and_hostfiles(tree: Sysroot) -> Non
     (["--register", "--group", "a;rm -rf /", "--no-verify"],
      "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
     (["--register", "gpu", "--group", "compute"], "GROUP 'gpu' and --group 'compute' disagree; give one"),
+    (["exec", "--group", "Bad!", "--", "true"],
+     "'Bad!' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
+    (["check", "--group", "a;b"], "'a;b' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
 ])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(tree: Sysroot, args: list[str], error: str) -> None:
     ok(tree, "add", "--mac", "52:54:00:aa:bb:01")
