@@ -18,7 +18,10 @@ _HOST = {
     "nginx": ("nginx", ["systemctl", "reload", "nginx"]),
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
+    "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
 }
+# A failed reload of these is only a warning: the file is written, the admin reloads by hand.
+_WARN_ONLY = {"ssh"}
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
@@ -42,6 +45,9 @@ def _perform_on_host(a: ServiceAction) -> None:
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
     if a.service == "nfs-ganesha":
         runner.run(["systemctl", "daemon-reload"])  # Kestrel's drop-in may have changed
+    if a.service in _WARN_ONLY and runner.run(argv, check=False).returncode != 0:
+        logger.warning(f"could not {a.action} {a.service}; {a.action} it by hand")
+        return
     runner.run(argv)
     logger.info(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
