@@ -13,7 +13,7 @@ from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
-from kestrel.users import accounts
+from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
@@ -172,7 +172,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
                  connect_timeout: float | None, command_timeout: float) -> None:
     argv = click.get_current_context().meta["remote_command"]
     targets = fanout.select_targets(ctx.root, list(node_names), group)
-    key = None if user == "root" else accounts.private_key(ctx.root, ctx.config, user)
+    key = None if user == "root" else homes.private_key(ctx.root, ctx.config, user)
     results = fanout.exec_on(ctx.root, ctx.config, targets, " ".join(argv), user=user, key=key, parallel=parallel,
                              connect_timeout=connect_timeout, command_timeout=command_timeout)
     for r in results:

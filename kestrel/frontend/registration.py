@@ -16,7 +16,7 @@ from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.sysroot import Sysroot
-from kestrel.users import accounts
+from kestrel.users.hosttrust import known_hosts_body
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
     """
     by_target = {ssh.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
     timeout = float(config.nodes.ssh_timeout)
-    images_keys = knownhosts.parse(accounts.known_hosts_body(root, config))
+    images_keys = knownhosts.parse(known_hosts_body(root, config))
     with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
         results = ssh.fan_out(list(by_target), lambda t: ssh.run(pool, t, nodestate.FACTS_COMMAND, timeout),
                                  _VISITORS)
