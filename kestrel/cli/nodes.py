@@ -9,16 +9,8 @@ from typing import Any
 
 import click
 
-from kestrel.cli.common import (
-    Context,
-    describe_plans,
-    global_options,
-    pass_context,
-    plan_options,
-    print_json,
-    print_table,
-    run,
-)
+from kestrel.cli import common
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
@@ -67,7 +59,7 @@ def command() -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key); "
                    "--dry-run visits them too (read only).")
-@plan_options
+@common.plan_options
 @pass_context
 def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
                      group: str | None, image: str | None, verify: bool, dry_run: bool, diff: bool) -> None:
@@ -81,8 +73,8 @@ def register_command(ctx: Context, group_arg: str | None, image_arg: str | None,
 def _report(ctx: Context, plan: Plan, dry_run: bool, diff: bool, would: Sequence[str] = ()) -> None:
     """--dry-run: what would be done (WOULD, then the plan); --diff: the plan with its diffs, done already."""
     if dry_run or diff:
-        click.echo("".join(f"{line}\n" for line in would if dry_run) + describe_plans([(ctx.root, plan)], diff),
-                   nl=False)
+        said = "".join(f"{line}\n" for line in would) if dry_run else ""
+        click.echo(said + common.describe_plans([(ctx.root, plan)], diff), nl=False)
 
 
 def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> str | None:
@@ -114,7 +106,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @click.option("--ip", help="Its address [default: the next free one of network.static_pool or the network].")
 @click.option("--image", help="[default: nodes.default_image]")
 @click.option("--group", help="[default: nodes.default_group]")
-@plan_options
+@common.plan_options
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
                 group: str | None, dry_run: bool, diff: bool) -> None:
@@ -127,7 +119,7 @@ def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image:
 
 @command.command("remove", help="Forget a node.")
 @click.argument("name")
-@plan_options
+@common.plan_options
 @pass_context
 def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
     plan = node_changes.remove(ctx.root, ctx.config, ctx.config_path, name, dry_run=dry_run)
@@ -142,7 +134,7 @@ def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
 @click.option("--group")
 @click.option("--ip")
 @click.option("--name", "new_name", help="A new host name.")
-@plan_options
+@common.plan_options
 @pass_context
 def set_command(ctx: Context, name: str, image: str | None, group: str | None, ip: str | None,
                 new_name: str | None, dry_run: bool, diff: bool) -> None:

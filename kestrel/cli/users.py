@@ -8,16 +8,8 @@ from pathlib import Path
 
 import click
 
-from kestrel.cli.common import (
-    Context,
-    describe_plans,
-    global_options,
-    pass_context,
-    plan_options,
-    print_json,
-    print_table,
-    run,
-)
+from kestrel.cli import common
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.frontend import services
 from kestrel.sysroot import Sysroot
 from kestrel.users import image_accounts, node_push, rootaccess, user_changes
@@ -56,7 +48,7 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
         done, would = [s.format(name=user.name, uid=user.uid) for s in says] if says and user else ["", ""]
         trees = [(ctx.root, change.frontend), *((i.tree, i.plan) for i in change.images)]
         if dry_run or diff:
-            report = (would + "\n" if would and dry_run else "") + describe_plans(trees, diff)
+            report = (would + "\n" if would and dry_run else "") + common.describe_plans(trees, diff)
             click.echo(report + (node_push.describe_push(ctx.root) if push and dry_run else ""), nl=False)
         if not dry_run:
             services.apply(ctx.root, change.frontend)
@@ -77,7 +69,7 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
 @click.option("--shell", help="Login shell [default: users.shell].")
 @click.option("--admin", is_flag=True, help="Member of users.admin_group where that group exists.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@plan_options
+@common.plan_options
 @pass_context
 def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool, dry_run: bool,
         diff: bool) -> None:
@@ -88,7 +80,7 @@ def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool
 @click.argument("name")
 @click.option("--keep-home", is_flag=True, help="Keep the home folder and its keys.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@plan_options
+@common.plan_options
 @pass_context
 def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: bool, diff: bool) -> None:
     _carry_out(ctx, lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home), not no_push, dry_run,
@@ -109,7 +101,7 @@ def list_(ctx: Context, as_json: bool) -> None:
 
 @command.command(help="Rewrite known_hosts and the users of every image and running node (after new nodes).")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@plan_options
+@common.plan_options
 @pass_context
 def sync(ctx: Context, no_push: bool, dry_run: bool, diff: bool) -> None:
     _carry_out(ctx, lambda: user_changes.plan_sync(ctx.root, ctx.config), not no_push, dry_run, diff)
