@@ -7,7 +7,7 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -18,6 +18,7 @@ from kestrel import output
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import InputError, KestrelError
 from kestrel.output import Output
+from kestrel.plan import Plan, describe_plan
 from kestrel.sysroot import Sysroot
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,6 +72,17 @@ def global_options(f: F) -> F:
         return cctx.invoke(f, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def plan_options(f: F) -> F:
+    """--dry-run, --diff: for commands that change files through a plan."""
+    f = click.option("--diff", is_flag=True, help="Show unified diffs of the changes.")(f)
+    return click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")(f)
+
+
+def describe_plans(plans: Iterable[tuple[Sysroot, Plan]], diff: bool) -> str:
+    """What --dry-run prints for plans on several trees (the frontend, images): the ones that change something."""
+    return "".join(describe_plan(root, plan, diff) for root, plan in plans if not plan.is_empty) or "Nothing to do\n"
 
 
 def pass_context(f: F) -> F:

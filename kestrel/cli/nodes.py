@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
-from kestrel.users import accounts
+from kestrel.plan import Plan
+from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
@@ -54,13 +57,24 @@ def command() -> None:
 @click.option("--group", help="Group of the new nodes [default: nodes.default_group].")
 @click.option("--image", help="Image of the new nodes [default: nodes.default_image].")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key).")
+              help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key); "
+                   "--dry-run visits them too (read only).")
+@common.plan_options
 @pass_context
 def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
-                     group: str | None, image: str | None, verify: bool) -> None:
-    registration.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
-                   group=_one_of(group_arg, group, "GROUP", "--group"),
-                   image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify)
+                     group: str | None, image: str | None, verify: bool, dry_run: bool, diff: bool) -> None:
+    added, plan = registration.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
+                                        group=_one_of(group_arg, group, "GROUP", "--group"),
+                                        image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify,
+                                        dry_run=dry_run)
+    _report(ctx, plan, dry_run, diff, [f"Would register {n.name} ({n.mac}, {n.ip})" for n in added])
+
+
+def _report(ctx: Context, plan: Plan, dry_run: bool, diff: bool, would: Sequence[str] = ()) -> None:
+    """--dry-run: what would be done (WOULD, then the plan); --diff: the plan with its diffs, done already."""
+    if dry_run or diff:
+        said = "".join(f"{line}\n" for line in would) if dry_run else ""
+        click.echo(said + common.describe_plans([(ctx.root, plan)], diff), nl=False)
 
 
 def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> str | None:
@@ -92,20 +106,26 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @click.option("--ip", help="Its address [default: the next free one of network.static_pool or the network].")
 @click.option("--image", help="[default: nodes.default_image]")
 @click.option("--group", help="[default: nodes.default_group]")
+@common.plan_options
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
-                group: str | None) -> None:
-    node = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, name=name, ip=ip, image=image,
-                     group=group)
-    logger.info(f"Added {node.name} ({node.mac}, {node.ip})")
+                group: str | None, dry_run: bool, diff: bool) -> None:
+    node, plan = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, dry_run=dry_run, name=name, ip=ip,
+                                  image=image, group=group)
+    _report(ctx, plan, dry_run, diff, [f"Would add {node.name} ({node.mac}, {node.ip})"])
+    if not dry_run:
+        logger.info(f"Added {node.name} ({node.mac}, {node.ip})")
 
 
 @command.command("remove", help="Forget a node.")
 @click.argument("name")
+@common.plan_options
 @pass_context
-def remove_command(ctx: Context, name: str) -> None:
-    node_changes.remove(ctx.root, ctx.config, ctx.config_path, name)
-    logger.info(f"Removed {name}")
+def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
+    plan = node_changes.remove(ctx.root, ctx.config, ctx.config_path, name, dry_run=dry_run)
+    _report(ctx, plan, dry_run, diff, [f"Would remove {name}"])
+    if not dry_run:
+        logger.info(f"Removed {name}")
 
 
 @command.command("set", help="Change a node's image, group, address or name.")
@@ -114,13 +134,15 @@ def remove_command(ctx: Context, name: str) -> None:
 @click.option("--group")
 @click.option("--ip")
 @click.option("--name", "new_name", help="A new host name.")
+@common.plan_options
 @pass_context
 def set_command(ctx: Context, name: str, image: str | None, group: str | None, ip: str | None,
-                new_name: str | None) -> None:
+                new_name: str | None, dry_run: bool, diff: bool) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
-    node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, image=image, group=group, ip=ip,
-                     new_name=new_name)
+    plan = node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, dry_run=dry_run, image=image,
+                                   group=group, ip=ip, new_name=new_name)
+    _report(ctx, plan, dry_run, diff, [f"Would change {name}"])
 
 
 @command.command("hostfile", help="Print a hostfile of the nodes that are up (--all: every registered node).")
@@ -172,7 +194,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
                  connect_timeout: float | None, command_timeout: float) -> None:
     argv = click.get_current_context().meta["remote_command"]
     targets = fanout.select_targets(ctx.root, list(node_names), group)
-    key = None if user == "root" else accounts.private_key(ctx.root, ctx.config, user)
+    key = None if user == "root" else homes.private_key(ctx.root, ctx.config, user)
     results = fanout.exec_on(ctx.root, ctx.config, targets, " ".join(argv), user=user, key=key, parallel=parallel,
                              connect_timeout=connect_timeout, command_timeout=command_timeout)
     for t, r in zip(targets, results, strict=True):

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
-from kestrel.users import accounts, rootaccess
+from kestrel.frontend import services
+from kestrel.sysroot import Sysroot
+from kestrel.users import image_accounts, node_push, rootaccess, user_changes
+from kestrel.users.accountfiles import load_users, plan_accounts
+from kestrel.users.user_changes import UserChange
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
@@ -24,17 +30,37 @@ def command(cctx: click.Context, add_to_cluster: str | None) -> None:
         click.echo(cctx.get_help())
 
 
-def _add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, push: bool) -> None:
-    accounts.add_user(ctx.root, ctx.config, name, uid, shell, admin)
-    _spread(ctx, push)
+def _add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, push: bool,
+         dry_run: bool = False, diff: bool = False) -> None:
+    _carry_out(ctx, lambda: user_changes.plan_add(ctx.root, ctx.config, name, uid, shell, admin), push, dry_run,
+               diff, ("Created cluster user {name} (uid {uid})", "Would add cluster user {name} (uid {uid})"))
 
 
-def _spread(ctx: Context, push: bool) -> None:
-    """Images get the change now (so a reboot keeps it), running nodes by push."""
-    accounts.apply_to_images(ctx.root, ctx.config)
-    if push:
-        accounts.push_to_nodes(ctx.root, ctx.config)
-    rootaccess.enforce(ctx.root, ctx.config)
+def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run: bool, diff: bool,
+               says: tuple[str, str] | None = None) -> None:
+    """Under the lock, PLAN the change, then carry out the frontend's plan and each image's (so a reboot keeps
+    the change) through the one executor; then push to the running nodes. --dry-run prints the plans and the
+    nodes a push would reach, and does nothing; --diff prints them with diffs, then does it.
+    SAYS: what is said of the user when done, and for a dry run."""
+    with ctx.root.lock():
+        change = plan()
+        user = change.user
+        done, would = [s.format(name=user.name, uid=user.uid) for s in says] if says and user else ["", ""]
+        trees = [(ctx.root, change.frontend), *((i.tree, i.plan) for i in change.images)]
+        if dry_run or diff:
+            report = (would + "\n" if would and dry_run else "") + common.describe_plans(trees, diff)
+            click.echo(report + (node_push.describe_push(ctx.root) if push and dry_run else ""), nl=False)
+        if not dry_run:
+            services.apply(ctx.root, change.frontend)
+            if done:
+                logger.info(done)
+            for image in change.images:
+                if not image.plan.is_empty:
+                    services.apply(image.tree, image.plan)
+                    logger.info(f"Updated the cluster users of image {image.name}")
+    if push and not dry_run:
+        node_push.push_to_nodes(ctx.root, ctx.config)
+    rootaccess.warn_root_access(ctx.root, ctx.config)
 
 
 @command.command(help="Add a cluster user: account, home, key pair, authorized_keys; images and nodes follow.")
@@ -43,19 +69,22 @@ def _spread(ctx: Context, push: bool) -> None:
 @click.option("--shell", help="Login shell [default: users.shell].")
 @click.option("--admin", is_flag=True, help="Member of users.admin_group where that group exists.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
+@common.plan_options
 @pass_context
-def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool) -> None:
-    _add(ctx, name, uid, shell, admin, push=not no_push)
+def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool, dry_run: bool,
+        diff: bool) -> None:
+    _add(ctx, name, uid, shell, admin, not no_push, dry_run, diff)
 
 
 @command.command(help="Remove a cluster user everywhere; its home goes too unless --keep-home.")
 @click.argument("name")
 @click.option("--keep-home", is_flag=True, help="Keep the home folder and its keys.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
+@common.plan_options
 @pass_context
-def remove(ctx: Context, name: str, keep_home: bool, no_push: bool) -> None:
-    accounts.remove_user(ctx.root, ctx.config, name, keep_home)
-    _spread(ctx, push=not no_push)
+def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: bool, diff: bool) -> None:
+    _carry_out(ctx, lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home), not no_push, dry_run,
+               diff, ("Removed cluster user {name}", "Would remove cluster user {name}"))
 
 
 @command.command("list", help="The cluster users.")
@@ -63,7 +92,7 @@ def remove(ctx: Context, name: str, keep_home: bool, no_push: bool) -> None:
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
     rows = [{"name": u.name, "uid": u.uid, "gid": u.gid, "shell": u.shell, "admin": u.admin,
-             "home": f"{ctx.config.nfs.home.rstrip('/')}/{u.name}"} for u in accounts.load_users(ctx.root)]
+             "home": f"{ctx.config.nfs.home.rstrip('/')}/{u.name}"} for u in load_users(ctx.root)]
     if as_json:
         print_json(rows)
     else:
@@ -72,11 +101,10 @@ def list_(ctx: Context, as_json: bool) -> None:
 
 @command.command(help="Rewrite known_hosts and the users of every image and running node (after new nodes).")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
+@common.plan_options
 @pass_context
-def sync(ctx: Context, no_push: bool) -> None:
-    with ctx.root.lock():
-        accounts.sync_frontend(ctx.root, ctx.config)
-    _spread(ctx, push=not no_push)
+def sync(ctx: Context, no_push: bool, dry_run: bool, diff: bool) -> None:
+    _carry_out(ctx, lambda: user_changes.plan_sync(ctx.root, ctx.config), not no_push, dry_run, diff)
 
 
 @command.command("apply-image", help="Give one image root the cluster users (the core_users configure script).")
@@ -84,8 +112,13 @@ def sync(ctx: Context, no_push: bool) -> None:
 @click.option("--image", "name", help="The image's name: its own host keys are trusted for its nodes.")
 @pass_context
 def apply_image(ctx: Context, image_root: str, name: str | None) -> None:
-    for path in accounts.apply_to_image(ctx.root, ctx.config, Path(image_root), name):
-        logger.info(f"Wrote {Path(image_root)}{path}")
+    tree = Sysroot(Path(image_root))
+    with ctx.root.lock():
+        users = load_users(ctx.root)
+        plan, known_hosts = image_accounts.plan_image_build(ctx.root, ctx.config, tree, users, name)
+        services.apply(tree, plan)
+        # the frontend trusts the image's own keys too (its known_hosts; the account files are its own)
+        services.apply(ctx.root, plan_accounts(ctx.root, users, ctx.config, known_hosts, accounts=False))
 
 
 @command.command(help="Check that no node or cluster-user key opens the frontend's root account.")

@@ -32,16 +32,18 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
     return plan_files(root, wanted, owned=desired.NODE_OWNED)
 
 
-def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change) -> Plan:
+def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, *, dry_run: bool = False) -> Plan:
     """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
 
     Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
+    DRY_RUN: only plan (describe_plan says what it would do).
     """
     with root.lock():
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
         plan = plan_nodes(root, config, nodes, states)
-        services.apply(root, plan)
+        if not dry_run:
+            services.apply(root, plan)
         return plan
 
 
@@ -49,7 +51,8 @@ def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
     return lambda nodes, states: (fn(nodes), states)
 
 
-def add(root: Sysroot, config: Config, config_path: Path, mac: str, **fields: str | None) -> Node:
+def add(root: Sysroot, config: Config, config_path: Path, mac: str, *, dry_run: bool = False,
+        **fields: str | None) -> tuple[Node, Plan]:
     """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
     made: list[Node] = []
 
@@ -58,18 +61,19 @@ def add(root: Sysroot, config: Config, config_path: Path, mac: str, **fields: st
         made.append(nodes[-1])
         return nodes, states
 
-    change_nodes(root, config, config_path, change)
-    return made[0]
+    plan = change_nodes(root, config, config_path, change, dry_run=dry_run)
+    return made[0], plan
 
 
-def remove(root: Sysroot, config: Config, config_path: Path, name: str) -> None:
-    change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)))
+def remove(root: Sysroot, config: Config, config_path: Path, name: str, *, dry_run: bool = False) -> Plan:
+    return change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)),
+                        dry_run=dry_run)
 
 
-def set_fields(root: Sysroot, config: Config, config_path: Path, name: str,
-               **fields: str | None) -> None:
-    change_nodes(root, config, config_path,
-                 _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)))
+def set_fields(root: Sysroot, config: Config, config_path: Path, name: str, *, dry_run: bool = False,
+               **fields: str | None) -> Plan:
+    return change_nodes(root, config, config_path,
+                        _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run)
 
 
 def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[str, tuple[bool, Facts | None]],

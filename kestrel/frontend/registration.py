@@ -15,8 +15,9 @@ from kestrel.nodes import fanout, knownhosts, leases, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
+from kestrel.plan import Plan
 from kestrel.sysroot import Sysroot
-from kestrel.users import accounts
+from kestrel.users.hosttrust import known_hosts_body
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,13 @@ _VISITORS = 16
 
 def register(
     root: Sysroot, config: Config, config_path: Path, *, leases_file: Path | None = None, image: str | None = None,
-    group: str | None = None, verify: bool = True,
-) -> list[Node]:
-    """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node."""
+    group: str | None = None, verify: bool = True, dry_run: bool = False,
+) -> tuple[list[Node], Plan]:
+    """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node.
+
+    DRY_RUN changes nothing but still visits the leased addresses (read only: SSH and the facts command), so
+    its plan names the nodes a real run would register.
+    """
     image = names.parse_label(image or config.nodes.default_image, "image name")
     group = names.parse_label(group or config.nodes.default_group, "group name")
     path = leases_file or root.path(config.network.leases_file)
@@ -41,7 +46,7 @@ def register(
     known = {n.mac for n in registry.load_registry(root)}
     fresh = [lease for lease in leases.latest_by_mac(found) if lease.mac not in known]
     if not fresh:
-        return []
+        return [], Plan()
     facts: dict[str, Facts] = {}
     if verify:
         facts = visit(root, config, fresh)
@@ -59,10 +64,11 @@ def register(
         added.extend(new)
         return nodes, states
 
-    change_nodes(root, config, config_path, change)
-    for n in added:
-        logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
-    return added
+    plan = change_nodes(root, config, config_path, change, dry_run=dry_run)
+    if not dry_run:
+        for n in added:
+            logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
+    return added, plan
 
 
 def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str, Facts]:
@@ -73,7 +79,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
     """
     by_target = {ssh.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
     timeout = float(config.nodes.ssh_timeout)
-    images_keys = knownhosts.parse(accounts.known_hosts_body(root, config))
+    images_keys = knownhosts.parse(known_hosts_body(root, config))
     with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
         results = ssh.run_many(pool, list(by_target), nodestate.FACTS_COMMAND, parallel=_VISITORS, timeout=timeout)
     out: dict[str, Facts] = {}

@@ -18,7 +18,10 @@ _HOST = {
     "nginx": ("nginx", ["systemctl", "reload", "nginx"]),
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
+    "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
 }
+# A failed reload of these is only a warning: the file is written, the admin reloads by hand.
+_WARN_ONLY = {"ssh"}
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
@@ -48,7 +51,10 @@ def systemd_commands(a: ServiceAction) -> list[list[str]]:
 
 def _perform_on_host(a: ServiceAction) -> None:
     for argv in systemd_commands(a):
-        runner.run(argv)
+        result = runner.run(argv, check=a.service not in _WARN_ONLY)
+        if not result.ok:
+            logger.warning(f"could not {a.action} {a.service} ({result.why()}); {a.action} it by hand")
+            return
     logger.info(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
 
 

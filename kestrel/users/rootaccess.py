@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from kestrel import runner
 from kestrel.config import Config
 from kestrel.errors import KestrelError
 from kestrel.images.store import IMAGES_DIR
 from kestrel.nodes import knownhosts
-from kestrel.sysroot import Sysroot, atomic_write
-from kestrel.users.accounts import image_host_keys, load_users, public_key
+from kestrel.plan import Action, Desired, Plan, plan_files
+from kestrel.sysroot import Sysroot
+from kestrel.users.accountfiles import load_users
+from kestrel.users.homes import public_key
+from kestrel.users.hosttrust import image_host_keys
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +70,15 @@ def sshd_dropin(config: Config) -> str:
             "    PermitRootLogin no\n")
 
 
-def enforce(root: Sysroot, config: Config) -> None:
-    """Write the sshd drop-in where the frontend has sshd_config.d (reload sshd on the host if it changed);
-    warn about every key that opens the frontend's root account (Kestrel never removes an admin's line)."""
-    folder = root.path(SSHD_DROPIN).parent
-    text = sshd_dropin(config)
-    if folder.is_dir() and root.read(SSHD_DROPIN) != text.encode():
-        atomic_write(root.path(SSHD_DROPIN), text.encode(), 0o644)
-        logger.info(f"Wrote {root.sys(SSHD_DROPIN)}")
-        if root.uses_systemd:
-            proc = runner.run(["systemctl", "reload", "ssh"], check=False)
-            logger.info("Reloaded ssh" if proc.returncode == 0 else "Warning: could not reload ssh; reload it by hand")
+def plan_dropin(root: Sysroot, config: Config) -> Plan:
+    """The sshd drop-in where the frontend has sshd_config.d, and a reload of ssh if it changes."""
+    if not root.path(SSHD_DROPIN).parent.is_dir():
+        return Plan()
+    return plan_files(root, [Desired(SSHD_DROPIN, sshd_dropin(config).encode(), mode=None,
+                                     on_change=("ssh", Action.RELOAD))])
+
+
+def warn_root_access(root: Sysroot, config: Config) -> None:
+    """A warning for every key that opens the frontend's root account (Kestrel never removes an admin's line)."""
     for problem in audit_root_access(root, config):
         logger.warning(f"{problem}")

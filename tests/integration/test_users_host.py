@@ -22,6 +22,8 @@ mount -t overlay kt-etc -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /et
 for f in passwd group shadow gshadow nsswitch.conf; do cat "$1/accounts/$f" > "/etc/$f"; done
 for d in /home /var/lib /var/log; do mount -t tmpfs kt-tmp "$d"; done
 users="$2 --root / --config $3"
+runs() { grep '^Would run' | cut -d' ' -f3 | tr '\\n' ' '; }
+echo "dry=$($users add carol --admin --dry-run --no-push | runs)$(getent passwd carol || echo none) $(ls /home)"
 $users add carol --admin
 echo "passwd=$(getent passwd carol)"
 echo "group=$(getent group carol)"
@@ -29,6 +31,7 @@ echo "sudo=$(getent group sudo)"
 echo "shadow=$(getent shadow carol | cut -d: -f1,2)"
 echo "home=$(stat -c '%u %a' /home/carol) $(ls /home/carol/.ssh | tr '\\n' ' ')"
 echo "list=$(cat /etc/kestrel/users | grep -v '^#')"
+echo "dryremove=$($users remove carol --dry-run --no-push | runs)$(getent passwd carol | cut -d: -f1)"
 $users remove carol
 echo "after=$(getent passwd carol || echo gone) $(getent group carol || echo gone) $(ls /home)"
 """
@@ -50,7 +53,7 @@ def test_frontend_sshd_refuses_root_from_the_cluster_network(tree: Sysroot) -> N
     proc = subprocess.run([str(KESTREL_USERS), "--root", str(tree.root), "sync"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert f"Wrote {tree.path('/etc/ssh/sshd_config.d/kestrel-root.conf')}" in proc.stderr
+    assert f"Created {tree.path('/etc/ssh/sshd_config.d/kestrel-root.conf')}" in proc.stderr
     main = tree.path("/etc/ssh/sshd_config")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tree.path("/etc/ssh/hk"))], check=True)
     main.write_text(f"Include {tree.path('/etc/ssh/sshd_config.d')}/*.conf\nHostKey {tree.path('/etc/ssh/hk')}\n"
@@ -95,6 +98,8 @@ def test_add_and_remove_on_the_host_root_use_useradd(tmp_path: Path) -> None:
                            str(KESTREL_USERS), str(config)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert out["dry"] == "groupadd useradd usermod ssh-keygen chown install none "
+    assert out["dryremove"] == "groupdel userdel carol"
     assert out["passwd"] == "carol:x:2000:2000:carol (cluster user):/home/carol:/bin/bash"
     assert out["group"] == "carol:x:2000:"
     assert out["sudo"] == "sudo:x:27:admin,carol"

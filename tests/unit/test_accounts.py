@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from kestrel.cli.users import command as users_command
 from kestrel.config import load_config
+from kestrel.frontend import services
 from kestrel.nodes import registry
+from kestrel.plan import describe_plan
 from kestrel.sysroot import ServiceMode, Sysroot
-from kestrel.users import accounts, rootaccess, userlist
-from tests.conftest import REPO, Recorder, said
+from kestrel.users import hosttrust, rootaccess, userlist
+from tests.conftest import REPO, Recorder, assert_unchanged, need_root, said, tree_state
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
 KEY_F = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0xOr3k root@frontend\n"
@@ -45,7 +47,7 @@ def run_script(tree: Sysroot, image_root: Path, name: str = "default",
 
 def test_configure_script_gives_the_image_the_cluster_users(tree: Sysroot) -> None:
     img = image(tree)
-    tree.path(accounts.USERS_PATH).write_text("alice:2000:/bin/bash:admin\nbob:2001:/bin/sh:user\n")
+    tree.path(userlist.USERS_PATH).write_text("alice:2000:/bin/bash:admin\nbob:2001:/bin/sh:user\n")
     proc = run_script(tree, img)
     assert proc.returncode == 0, proc.stderr
     assert (img / "etc/passwd").read_text() == (
@@ -60,7 +62,7 @@ def test_configure_script_gives_the_image_the_cluster_users(tree: Sysroot) -> No
     assert os.readlink(img / "etc/systemd/system/remote-fs.target.wants/home.mount") == "../home.mount"
     assert run_script(tree, img).stderr == ""  # nothing left to write
     # bob removed on the frontend: the image's own copy of the list says he was ours, so he goes.
-    tree.path(accounts.USERS_PATH).write_text("alice:2000:/bin/bash:user\n")
+    tree.path(userlist.USERS_PATH).write_text("alice:2000:/bin/bash:user\n")
     assert run_script(tree, img).returncode == 0
     assert "bob" not in (img / "etc/passwd").read_text()
     assert (img / "etc/group").read_text() == "root:x:0:\nsudo:x:27:\nalice:x:2000:\n"
@@ -98,7 +100,7 @@ def test_known_hosts_lists_nodes_with_their_image_keys_and_never_for_the_fronten
     tree.path(registry.REGISTRY_PATH).write_text(registry.format_registry(nodes))
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
     a, f = " ".join(KEY_A.split()[:2]), " ".join(KEY_F.split()[:2])
-    assert accounts.known_hosts_body(tree, config) == (
+    assert hosttrust.known_hosts_body(tree, config) == (
         f"node01,node01.cluster.local,10.10.0.101 {a}\n"
         f"node*,*.cluster.local,10.10.0.*,!frontend,!frontend.cluster.local,!10.10.0.1 {a}\n"
         f"frontend,frontend.cluster.local,10.10.0.1 {f}\n")
@@ -118,6 +120,144 @@ def test_bad_input_exits_2_and_changes_nothing(tree: Sysroot) -> None:
     assert files() == before
 
 
+def users_cli(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kestrel.cli.users", "--root", str(tree.root), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def frontend(tree: Sysroot) -> None:
+    """A frontend tree with system accounts, a skeleton, sshd's drop-in folder, an image and a running node."""
+    tree.path("/etc/skel").mkdir(parents=True)
+    tree.path("/etc/skel/.profile").write_text("umask 022\n")
+    tree.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
+    tree.path("/etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    tree.path("/etc/group").write_text("root:x:0:\nsudo:x:27:\n")
+    image(tree)
+    node = registry.Node("node01", "52:54:00:00:00:01", IPv4Address("10.10.0.101"), "default", "compute")
+    tree.path(registry.REGISTRY_PATH).write_text(registry.format_registry([node]))
+
+
+def test_add_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> None:
+    frontend(tree)
+    before = tree_state(tree.root)
+    proc = users_cli(tree, "add", "alice", "--admin", "--dry-run", "--diff")
+    assert proc.returncode == 0, proc.stderr
+    assert_unchanged(before, tree.root)
+    r, img = tree.root, tree.path("/srv/kestrel/images/default")
+    ssh = f"{r}/home/alice/.ssh"
+    assert [line for line in proc.stdout.splitlines() if line.startswith("Would")] == [
+        "Would add cluster user alice (uid 2000)",
+        f"Would create {r}/home/alice/",
+        f"Would create {r}/home/alice/.profile",
+        f"Would create {ssh}/",
+        f"Would run ssh-keygen -q -t ed25519 -N  -C alice@lab -f {ssh}/id_ed25519",
+        f"Would run chown 2000:2000 {ssh}/id_ed25519 {ssh}/id_ed25519.pub",
+        f"Would run install -m 600 -o 2000 -g 2000 {ssh}/id_ed25519.pub {ssh}/authorized_keys",
+        f"Would write {r}/etc/passwd",
+        f"Would write {r}/etc/group",
+        f"Would create {r}/etc/shadow",
+        f"Would create {r}/etc/ssh/ssh_known_hosts",
+        f"Would create {r}/etc/kestrel/users",
+        f"Would create {r}/etc/ssh/sshd_config.d/kestrel-root.conf",
+        "Would reload ssh (/etc/ssh/sshd_config.d/kestrel-root.conf changed)",
+        f"Would write {img}/etc/passwd",
+        f"Would write {img}/etc/group",
+        f"Would write {img}/etc/shadow",
+        f"Would create {img}/etc/ssh/ssh_known_hosts",
+        f"Would create {img}/etc/kestrel/users",
+        f"Would create {img}/etc/systemd/system/home.mount",
+        f"Would create {img}/etc/systemd/system/remote-fs.target.wants/",
+        f"Would link {img}/etc/systemd/system/remote-fs.target.wants/home.mount -> ../home.mount",
+        "Would update the cluster users on 1 running node: node01",
+    ]
+    lines = proc.stdout.splitlines()
+    for diff in ([f"--- a{r}/etc/passwd", f"+++ b{r}/etc/passwd", " root:x:0:0:root:/root:/bin/bash",
+                  "+alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash"],
+                 [f"+++ b{r}/home/alice/.profile", "+umask 022"],
+                 [f"+++ b{img}/etc/group", "-sudo:x:27:", "+sudo:x:27:alice", "+alice:x:2000:"],
+                 ["+    PermitRootLogin no"]):
+        assert all(line in lines for line in diff), diff
+    # without --diff: the same lines without the diffs, and without --no-push no node is named
+    quiet = users_cli(tree, "add", "alice", "--admin", "--dry-run", "--no-push")
+    assert quiet.stdout.splitlines() == [line for line in proc.stdout.splitlines()
+                                         if line.startswith("Would") and "running node" not in line]
+    assert_unchanged(before, tree.root)
+
+
+def test_remove_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> None:
+    frontend(tree)
+    tree.path(userlist.USERS_PATH).write_text("alice:2000:/bin/bash:user\n")
+    with tree.path("/etc/passwd").open("a") as f:
+        f.write("alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash\n")
+    with tree.path("/etc/group").open("a") as f:
+        f.write("alice:x:2000:\n")
+    tree.path("/home/alice/.ssh").mkdir(parents=True)
+    tree.path("/home/alice/.ssh/authorized_keys").write_text(KEY_F)
+    before = tree_state(tree.root)
+    proc = users_cli(tree, "remove", "alice", "--dry-run", "--diff", "--no-push")
+    assert proc.returncode == 0, proc.stderr
+    assert_unchanged(before, tree.root)
+    r = tree.root
+    said = proc.stdout.splitlines()
+    assert [line for line in said if line.startswith("Would") and "/images/" not in line] == [
+        "Would remove cluster user alice",
+        f"Would write {r}/etc/passwd",
+        f"Would write {r}/etc/group",
+        f"Would create {r}/etc/ssh/ssh_known_hosts",
+        f"Would write {r}/etc/kestrel/users",
+        f"Would create {r}/etc/ssh/sshd_config.d/kestrel-root.conf",
+        f"Would remove {r}/home/alice",
+        "Would reload ssh (/etc/ssh/sshd_config.d/kestrel-root.conf changed)",
+    ]
+    assert "-alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash" in said
+    assert "-alice:2000:/bin/bash:user" in said
+    keep = users_cli(tree, "remove", "alice", "--dry-run", "--keep-home")
+    assert keep.returncode == 0 and f"Would remove {r}/home/alice" not in keep.stdout
+    missing = users_cli(tree, "remove", "bob", "--dry-run")
+    assert (missing.returncode, missing.stderr) == (2, "kestrel-users: bob is not a cluster user "
+                                                       "(see kestrel-users list)\n")
+    assert_unchanged(before, tree.root)
+
+
+def did_what_it_said(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
+    """ARGS with --dry-run, then for real: each "Would VERB PATH" is a "VERBed PATH", in the same order
+    (commands say what they made in their own words, between those lines)."""
+    planned = users_cli(tree, *args, "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    done = users_cli(tree, *args)
+    assert done.returncode == 0, done.stderr
+    verbs = {"create": "Created", "write": "Wrote", "link": "Linked", "remove": "Removed"}
+    expected = [f"{verbs[w.split()[1]]} {w.split(' ', 2)[2]}" for w in planned.stdout.splitlines()
+                if w.split()[1] in verbs and w.split()[2].startswith("/")]
+    said = iter(done.stderr.splitlines())
+    assert all(line in said for line in expected), (expected, done.stderr)  # in order
+    return done
+
+
+def test_sync_does_what_its_dry_run_said_then_has_nothing_to_do(tree: Sysroot) -> None:
+    frontend(tree)
+    tree.path(userlist.USERS_PATH).write_text("alice:2000:/bin/bash:admin\n")
+    done = did_what_it_said(tree, "sync", "--no-push")
+    assert f"Skipped reload of ssh: not running under {tree.root}" in done.stderr
+    again = users_cli(tree, "sync", "--dry-run", "--no-push")
+    assert (again.returncode, again.stdout) == (0, "Nothing to do\n")
+
+
+def test_add_and_remove_do_what_their_dry_runs_said(tree: Sysroot) -> None:
+    need_root()  # the home and keys are given to the user's uid
+    frontend(tree)
+    did_what_it_said(tree, "add", "alice", "--no-push")
+    home = tree.path("/home/alice")
+    assert (home.stat().st_uid, home.stat().st_mode & 0o777) == (2000, 0o700)
+    keys = home / ".ssh"
+    assert (keys / "authorized_keys").read_text() == (keys / "id_ed25519.pub").read_text()
+    assert {(p.name, p.stat().st_uid, p.stat().st_mode & 0o777) for p in keys.iterdir()} == {
+        ("authorized_keys", 2000, 0o600), ("id_ed25519", 2000, 0o600), ("id_ed25519.pub", 2000, 0o644)}
+    again = users_cli(tree, "sync", "--dry-run", "--no-push")
+    assert (again.returncode, again.stdout) == (0, "Nothing to do\n")
+    did_what_it_said(tree, "remove", "alice", "--no-push")
+    assert not home.exists()
+
 
 @pytest.mark.parametrize("mode", list(ServiceMode))
 def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(tree: Sysroot, mode: ServiceMode,
@@ -125,15 +265,20 @@ def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(tree: Sysroot, mode: Se
     frontend = Sysroot(tree.root, mode)
     frontend.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
     systemctl = Recorder()
-    monkeypatch.setattr(rootaccess, "runner", systemctl)
+    monkeypatch.setattr(services, "runner", systemctl)
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
+    plan = rootaccess.plan_dropin(frontend, config)
+    assert describe_plan(frontend, plan, diff=False).splitlines()[-1] == (
+        f"Would reload ssh ({rootaccess.SSHD_DROPIN} changed)")
     with said() as lines:
-        rootaccess.enforce(frontend, config)
-    dropin = f"Wrote {frontend.sys(rootaccess.SSHD_DROPIN)}"
+        services.apply(frontend, plan)
+    dropin = f"Created {frontend.sys(rootaccess.SSHD_DROPIN)}"
+    reason = f"({rootaccess.SSHD_DROPIN} changed)"
     if mode is ServiceMode.SYSTEMD:
-        assert (lines, systemctl.ran) == ([dropin, "Reloaded ssh"], [["systemctl", "reload", "ssh"]])
+        assert (lines, systemctl.ran) == ([dropin, f"Reloaded ssh {reason}"], [["systemctl", "reload", "ssh"]])
     else:
-        assert (lines, systemctl.ran) == ([dropin], [])
+        assert (lines, systemctl.ran) == ([dropin, f"Skipped reload of ssh: not running under {tree.root}"], [])
+    assert rootaccess.plan_dropin(frontend, config).is_empty
     with said() as lines:
-        rootaccess.enforce(frontend, config)
+        services.apply(frontend, rootaccess.plan_dropin(frontend, config))
     assert lines == [] and len(systemctl.ran) == (1 if mode is ServiceMode.SYSTEMD else 0)

@@ -118,7 +118,7 @@ def test_the_import_reader_sees_every_spelling() -> None:
         "from kestrel import lab\n"
         "from kestrel.vm.qemu import start\n"
         "from . import registry\n"
-        "from ..users import accounts\n"
+        "from ..users import homes\n"
         "def f():\n"
         "    if True:\n"
         "        from kestrel.frontend import desired\n"
@@ -126,7 +126,7 @@ def test_the_import_reader_sees_every_spelling() -> None:
     )
     found = imported("kestrel.nodes.example", source)
     assert found == {"kestrel.cli.nodes", "kestrel.lab", "kestrel.vm.qemu", "kestrel.nodes.registry",
-                     "kestrel.users.accounts", "kestrel.frontend.desired", "kestrel.images.store"}
+                     "kestrel.users.homes", "kestrel.frontend.desired", "kestrel.images.store"}
     names = ["kestrel", "kestrel.sysroot.Sysroot", "kestrel.templates", "kestrel.vm.qemu.start", "kestrel.cli"]
     assert [layer_of(n) for n in names] == ["", "", "", "vm", "cli"]
 

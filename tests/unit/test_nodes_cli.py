@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kestrel.sysroot import Sysroot
+from tests.conftest import assert_unchanged, tree_state
 
 LEASES = """\
 1795000000 52:54:00:bb:00:01 10.10.0.150 * *
@@ -93,6 +94,49 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(tree: Sysroot, args: l
     proc = cli(tree, *args)
     assert (proc.returncode, proc.stderr, proc.stdout) == (2, f"kestrel-nodes: {error}\n", "")
     assert snapshot(tree.root) == before
+
+
+def test_dry_runs_say_what_they_would_do_and_write_nothing(tree: Sysroot, tmp_path: Path) -> None:
+    before = tree_state(tree.root)
+    r = tree.root
+    proc = ok(tree, "add", "--mac", "52:54:00:aa:bb:07", "--name", "node07", "--dry-run", "--diff")
+    assert_unchanged(before, tree.root)
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if line.startswith("Would")] == [
+        "Would add node07 (52:54:00:aa:bb:07, 10.10.0.2)",
+        f"Would create {r}/etc/kestrel/nodes",
+        f"Would create {r}/var/lib/kestrel/nodes.json",
+        f"Would create {r}/etc/kestrel/hosts",
+        f"Would create {r}/etc/hosts",
+        *(f"Would create {r}/etc/kestrel/hostfiles/{f}" for f in ("openmpi", "mpich", "slurm", "hosts")),
+        "Would reload dnsmasq (/etc/kestrel/nodes changed)",
+    ]
+    assert f"+++ b{r}/etc/hosts" in lines and "+10.10.0.2\tnode07.cluster.local node07" in lines
+    assert "+52:54:00:aa:bb:07,set:img-default,set:grp-compute,10.10.0.2,node07" in lines
+    assert proc.stderr == ""
+
+    ok(tree, "add", "--mac", "52:54:00:aa:bb:07", "--name", "node07")
+    leases = tmp_path / "leases"
+    leases.write_text(LEASES)
+    before = tree_state(tree.root)
+    moved = ok(tree, "set", "node07", "--ip", "10.10.0.9", "--dry-run", "--diff").stdout.splitlines()
+    assert moved[:3] == ["Would change node07", f"Would write {r}/etc/kestrel/nodes", f"--- a{r}/etc/kestrel/nodes"]
+    assert "-10.10.0.2\tnode07.cluster.local node07" in moved and "+10.10.0.9\tnode07.cluster.local node07" in moved
+    gone = ok(tree, "remove", "node07", "--dry-run").stdout.splitlines()
+    assert gone[:2] == ["Would remove node07", f"Would write {r}/etc/kestrel/nodes"]
+    assert gone[-1] == "Would reload dnsmasq (/etc/kestrel/nodes changed)"
+    joined = ok(tree, "--register", "--no-verify", "--leases", str(leases), "--dry-run").stdout.splitlines()
+    assert joined[:4] == ["Would register node01 (52:54:00:bb:00:01, 10.10.0.150)",
+                          "Would register node02 (52:54:00:bb:00:02, 10.10.0.151)",
+                          "Would register node03 (52:54:00:bb:00:03, 10.10.0.152)",
+                          f"Would write {r}/etc/kestrel/nodes"]
+    bad = cli(tree, "add", "--mac", "52:54:00:aa:bb:07", "--dry-run")
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert_unchanged(before, tree.root)
+    # --diff alone shows the diff and does it
+    done = ok(tree, "set", "node07", "--group", "gpu", "--diff")
+    assert "+52:54:00:aa:bb:07,set:img-default,set:grp-gpu,10.10.0.2,node07" in done.stdout.splitlines()
+    assert [n["group"] for n in listing(tree)] == ["gpu"]
 
 
 def test_register_from_leases_warns_and_twice_changes_nothing(tree: Sysroot, tmp_path: Path) -> None:
