@@ -65,7 +65,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     spec = qemu.define_vm(root, config, name, **extra)
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
-        node_changes.add(root, config, root.path(CONFIG_PATH), spec.mac)
+        node_changes.add(root, config, spec.mac)
     start = time.monotonic()
     qemu.start_vm(root, spec)
     result: dict[str, float | str | None] = {"login": None, "ssh": None}

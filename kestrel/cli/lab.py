@@ -58,7 +58,7 @@ def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild:
     progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
-    checks = registration.check(ctx.root, config, ctx.config_path, targets) if targets else []
+    checks = registration.check(ctx.root, config, targets) if targets else []
     print_table([{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
                 ["node", "address", "ssh", "home"])
     bad = [c.target.name for c in checks if not c.ok]

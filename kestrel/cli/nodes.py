@@ -63,7 +63,7 @@ def command() -> None:
 @pass_context
 def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
                      group: str | None, image: str | None, verify: bool, dry_run: bool, diff: bool) -> None:
-    added, plan = registration.register(ctx.root, ctx.config, ctx.config_path, leases_file=leases_file,
+    added, plan = registration.register(ctx.root, ctx.config, leases_file=leases_file,
                                         group=_one_of(group_arg, group, "GROUP", "--group"),
                                         image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify,
                                         dry_run=dry_run)
@@ -110,7 +110,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
                 group: str | None, dry_run: bool, diff: bool) -> None:
-    node, plan = node_changes.add(ctx.root, ctx.config, ctx.config_path, mac, dry_run=dry_run, name=name, ip=ip,
+    node, plan = node_changes.add(ctx.root, ctx.config, mac, dry_run=dry_run, name=name, ip=ip,
                                   image=image, group=group)
     _report(ctx, plan, dry_run, diff, [f"Would add {node.name} ({node.mac}, {node.ip})"])
     if not dry_run:
@@ -122,7 +122,7 @@ def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image:
 @common.plan_options
 @pass_context
 def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
-    plan = node_changes.remove(ctx.root, ctx.config, ctx.config_path, name, dry_run=dry_run)
+    plan = node_changes.remove(ctx.root, ctx.config, name, dry_run=dry_run)
     _report(ctx, plan, dry_run, diff, [f"Would remove {name}"])
     if not dry_run:
         logger.info(f"Removed {name}")
@@ -140,7 +140,7 @@ def set_command(ctx: Context, name: str, image: str | None, group: str | None, i
                 new_name: str | None, dry_run: bool, diff: bool) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
-    plan = node_changes.set_fields(ctx.root, ctx.config, ctx.config_path, name, dry_run=dry_run, image=image,
+    plan = node_changes.set_fields(ctx.root, ctx.config, name, dry_run=dry_run, image=image,
                                    group=group, ip=ip, new_name=new_name)
     _report(ctx, plan, dry_run, diff, [f"Would change {name}"])
 
@@ -164,7 +164,7 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 @pass_context
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
-    registration.lease_event(ctx.root, ctx.config, ctx.config_path, action, mac, ip)
+    registration.lease_event(ctx.root, ctx.config, action, mac, ip)
 
 
 class _CommandAfterDashes(click.Command):
@@ -218,7 +218,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
 @pass_context
 def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, parallel: int, as_json: bool) -> None:
     targets = fanout.select_targets(ctx.root, list(node_names), group)
-    checks = registration.check(ctx.root, ctx.config, ctx.config_path, targets, parallel)
+    checks = registration.check(ctx.root, ctx.config, targets, parallel)
     rows: list[dict[str, Any]] = [
         {"node": c.target.name, "address": c.target.address, "ping": c.ping, "ssh": c.ssh, "home": c.home,
          "seconds": round(c.seconds, 2), "ok": c.ok} for c in checks]

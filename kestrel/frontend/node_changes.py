@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from kestrel.config import Config
 from kestrel.frontend import desired, services
@@ -17,7 +16,6 @@ from kestrel.plan import Action, Desired, Plan, plan_files
 from kestrel.sysroot import Sysroot
 
 Change = Callable[[list[Node], States], tuple[list[Node], States]]
-_VISITORS = 16
 
 
 def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States) -> Plan:
@@ -32,7 +30,7 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
     return plan_files(root, wanted, owned=desired.NODE_OWNED)
 
 
-def change_nodes(root: Sysroot, config: Config, config_path: Path, change: Change, *, dry_run: bool = False) -> Plan:
+def change_nodes(root: Sysroot, config: Config, change: Change, *, dry_run: bool = False) -> Plan:
     """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
 
     Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
@@ -51,7 +49,7 @@ def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
     return lambda nodes, states: (fn(nodes), states)
 
 
-def add(root: Sysroot, config: Config, config_path: Path, mac: str, *, dry_run: bool = False,
+def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False,
         **fields: str | None) -> tuple[Node, Plan]:
     """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
     made: list[Node] = []
@@ -61,22 +59,22 @@ def add(root: Sysroot, config: Config, config_path: Path, mac: str, *, dry_run: 
         made.append(nodes[-1])
         return nodes, states
 
-    plan = change_nodes(root, config, config_path, change, dry_run=dry_run)
+    plan = change_nodes(root, config, change, dry_run=dry_run)
     return made[0], plan
 
 
-def remove(root: Sysroot, config: Config, config_path: Path, name: str, *, dry_run: bool = False) -> Plan:
-    return change_nodes(root, config, config_path, _nodes_only(lambda nodes: registry.remove_node(nodes, name)),
+def remove(root: Sysroot, config: Config, name: str, *, dry_run: bool = False) -> Plan:
+    return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_node(nodes, name)),
                         dry_run=dry_run)
 
 
-def set_fields(root: Sysroot, config: Config, config_path: Path, name: str, *, dry_run: bool = False,
+def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False,
                **fields: str | None) -> Plan:
-    return change_nodes(root, config, config_path,
+    return change_nodes(root, config,
                         _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run)
 
 
-def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[str, tuple[bool, Facts | None]],
+def mark_states(root: Sysroot, config: Config, updates: dict[str, tuple[bool, Facts | None]],
                 now: int | None = None) -> None:
     """Record that the named nodes are up (with facts, if learned) or down; hostfiles follow. For check/exec."""
     stamp = int(time.time()) if now is None else now
@@ -86,9 +84,9 @@ def mark_states(root: Sysroot, config: Config, config_path: Path, updates: dict[
             states = nodestate.mark(states, registry.find_node(nodes, name).mac, up, stamp, facts)
         return nodes, states
 
-    change_nodes(root, config, config_path, change)
+    change_nodes(root, config, change)
 
 
-def mark_state(root: Sysroot, config: Config, config_path: Path, name: str, up: bool,
+def mark_state(root: Sysroot, config: Config, name: str, up: bool,
                facts: Facts | None = None) -> None:
-    mark_states(root, config, config_path, {name: (up, facts)})
+    mark_states(root, config, {name: (up, facts)})

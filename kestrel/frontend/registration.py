@@ -25,7 +25,7 @@ _VISITORS = 16
 
 
 def register(
-    root: Sysroot, config: Config, config_path: Path, *, leases_file: Path | None = None, image: str | None = None,
+    root: Sysroot, config: Config, *, leases_file: Path | None = None, image: str | None = None,
     group: str | None = None, verify: bool = True, dry_run: bool = False,
 ) -> tuple[list[Node], Plan]:
     """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node.
@@ -64,7 +64,7 @@ def register(
         added.extend(new)
         return nodes, states
 
-    plan = change_nodes(root, config, config_path, change, dry_run=dry_run)
+    plan = change_nodes(root, config, change, dry_run=dry_run)
     if not dry_run:
         for n in added:
             logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
@@ -97,7 +97,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
 
 # -- dnsmasq's dhcp-script: lease events -------------------------------------------------------------------
 
-def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, mac: str, ip: str) -> Node | None:
+def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -> Node | None:
     """add: the node is up (a new MAC is registered if nodes.auto_register); del: down; old: only registers.
 
     dnsmasq runs its script serially and sends `old` for every lease when it starts, so a known MAC with
@@ -131,11 +131,11 @@ def lease_event(root: Sysroot, config: Config, config_path: Path, action: str, m
         result.append(node)
         return nodes, states
 
-    change_nodes(root, config, config_path, change)
+    change_nodes(root, config, change)
     return result[0] if result else None
 
 
-def check(root: Sysroot, config: Config, config_path: Path, targets: list[ssh.Target],
+def check(root: Sysroot, config: Config, targets: list[ssh.Target],
           parallel: int = 10) -> list[fanout.Check]:
     """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
     (down nodes leave the default hostfiles)."""
@@ -145,7 +145,7 @@ def check(root: Sysroot, config: Config, config_path: Path, targets: list[ssh.Ta
     checks = [c for c, _ in results]
     if results:
         try:
-            mark_states(root, config, config_path, {c.target.name: (c.ssh_ok, facts) for c, facts in results})
+            mark_states(root, config, {c.target.name: (c.ssh_ok, facts) for c, facts in results})
         except CommandError as e:
             logger.warning(f"node states not saved: {e}")
     return checks

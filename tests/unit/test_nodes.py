@@ -25,7 +25,7 @@ def config_path(tree: Sysroot) -> Path:
 def event(tree: Sysroot, action: str, mac: str, ip: str) -> list[str]:
     path = config_path(tree)
     with said() as lines:
-        registration.lease_event(tree, load_config(path), path, action, mac, ip)
+        registration.lease_event(tree, load_config(path), action, mac, ip)
     return lines
 
 
@@ -62,14 +62,14 @@ def test_without_auto_register_unknown_macs_are_ignored(tree: Sysroot) -> None:
 def test_mark_state_records_facts_and_hostfiles_follow(tree: Sysroot) -> None:
     path = config_path(tree)
     config = load_config(path)
-    node_changes.add(tree, config, path, "52:54:00:bb:00:01", ip="10.10.0.5")
+    node_changes.add(tree, config, "52:54:00:bb:00:01", ip="10.10.0.5")
     with said() as lines:
-        node_changes.mark_state(tree, config, path, "node01", True, Facts(cpus=8, memory_mb=2000))
+        node_changes.mark_state(tree, config, "node01", True, Facts(cpus=8, memory_mb=2000))
     assert lines == [f"Wrote {tree.sys('/var/lib/kestrel/nodes.json')}",
                     *(f"Wrote {tree.sys('/etc/kestrel/hostfiles/' + f)}" for f in ("openmpi", "mpich", "slurm",
                                                                                     "hosts"))]
     assert tree.path("/etc/kestrel/hostfiles/openmpi").read_text().endswith("\nnode01 slots=8\n")
-    node_changes.mark_states(tree, config, path, {"node01": (False, None)})
+    node_changes.mark_states(tree, config, {"node01": (False, None)})
     assert load_states(tree)["52:54:00:bb:00:01"].cpus == 8
     assert "node01" not in tree.path("/etc/kestrel/hostfiles/mpich").read_text()
 
@@ -86,9 +86,9 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
             return known, nodestate.mark(states, mac, True, 1795000000)
         return change
 
-    node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:01"))
+    node_changes.change_nodes(tree, config, join("52:54:00:bb:00:01"))
     old = snapshot(tree.root)
-    plan = node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"))
+    plan = node_changes.change_nodes(tree, config, join("52:54:00:bb:00:02"))
     new = snapshot(tree.root)
     assert len(plan.changes) == 8  # registry, state, both hosts files, four hostfiles
     real_replace = os.replace
@@ -102,14 +102,14 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
 
         monkeypatch.setattr(sysroot.os, "replace", crashing_replace)
         with pytest.raises(KeyboardInterrupt):
-            node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"))
+            node_changes.change_nodes(tree, config, join("52:54:00:bb:00:02"))
         monkeypatch.setattr(sysroot.os, "replace", real_replace)
         now = snapshot(tree.root)
         assert sorted(now) == sorted(old), "a temporary file was left behind"
         for name, data in now.items():
             assert data in (old[name], new[name]), f"{name} is neither old nor new after a crash at write {crash_at}"
         assert now != new
-        node_changes.change_nodes(tree, config, path, join("52:54:00:bb:00:02"))
+        node_changes.change_nodes(tree, config, join("52:54:00:bb:00:02"))
         assert snapshot(tree.root) == new, "the next change converges"
 
 
