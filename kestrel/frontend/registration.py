@@ -81,7 +81,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
     timeout = float(config.nodes.ssh_timeout)
     images_keys = knownhosts.parse(known_hosts_body(root, config))
     with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
-        results = ssh.run_many(pool, list(by_target), nodestate.FACTS_COMMAND, parallel=_VISITORS, timeout=timeout)
+        results = fanout.run_many(pool, list(by_target), nodestate.FACTS_COMMAND, parallel=_VISITORS, timeout=timeout)
     out: dict[str, Facts] = {}
     for lease, result in zip(by_target.values(), results, strict=True):
         why = result.why()
@@ -141,7 +141,7 @@ def check(root: Sysroot, config: Config, targets: list[ssh.Target],
     (down nodes leave the default hostfiles)."""
     timeout = float(config.nodes.ssh_timeout)
     with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
-        results = ssh.fan_out(targets, lambda t: fanout.check_one(pool, t, config.nfs.home, timeout), parallel)
+        results = fanout.fan_out(targets, lambda t: fanout.check_one(pool, t, config.nfs.home, timeout), parallel)
     checks = [c for c, _ in results]
     if results:
         try:

@@ -1,4 +1,4 @@
-"""Work on many nodes over SSH: run a command everywhere, check connectivity (ping, SSH, NFS home)."""
+"""Work on many nodes at once over SSH: the bounded fan-out, a command everywhere, connectivity checks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import contextlib
 import shlex
 import socket
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from kestrel import names, runner
 from kestrel.config import Config
@@ -16,6 +19,8 @@ from kestrel.nodes import registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
+
+T = TypeVar("T")
 
 
 def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[ssh.Target]:
@@ -53,7 +58,7 @@ def exec_on(root: Sysroot, config: Config, targets: list[ssh.Target], command: s
         assert key is not None, "a cluster user's key"
         pool = ssh.Pool(user, key, ssh.known_hosts_files(root), timeout, config.network.netns)
     with pool:
-        return ssh.run_many(pool, targets, command, parallel=parallel, timeout=command_timeout)
+        return run_many(pool, targets, command, parallel=parallel, timeout=command_timeout)
 
 
 @dataclass
@@ -120,3 +125,18 @@ def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> 
             facts = nodestate.parse_facts(result.stdout)
     c.seconds = time.monotonic() - start
     return c, facts
+
+
+def fan_out(targets: Sequence[ssh.Target], work: Callable[[ssh.Target], T], parallel: int = 10) -> list[T]:
+    """WORK for every target in at most PARALLEL threads; results in the order of TARGETS."""
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        return list(pool.map(work, targets))
+
+
+def run_many(pool: ssh.Pool, targets: Sequence[ssh.Target], command: str, *, parallel: int = 10, timeout: float = 60.0,
+             input: bytes | None = None) -> list[runner.Result]:
+    """COMMAND on every target, PARALLEL at a time, through POOL; the results in the order of TARGETS."""
+    return fan_out(targets, lambda t: runner.run([command], via=pool.on(t), timeout=timeout, input=input,
+                                                 check=False), parallel)

@@ -8,8 +8,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -227,16 +226,5 @@ def describe_error(e: BaseException, pool: Pool) -> str:
     return text.splitlines()[0]
 
 
-def fan_out(targets: Sequence[Target], work: Callable[[Target], T], parallel: int = 10) -> list[T]:
-    """WORK for every target in at most PARALLEL threads; results in the order of TARGETS."""
-    if not targets:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
-        return list(pool.map(work, targets))
 
 
-def run_many(pool: Pool, targets: Sequence[Target], command: str, *, parallel: int = 10, timeout: float = 60.0,
-             input: bytes | None = None) -> list[runner.Result]:
-    """COMMAND on every target, PARALLEL at a time, through POOL; the results in the order of TARGETS."""
-    return fan_out(targets, lambda t: runner.run([command], via=pool.on(t), timeout=timeout, input=input,
-                                                 check=False), parallel)

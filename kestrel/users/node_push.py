@@ -9,7 +9,7 @@ import paramiko
 
 from kestrel.config import Config
 from kestrel.errors import KestrelError
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import fanout, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot
 from kestrel.users.accountfiles import MODES, load_users, new_texts, read_texts, today
@@ -94,7 +94,7 @@ def push_to_nodes(root: Sysroot, config: Config, parallel: int = 10,
             return t.name, ssh.describe_error(e, pool)
 
     with ssh.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns) as pool:
-        results = ssh.fan_out(targets, lambda t: push(pool, t), parallel)
+        results = fanout.fan_out(targets, lambda t: push(pool, t), parallel)
     failed = [(n, why) for n, why in results if why is not None]
     logger.info(f"Updated the cluster users on {_count(len(results) - len(failed))}")
     for name, why in failed:

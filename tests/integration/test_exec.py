@@ -11,7 +11,7 @@ import pytest
 from kestrel import runner
 from kestrel.errors import CommandError
 from kestrel.net.netns import Topology
-from kestrel.nodes import knownhosts, ssh
+from kestrel.nodes import fanout, knownhosts, ssh
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 
@@ -113,7 +113,7 @@ def test_ssh_failures_read_like_any_command(topology: Topology, tmp_path: Path) 
                 runner.run(["exit 3"], via=pool.on(up), timeout=20)
             assert str(e.value) == "'exit 3' on node01: exit code 3"
             # the fan-out keeps the order of its targets
-            both = ssh.run_many(pool, [down, up], "hostname -I", timeout=20)
+            both = fanout.run_many(pool, [down, up], "hostname -I", timeout=20)
             assert [r.where for r in both] == ["on node02", "on node01"]
             assert both[1].ok and both[1].stdout.split() == [up.address] and both[0].returncode is None
     finally:
