@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import paramiko
 
@@ -25,7 +24,6 @@ from kestrel.sysroot import Sysroot
 ROOT_KEY = "/root/.ssh/id_ed25519"
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"
-T = TypeVar("T")
 
 
 class RemoteError(KestrelError):
