@@ -15,10 +15,7 @@ from pathlib import Path
 
 from kestrel import runner
 from kestrel.errors import CommandError
-from kestrel.sysroot import Sysroot, atomic_write
-
-STATE_DIR = "/run/kestrel"
-LOG_DIR = "/var/log/kestrel"
+from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, atomic_write
 
 _children: dict[int, runner.Process] = {}
 
@@ -118,7 +115,7 @@ def reap() -> None:
 
 
 def _record_path(root: Sysroot, name: str) -> Path:
-    return root.path(f"{STATE_DIR}/{name}.json")
+    return root.path(f"{RUN_DIR}/{name}.json")
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

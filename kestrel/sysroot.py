@@ -18,6 +18,8 @@ from kestrel.errors import InputError, KestrelError
 logger = logging.getLogger(__name__)
 
 LOCK_PATH = "/var/lib/kestrel/lock"
+LOG_DIR = "/var/log/kestrel"  # daemon logs, phase logs, VM consoles
+RUN_DIR = "/run/kestrel"  # records of the processes Kestrel supervises
 BLOCK_BEGIN = "# BEGIN kestrel"
 BLOCK_END = "# END kestrel"
 

@@ -16,17 +16,14 @@ from kestrel.nodes import hostfiles, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.plan import Action, Desired, Plan, plan_files
-from kestrel.sysroot import Sysroot, replace_block
+from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, replace_block
 from kestrel.templates import render
 
 TFTP_ROOT = "/srv/kestrel/tftp"
 HTTP_ROOT = "/srv/kestrel/http"
 DNS_HOSTS = "/etc/kestrel/hosts"
-HOSTFILES_DIR = "/etc/kestrel/hostfiles"
 LEASE_HOOK = "/usr/local/lib/kestrel/lease-hook"
 ETC_HOSTS = "/etc/hosts"
-RUN_DIR = "/run/kestrel"
-LOG_DIR = "/var/log/kestrel"
 NGINX_STATE = "/var/lib/kestrel/nginx"
 
 # (host file, name in the TFTP root, required for the method)
@@ -89,7 +86,7 @@ def exports(root: Sysroot, config: Config, images: list[PublishedImage]) -> list
     """Homes, hostfiles and IMAGES (current versions first, then older kept ones, as /images/NAME/VERSION)."""
     found = [
         Export(root.sys(config.nfs.home), "/home", read_only=False, squash=True, fsid=1),
-        Export(root.sys(HOSTFILES_DIR), "/hostfiles", read_only=True, squash=True, fsid=2),
+        Export(root.sys(hostfiles.HOSTFILES_DIR), "/hostfiles", read_only=True, squash=True, fsid=2),
     ]
     used = {1, 2}
     for image in images:
@@ -133,7 +130,7 @@ _OWNED = [
 
 
 def _directories(config: Config) -> list[str]:
-    return [config.nfs.home, HOSTFILES_DIR, TFTP_ROOT, HTTP_ROOT, RUN_DIR, LOG_DIR, nfs.GANESHA_STATE,
+    return [config.nfs.home, hostfiles.HOSTFILES_DIR, TFTP_ROOT, HTTP_ROOT, RUN_DIR, LOG_DIR, nfs.GANESHA_STATE,
             NGINX_STATE, str(Path(config.network.leases_file).parent)]
 
 

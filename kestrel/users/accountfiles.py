@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable, Mapping
 
 from kestrel.config import Config
+from kestrel.nodes.ssh import KNOWN_HOSTS
 from kestrel.plan import FileChange, Plan
 from kestrel.sysroot import Sysroot, read_block, replace_block
 from kestrel.users.userlist import ACCOUNT_FILES, USERS_PATH, ClusterUser, format_users, parse_users, render_accounts
 
-KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 TREE_FILES = (*ACCOUNT_FILES, KNOWN_HOSTS, USERS_PATH)
 MODES = {"/etc/passwd": 0o644, "/etc/group": 0o644, "/etc/shadow": 0o640, "/etc/gshadow": 0o640}
 
