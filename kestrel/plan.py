@@ -7,6 +7,7 @@ import difflib
 import fnmatch
 import logging
 import os
+import shlex
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ class RunCommand:
     says: str  # the line logged when done, e.g. "Created /home/alice/.ssh/id_ed25519"
 
     def lines(self, root: Sysroot, diff: bool) -> list[str]:
-        return [f"Would run {' '.join(self.argv)}"]
+        return [f"Would run {shlex.join(self.argv)}"]
 
     def apply(self, root: Sysroot) -> str:
         runner.run(list(self.argv))

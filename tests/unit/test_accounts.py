@@ -150,7 +150,7 @@ def test_add_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> 
         f"Would create {r}/home/alice/",
         f"Would create {r}/home/alice/.profile",
         f"Would create {ssh}/",
-        f"Would run ssh-keygen -q -t ed25519 -N  -C alice@lab -f {ssh}/id_ed25519",
+        f"Would run ssh-keygen -q -t ed25519 -N '' -C alice@lab -f {ssh}/id_ed25519",
         f"Would run chown 2000:2000 {ssh}/id_ed25519 {ssh}/id_ed25519.pub",
         f"Would run install -m 600 -o 2000 -g 2000 {ssh}/id_ed25519.pub {ssh}/authorized_keys",
         f"Would write {r}/etc/passwd",
