@@ -157,6 +157,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def content_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of a Kestrel line file, without blank lines and '#' comment lines."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
 # -- the marked block that Kestrel owns inside a file it shares (/etc/hosts) -------------------------------
 
 def replace_block(text: str, body: str, where: str = "file") -> str:

@@ -11,7 +11,7 @@ from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodes.leases import Lease
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import Sysroot, content_lines
 
 REGISTRY_PATH = "/etc/kestrel/nodes"
 K = TypeVar("K")
@@ -36,10 +36,7 @@ class Node:
 def parse_registry(text: str, where: str = REGISTRY_PATH) -> list[Node]:
     """Parse registry TEXT; a bad line is an InputError naming WHERE:LINE (the registry is Kestrel's own)."""
     nodes: list[Node] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in content_lines(text):
         try:
             nodes.append(parse_registry_line(line))
         except ValueError as e:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from kestrel.config import Users as UsersConfig
 from kestrel.errors import InputError
+from kestrel.sysroot import content_lines
 
 USERS_PATH = "/etc/kestrel/users"
 USERS_HEADER = (
@@ -54,10 +55,7 @@ def check_shell(text: str) -> str:
 
 def parse_users(text: str, where: str = USERS_PATH) -> list[ClusterUser]:
     users: list[ClusterUser] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for number, line in content_lines(text):
         fields = line.split(":")
         try:
             if len(fields) != 4 or fields[3] not in ("user", "admin") or not fields[1].isdigit():
