@@ -59,7 +59,7 @@ def remove_command(ctx: Context, name: str) -> None:
 @click.argument("name")
 @pass_context
 def rollback_command(ctx: Context, name: str) -> None:
-    manifest = store.rollback(ctx.root, name)
+    _, manifest = store.rollback(ctx.root, name)
     logger.info(f"Rolled {name} back to version {manifest['version']}")
     _replan(ctx)
 
