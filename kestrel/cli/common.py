@@ -77,6 +77,17 @@ def pass_context(f: F) -> F:
     return click.pass_obj(f)  # type: ignore[return-value]
 
 
+def dry_run_options(f: F) -> F:
+    """--dry-run and --diff."""
+    f = click.option("--diff", is_flag=True, help="Show unified diffs of the files that change.")(f)
+    return click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")(f)
+
+
+def print_dry_run(lines: list[str]) -> None:
+    """What a dry run prints on stdout: a line per thing it would do, or that there is nothing to do."""
+    click.echo("\n".join(lines or ["Nothing to do"]))
+
+
 def run(command: click.Command, prog: str, args: Sequence[str] | None = None) -> NoReturn:
     """The error boundary of every program: each failure becomes one line `PROG: message` on stderr and exit 1
     (runtime) or 2 (bad input, usage); a traceback only with --debug."""
