@@ -36,10 +36,17 @@ def kestrel(program: str, root: Path, *args: str, env: dict[str, str] | None = N
                           capture_output=True, text=True, timeout=timeout, env={**clean, **(env or {})})
 
 
-def dry_run(program: str, root: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
-    """The lines a dry run prints on stdout; it must exit 0 and leave ROOT exactly as it was."""
-    before = tree_state(root)
+def dry_run(program: str, root: Path, *args: str, env: dict[str, str] | None = None,
+            busy: tuple[str, ...] = ()) -> list[str]:
+    """The lines a dry run prints on stdout; it must exit 0 and leave ROOT exactly as it was (but BUSY: folders
+    where processes that run meanwhile write, such as qemu its console log)."""
+    before = _without(tree_state(root), busy)
     proc = kestrel(program, root, *args, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert tree_state(root) == before
+    assert _without(tree_state(root), busy) == before
     return proc.stdout.splitlines()
+
+
+def _without(state: dict[str, Entry], busy: tuple[str, ...]) -> dict[str, Entry]:
+    return {path: entry for path, entry in state.items()
+            if not any(path == folder or path.startswith(f"{folder}/") for folder in busy)}
