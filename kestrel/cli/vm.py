@@ -10,16 +10,8 @@ from pathlib import Path
 import click
 
 from kestrel import supervisor
-from kestrel.cli.common import (
-    Context,
-    dry_run_options,
-    global_options,
-    pass_context,
-    print_dry_run,
-    print_json,
-    print_table,
-    run,
-)
+from kestrel.cli import common
+from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
@@ -52,12 +44,12 @@ def _spec(ctx: Context, name: str) -> qemu.VmSpec:
 @click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Boot this kernel directly, not PXE.")
 @click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="initrd for --kernel.")
 @click.option("--append", help="Kernel command line for --kernel.")
-@dry_run_options
+@common.dry_run_options
 @pass_context
 def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -> None:
     if dry_run:
         spec, plan = qemu.plan_define(ctx.root, ctx.config, name, **given)
-        print_dry_run(plan_lines(ctx.root, plan, diff) + qemu.describe_start(ctx.root, spec))
+        common.print_dry_run(plan_lines(ctx.root, plan, diff) + qemu.describe_start(ctx.root, spec))
         return
     spec = qemu.define_vm(ctx.root, ctx.config, name, **given)
     record = qemu.start_vm(ctx.root, spec)
@@ -71,7 +63,7 @@ def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -
 @command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--remove", is_flag=True, help="Also forget the VM's definition.")
-@dry_run_options
+@common.dry_run_options
 @pass_context
 def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff: bool) -> None:
     if dry_run:
@@ -80,7 +72,7 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
             _spec(ctx, name)
             lines += qemu.describe_stop(ctx.root, name)
             lines += plan_lines(ctx.root, qemu.plan_remove(ctx.root, name), diff) if remove else []
-        print_dry_run(lines)
+        common.print_dry_run(lines)
         return
     for name in names:
         _spec(ctx, name)
