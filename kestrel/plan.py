@@ -234,9 +234,13 @@ def apply_changes(root: Sysroot, plan: Plan) -> None:
 
 def describe_plan(root: Sysroot, plan: Plan, diff: bool) -> str:
     """What --dry-run prints: one line per step and action, with unified diffs of files when asked."""
+    return "\n".join(plan_lines(root, plan, diff) or ["Nothing to do"]) + "\n"
+
+
+def plan_lines(root: Sysroot, plan: Plan, diff: bool) -> list[str]:
+    """describe_plan's lines, none for an empty plan (a dry run that says more than one plan)."""
     out = [line for step in plan.steps for line in step.lines(root, diff)]
-    out += [f"Would {a.action} {a.service} ({a.reason})" for a in plan.actions]
-    return "\n".join(out or ["Nothing to do"]) + "\n"
+    return out + [f"Would {a.action} {a.service} ({a.reason})" for a in plan.actions]
 
 
 def unified_diff(name: str, old: bytes | None, new: bytes | None) -> list[str]:

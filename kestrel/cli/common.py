@@ -7,7 +7,7 @@ import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -18,7 +18,6 @@ from kestrel import output
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import InputError, KestrelError
 from kestrel.output import Output
-from kestrel.plan import Plan, describe_plan
 from kestrel.sysroot import Sysroot
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,19 +73,19 @@ def global_options(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def plan_options(f: F) -> F:
-    """--dry-run, --diff: for commands that change files through a plan."""
-    f = click.option("--diff", is_flag=True, help="Show unified diffs of the changes.")(f)
-    return click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")(f)
-
-
-def describe_plans(plans: Iterable[tuple[Sysroot, Plan]], diff: bool) -> str:
-    """What --dry-run prints for plans on several trees (the frontend, images): the ones that change something."""
-    return "".join(describe_plan(root, plan, diff) for root, plan in plans if not plan.is_empty) or "Nothing to do\n"
-
-
 def pass_context(f: F) -> F:
     return click.pass_obj(f)  # type: ignore[return-value]
+
+
+def dry_run_options(f: F) -> F:
+    """--dry-run and --diff."""
+    f = click.option("--diff", is_flag=True, help="Show unified diffs of the files that change.")(f)
+    return click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")(f)
+
+
+def print_dry_run(lines: list[str]) -> None:
+    """What a dry run prints on stdout: a line per thing it would do, or that there is nothing to do."""
+    click.echo("\n".join(lines or ["Nothing to do"]))
 
 
 def run(command: click.Command, prog: str, args: Sequence[str] | None = None) -> NoReturn:

@@ -6,9 +6,19 @@ import logging
 
 import click
 
-from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.cli.common import (
+    Context,
+    dry_run_options,
+    global_options,
+    pass_context,
+    print_dry_run,
+    print_json,
+    print_table,
+    run,
+)
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, definitions, phases, store
+from kestrel.plan import Plan, describe_plan, plan_lines
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
@@ -23,8 +33,13 @@ def cli() -> None:
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Rebuild from the base instead of updating the current version.")
 @click.option("--no-cache", is_flag=True, help="Bootstrap a fresh base (replaces the cached one).")
+@click.option("--dry-run", is_flag=True, help="Print what the build would do; change nothing.")
 @pass_context
-def build_command(ctx: Context, name: str, force: bool, no_cache: bool) -> None:
+def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run: bool) -> None:
+    if dry_run:
+        print_dry_run([*build.describe_build(ctx.root, ctx.config, name, force=force or no_cache,
+                                             use_cache=not no_cache), follows(name)])
+        return
     build.build_image(ctx.root, ctx.config, ctx.config_path, name, force=force or no_cache,
                       use_cache=not no_cache)
     _replan(ctx)
@@ -48,18 +63,29 @@ def list_command(ctx: Context, as_json: bool) -> None:
 
 @cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
 @click.argument("name")
+@dry_run_options
 @pass_context
-def remove_command(ctx: Context, name: str) -> None:
-    store.remove_image(ctx.root, name)
+def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
+    if dry_run:
+        print_dry_run([*plan_lines(ctx.root, store.plan_remove_image(ctx.root, name), diff),
+                       f"Would replan the frontend: its boot files and NFS exports of {name} go"])
+        return
+    _print_diff(ctx, store.remove_image(ctx.root, name), diff)
     logger.info(f"Removed image {name}")
     _replan(ctx)
 
 
 @cli.command("rollback", help="Serve the previous version of NAME again.")
 @click.argument("name")
+@dry_run_options
 @pass_context
-def rollback_command(ctx: Context, name: str) -> None:
-    manifest = store.rollback(ctx.root, name)
+def rollback_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
+    if dry_run:
+        plan, manifest = store.plan_rollback(ctx.root, name)
+        print_dry_run([*plan_lines(ctx.root, plan, diff), follows(name, f"version {manifest['version']}")])
+        return
+    plan, manifest = store.rollback(ctx.root, name)
+    _print_diff(ctx, plan, diff)
     logger.info(f"Rolled {name} back to version {manifest['version']}")
     _replan(ctx)
 
@@ -87,6 +113,17 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
         print_json(rows)
     else:
         print_table(rows, ["phase", "script", "origin", "where", "status", "path"])
+
+
+def follows(name: str, version: str = "the new version") -> str:
+    """The dry run's last line: the frontend is replanned for VERSION of image NAME."""
+    return f"Would point the frontend's boot files and NFS exports at {version} of {name}"
+
+
+def _print_diff(ctx: Context, plan: Plan, diff: bool) -> None:
+    """--diff without --dry-run: what was done, with the manifests' diffs."""
+    if diff:
+        click.echo(describe_plan(ctx.root, plan, diff=True), nl=False)
 
 
 def _replan(ctx: Context) -> None:

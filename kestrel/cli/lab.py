@@ -10,7 +10,17 @@ from typing import Any
 import click
 
 from kestrel import runner
-from kestrel.cli.common import Context, make_context, output_options, pass_context, print_json, print_table, run
+from kestrel.cli.common import (
+    Context,
+    dry_run_options,
+    make_context,
+    output_options,
+    pass_context,
+    print_dry_run,
+    print_json,
+    print_table,
+    run,
+)
 from kestrel.config import CONFIG_PATH
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
@@ -53,8 +63,13 @@ def command() -> None:
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
 @click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True,
               help="Seconds to wait for the nodes to answer SSH.")
+@dry_run_options
 @pass_context
-def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float) -> None:
+def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float,
+       dry_run: bool, diff: bool) -> None:
+    if dry_run:
+        print_dry_run(lab.describe_up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff))
+        return
     progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
@@ -77,8 +92,12 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
 
 
 @command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")
+@dry_run_options
 @pass_context
-def down(ctx: Context) -> None:
+def down(ctx: Context, dry_run: bool, diff: bool) -> None:
+    if dry_run:
+        print_dry_run(lab.describe_down(ctx.root, diff))
+        return
     problems = lab.down(ctx.root)
     if problems:
         raise KestrelError("; ".join(problems))

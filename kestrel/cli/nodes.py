@@ -15,7 +15,7 @@ from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
-from kestrel.plan import Plan
+from kestrel.plan import Plan, plan_lines
 from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -59,7 +59,7 @@ def command() -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key); "
                    "--dry-run visits them too (read only).")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
                      group: str | None, image: str | None, verify: bool, dry_run: bool, diff: bool) -> None:
@@ -73,8 +73,7 @@ def register_command(ctx: Context, group_arg: str | None, image_arg: str | None,
 def _report(ctx: Context, plan: Plan, dry_run: bool, diff: bool, would: Sequence[str] = ()) -> None:
     """--dry-run: what would be done (WOULD, then the plan); --diff: the plan with its diffs, done already."""
     if dry_run or diff:
-        said = "".join(f"{line}\n" for line in would) if dry_run else ""
-        click.echo(said + common.describe_plans([(ctx.root, plan)], diff), nl=False)
+        common.print_dry_run([*(would if dry_run else []), *plan_lines(ctx.root, plan, diff)])
 
 
 def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> str | None:
@@ -106,7 +105,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @click.option("--ip", help="Its address [default: the next free one of network.static_pool or the network].")
 @click.option("--image", help="[default: nodes.default_image]")
 @click.option("--group", help="[default: nodes.default_group]")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
                 group: str | None, dry_run: bool, diff: bool) -> None:
@@ -119,7 +118,7 @@ def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image:
 
 @command.command("remove", help="Forget a node.")
 @click.argument("name")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
     plan = node_changes.remove(ctx.root, ctx.config, name, dry_run=dry_run)
@@ -134,7 +133,7 @@ def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
 @click.option("--group")
 @click.option("--ip")
 @click.option("--name", "new_name", help="A new host name.")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def set_command(ctx: Context, name: str, image: str | None, group: str | None, ip: str | None,
                 new_name: str | None, dry_run: bool, diff: bool) -> None:

@@ -11,6 +11,7 @@ import click
 from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.frontend import services
+from kestrel.plan import plan_lines
 from kestrel.sysroot import Sysroot
 from kestrel.users import image_accounts, node_push, rootaccess, user_changes
 from kestrel.users.accountfiles import load_users, plan_accounts
@@ -48,8 +49,9 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
         done, would = [s.format(name=user.name, uid=user.uid) for s in says] if says and user else ["", ""]
         trees = [(ctx.root, change.frontend), *((i.tree, i.plan) for i in change.images)]
         if dry_run or diff:
-            report = (would + "\n" if would and dry_run else "") + common.describe_plans(trees, diff)
-            click.echo(report + (node_push.describe_push(ctx.root) if push and dry_run else ""), nl=False)
+            common.print_dry_run([*([would] if would and dry_run else []),
+                                  *(line for root, plan in trees for line in plan_lines(root, plan, diff)),
+                                  *(node_push.describe_push(ctx.root) if push and dry_run else [])])
         if not dry_run:
             services.apply(ctx.root, change.frontend)
             if done:
@@ -69,7 +71,7 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
 @click.option("--shell", help="Login shell [default: users.shell].")
 @click.option("--admin", is_flag=True, help="Member of users.admin_group where that group exists.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool, dry_run: bool,
         diff: bool) -> None:
@@ -80,7 +82,7 @@ def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool
 @click.argument("name")
 @click.option("--keep-home", is_flag=True, help="Keep the home folder and its keys.")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: bool, diff: bool) -> None:
     _carry_out(ctx, lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home), not no_push, dry_run,
@@ -101,7 +103,7 @@ def list_(ctx: Context, as_json: bool) -> None:
 
 @command.command(help="Rewrite known_hosts and the users of every image and running node (after new nodes).")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
-@common.plan_options
+@common.dry_run_options
 @pass_context
 def sync(ctx: Context, no_push: bool, dry_run: bool, diff: bool) -> None:
     _carry_out(ctx, lambda: user_changes.plan_sync(ctx.root, ctx.config), not no_push, dry_run, diff)

@@ -10,9 +10,11 @@ from pathlib import Path
 import click
 
 from kestrel import supervisor
+from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
+from kestrel.plan import plan_lines
 from kestrel.vm import listener, qemu
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -42,8 +44,13 @@ def _spec(ctx: Context, name: str) -> qemu.VmSpec:
 @click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Boot this kernel directly, not PXE.")
 @click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="initrd for --kernel.")
 @click.option("--append", help="Kernel command line for --kernel.")
+@common.dry_run_options
 @pass_context
-def start(ctx: Context, name: str, **given: object) -> None:
+def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -> None:
+    if dry_run:
+        spec, plan = qemu.plan_define(ctx.root, ctx.config, name, **given)
+        common.print_dry_run(plan_lines(ctx.root, plan, diff) + qemu.describe_start(ctx.root, spec))
+        return
     spec = qemu.define_vm(ctx.root, ctx.config, name, **given)
     record = qemu.start_vm(ctx.root, spec)
     if record is None:
@@ -56,8 +63,17 @@ def start(ctx: Context, name: str, **given: object) -> None:
 @command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--remove", is_flag=True, help="Also forget the VM's definition.")
+@common.dry_run_options
 @pass_context
-def stop(ctx: Context, names: tuple[str, ...], remove: bool) -> None:
+def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff: bool) -> None:
+    if dry_run:
+        lines = []
+        for name in names:
+            _spec(ctx, name)
+            lines += qemu.describe_stop(ctx.root, name)
+            lines += plan_lines(ctx.root, qemu.plan_remove(ctx.root, name), diff) if remove else []
+        common.print_dry_run(lines)
+        return
     for name in names:
         _spec(ctx, name)
         stopped = qemu.remove_vm(ctx.root, name) if remove else qemu.stop_vm(ctx.root, name)

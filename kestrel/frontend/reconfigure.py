@@ -19,12 +19,19 @@ def reconfigure_frontend(
     Returns the plan and, for a dry run, its description (nothing is written then).
     """
     with root.lock():
-        plan = plan_frontend(root, config, config_path)
-        for change in plan.changes:
-            if change.path == dnsmasq.CONF_PATH and change.new is not None:
-                dnsmasq.check_config(root, change.new)
+        plan = checked_plan(root, config, config_path)
         if dry_run:
             return plan, describe_plan(root, plan, diff)
         report = describe_plan(root, plan, diff=True) if diff else ""
         services.apply(root, plan)
         return plan, report
+
+
+def checked_plan(root: Sysroot, config: Config, config_path: Path) -> Plan:
+    """The frontend's plan, refused if dnsmasq would refuse its new config. Reads only (a writer holds the lock
+    around it and the apply; a dry run of a tree that nothing wrote yet, like the lab's first, needs none)."""
+    plan = plan_frontend(root, config, config_path)
+    for change in plan.changes:
+        if change.path == dnsmasq.CONF_PATH and change.new is not None:
+            dnsmasq.check_config(root, change.new)
+    return plan

@@ -112,6 +112,18 @@ def bootstrap(root: Sysroot, d: ImageDefinition, target: Path, *, use_cache: boo
     return key
 
 
+def describe(root: Sysroot, d: ImageDefinition, *, use_cache: bool = True) -> str:
+    """What bootstrap() would do (--dry-run); reads only."""
+    if d.bootstrap.method is BootstrapMethod.TARBALL:
+        return f"Would import {root.path(d.bootstrap.tarball or '')} as the base of a new version"
+    key = base_key(d)
+    base = cache_dir(root) / "bases" / key
+    what = f"{d.bootstrap.method} {d.suite} ({d.variant})"
+    if base.is_dir() and use_cache:
+        return f"Would copy the cached base {key} ({what}) to a new version"
+    return f"Would bootstrap a new base {key} with {what} from {d.mirror} into {base}, then copy it to a new version"
+
+
 def _make_base(root: Sysroot, d: ImageDefinition, base: Path, log: Path | None) -> None:
     tmp = base.with_name(f".tmp-{base.name}")
     shutil.rmtree(tmp, ignore_errors=True)

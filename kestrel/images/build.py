@@ -1,6 +1,8 @@
 """The image build pipeline: staging tree -> base -> phases -> boot files -> atomic publish.
 
-The caller then replans the frontend (its NFS exports and boot files follow the published versions)."""
+The caller then replans the frontend (its NFS exports and boot files follow the published versions). The build
+fills a new version's tree outside any plan (nothing serves it before publishing); describe_build and
+describe_update say what a build would do (--dry-run)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,16 @@ from kestrel.images import bootstrap, chroot, cow, phases
 from kestrel.images.definitions import image_modules, load_definition
 from kestrel.images.store import (
     BOOT_DIRS,
+    IMAGES_DIR,
     boot_dir,
     current,
+    manifest_path,
+    plan_prune,
     publish,
     tree_size,
     versions_dir,
 )
+from kestrel.plan import plan_lines
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -50,7 +56,8 @@ def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, 
     modules = image_modules(definition, config.modules)
     digest = definition_digest(definition, modules)
     now = current(root, name)
-    if now and not force and now.get("definition") == digest and root.path(now["root"]).is_dir():
+    if _updatable(root, now, digest, force):
+        assert now is not None
         logger.info(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
         return _new_version(root, config, config_path, name, definition, modules, digest,
                             lower=root.path(now["root"]), base=now.get("base"))
@@ -61,14 +68,68 @@ def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, 
     return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill)
 
 
+def _updatable(root: Sysroot, now: dict[str, Any] | None, digest: str, force: bool) -> bool:
+    """Whether a build updates the current version NOW (its definition unchanged) rather than start from a base."""
+    return bool(now and not force and now.get("definition") == digest and root.path(now["root"]).is_dir())
+
+
+def describe_build(root: Sysroot, config: Config, name: str, *, force: bool = False,
+                   use_cache: bool = True) -> list[str]:
+    """What build_image would do (--dry-run), a line each: update the current version or start from which base,
+    the phase scripts it would run, what publishing replaces and removes. Reads only."""
+    definition = load_definition(root, name)
+    modules = image_modules(definition, config.modules)
+    now = current(root, name)
+    if _updatable(root, now, definition_digest(definition, modules), force):
+        assert now is not None
+        return [f"Would update {name} from version {now['version']} (its definition is unchanged; --force "
+                "rebuilds): a new version, copy-on-write",
+                *_describe_version(root, config, name, definition, modules, _state_of(root, now), force=False)]
+    return [bootstrap.describe(root, definition, use_cache=use_cache),
+            *_describe_version(root, config, name, definition, modules, {}, force=force)]
+
+
+def describe_update(root: Sysroot, config: Config, name: str, *, force: bool = False,
+                    apt_steps: list[list[str]] | None = None) -> list[str]:
+    """What update_image would do (--dry-run): the apt steps, then the phase scripts, then publishing."""
+    now = _published(root, name)
+    definition = load_definition(root, name)
+    modules = image_modules(definition, config.modules)
+    apt = [f"Would execute image_apt-get {' '.join(args)}" for args in [["update"], *apt_steps]] if apt_steps else []
+    return [f"Would make a new version of {name} from version {now['version']} (copy-on-write)", *apt,
+            *_describe_version(root, config, name, definition, modules, _state_of(root, now), force=force)]
+
+
+def _describe_version(root: Sysroot, config: Config, name: str, definition: ImageDefinition, modules: list[str],
+                      state: dict[str, str], *, force: bool) -> list[str]:
+    target = phases.Target(root, config, modules, image=name, extra_packages=list(definition.packages))
+    lines = phases.pending(target, state, force)
+    now = current(root, name)
+    prune, pinned = plan_prune(root, name, {now["version"]} if now else set())
+    return [*lines, f"Would publish the new version: its manifest, the link {root.sys(f'{IMAGES_DIR}/{name}')} "
+                    f"switched to it, then {root.sys(manifest_path(name))}",
+            *plan_lines(root, prune, diff=False),
+            *(f"Would keep {name} version {v}: up nodes run on it" for v in pinned)]
+
+
+def _state_of(root: Sysroot, manifest: dict[str, Any]) -> dict[str, str]:
+    """The run-once state of a published version (its copy-on-write successor starts from it)."""
+    return phases.load_state(root.path(manifest["root"]) / phases.IMAGE_STATE.lstrip("/"))
+
+
+def _published(root: Sysroot, name: str) -> dict[str, Any]:
+    now = current(root, name)
+    if now is None:
+        raise InputError(f"image '{name}' is not built yet: run kestrel-images build {name}")
+    return now
+
+
 def update_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
                  apt_steps: list[list[str]] | None = None,
                  edit: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS (or EDIT of the tree)
     first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
-    now = current(root, name)
-    if now is None:
-        raise InputError(f"image '{name}' is not built yet: run kestrel-images build {name}")
+    now = _published(root, name)
     definition = load_definition(root, name)
     modules = image_modules(definition, config.modules)
 

@@ -231,11 +231,8 @@ def _chroot_script(image_root: Path, script: Script, env: dict[str, str],
 def _run_packages(target: Target, lists: list[Script], state: dict[str, str], force: bool,
                   out: IO[bytes]) -> None:
     """Every enabled list (plus the definition's packages) in one apt transaction, when one changed."""
-    extra = Script("packages", "definition", Path("/dev/null"), Origin.SHIPPED)
-    extra_digest = hashlib.sha256(" ".join(sorted(target.extra_packages)).encode()).hexdigest()
-    changed = force or any(want_run(s, state, False) for s in lists) or state.get(extra.key) != extra_digest
-    packages = sorted({p for s in lists for p in read_package_list(s)} | set(target.extra_packages))
-    if not packages or not changed:
+    packages = packages_to_install(target, lists, state, force)
+    if not packages:
         return
     prefix = "image" if target.image else "frontend"
     logger.info(f"Executing : {prefix}_packages ({len(packages)} packages in one apt transaction)")
@@ -273,10 +270,26 @@ def _run_packages(target: Target, lists: list[Script], state: dict[str, str], fo
                                f"{proc.why()}; last lines of {log}:\n{log_tail(log, start)}")
     for s in lists:
         state[s.key] = s.digest()
-    state[extra.key] = extra_digest
+    state[_DEFINITION_KEY] = _definition_digest(target)
     save_state(target.state_path, state)
     if target.image_root is not None:
         drop_apt_indexes(target.image_root)
+
+
+_DEFINITION_KEY = "packages/definition"  # the run-once state of the image definition's own packages
+
+
+def _definition_digest(target: Target) -> str:
+    return hashlib.sha256(" ".join(sorted(target.extra_packages)).encode()).hexdigest()
+
+
+def packages_to_install(target: Target, lists: list[Script], state: dict[str, str], force: bool) -> list[str]:
+    """The packages phase's one transaction: every enabled list and the definition's packages, when a list or
+    the definition's packages changed since (or with FORCE); empty when it has nothing to do."""
+    changed = (force or any(want_run(s, state, False) for s in lists)
+               or state.get(_DEFINITION_KEY) != _definition_digest(target))
+    packages = sorted({p for s in lists for p in read_package_list(s)} | set(target.extra_packages))
+    return packages if changed else []
 
 
 # Every installed kernel without an initrd gets one (fixed text, no value interpolated).
@@ -350,16 +363,40 @@ def explain(root: Sysroot, side: Side, modules: list[str], state: dict[str, str]
     rows = []
     for phase in PHASES:
         for s in discover(root, side, phase, shipped):
-            enabled = s.module in modules
-            if not enabled:
-                status = "module off"
-            elif phase not in RUN_ONCE:
-                status = "every time"
-            elif s.key not in state:
-                status = "never ran"
-            else:
-                status = "done" if state[s.key] == s.digest() else "changed"
             rows.append({"phase": phase, "script": s.name, "module": s.module, "origin": str(s.origin),
                          "where": "list" if phase == "packages" else "chroot" if s.in_chroot else "frontend",
-                         "status": status, "path": str(s.path)})
+                         "status": script_status(s, state) if s.module in modules else "module off",
+                         "path": str(s.path)})
     return rows
+
+
+def script_status(script: Script, state: dict[str, str]) -> str:
+    """An enabled script: 'every time' (configure), 'never ran', 'done' or 'changed' (run-once phases)."""
+    if script.phase not in RUN_ONCE:
+        return "every time"
+    if script.key not in state:
+        return "never ran"
+    return "done" if state[script.key] == script.digest() else "changed"
+
+
+def pending(target: Target, state: dict[str, str], force: bool = False) -> list[str]:
+    """What run_phases(TARGET) would run given the run-once STATE, a line each (--dry-run): every script
+    want_run picks, with why, and the packages phase's transaction."""
+    prefix = "image" if target.image else "frontend"
+    lines = []
+    for phase in PHASES:
+        scripts = effective(target.root, target.side, phase, target.modules, target.shipped)
+        if phase == "packages":
+            packages = packages_to_install(target, scripts, state, force)
+            if packages and not target.image and not target.root.is_host:
+                lines.append(f"Would skip frontend_packages: {target.root.root} is not the host")
+            elif packages:
+                lines.append(f"Would execute {prefix}_packages: {len(packages)} packages in one apt transaction "
+                             f"({' '.join(packages)})")
+            continue
+        for s in scripts:
+            if want_run(s, state, force):
+                status = script_status(s, state)
+                why = "--force" if status == "done" else status
+                lines.append(f"Would execute {prefix}_{s.name} ({phase}: {why})")
+    return lines

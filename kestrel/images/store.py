@@ -13,14 +13,14 @@ kernel), cmdline}. Extra keys, for listings only: built, modules, size, definiti
 Publishing writes the version's manifest, switches the symlink, then replaces NAME.json in one rename:
 a reader sees the old version or the new one, never a mix. The previous version is kept (KEEP versions), and so
 is every version an up node booted (nodes.json, learnt over SSH): a rebuild never deletes a running node's root.
+Publishing, rollback and removal are plans (plan_*: pure given the disk), carried out under the lock; a dry run
+prints them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from kestrel.errors import InputError, KestrelError
 from kestrel.images.definitions import check_image_name
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
-from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes
+from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
 
@@ -134,73 +135,114 @@ def kept_versions(root: Sysroot, name: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda d: str(d.get("built", d["version"])))
 
 
-def publish(root: Sysroot, manifest: dict[str, Any]) -> None:
-    """Make MANIFEST's version current: version manifest, symlink switch, NAME.json in one rename; prune."""
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+
+
+def plan_publish(root: Sysroot, manifest: dict[str, Any]) -> tuple[Plan, list[str]]:
+    """Make MANIFEST's version current: its version manifest, the link switch, then NAME.json (in that order, so
+    NAME.json never names a version whose link or manifest is missing); then the versions no longer kept go.
+    Returns the plan and the older versions it keeps because up nodes run on them."""
     name, version = manifest["name"], manifest["version"]
+    before = current(root, name)
+    text = manifest_bytes(manifest)
+    plan = Plan()
+    plan.add(FileChange(version_manifest_path(name, version), root.read(version_manifest_path(name, version)), text),
+             *_switch(root, name, version, text))
+    prune, pinned = plan_prune(root, name, {version} | ({before["version"]} if before else set()))
+    plan.merge(prune)
+    return plan, pinned
+
+
+def publish(root: Sysroot, manifest: dict[str, Any]) -> None:
+    """Carry out plan_publish under the lock."""
+    name = manifest["name"]
     with root.lock():
-        before = current(root, name)
-        text = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-        atomic_write(root.path(version_manifest_path(name, version)), text)
-        _switch(root, name, version, text)
-        keep = {version} | ({before["version"]} if before else set())
-        in_use = nodestate.macs_by_root(nodestate.load_states(root))
-        for old in kept_versions(root, name):
-            if old["version"] in keep:
-                continue
-            if root.sys(old["root"]) in in_use:
-                logger.info(f"Kept {name} version {old['version']}: up nodes run on it (it goes once they are down)")
-            else:
-                remove_version(root, name, old["version"])
-                logger.info(f"Removed {name} version {old['version']} (keeping {KEEP})")
+        plan, pinned = plan_publish(root, manifest)
+        for version in pinned:
+            logger.info(f"Kept {name} version {version}: up nodes run on it (it goes once they are down)")
+        apply_changes(root, plan)
 
 
-def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> None:
-    link = root.path(f"{IMAGES_DIR}/{name}")
-    tmp = link.with_name(f".{name}.link-tmp")
-    tmp.unlink(missing_ok=True)
-    os.symlink(f"{name}.versions/{version}", tmp)
-    os.replace(tmp, link)
-    atomic_write(root.path(manifest_path(name)), manifest_text)
+def plan_prune(root: Sysroot, name: str, keep: set[str]) -> tuple[Plan, list[str]]:
+    """The removal of NAME's kept versions other than KEEP (the new and the previous one: KEEP versions), but
+    those up nodes run on (nodes.json); returns the plan and those pinned versions."""
+    in_use = nodestate.macs_by_root(nodestate.load_states(root))
+    plan, pinned = Plan(), []
+    for old in kept_versions(root, name):
+        if old["version"] in keep:
+            continue
+        if root.sys(old["root"]) in in_use:
+            pinned.append(old["version"])
+        else:
+            plan.merge(plan_remove_version(root, name, old["version"]))
+    return plan, pinned
 
 
-def rollback(root: Sysroot, name: str) -> dict[str, Any]:
-    """Make the newest kept version older than the current one current again."""
+def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> list[Step]:
+    """The link NAME -> NAME.versions/VERSION switched in one rename, then NAME.json replaced in one rename."""
+    return [Link(f"{IMAGES_DIR}/{name}", f"{name}.versions/{version}"),
+            FileChange(manifest_path(name), root.read(manifest_path(name)), manifest_text)]
+
+
+def plan_rollback(root: Sysroot, name: str) -> tuple[Plan, dict[str, Any]]:
+    """Make the newest kept version older than the current one current again: the plan and that version."""
+    now = current(root, name)
+    if now is None:
+        raise InputError(f"image '{name}' is not published")
+    older = [v for v in kept_versions(root, name) if str(v.get("built", v["version"]))
+             < str(now.get("built", now["version"]))]
+    if not older:
+        raise KestrelError(f"image '{name}' has no older version to roll back to (current: {now['version']})")
+    target = older[-1]
+    return Plan(_switch(root, name, target["version"], manifest_bytes(target))), target
+
+
+def rollback(root: Sysroot, name: str) -> tuple[Plan, dict[str, Any]]:
+    """Carry out plan_rollback under the lock; returns it and the version now current."""
     with root.lock():
-        now = current(root, name)
-        if now is None:
-            raise InputError(f"image '{name}' is not published")
-        older = [v for v in kept_versions(root, name) if str(v.get("built", v["version"]))
-                 < str(now.get("built", now["version"]))]
-        if not older:
-            raise KestrelError(f"image '{name}' has no older version to roll back to (current: {now['version']})")
-        target = older[-1]
-        _switch(root, name, target["version"], (json.dumps(target, indent=1, sort_keys=True) + "\n").encode())
-        return target
+        plan, target = plan_rollback(root, name)
+        apply_changes(root, plan)
+        return plan, target
 
 
-def remove_version(root: Sysroot, name: str, version: str) -> None:
-    """Unpublish VERSION at once; its tree (tens of thousands of files) is deleted in the background."""
-    tree = root.path(f"{versions_dir(name)}/{version}")
-    if tree.is_dir():
-        trash = tree.with_name(f".trash-{version}")
-        os.replace(tree, trash)
-        discard_in_background(trash)
-    for boot_root in BOOT_DIRS:
-        shutil.rmtree(root.path(boot_dir(boot_root, name, version)), ignore_errors=True)
-    root.path(version_manifest_path(name, version)).unlink(missing_ok=True)
+def plan_remove_version(root: Sysroot, name: str, version: str) -> Plan:
+    """Unpublish VERSION: its tree (tens of thousands of files, deleted in the background), boot files, manifest."""
+    plan = Plan()
+    tree = f"{versions_dir(name)}/{version}"
+    if root.path(tree).is_dir():
+        plan.add(RemoveTree(tree, background=True))
+    plan.add(*_existing(root, [boot_dir(boot_root, name, version) for boot_root in BOOT_DIRS]))
+    old = root.read(version_manifest_path(name, version))
+    if old is not None:
+        plan.add(FileChange(version_manifest_path(name, version), old, None))
+    return plan
 
 
-def remove_image(root: Sysroot, name: str) -> None:
+def plan_remove_image(root: Sysroot, name: str) -> Plan:
     """Every version, boot file and manifest of NAME (the frontend stops serving it on its next plan)."""
+    if current(root, name) is None and not root.path(versions_dir(name)).exists():
+        raise InputError(f"image '{name}' does not exist")
+    plan = Plan()
+    old = root.read(manifest_path(name))
+    if old is not None:
+        plan.add(FileChange(manifest_path(name), old, None))
+    plan.add(*_existing(root, [f"{IMAGES_DIR}/{name}", versions_dir(name), f"{MANIFESTS_DIR}/{name}.versions",
+                               *(f"{boot_root}/images/{name}" for boot_root in BOOT_DIRS)]))
+    return plan
+
+
+def remove_image(root: Sysroot, name: str) -> Plan:
+    """Carry out plan_remove_image under the lock; returns it."""
     with root.lock():
-        if current(root, name) is None and not root.path(versions_dir(name)).exists():
-            raise InputError(f"image '{name}' does not exist")
-        root.path(manifest_path(name)).unlink(missing_ok=True)
-        root.path(f"{IMAGES_DIR}/{name}").unlink(missing_ok=True)
-        shutil.rmtree(root.path(versions_dir(name)), ignore_errors=True)
-        shutil.rmtree(root.path(f"{MANIFESTS_DIR}/{name}.versions"), ignore_errors=True)
-        for boot_root in BOOT_DIRS:
-            shutil.rmtree(root.path(f"{boot_root}/images/{name}"), ignore_errors=True)
+        plan = plan_remove_image(root, name)
+        apply_changes(root, plan)
+        return plan
+
+
+def _existing(root: Sysroot, paths: list[str]) -> list[Step]:
+    """The removal of each of PATHS that exists (a folder with its content, a file, a link)."""
+    return [RemoveTree(p) for p in paths if root.path(p).is_symlink() or root.path(p).exists()]
 
 
 def list_images(root: Sysroot) -> list[dict[str, Any]]:
@@ -220,11 +262,6 @@ def list_images(root: Sysroot) -> list[dict[str, Any]]:
             "used_by": {v["version"]: on_root[root.sys(v["root"])] for v in kept if root.sys(v["root"]) in on_root},
         })
     return rows
-
-
-def discard_in_background(path: Path) -> None:
-    """rm -rf PATH in a process of its own that outlives this one (the shell exits at once, rm is orphaned)."""
-    runner.run(["sh", "-c", 'rm -rf -- "$1" >/dev/null 2>&1 &', "sh", str(path)])
 
 
 def tree_size(path: Path) -> int:

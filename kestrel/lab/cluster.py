@@ -15,6 +15,7 @@ Other tools run through `ip netns exec PREFIXfe ...`; `kestrel-lab ssh NODE` doe
 from __future__ import annotations
 
 import logging
+import shlex
 import socket
 import sys
 import time
@@ -25,12 +26,13 @@ from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
-from kestrel.frontend.reconfigure import reconfigure_frontend
+from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
+from kestrel.plan import Plan, plan_lines
 from kestrel.sysroot import Sysroot
 from kestrel.vm import listener, qemu
 
@@ -75,11 +77,7 @@ def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebu
 
 def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
     """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
-    tree.check_lab_root(root)
-    old = tree.load_state(root)
-    prefix = prefix or (old.prefix if old else tree.DEFAULT_PREFIX)
-    if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
-        raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
+    prefix = _prefix(root, prefix)
     config_path = tree.prepare_tree(root, prefix)
     config = load_config(config_path)
     _network(root, config, prefix)
@@ -87,6 +85,16 @@ def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
     return config_path, config
+
+
+def _prefix(root: Sysroot, prefix: str | None) -> str:
+    """PREFIX, or the one the lab has; refused while the lab is up with another."""
+    tree.check_lab_root(root)
+    old = tree.load_state(root)
+    prefix = prefix or (old.prefix if old else tree.DEFAULT_PREFIX)
+    if old and old.prefix != prefix and any(netns.exists(n) for n in old.namespaces):
+        raise InputError(f"the lab under {root.root} is up with prefix {old.prefix!r}: kestrel-lab down first")
+    return prefix
 
 
 def _network(root: Sysroot, config: Config, prefix: str) -> None:
@@ -98,13 +106,18 @@ def _network(root: Sysroot, config: Config, prefix: str) -> None:
     try:
         topo.add_netns("fe")
         topo.add_bridge(ns, "br0", str(config.network.address))
-        if config.network.ipv6_prefix:
-            address = f"{config.network.ipv6_prefix.network_address + 1}/{config.network.ipv6_prefix.prefixlen}"
+        if address := _ipv6_address(config):
             runner.run(["ip", "-n", ns, "addr", "add", address, "dev", bridge, "nodad"])
     except BaseException:
         topo.destroy()
         raise
     logger.info(f"Created network namespace {ns} with bridge {bridge} ({config.network.address})")
+
+
+def _ipv6_address(config: Config) -> str | None:
+    """The frontend's address in the IPv6 prefix (router advertisements), if there is one."""
+    net = config.network.ipv6_prefix
+    return f"{net.network_address + 1}/{net.prefixlen}" if net else None
 
 
 def _start(root: Sysroot, name: str, argv: list[str], config: Config, *, ready_log: str | None = None,
@@ -217,6 +230,48 @@ def _sync_known_hosts(root: Sysroot) -> None:
                check=False, timeout=120)
 
 
+def describe_up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
+                timeout: float = 900.0, diff: bool = False) -> list[str]:
+    """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
+    processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
+    prefix = _prefix(root, prefix)
+    tree_plan, text = tree.plan_tree(root, prefix)
+    config_path = root.path(CONFIG_PATH)
+    config = load_config(config_path, text)
+    ns, bridge = tree.names_for(prefix)
+    lines = plan_lines(root, tree_plan, diff)
+    network_ready = netns.exists(ns)
+    if not network_ready:
+        lines += plan_lines(root, tree.plan_state(root, tree.LabState(prefix, [ns])), diff)
+        lines.append(f"Would create network namespace {ns} with bridge {bridge} ({config.network.address}"
+                     + (f", {_ipv6_address(config)})" if config.network.ipv6_prefix else ")"))
+    frontend = checked_plan(root, config, config_path)
+    # the services the lab runs are its own: only those running now are reloaded, the others are started below
+    running = Plan(frontend.steps, [a for a in frontend.actions if supervisor.find(root, a.service)])
+    lines += plan_lines(root, running, diff)
+    lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
+    lines += _would_start(root, "nginx", nginx.foreground_argv(root))
+    image = image or config.nodes.default_image
+    build = rebuild or store.current(root, image) is None
+    if build:
+        lines.append(f"Would build image {image}: kestrel-images build {image} (its --dry-run says how)")
+    if build and (ganesha := supervisor.find(root, "nfs-ganesha")):
+        lines.append(f"Would stop nfs-ganesha (pid {ganesha.pid}) after the build")
+    lines += _would_start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), again=build)
+    if not supervisor.find(root, listener.LISTENER):
+        lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
+    for name in vm_names(config, nodes):
+        spec, plan = qemu.plan_define(root, config, name, bridge=config.network.interface, netns=config.network.netns)
+        lines += plan_lines(root, plan, diff) + qemu.describe_start(root, spec, network_ready=network_ready)
+    if nodes:
+        lines.append(f"Would wait until {', '.join(vm_names(config, nodes))} answer SSH (at most {timeout:g} s)")
+    return lines
+
+
+def _would_start(root: Sysroot, name: str, argv: list[str], again: bool = False) -> list[str]:
+    return [f"Would start {name}: {shlex.join(argv)}"] if again or not supervisor.find(root, name) else []
+
+
 # -- down, status ----------------------------------------------------------------------------------
 
 def down(root: Sysroot) -> list[str]:
@@ -240,11 +295,26 @@ def down(root: Sysroot) -> list[str]:
                 problems.append(f"network namespace {ns} is still there")
             else:
                 logger.info(f"Removed network namespace {ns}")
-        root.path(tree.STATE_PATH).unlink(missing_ok=True)
+        tree.save_state(root, None)
     for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in qemu.list_vms(root))):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
     return problems
+
+
+def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
+    """What down would do (--dry-run): the VMs, the listener and the services it would stop, the namespace."""
+    tree.check_lab_root(root)
+    state = tree.load_state(root)
+    lines = [line for spec in qemu.list_vms(root) for line in qemu.describe_stop(root, spec.name)]
+    for name in (listener.LISTENER, *reversed(SERVICES)):
+        record = supervisor.find(root, name)
+        lines += [f"Would stop {name} (pid {record.pid})"] if record else []
+    if state:
+        lines += [f"Would delete network namespace {ns} (and stop what still runs in it)"
+                  for ns in state.namespaces if netns.exists(ns)]
+        lines += plan_lines(root, tree.plan_state(root, None), diff)
+    return lines
 
 
 def status(root: Sysroot) -> dict[str, object]:

@@ -1,6 +1,7 @@
 """The lab's tree: a complete --root (default /var/lib/kestrel-lab) with its own config, state and shell exports.
 
-The tree survives `kestrel-lab down`, so the built image is reused by the next `up`.
+Its config and state files are written through plans (plan_tree, plan_state). The tree survives
+`kestrel-lab down`, so the built image is reused by the next `up`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,8 @@ from kestrel.config import CONFIG_PATH, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
-from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.plan import Desired, FileChange, Plan, apply_changes, plan_files
+from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
 
@@ -80,21 +81,31 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
     return out.getvalue()
 
 
-def prepare_tree(root: Sysroot, prefix: str) -> Path:
-    """ROOT/etc/kestrel from the shipped defaults on the first run; the config names this lab's devices."""
-    etc = root.path("/etc/kestrel")
-    config_path = root.path(CONFIG_PATH)
-    fresh = not config_path.exists()
-    if fresh:
+def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
+    """ROOT/etc/kestrel from the shipped defaults on the first run (no config yet), and a config that names this
+    lab's devices: the plan (pure given the disk) and the config's text."""
+    old = root.read(CONFIG_PATH)
+    wanted = []
+    if old is None:
         if not SHIPPED_ETC.is_dir():
             raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing: reinstall Kestrel")
-        shutil.copytree(SHIPPED_ETC, etc, dirs_exist_ok=True)
-        logger.info(f"Created the lab's tree {root.root}")
-    text = config_path.read_text()
-    new = lab_config_text(text if not fresh else (SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh)
-    if new != text:
-        atomic_write(config_path, new.encode())
-    load_config(config_path)
+        for path in sorted(SHIPPED_ETC.rglob("*")):
+            if path.is_file() and path.relative_to(SHIPPED_ETC) != Path("kestrel.yaml"):
+                wanted.append(Desired(f"/etc/kestrel/{path.relative_to(SHIPPED_ETC)}", path.read_bytes(),
+                                      mode=path.stat().st_mode & 0o7777))
+        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True)
+    else:
+        text = lab_config_text(old.decode(), prefix, fresh=False)
+    wanted.append(Desired(CONFIG_PATH, text.encode(), mode=None if old is not None else 0o644))
+    return plan_files(root, wanted), text
+
+
+def prepare_tree(root: Sysroot, prefix: str) -> Path:
+    """Carry out plan_tree, once the config it makes is known to be valid."""
+    plan, text = plan_tree(root, prefix)
+    config_path = root.path(CONFIG_PATH)
+    load_config(config_path, text)
+    apply_changes(root, plan)
     return config_path
 
 
@@ -107,8 +118,15 @@ def load_state(root: Sysroot) -> LabState | None:
         raise InputError(f"{root.path(STATE_PATH)}: not a lab state file ({e}); remove it") from None
 
 
-def save_state(root: Sysroot, state: LabState) -> None:
-    atomic_write(root.path(STATE_PATH), json.dumps(asdict(state), indent=1).encode())
+def plan_state(root: Sysroot, state: LabState | None) -> Plan:
+    """The lab's state file holding STATE (None: removed)."""
+    old = root.read(STATE_PATH)
+    new = json.dumps(asdict(state), indent=1).encode() if state else None
+    return Plan([FileChange(STATE_PATH, old, new)] if old != new else [])
+
+
+def save_state(root: Sysroot, state: LabState | None) -> None:
+    apply_changes(root, plan_state(root, state))
 
 
 def env_text(root: Sysroot) -> str:

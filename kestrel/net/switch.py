@@ -98,10 +98,15 @@ def links(netns: str | None = None) -> dict[str, dict]:
 Planner = Callable[[SwitchConfig, str, set[str]], list[list[str]]]
 
 
-def apply(switch: SwitchConfig, planner: Planner, netns: str | None = None) -> tuple[str, list[list[str]]]:
-    """Plan this host's part with PLANNER (plan_up or plan_down) against its devices, then run it."""
+def plan(switch: SwitchConfig, planner: Planner, netns: str | None = None) -> tuple[str, list[list[str]]]:
+    """This host's role and the commands PLANNER (plan_up or plan_down) gives against its devices; reads only."""
     role = role_of(switch, local_addresses(netns))
-    commands = planner(switch, role, set(links(netns)))
+    return role, planner(switch, role, set(links(netns)))
+
+
+def apply(switch: SwitchConfig, planner: Planner, netns: str | None = None) -> tuple[str, list[list[str]]]:
+    """Plan this host's part with PLANNER, then run it."""
+    role, commands = plan(switch, planner, netns)
     for argv in commands:
         runner.run(argv, via=runner.in_netns(netns))
     return role, commands

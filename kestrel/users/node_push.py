@@ -65,13 +65,12 @@ def running_nodes(root: Sysroot) -> list[ssh.Target]:
             if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN]
 
 
-def describe_push(root: Sysroot) -> str:
+def describe_push(root: Sysroot) -> list[str]:
     """What a push would do (for --dry-run): which nodes it would try; none is contacted."""
     targets = running_nodes(root)
     if not targets:
-        return ""
-    return (f"Would update the cluster users on {_count(len(targets))}: "
-            + ", ".join(t.name for t in targets) + "\n")
+        return []
+    return [f"Would update the cluster users on {_count(len(targets))}: " + ", ".join(t.name for t in targets)]
 
 
 def push_to_nodes(root: Sysroot, config: Config, parallel: int = 10,

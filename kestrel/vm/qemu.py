@@ -1,8 +1,8 @@
 """qemu nodes that boot from the network: definitions, taps, start/stop by recorded pid, serial consoles.
 
-A VM is a definition in ROOT/var/lib/kestrel/vms/NAME.json and, while it runs, a process record
-"vm-NAME" (kestrel.supervisor). Its NIC is a tap on the cluster bridge, in the bridge's namespace;
-the serial console is appended to ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped
+A VM is a definition in ROOT/var/lib/kestrel/vms/NAME.json (written and removed through plans) and, while it
+runs, a process record "vm-NAME" (kestrel.supervisor). Its NIC is a tap on the cluster bridge, in the bridge's
+namespace; the serial console is appended to ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped
 VM keeps its definition, and kestrel.vm.listener starts it when its magic packet arrives.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -19,7 +20,8 @@ from kestrel import names, runner, supervisor
 from kestrel.config import Config, KvmMode
 from kestrel.errors import CommandError, InputError
 from kestrel.net import netns
-from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.plan import FileChange, Plan, apply_changes
+from kestrel.sysroot import Sysroot
 
 VMS_DIR = "/var/lib/kestrel/vms"
 LOG_DIR = "/var/log/kestrel"
@@ -138,16 +140,12 @@ def _updated(spec: VmSpec, given: dict[str, object]) -> VmSpec:
     return replace(spec, **changes)  # type: ignore[arg-type]
 
 
-def _spec_path(root: Sysroot, name: str) -> Path:
-    return root.path(f"{VMS_DIR}/{check_vm_name(name)}.json")
-
-
 def console_path(root: Sysroot, name: str) -> Path:
     return root.path(f"{LOG_DIR}/vm-{check_vm_name(name)}.console")
 
 
 def load_vm(root: Sysroot, name: str) -> VmSpec | None:
-    path = _spec_path(root, name)
+    path = root.path(_definition_path(name))
     try:
         data = json.loads(path.read_text())
         return VmSpec(**data)
@@ -163,29 +161,45 @@ def list_vms(root: Sysroot) -> list[VmSpec]:
     return [s for s in found if s is not None]
 
 
-def save_vm(root: Sysroot, spec: VmSpec) -> None:
-    with root.lock():
-        for other in list_vms(root):
-            if other.name != spec.name and other.mac == spec.mac:
-                raise InputError(f"MAC {spec.mac} is already the MAC of VM {other.name}")
-        atomic_write(_spec_path(root, spec.name), json.dumps(asdict(spec), indent=1).encode())
+def _definition_path(name: str) -> str:
+    return f"{VMS_DIR}/{check_vm_name(name)}.json"
+
+
+def plan_define(root: Sysroot, config: Config, name: str, **given: object) -> tuple[VmSpec, Plan]:
+    """The VM's saved definition updated with GIVEN, or a new one from the config's defaults, and the plan that
+    writes it when it changed (pure given the disk)."""
+    current = load_vm(root, name)
+    spec = _updated(current, given) if current else new_spec(config, name, **given)
+    if spec == current:
+        return spec, Plan()
+    for other in list_vms(root):
+        if other.name != spec.name and other.mac == spec.mac:
+            raise InputError(f"MAC {spec.mac} is already the MAC of VM {other.name}")
+    path = _definition_path(spec.name)
+    return spec, Plan([FileChange(path, root.read(path), json.dumps(asdict(spec), indent=1).encode())])
 
 
 def define_vm(root: Sysroot, config: Config, name: str, **given: object) -> VmSpec:
-    """The VM's saved definition updated with GIVEN, or a new one from the config's defaults; saved."""
-    current = load_vm(root, name)
-    spec = _updated(current, given) if current else new_spec(config, name, **given)
-    if spec != current:
-        save_vm(root, spec)
+    """Carry out plan_define under the lock; returns the definition."""
+    with root.lock():
+        spec, plan = plan_define(root, config, name, **given)
+        apply_changes(root, plan)
     return spec
 
 
+def plan_remove(root: Sysroot, name: str) -> Plan:
+    """Forget the VM's definition."""
+    old = root.read(_definition_path(name))
+    return Plan([FileChange(_definition_path(name), old, None)] if old is not None else [])
+
+
 def remove_vm(root: Sysroot, name: str) -> bool:
+    """Stop the VM, then forget its definition; False if it had none."""
     stop_vm(root, name)
-    path = _spec_path(root, name)
-    existed = path.exists()
-    path.unlink(missing_ok=True)
-    return existed
+    with root.lock():
+        plan = plan_remove(root, name)
+        apply_changes(root, plan)
+    return not plan.is_empty
 
 
 def record_name(name: str) -> str:
@@ -200,43 +214,73 @@ def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> supervi
     """Start SPEC's qemu (its tap first); None if it already runs."""
     if is_running(root, spec.name):
         return None
-    kvm = want_kvm(spec.kvm, kvm_usable() if kvm_ok is None else kvm_ok)
-    if spec.netns and not netns.exists(spec.netns):
-        raise CommandError(f"VM {spec.name}: network namespace {spec.netns} does not exist")
-    _ensure_tap(spec)
+    tap, argv = start_commands(root, spec, kvm_ok)
+    for command in tap:
+        runner.run(command)
     console = console_path(root, spec.name)
     console.parent.mkdir(parents=True, exist_ok=True)
     with open(console, "a") as f:
         f.write(f"\n=== kestrel-vm: {spec.name} started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
-    return supervisor.start(root, record_name(spec.name), qemu_argv(spec, str(console), kvm), netns=spec.netns)
+    return supervisor.start(root, record_name(spec.name), argv, netns=spec.netns)
+
+
+def start_commands(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *,
+                   network_ready: bool = True) -> tuple[list[list[str]], list[str]]:
+    """The ip(8) commands that put SPEC's tap on its bridge, and qemu's argv. Refuses a missing namespace or bridge;
+    NETWORK_READY False: they are still to be made (the lab's dry run), so is the tap."""
+    kvm = want_kvm(spec.kvm, kvm_usable() if kvm_ok is None else kvm_ok)
+    if network_ready and spec.netns and not netns.exists(spec.netns):
+        raise CommandError(f"VM {spec.name}: network namespace {spec.netns} does not exist")
+    if network_ready and not _link_exists(spec, spec.bridge):
+        where = f" in network namespace {spec.netns}" if spec.netns else ""
+        raise CommandError(f"VM {spec.name}: bridge {spec.bridge} does not exist{where}")
+    ip = _ip(spec)
+    made = network_ready and _link_exists(spec, spec.tap)
+    tap = [] if made else [[*ip, "tuntap", "add", "dev", spec.tap, "mode", "tap"]]
+    if spec.mtu:
+        tap.append([*ip, "link", "set", spec.tap, "mtu", str(spec.mtu)])
+    tap.append([*ip, "link", "set", spec.tap, "master", spec.bridge, "up"])
+    return tap, qemu_argv(spec, str(console_path(root, spec.name)), kvm)
+
+
+def describe_start(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *,
+                   network_ready: bool = True) -> list[str]:
+    """What start_vm would do (--dry-run): the tap's commands and qemu's; nothing if the VM runs."""
+    if is_running(root, spec.name):
+        return []
+    tap, argv = start_commands(root, spec, kvm_ok, network_ready=network_ready)
+    return [*(f"Would run {' '.join(c)}" for c in tap), f"Would start VM {spec.name}: {shlex.join(argv)}"]
 
 
 def stop_vm(root: Sysroot, name: str, timeout: float = 10.0) -> bool:
     """Power the VM off (its recorded qemu process, nothing else) and remove its tap; False if not running."""
     spec = load_vm(root, name)
     stopped = supervisor.stop(root, record_name(name), timeout=timeout)
-    if spec is not None:
-        _remove_tap(spec)
+    for command in _untap_commands(spec):
+        runner.run(command, check=False)
     return stopped
 
 
-def _ensure_tap(spec: VmSpec) -> None:
-    ns = ["-n", spec.netns] if spec.netns else []
-    if runner.run(["ip", *ns, "link", "show", "dev", spec.bridge], check=False).returncode != 0:
-        where = f" in network namespace {spec.netns}" if spec.netns else ""
-        raise CommandError(f"VM {spec.name}: bridge {spec.bridge} does not exist{where}")
-    if runner.run(["ip", *ns, "link", "show", "dev", spec.tap], check=False).returncode != 0:
-        runner.run(["ip", *ns, "tuntap", "add", "dev", spec.tap, "mode", "tap"])
-    if spec.mtu:
-        runner.run(["ip", *ns, "link", "set", spec.tap, "mtu", str(spec.mtu)])
-    runner.run(["ip", *ns, "link", "set", spec.tap, "master", spec.bridge, "up"])
+def describe_stop(root: Sysroot, name: str) -> list[str]:
+    """What stop_vm would do (--dry-run)."""
+    record = supervisor.find(root, record_name(name))
+    return ([f"Would stop VM {name} (qemu, pid {record.pid})"] if record else []) + [
+        f"Would run {' '.join(c)}" for c in _untap_commands(load_vm(root, name))]
 
 
-def _remove_tap(spec: VmSpec) -> None:
-    if spec.netns and not netns.exists(spec.netns):
-        return
-    ns = ["-n", spec.netns] if spec.netns else []
-    runner.run(["ip", *ns, "link", "del", spec.tap], check=False)
+def _untap_commands(spec: VmSpec | None) -> list[list[str]]:
+    """The removal of SPEC's tap, if it is there."""
+    if spec is None or (spec.netns and not netns.exists(spec.netns)) or not _link_exists(spec, spec.tap):
+        return []
+    return [[*_ip(spec), "link", "del", spec.tap]]
+
+
+def _ip(spec: VmSpec) -> list[str]:
+    return ["ip", *(["-n", spec.netns] if spec.netns else [])]
+
+
+def _link_exists(spec: VmSpec, device: str) -> bool:
+    return runner.run([*_ip(spec), "link", "show", "dev", device], check=False).returncode == 0
 
 
 def vm_rows(root: Sysroot) -> list[dict[str, object]]:

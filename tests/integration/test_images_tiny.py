@@ -20,6 +20,7 @@ from kestrel.errors import CommandError
 from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
 from tests.conftest import need_root
+from tests.treestate import tree_state
 
 PROGRAM = str(Path(sys.executable).with_name("kestrel-images"))
 
@@ -108,8 +109,17 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
 
     # fixed: version 2 comes from version 1, the install script does not run again
     root.path("/etc/kestrel/node/configure.d/demo_zz-fail").unlink()
+    before = tree_state(root.root)
+    planned = images(root, "build", "tiny", "--dry-run")
+    assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
+    assert planned.stdout.splitlines()[0] == (f"Would update tiny from version {v1['version']} (its definition is "
+                                              "unchanged; --force rebuilds): a new version, copy-on-write")
     second = images(root, "build", "tiny")
     assert second.returncode == 0, second.stderr
+    # the dry run named exactly the scripts the build ran
+    assert [line.split(" (")[0].replace("Would execute ", "") for line in planned.stdout.splitlines()
+            if line.startswith("Would execute")] == [
+        line.replace("Executing : ", "") for line in second.stderr.splitlines() if line.startswith("Executing")]
     v2 = manifest(root)
     assert v2["version"] != v1["version"]
     assert "Executing : image_demo_count_chroot" not in second.stderr
@@ -128,6 +138,11 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert [(r["name"], r["version"], r["modules"]) for r in listed] == [("tiny", v3["version"], ["demo"])]
     assert listed[0]["size"] > 500_000
 
+    before = tree_state(root.root)
+    planned = images(root, "rollback", "tiny", "--dry-run")
+    assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
+    assert planned.stdout.splitlines()[0] == (f"Would link {root.root}/srv/kestrel/images/tiny -> "
+                                              f"tiny.versions/{v2['version']}")
     back = images(root, "rollback", "tiny")
     assert back.returncode == 0, back.stderr
     assert manifest(root)["version"] == v2["version"]
@@ -172,7 +187,12 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert not (root.path(v5["root"]) / "etc/nope").exists()
     assert chroot.mounts_under(root.root) == []
 
+    before = tree_state(root.root)
+    planned = images(root, "remove", "tiny", "--dry-run")
+    assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
     gone = images(root, "remove", "tiny")
+    steps = [line.replace("Would remove", "Removed") for line in planned.stdout.splitlines()[:-1]]
+    assert steps == gone.stderr.splitlines()[:len(steps)]
     assert gone.returncode == 0, gone.stderr
     assert not root.path("/var/lib/kestrel/images/tiny.json").exists()
     assert not root.path("/srv/kestrel/images/tiny.versions").exists()

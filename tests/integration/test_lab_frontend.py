@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from kestrel import supervisor
 from kestrel.config import load_config
 from kestrel.lab import cluster as lab
 from kestrel.net import netns
@@ -13,6 +14,7 @@ from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
 from kestrel.vm import qemu
 from tests.conftest import eventually, need_root, said
+from tests.treestate import dry_run
 
 
 def _text(path: Path) -> str:
@@ -34,6 +36,7 @@ def _up_and_boot(root: Sysroot, prefix: str) -> None:
         config_path, _ = lab.up_frontend(root, prefix)
         config = load_config(config_path)
         assert config.network.netns == f"{prefix}fe" and netns.exists(f"{prefix}fe")
+        _dry_runs(root, prefix)
         spec = qemu.define_vm(root, config, "pxe1", memory=256)
         qemu.start_vm(root, spec)
         access = root.path("/var/log/kestrel/nginx-access.log")
@@ -49,3 +52,20 @@ def _up_and_boot(root: Sysroot, prefix: str) -> None:
     finally:
         problems = lab.down(root)
         assert problems == []
+
+
+def _dry_runs(root: Sysroot, prefix: str) -> None:
+    """With the network, dnsmasq and nginx up: what up would still do, what down would do; neither writes."""
+    ns, r = f"{prefix}fe", root.root
+    busy = ("var/log/kestrel",)  # dnsmasq and nginx log meanwhile
+    up = dry_run("lab", r, "up", "--dry-run", "--nodes", "1", busy=busy)
+    assert not any(line.startswith(("Would start dnsmasq", "Would start nginx", "Would create network")) for line in up)
+    assert up[:2] == ["Would build image default: kestrel-images build default (its --dry-run says how)",
+                      up[1]] and up[1].startswith("Would start nfs-ganesha: ")
+    assert f"Would run ip -n {ns} tuntap add dev kv-node01 mode tap" in up
+    pids = {name: supervisor.find(root, name) for name in ("dnsmasq", "nginx")}
+    assert dry_run("lab", r, "down", "--dry-run", busy=busy) == [
+        f"Would stop nginx (pid {pids['nginx'].pid})", f"Would stop dnsmasq (pid {pids['dnsmasq'].pid})",
+        f"Would delete network namespace {ns} (and stop what still runs in it)",
+        f"Would remove {r}/run/kestrel/lab.json"]
+    assert netns.exists(ns) and all(supervisor.find(root, name) for name in pids)

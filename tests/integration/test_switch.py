@@ -9,6 +9,7 @@ import sys
 from kestrel import runner
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.treestate import dry_run
 
 HUB, SRV1, SRV2 = "172.31.250.1", "172.31.250.11", "172.31.250.12"
 
@@ -36,6 +37,12 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
         f"switch:\n  hub: {HUB}\n  underlay_interface: {p}eth\n  bridge: {p}br\n  device_prefix: kv-\n"
         f"  servers:\n    - {{name: s1, address: {SRV1}}}\n    - {{name: s2, address: {SRV2}}}\n"))
 
+    assert dry_run("switch", tree.root, "up", "--netns", hosts["s1"], "--dry-run") == [
+        f"Would run ip link add {p}br type bridge stp_state 0 forward_delay 0",
+        f"Would run ip link set {p}br mtu 1450 up",
+        f"Would run ip link add kv-0 type vxlan id 100 remote {HUB} local {SRV1} dstport 4789 dev {p}eth",
+        f"Would run ip link set kv-0 master {p}br", "Would run ip link set kv-0 mtu 1450 up"]
+    assert f"{p}br" not in runner.run(["ip", "-br", "link"], netns=hosts["s1"]).stdout
     for role in ("hub", "s1", "s2"):
         proc = kestrel_switch(tree, "up", "--netns", hosts[role])
         assert proc.returncode == 0, proc.stderr
@@ -60,6 +67,10 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
     # Echo requests enter the hub from s1 and leave towards s2: the hub carried the traffic.
     assert rows["kv-s1"]["rx_packets"] >= 2 and rows["kv-s2"]["tx_packets"] >= 2
 
+    assert dry_run("switch", tree.root, "up", "--netns", hosts["hub"], "--dry-run") == ["Nothing to do"]
+    assert dry_run("switch", tree.root, "down", "--netns", hosts["hub"], "--dry-run") == [
+        "Would run ip link del kv-s2", "Would run ip link del kv-s1", "Would run ip link del kv-hub"]
+    assert ping(vms["s1"], "10.98.0.2")
     down = kestrel_switch(tree, "down", "--netns", hosts["hub"])
     assert down.returncode == 0, down.stderr
     assert not ping(vms["s1"], "10.98.0.2")

@@ -19,6 +19,7 @@ from kestrel.nodes import wake
 from kestrel.sysroot import Sysroot
 from kestrel.vm import listener, qemu
 from tests.conftest import eventually, write_config
+from tests.treestate import dry_run, kestrel
 
 BIN = Path(sys.executable).parent
 
@@ -49,6 +50,37 @@ def test_start_and_stop_exactly_that_vm(tree: Sysroot, topology: Topology) -> No
         assert qemu.stop_vm(tree, "vm1")
         assert not qemu.is_running(tree, "vm1") and spec.tap not in _links(ns)
         assert not qemu.stop_vm(tree, "vm1")
+    finally:
+        qemu.stop_vm(tree, "vm1")
+
+
+def test_cli_dry_runs_name_the_tap_and_the_process(tree: Sysroot, topology: Topology) -> None:
+    ns = topology.add_netns("fe")
+    bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
+    _lab_config(tree, bridge, ns)
+    tap = qemu.tap_name("vm1")
+    lines = dry_run("vm", tree.root, "start", "vm1", "--dry-run")
+    assert lines[:3] == [f"Would create {tree.root}/var/lib/kestrel/vms/vm1.json",
+                         f"Would run ip -n {ns} tuntap add dev {tap} mode tap",
+                         f"Would run ip -n {ns} link set {tap} master {bridge} up"]
+    assert lines[3].startswith("Would start VM vm1: ") and len(lines) == 4
+    assert tap not in _links(ns)
+    try:
+        started = kestrel("vm", tree.root, "start", "vm1")
+        assert started.returncode == 0, started.stderr
+        record = supervisor.find(tree, "vm-vm1")
+        assert record is not None
+        # qemu writes its console and log meanwhile: only those may change
+        assert dry_run("vm", tree.root, "start", "vm1", "--dry-run", busy=("var/log/kestrel",)) == ["Nothing to do"]
+        assert dry_run("vm", tree.root, "stop", "vm1", "--remove", "--dry-run", busy=("var/log/kestrel",)) == [
+            f"Would stop VM vm1 (qemu, pid {record.pid})", f"Would run ip -n {ns} link del {tap}",
+            f"Would remove {tree.root}/var/lib/kestrel/vms/vm1.json"]
+        assert qemu.is_running(tree, "vm1") and tap in _links(ns)
+        stopped = kestrel("vm", tree.root, "stop", "vm1", "--remove")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stderr.splitlines() == [f"Removed {tree.root}/var/lib/kestrel/vms/vm1.json",
+                                               "Stopped vm1 and removed it"]
+        assert not qemu.is_running(tree, "vm1") and tap not in _links(ns)
     finally:
         qemu.stop_vm(tree, "vm1")
 
