@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 
-from kestrel import phases  # noqa: E402
 from kestrel.config import Config  # noqa: E402
-from kestrel.images.store import load_definition  # noqa: E402
+from kestrel.images import scripts  # noqa: E402
+from kestrel.images.definitions import load_definition  # noqa: E402
 from kestrel.sysroot import Sysroot  # noqa: E402
 
 
@@ -40,8 +40,8 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
 def package_set(root: Sysroot) -> list[str]:
     """What the default image holds: its base packages plus every enabled module's list."""
     definition = load_definition(root, "default")
-    lists = [s for s in phases.effective(root, phases.Side.NODE, "packages", Config().modules)]
-    return sorted({*definition.bootstrap.packages, *(p for s in lists for p in phases.read_package_list(s))})
+    lists = [s for s in scripts.effective(root, scripts.Side.NODE, "packages", Config().modules)]
+    return sorted({*definition.bootstrap.packages, *(p for s in lists for p in scripts.read_package_list(s))})
 
 
 def cold_pair(work: Path, n: int, packages: list[str] | None) -> tuple[float, float, list[str]]:

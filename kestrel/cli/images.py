@@ -17,7 +17,7 @@ from kestrel.cli.common import (
     run,
 )
 from kestrel.frontend.reconfigure import reconfigure_frontend
-from kestrel.images import build, definitions, phases, store
+from kestrel.images import build, definitions, scripts, store
 from kestrel.plan import Plan, describe_plan, plan_lines
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -107,8 +107,8 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
     definition = definitions.load_definition(ctx.root, name)
     modules = definitions.image_modules(definition, ctx.config.modules)
     now = store.current(ctx.root, name)
-    state = phases.load_state(ctx.root.path(now["root"]) / phases.IMAGE_STATE.lstrip("/")) if now else {}
-    rows = phases.explain(ctx.root, phases.Side.NODE, modules, state)
+    state = scripts.load_state(ctx.root.path(now["root"]) / scripts.IMAGE_STATE.lstrip("/")) if now else {}
+    rows = scripts.explain(ctx.root, scripts.Side.NODE, modules, state)
     if as_json:
         print_json(rows)
     else:

@@ -9,7 +9,7 @@ import click
 from kestrel.cli.common import Context, global_options, pass_context, print_dry_run, run
 from kestrel.cli.images import follows
 from kestrel.frontend.reconfigure import reconfigure_frontend
-from kestrel.images import build, phases, store
+from kestrel.images import build, phases, scripts, store
 from kestrel.plan import plan_lines
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -32,7 +32,7 @@ def command(ctx: Context, everything: bool, frontend: bool, image_names: tuple[s
     frontend_side = phases.Target(ctx.root, ctx.config, list(ctx.config.modules))
     if dry_run:
         # what each part would run, then the frontend's plan (against the versions published now)
-        lines = phases.pending(frontend_side, phases.load_state(frontend_side.state_path), force) if (
+        lines = phases.pending(frontend_side, scripts.load_state(frontend_side.state_path), force) if (
             everything or frontend) else []
         for name in names:
             lines += [*build.describe_update(ctx.root, ctx.config, name, force=force), follows(name)]

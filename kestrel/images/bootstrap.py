@@ -22,7 +22,7 @@ from kestrel import runner
 from kestrel.config import BootstrapMethod, ImageDefinition
 from kestrel.errors import CommandError, InputError, KestrelError
 from kestrel.images import chroot
-from kestrel.images.phases import apt_get, log_tail
+from kestrel.images.apt import apt_get, log_tail
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any
 from kestrel import runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
-from kestrel.images import bootstrap, chroot, cow, phases
+from kestrel.images import apt, bootstrap, chroot, cow, phases, scripts
 from kestrel.images.definitions import image_modules, load_definition
 from kestrel.images.store import (
     BOOT_DIRS,
@@ -37,7 +37,7 @@ from kestrel.images.store import (
     versions_dir,
 )
 from kestrel.plan import plan_lines
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import LOG_DIR, Sysroot
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, 
 
     def fill(staging: Path) -> str | None:
         return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache,
-                                   log=root.path(f"{phases.LOG_DIR}/images/{name}/bootstrap.log"))
+                                   log=root.path(f"{LOG_DIR}/images/{name}/bootstrap.log"))
     return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill)
 
 
@@ -114,7 +114,7 @@ def _describe_version(root: Sysroot, config: Config, name: str, definition: Imag
 
 def _state_of(root: Sysroot, manifest: dict[str, Any]) -> dict[str, str]:
     """The run-once state of a published version (its copy-on-write successor starts from it)."""
-    return phases.load_state(root.path(manifest["root"]) / phases.IMAGE_STATE.lstrip("/"))
+    return scripts.load_state(root.path(manifest["root"]) / scripts.IMAGE_STATE.lstrip("/"))
 
 
 def _published(root: Sysroot, name: str) -> dict[str, Any]:
@@ -157,11 +157,11 @@ def shell_image(root: Sysroot, config: Config, config_path: Path, name: str) -> 
 
 
 def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]]) -> None:
-    log = root.path(f"{phases.LOG_DIR}/images/{name}/apt.log")
+    log = root.path(f"{LOG_DIR}/images/{name}/apt.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        phases.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root))
-    phases.drop_apt_indexes(staging)
+        apt.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root))
+    apt.drop_apt_indexes(staging)
 
 
 def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, definition: ImageDefinition,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kestrel.config import load_config
-from kestrel.images import bootstrap, build, definitions, phases, store
+from kestrel.images import bootstrap, build, definitions, phases, scripts, store
 from kestrel.sysroot import Sysroot
 from tests.treestate import dry_run, kestrel
 
@@ -16,7 +16,7 @@ from tests.treestate import dry_run, kestrel
 def publish_version(root: Sysroot, name: str, version: str, state: dict[str, str], definition: str = "") -> None:
     """A version as kestrel-images leaves it (a root holding its run-once state, boot files), published."""
     image_root = f"{store.versions_dir(name)}/{version}"
-    phases.save_state(root.path(image_root) / phases.IMAGE_STATE.lstrip("/"), state)
+    scripts.save_state(root.path(image_root) / scripts.IMAGE_STATE.lstrip("/"), state)
     for boot_root in store.BOOT_DIRS:
         folder = root.path(store.boot_dir(boot_root, name, version))
         folder.mkdir(parents=True)
@@ -32,15 +32,15 @@ def modules(tree: Sysroot) -> list[str]:
     return definitions.image_modules(definitions.load_definition(tree, "default"), config.modules)
 
 
-def scripts(tree: Sysroot, phase: str) -> list[phases.Script]:
-    return phases.effective(tree, phases.Side.NODE, phase, modules(tree))
+def effective_scripts(tree: Sysroot, phase: str) -> list[scripts.Script]:
+    return scripts.effective(tree, scripts.Side.NODE, phase, modules(tree))
 
 
 @pytest.fixture
 def image(tree: Sysroot) -> Sysroot:
     """Image default, versions v1 and v2 (current), whose run-once state is: every install script done but
     nfsroot_initramfs (changed since), every package list done, post-install never ran; the frontend is planned."""
-    state = {s.key: s.digest() for phase in ("install", "packages") for s in scripts(tree, phase)}
+    state = {s.key: s.digest() for phase in ("install", "packages") for s in effective_scripts(tree, phase)}
     state["install/nfsroot_initramfs"] = "an older version of the script"
     state["packages/definition"] = phases._definition_digest(phases.Target(tree, load_config(
         tree.path("/etc/kestrel/kestrel.yaml")), [], image="default"))
@@ -57,8 +57,8 @@ def test_reconfigure_image_dry_run_lists_the_scripts_it_would_run(image: Sysroot
     assert lines == [
         "Would make a new version of default from version v2 (copy-on-write)",
         "Would execute image_nfsroot_initramfs (install: changed)",
-        *(f"Would execute image_{s.name} (post-install: never ran)" for s in scripts(image, "post-install")),
-        *(f"Would execute image_{s.name} (configure: every time)" for s in scripts(image, "configure")),
+        *(f"Would execute image_{s.name} (post-install: never ran)" for s in effective_scripts(image, "post-install")),
+        *(f"Would execute image_{s.name} (configure: every time)" for s in effective_scripts(image, "configure")),
         f"Would publish the new version: its manifest, the link {r}/srv/kestrel/images/default switched to it, "
         f"then {r}/var/lib/kestrel/images/default.json",
         f"Would remove {r}/srv/kestrel/images/default.versions/v1",
@@ -69,7 +69,7 @@ def test_reconfigure_image_dry_run_lists_the_scripts_it_would_run(image: Sysroot
     ]
     assert len([line for line in lines if "(configure: every time)" in line]) >= 5
     forced = dry_run("reconfigure", image.root, "--image", "default", "--dry-run", "--force")
-    assert f"Would execute image_{scripts(image, 'install')[0].name} (install: --force)" in forced
+    assert f"Would execute image_{effective_scripts(image, 'install')[0].name} (install: --force)" in forced
     assert any(line.startswith("Would execute image_packages: ") for line in forced)
 
 
@@ -126,7 +126,7 @@ def test_build_dry_run_says_update_or_bootstrap_then_the_scripts(image: Sysroot)
     assert lines[0] == (f"Would bootstrap a new base {key} with mmdebstrap bookworm (minbase) from "
                         f"http://deb.debian.org/debian into {r}/var/cache/kestrel/bases/{key}, then copy it to "
                         "a new version")
-    assert f"Would execute image_{scripts(image, 'install')[0].name} (install: never ran)" in lines
+    assert f"Would execute image_{effective_scripts(image, 'install')[0].name} (install: never ran)" in lines
     assert lines[-1] == "Would point the frontend's boot files and NFS exports at the new version of default"
     cached = image.root / "cache"
     (cached / "bases" / key).mkdir(parents=True)

@@ -9,8 +9,9 @@ import pytest
 
 from kestrel.config import Config
 from kestrel.errors import InputError
-from kestrel.images import phases
-from kestrel.images.phases import Side, Target
+from kestrel.images import apt, phases, scripts
+from kestrel.images.phases import Target
+from kestrel.images.scripts import Side
 from kestrel.overrides import Origin
 from kestrel.sysroot import Sysroot
 from tests.conftest import said
@@ -41,7 +42,7 @@ def test_discover_merges_overrides_and_sorts(layout: tuple[Sysroot, Path]) -> No
     admin = root.path("/etc/kestrel/node/configure.d")
     script(admin, "core_b-second", "echo mine")
     script(admin, "site_added", "true")
-    found = phases.discover(root, Side.NODE, "configure", shipped)
+    found = scripts.discover(root, Side.NODE, "configure", shipped)
     assert [(s.name, s.origin) for s in found] == [
         ("core_a-first_chroot", Origin.SHIPPED), ("core_b-second", Origin.OVERRIDDEN),
         ("mpi_x", Origin.SHIPPED), ("site_added", Origin.ADDED)]
@@ -52,34 +53,34 @@ def test_discover_merges_overrides_and_sorts(layout: tuple[Sysroot, Path]) -> No
 
 def test_only_enabled_modules_run(layout: tuple[Sysroot, Path]) -> None:
     root, shipped = layout
-    assert [s.name for s in phases.effective(root, Side.NODE, "configure", ["mpi"], shipped)] == ["mpi_x"]
-    assert phases.effective(root, Side.NODE, "configure", [], shipped) == []
+    assert [s.name for s in scripts.effective(root, Side.NODE, "configure", ["mpi"], shipped)] == ["mpi_x"]
+    assert scripts.effective(root, Side.NODE, "configure", [], shipped) == []
 
 
 @pytest.mark.parametrize("bad", ["nomodule", "core_chroot", "Core_x", "core_", "_x", "core_a b"])
 def test_bad_script_names_are_refused(tmp_path: Path, bad: str) -> None:
     script(tmp_path / "node/install.d", bad, "true")
     with pytest.raises(InputError, match=r"a phase script is named MODULE_NAME or MODULE_NAME_chroot"):
-        phases.discover(Sysroot(tmp_path / "root"), Side.NODE, "install", tmp_path)
+        scripts.discover(Sysroot(tmp_path / "root"), Side.NODE, "install", tmp_path)
 
 
 def test_shipped_modules_are_well_named() -> None:
     root = Sysroot("/nonexistent-kestrel-root")
-    modules = {s.module for p in phases.PHASES for s in phases.discover(root, Side.NODE, p)}
+    modules = {s.module for p in scripts.PHASES for s in scripts.discover(root, Side.NODE, p)}
     assert modules == {"core", "nfsroot", "sshd", "openmpi", "mpich"}
-    kernel = [s for s in phases.discover(root, Side.NODE, "packages") if s.name == "nfsroot_kernel"][0]
-    assert "linux-image-amd64" in phases.read_package_list(kernel)
+    kernel = [s for s in scripts.discover(root, Side.NODE, "packages") if s.name == "nfsroot_kernel"][0]
+    assert "linux-image-amd64" in scripts.read_package_list(kernel)
 
 
 def test_package_list_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "core_pkgs"
     path.write_text("# comment\nfoo bar  # two\nBad;pkg\n")
-    s = phases.Script("packages", "core_pkgs", path, Origin.ADDED)
+    s = scripts.Script("packages", "core_pkgs", path, Origin.ADDED)
     with pytest.raises(InputError) as e:
-        phases.read_package_list(s)
+        scripts.read_package_list(s)
     assert str(e.value) == f"{path}:3: 'Bad;pkg' is not a Debian package name (a-z, 0-9, '+', '-', '.')"
     path.write_text("# comment\nfoo libstdc++6  # two\n")
-    assert phases.read_package_list(s) == ["foo", "libstdc++6"]
+    assert scripts.read_package_list(s) == ["foo", "libstdc++6"]
 
 
 def frontend_target(tmp_path: Path, modules: list[str]) -> Target:
@@ -98,7 +99,7 @@ def test_run_once_is_recorded_with_the_script_hash(tmp_path: Path) -> None:
     assert lines == ["Executing : frontend_core_once", "Executing : frontend_core_every",
                     "Executing : frontend_core_every"]
     state = json.loads(target.state_path.read_text())
-    assert state == {"install/core_once": phases.Script("install", "core_once", install, Origin.SHIPPED).digest()}
+    assert state == {"install/core_once": scripts.Script("install", "core_once", install, Origin.SHIPPED).digest()}
     install.write_text(install.read_text() + "# changed\n")
     phases.run_phases(target)
     assert out.read_text().split()[-2:] == ["install", "configure"]
@@ -132,7 +133,7 @@ def test_failing_script_stops_with_name_code_and_tail(tmp_path: Path) -> None:
     out = tmp_path / "ran"
     script(tmp_path / "shipped/frontend/configure.d", "core_1-bad", "echo line-one\necho boom >&2\nexit 3")
     script(tmp_path / "shipped/frontend/configure.d", "core_2-after", f"touch {out}")
-    with said() as lines, pytest.raises(phases.ScriptFailed) as e:
+    with said() as lines, pytest.raises(apt.ScriptFailed) as e:
         phases.run_phases(target)
     message = str(e.value)
     assert message.startswith("core_1-bad (")
@@ -146,7 +147,7 @@ def test_failing_script_stops_with_name_code_and_tail(tmp_path: Path) -> None:
 def test_explain_shows_origin_and_status(layout: tuple[Sysroot, Path]) -> None:
     root, shipped = layout
     script(root.path("/etc/kestrel/node/install.d"), "core_setup", "echo mine")
-    rows = phases.explain(root, Side.NODE, ["core"], {}, shipped)
+    rows = scripts.explain(root, Side.NODE, ["core"], {}, shipped)
     by_name = {r["script"]: r for r in rows}
     assert by_name["core_setup"]["origin"] == "overridden" and by_name["core_setup"]["status"] == "never ran"
     assert by_name["core_a-first_chroot"]["where"] == "chroot"
