@@ -26,6 +26,7 @@ from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdl
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import cluster as lab
+from kestrel.lab import nodes as lab_nodes
 from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
@@ -72,7 +73,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     try:
         while time.monotonic() - start < BOOT_TIMEOUT:
             elapsed = time.monotonic() - start
-            if result["login"] is None and lab.booted(root, name):
+            if result["login"] is None and lab_nodes.booted(root, name):
                 result["login"] = elapsed
             node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
             if node and elapsed > 30:

@@ -19,7 +19,6 @@ import shlex
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from kestrel import runner, supervisor
@@ -28,10 +27,10 @@ from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.images import store
-from kestrel.lab import tree
+from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import registry
 from kestrel.plan import Plan, plan_lines
 from kestrel.sysroot import Sysroot
 from kestrel.vm import listener, qemu
@@ -41,26 +40,11 @@ logger = logging.getLogger(__name__)
 SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
 
 
-@dataclass
-class NodeProgress:
-    vm: str
-    mac: str
-    name: str = ""
-    ip: str = ""
-    registered: float | None = None
-    booted: float | None = None
-    ssh: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.ssh is not None
-
-
 # -- up -------------------------------------------------------------------------------------------------
 
-def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
-       timeout: float = 900.0) -> list[NodeProgress]:
-    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, NODES qemu nodes."""
+def up(root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
+       timeout: float = 900.0) -> list[nodes.NodeProgress]:
+    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes."""
     config_path, config = up_frontend(root, prefix)
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
@@ -70,8 +54,8 @@ def up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebu
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         logger.info("Started the Wake-on-LAN listener")
-    progress = _start_nodes(root, config, nodes)
-    _wait_nodes(root, config, progress, timeout)
+    progress = nodes.start_nodes(root, config, count)
+    nodes.wait_nodes(root, config, progress, timeout)
     return progress
 
 
@@ -159,78 +143,7 @@ def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool) -
     return True
 
 
-def vm_names(config: Config, count: int) -> list[str]:
-    return [config.nodes.name_pattern.format(index=config.nodes.first_index + i) for i in range(count)]
-
-
-def _start_nodes(root: Sysroot, config: Config, count: int) -> list[NodeProgress]:
-    """Start the nodes one after another, each once the previous one is registered, so VM and node names agree."""
-    progress = []
-    for name in vm_names(config, count):
-        # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
-        spec = qemu.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
-        if qemu.start_vm(root, spec):
-            logger.info(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
-        progress.append(NodeProgress(name, spec.mac))
-        started = time.monotonic()
-        while time.monotonic() - started < 60 and not _registered(root, spec.mac):
-            time.sleep(0.5)
-    return progress
-
-
-def _registered(root: Sysroot, mac: str) -> registry.Node | None:
-    return next((n for n in registry.load_registry(root) if n.mac == mac), None)
-
-
-def _wait_nodes(root: Sysroot, config: Config, progress: list[NodeProgress], timeout: float) -> None:
-    """Report each node's milestones (registered, booted, SSH ready) until all are SSH-ready or TIMEOUT."""
-    start = time.monotonic()
-    while not all(p.done for p in progress):
-        elapsed = time.monotonic() - start
-        if elapsed > timeout:
-            late = ", ".join(p.vm for p in progress if not p.done)
-            raise CommandError(f"not SSH-ready after {timeout:g} s: {late} (kestrel-vm console NAME shows why)")
-        for p in progress:
-            _step(root, config, p, elapsed)
-        time.sleep(2)
-
-
-def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float) -> None:
-    if p.registered is None:
-        node = _registered(root, p.mac)
-        if node is None:
-            return
-        p.name, p.ip, p.registered = node.name, str(node.ip), elapsed
-        logger.info(f"{p.vm}: registered as {p.name} ({p.ip}) [{elapsed:.0f} s]")
-        _sync_known_hosts(root)
-    if p.booted is None and booted(root, p.vm):
-        p.booted = elapsed
-        logger.info(f"{p.name}: booted, login prompt on the console [{elapsed:.0f} s]")
-    if p.ssh is None and (p.booted is not None or elapsed > 60):
-        # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
-        with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
-            result = runner.run(["true"], via=pool.on(ssh.Target(p.name, p.ip)), timeout=10, check=False)
-        if result.ok:
-            p.ssh = elapsed
-            logger.info(f"{p.name}: SSH ready [{elapsed:.0f} s]")
-
-
-def booted(root: Sysroot, vm: str) -> bool:
-    """A login prompt on the serial console since the VM's last start."""
-    try:
-        text = qemu.console_path(root, vm).read_text(errors="replace")
-    except FileNotFoundError:
-        return False
-    return " login:" in text[text.rfind("=== kestrel-vm:"):]
-
-
-def _sync_known_hosts(root: Sysroot) -> None:
-    """The frontend's known_hosts learns new nodes from the image's host keys (kestrel-users sync)."""
-    runner.run([sys.executable, "-I", "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
-               check=False, timeout=120)
-
-
-def describe_up(root: Sysroot, nodes: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
+def describe_up(root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
                 timeout: float = 900.0, diff: bool = False) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
@@ -260,11 +173,11 @@ def describe_up(root: Sysroot, nodes: int, image: str | None, prefix: str | None
     lines += _would_start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), again=build)
     if not supervisor.find(root, listener.LISTENER):
         lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
-    for name in vm_names(config, nodes):
+    for name in nodes.vm_names(config, count):
         spec, plan = qemu.plan_define(root, config, name, bridge=config.network.interface, netns=config.network.netns)
         lines += plan_lines(root, plan, diff) + qemu.describe_start(root, spec, network_ready=network_ready)
-    if nodes:
-        lines.append(f"Would wait until {', '.join(vm_names(config, nodes))} answer SSH (at most {timeout:g} s)")
+    if count:
+        lines.append(f"Would wait until {', '.join(nodes.vm_names(config, count))} answer SSH (at most {timeout:g} s)")
     return lines
 
 

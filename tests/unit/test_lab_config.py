@@ -11,6 +11,7 @@ from kestrel.cli.lab import command
 from kestrel.config import load_config
 from kestrel.errors import InputError
 from kestrel.lab import cluster as lab
+from kestrel.lab import nodes as lab_nodes
 from kestrel.lab import tree
 from kestrel.sysroot import Sysroot
 from tests.treestate import dry_run, kestrel
@@ -41,7 +42,7 @@ def test_names_and_vm_names(tmp_path: Path) -> None:
     assert tree.names_for("kt-e2e") == ("kt-e2efe", "kt-e2ebr0")
     path = tmp_path / "k.yaml"
     path.write_text(tree.lab_config_text(SHIPPED, "klab-", fresh=True))
-    assert lab.vm_names(load_config(path), 3) == ["node01", "node02", "node03"]
+    assert lab_nodes.vm_names(load_config(path), 3) == ["node01", "node02", "node03"]
     with pytest.raises(InputError):
         tree.names_for("much-too-long")
 
