@@ -7,17 +7,21 @@ from enum import StrEnum
 from pathlib import Path
 
 
-class Origin(StrEnum):
-    SHIPPED = "shipped"
-    OVERRIDDEN = "overridden"
-    ADDED = "added"
-
-
 @dataclass(frozen=True)
 class Entry:
+    """One effective file: its name, where it is, and whether it is shipped, overridden or added."""
+
     name: str
     path: Path
     origin: Origin
+
+
+class Origin(StrEnum):
+    """Where an effective file comes from: shipped, an admin file of the same name, or a new admin file."""
+
+    SHIPPED = "shipped"
+    OVERRIDDEN = "overridden"
+    ADDED = "added"
 
 
 def merge_by_name(shipped: Path, admin: Path) -> list[Entry]:

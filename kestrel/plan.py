@@ -21,12 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 class Action(StrEnum):
+    """What a changed file asks of its service: a reload keeps it running, a restart does not."""
+
     RELOAD = "reload"
     RESTART = "restart"
 
 
 @dataclass(frozen=True)
 class ServiceAction:
+    """ACTION of SERVICE, and the REASON shown with it (which file changed)."""
+
     service: str
     action: Action
     reason: str
@@ -68,8 +72,7 @@ class FileChange:
                 target.unlink()
         else:
             atomic_write(target, self.new, self.mode)
-            if self.owner is not None:
-                os.chown(target, *self.owner)
+            _own(target, self.owner)
         return f"{self.verb} {root.sys(self.path)}"
 
 
@@ -89,8 +92,7 @@ class MakeDir:
         target.mkdir(parents=True, exist_ok=True)
         if self.mode is not None:
             target.chmod(self.mode)
-        if self.owner is not None:
-            os.chown(target, *self.owner)
+        _own(target, self.owner)
         return f"Created {root.sys(self.path)}/"
 
 
@@ -190,6 +192,11 @@ class Plan:
         self.steps.extend(other.steps)
         for a in other.actions:
             self.add_action(a)
+
+
+def _own(path: Path, owner: tuple[int, int] | None) -> None:
+    if owner is not None:
+        os.chown(path, *owner)
 
 
 def plan_files(

@@ -134,6 +134,19 @@ def _find_obj(cctx: click.Context | None) -> Context | None:
     return obj if isinstance(obj, Context) else None
 
 
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool,
+               shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    """ROWS as JSON (--json), else as a table of COLUMNS, each row first made readable by SHOWN if given."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table([shown(r) for r in rows] if shown else rows, columns)
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import click
 
@@ -10,10 +11,10 @@ from kestrel.cli.common import (
     Context,
     dry_run_options,
     global_options,
+    json_option,
     pass_context,
     print_dry_run,
-    print_json,
-    print_table,
+    print_rows,
     run,
 )
 from kestrel.frontend.reconfigure import reconfigure_frontend
@@ -46,19 +47,14 @@ def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run:
 
 
 @cli.command("list", help="Published images: version, root, size, built, modules.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
-    rows = store.list_images(ctx.root)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        r["size"] = store.human_size(r["size"])
-        r["modules"] = ",".join(r["modules"])
-        r["built"] = (r["built"] or "-")[:19]
-        r["nodes on"] = " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-"
-    print_table(rows, ["name", "version", "size", "built", "modules", "nodes on", "root"])
+    print_rows(store.list_images(ctx.root), ["name", "version", "size", "built", "modules", "nodes on", "root"],
+               as_json, lambda r: r | {
+                   "size": store.human_size(r["size"]), "modules": ",".join(r["modules"]),
+                   "built": (r["built"] or "-")[:19],
+                   "nodes on": " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-"})
 
 
 @cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
@@ -66,13 +62,9 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @dry_run_options
 @pass_context
 def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
-    if dry_run:
-        print_dry_run([*plan_lines(ctx.root, store.plan_remove_image(ctx.root, name), diff),
-                       f"Would replan the frontend: its boot files and NFS exports of {name} go"])
-        return
-    _print_diff(ctx, store.remove_image(ctx.root, name), diff)
-    logger.info(f"Removed image {name}")
-    _replan(ctx)
+    _change(ctx, lambda: store.plan_remove_image(ctx.root, name), dry_run, diff,
+            would=f"Would replan the frontend: its boot files and NFS exports of {name} go",
+            done=f"Removed image {name}")
 
 
 @cli.command("rollback", help="Serve the previous version of NAME again.")
@@ -80,14 +72,9 @@ def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
 @dry_run_options
 @pass_context
 def rollback_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
-    if dry_run:
-        plan, manifest = store.plan_rollback(ctx.root, name)
-        print_dry_run([*plan_lines(ctx.root, plan, diff), follows(name, f"version {manifest['version']}")])
-        return
-    plan, manifest = store.rollback(ctx.root, name)
-    _print_diff(ctx, plan, diff)
-    logger.info(f"Rolled {name} back to version {manifest['version']}")
-    _replan(ctx)
+    version = store.rollback_target(ctx.root, name)["version"]
+    _change(ctx, lambda: store.plan_rollback(ctx.root, name), dry_run, diff,
+            would=follows(name, f"version {version}"), done=f"Rolled {name} back to version {version}")
 
 
 @cli.command("shell", help="A shell in a new version of NAME: exit 0 publishes it (after configure), "
@@ -101,18 +88,15 @@ def shell_command(ctx: Context, name: str) -> None:
 
 @cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def explain_command(ctx: Context, name: str, as_json: bool) -> None:
     definition = definitions.load_definition(ctx.root, name)
     modules = definitions.image_modules(definition, ctx.config.modules)
     now = store.current(ctx.root, name)
     state = scripts.load_state(ctx.root.path(now["root"]) / scripts.IMAGE_STATE.lstrip("/")) if now else {}
-    rows = scripts.explain(ctx.root, scripts.Side.NODE, modules, state)
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, ["phase", "script", "origin", "where", "status", "path"])
+    print_rows(scripts.explain(ctx.root, scripts.Side.NODE, modules, state),
+               ["phase", "script", "origin", "where", "status", "path"], as_json)
 
 
 def follows(name: str, version: str = "the new version") -> str:
@@ -120,10 +104,17 @@ def follows(name: str, version: str = "the new version") -> str:
     return f"Would point the frontend's boot files and NFS exports at {version} of {name}"
 
 
-def _print_diff(ctx: Context, plan: Plan, diff: bool) -> None:
-    """--diff without --dry-run: what was done, with the manifests' diffs."""
+def _change(ctx: Context, plan_it: Callable[[], Plan], dry_run: bool, diff: bool, would: str, done: str) -> None:
+    """A change of the published images: --dry-run prints its plan and WOULD (what follows on the frontend);
+    otherwise it is carried out (--diff shows it, with the manifests' diffs), DONE said, the frontend replanned."""
+    if dry_run:
+        print_dry_run([*plan_lines(ctx.root, plan_it(), diff), would])
+        return
+    plan = store.apply_locked(ctx.root, plan_it)
     if diff:
         click.echo(describe_plan(ctx.root, plan, diff=True), nl=False)
+    logger.info(done)
+    _replan(ctx)
 
 
 def _replan(ctx: Context) -> None:

@@ -13,6 +13,7 @@ from kestrel import runner
 from kestrel.cli.common import (
     Context,
     dry_run_options,
+    json_option,
     make_context,
     output_options,
     pass_context,
@@ -104,7 +105,7 @@ def down(ctx: Context, dry_run: bool, diff: bool) -> None:
 
 
 @command.command(help="What runs: namespace, services, VMs, registered nodes.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     info = lab.status(ctx.root)

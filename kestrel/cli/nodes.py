@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from kestrel.cli import common
-from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
@@ -83,7 +83,7 @@ def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> 
 
 
 @command.command("list", help="The registered nodes with their state and facts.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
     states = nodestate.load_states(ctx.root)
@@ -92,11 +92,8 @@ def list_command(ctx: Context, as_json: bool) -> None:
         s = states.get(n.mac, nodestate.NodeState())
         rows.append({"name": n.name, "mac": n.mac, "ip": str(n.ip), "image": n.image, "group": n.group,
                      "state": str(s.state), "cpus": s.cpus, "memory_mb": s.memory_mb, "last_seen": s.last_seen})
-    if as_json:
-        print_json(rows)
-    else:
-        print_table([{k: "-" if v is None else v for k, v in r.items()} for r in rows],
-                    ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"])
+    print_rows(rows, ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"], as_json,
+               lambda r: {k: "-" if v is None else v for k, v in r.items()})
 
 
 @command.command("add", help="Register one node by hand; the name and address are allocated if not given.")
@@ -213,7 +210,7 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
 @click.argument("node_names", metavar="[NODES]...", nargs=-1)
 @click.option("--group", help="Every node of this group.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, parallel: int, as_json: bool) -> None:
     targets = fanout.select_targets(ctx.root, list(node_names), group)
@@ -221,11 +218,8 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
     rows: list[dict[str, Any]] = [
         {"node": c.target.name, "address": c.target.address, "ping": c.ping, "ssh": c.ssh, "home": c.home,
          "seconds": round(c.seconds, 2), "ok": c.ok} for c in checks]
-    if as_json:
-        print_json(rows)
-    else:
-        print_table([{**r, "time": f"{r['seconds']:.2f} s"} for r in rows],
-                    ["node", "address", "ping", "ssh", "home", "time"])
+    print_rows(rows, ["node", "address", "ping", "ssh", "home", "time"], as_json,
+               lambda r: r | {"time": f"{r['seconds']:.2f} s"})
     bad = [c for c in checks if not c.ok]
     if bad:
         raise KestrelError(f"{len(bad)} of {len(checks)} nodes failed: "

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from kestrel.cli.common import Context, global_options, pass_context, print_dry_run, print_json, print_table, run
+from kestrel.cli.common import Context, global_options, json_option, pass_context, print_dry_run, print_rows, run
 from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
 from kestrel.net import switch
@@ -20,9 +20,6 @@ def _switch(ctx: Context) -> SwitchConfig:
     return ctx.config.switch
 
 
-_DRY_RUN = click.option("--dry-run", is_flag=True, help="Print the ip commands it would run; change nothing.")
-
-
 @click.group(help="Join the cluster bridges of several servers through one VXLAN switch host.")
 @global_options
 @click.pass_context
@@ -30,43 +27,35 @@ def command(cctx: click.Context) -> None:
     pass
 
 
-def _apply(ctx: Context, planner: switch.Planner, netns: str | None, state: str, dry_run: bool) -> None:
-    if dry_run:
-        _, commands = switch.plan(_switch(ctx), planner, netns)
-        print_dry_run([f"Would run {' '.join(argv)}" for argv in commands])
-        return
-    role, commands = switch.apply(_switch(ctx), planner, netns)
-    for argv in commands:
-        logger.info("Ran " + " ".join(argv))
-    logger.info(f"Switch {role}: {state}" + ("" if commands else " (nothing to do)"))
+def _add_change(verb: str, planner: switch.Planner, help: str) -> None:
+    """`kestrel-switch up` and `down`: the same command around another planner."""
+
+    @command.command(verb, help=help)
+    @click.option("--netns", help="Act inside this network namespace (tests, the lab).")
+    @click.option("--dry-run", is_flag=True, help="Print the ip commands it would run; change nothing.")
+    @pass_context
+    def change(ctx: Context, netns: str | None, dry_run: bool) -> None:
+        if dry_run:
+            _, commands = switch.plan(_switch(ctx), planner, netns)
+            print_dry_run([f"Would run {' '.join(argv)}" for argv in commands])
+            return
+        role, commands = switch.apply(_switch(ctx), planner, netns)
+        for argv in commands:
+            logger.info("Ran " + " ".join(argv))
+        logger.info(f"Switch {role}: {verb}" + ("" if commands else " (nothing to do)"))
 
 
-@command.command(help="Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")
-@click.option("--netns", help="Act inside this network namespace (tests, the lab).")
-@_DRY_RUN
-@pass_context
-def up(ctx: Context, netns: str | None, dry_run: bool) -> None:
-    _apply(ctx, switch.plan_up, netns, "up", dry_run)
-
-
-@command.command(help="Remove this host's VXLANs (and the hub's bridge).")
-@click.option("--netns", help="Act inside this network namespace.")
-@_DRY_RUN
-@pass_context
-def down(ctx: Context, netns: str | None, dry_run: bool) -> None:
-    _apply(ctx, switch.plan_down, netns, "down", dry_run)
+_add_change("up", switch.plan_up, "Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")
+_add_change("down", switch.plan_down, "Remove this host's VXLANs (and the hub's bridge).")
 
 
 @command.command(help="This host's switch devices with their packet counters.")
 @click.option("--netns", help="Look inside this network namespace.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def status(ctx: Context, netns: str | None, as_json: bool) -> None:
-    rows = switch.status(_switch(ctx), netns)
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"])
+    print_rows(switch.status(_switch(ctx), netns),
+               ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"], as_json)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kestrel.cli import common
-from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.frontend import services
 from kestrel.plan import plan_lines
 from kestrel.sysroot import Sysroot
@@ -90,15 +90,12 @@ def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: boo
 
 
 @command.command("list", help="The cluster users.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
     rows = [{"name": u.name, "uid": u.uid, "gid": u.gid, "shell": u.shell, "admin": u.admin,
              "home": f"{ctx.config.nfs.home.rstrip('/')}/{u.name}"} for u in load_users(ctx.root)]
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "uid", "shell", "admin", "home"])
+    print_rows(rows, ["name", "uid", "shell", "admin", "home"], as_json)
 
 
 @command.command(help="Rewrite known_hosts and the users of every image and running node (after new nodes).")

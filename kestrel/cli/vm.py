@@ -11,7 +11,7 @@ import click
 
 from kestrel import supervisor
 from kestrel.cli import common
-from kestrel.cli.common import Context, global_options, pass_context, print_json, print_table, run
+from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
@@ -81,14 +81,10 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
 
 
 @command.command(name="list", help="The defined VMs and whether they run.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
-    rows = qemu.vm_rows(ctx.root)
-    if as_json:
-        print_json(rows)
-    else:
-        print_table(rows, ["name", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"])
+    print_rows(qemu.vm_rows(ctx.root), ["name", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"], as_json)
 
 
 @command.command(help="Print NAME's serial console log (with --follow, keep printing).")

@@ -31,13 +31,10 @@ IMAGE_STATE = "/var/lib/kestrel/image-phases.json"  # inside the image: travels 
 FRONTEND_STATE = "/var/lib/kestrel/frontend-phases.json"
 
 
-class Side(StrEnum):
-    FRONTEND = "frontend"
-    NODE = "node"
-
-
 @dataclass(frozen=True)
 class Script:
+    """One effective phase script: its phase, name (MODULE_NAME[_chroot]), file and where it comes from."""
+
     phase: str
     name: str
     path: Path
@@ -57,6 +54,13 @@ class Script:
 
     def digest(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+class Side(StrEnum):
+    """Whose phase scripts: phases/frontend/ act on the frontend, phases/node/ on an image."""
+
+    FRONTEND = "frontend"
+    NODE = "node"
 
 
 _SCRIPT_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*_[A-Za-z0-9][A-Za-z0-9_.-]*")

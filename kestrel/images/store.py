@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,8 +186,8 @@ def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> lis
             FileChange(manifest_path(name), root.read(manifest_path(name)), manifest_text)]
 
 
-def plan_rollback(root: Sysroot, name: str) -> tuple[Plan, dict[str, Any]]:
-    """Make the newest kept version older than the current one current again: the plan and that version."""
+def rollback_target(root: Sysroot, name: str) -> dict[str, Any]:
+    """The manifest of the newest kept version older than the current one: what a rollback makes current."""
     now = current(root, name)
     if now is None:
         raise InputError(f"image '{name}' is not published")
@@ -194,16 +195,13 @@ def plan_rollback(root: Sysroot, name: str) -> tuple[Plan, dict[str, Any]]:
              < str(now.get("built", now["version"]))]
     if not older:
         raise KestrelError(f"image '{name}' has no older version to roll back to (current: {now['version']})")
-    target = older[-1]
-    return Plan(_switch(root, name, target["version"], manifest_bytes(target))), target
+    return older[-1]
 
 
-def rollback(root: Sysroot, name: str) -> tuple[Plan, dict[str, Any]]:
-    """Carry out plan_rollback under the lock; returns it and the version now current."""
-    with root.lock():
-        plan, target = plan_rollback(root, name)
-        apply_changes(root, plan)
-        return plan, target
+def plan_rollback(root: Sysroot, name: str) -> Plan:
+    """Make rollback_target current again."""
+    target = rollback_target(root, name)
+    return Plan(_switch(root, name, target["version"], manifest_bytes(target)))
 
 
 def plan_remove_version(root: Sysroot, name: str, version: str) -> Plan:
@@ -232,10 +230,10 @@ def plan_remove_image(root: Sysroot, name: str) -> Plan:
     return plan
 
 
-def remove_image(root: Sysroot, name: str) -> Plan:
-    """Carry out plan_remove_image under the lock; returns it."""
+def apply_locked(root: Sysroot, plan_it: Callable[[], Plan]) -> Plan:
+    """PLAN_IT() planned and carried out under the lock (nothing changes between the two); returns the plan."""
     with root.lock():
-        plan = plan_remove_image(root, name)
+        plan = plan_it()
         apply_changes(root, plan)
         return plan
 

@@ -18,6 +18,8 @@ FACTS_COMMAND = ("echo cpus=$(nproc); echo memory_kb=$(sed -n 's/^MemTotal: *\\(
 
 
 class State(StrEnum):
+    """A node is up from a DHCP lease or an SSH answer, down from a released lease or a failed check."""
+
     UP = "up"
     DOWN = "down"
     UNKNOWN = "unknown"
