@@ -60,9 +60,11 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     if direct:
         image = store.published_images(root)[0]
         assert image.kernel and image.initrd
-        extra = {"kernel": str(root.path(f"{HTTP_ROOT}/{image.kernel}")),
-                 "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
-                 "append": kernel_cmdline(root, config, image)}
+        extra = {
+            "kernel": str(root.path(f"{HTTP_ROOT}/{image.kernel}")),
+            "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
+            "append": kernel_cmdline(root, config, image),
+        }
     spec = qemu.define_vm(root, config, name, **extra)
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
@@ -78,8 +80,9 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
             node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
             if node and elapsed > 30:
                 with ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
-                    if runner.run(["true"], via=pool.on(ssh.Target(str(node.ip), str(node.ip))), timeout=10,
-                                  check=False).ok:
+                    if runner.run(
+                        ["true"], via=pool.on(ssh.Target(str(node.ip), str(node.ip))), timeout=10, check=False
+                    ).ok:
                         result["ssh"] = time.monotonic() - start
                         break
             time.sleep(1)
@@ -88,8 +91,11 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     return result
 
 
-BOOT_PATHS = (("iPXE + HTTP", "ipxe-http", False), ("pxelinux + TFTP", "pxelinux", False),
-              ("direct kernel boot", "ipxe-http", True))
+BOOT_PATHS = (
+    ("iPXE + HTTP", "ipxe-http", False),
+    ("pxelinux + TFTP", "pxelinux", False),
+    ("direct kernel boot", "ipxe-http", True),
+)
 
 
 def bench_boots(root: Sysroot, rounds: int) -> dict[str, list[dict[str, float | str | None]]]:
@@ -127,15 +133,33 @@ def bench_storm(root: Sysroot, config: Config, clients: int) -> list[tuple[str, 
             topo.add_veth(ns_lab, f"v{i}", ns, "e0", master_a=bridge, address_b=f"10.10.0.{20 + i}/24")
             spaces.append(ns)
         tftp = f"tftp://{config.network.ip}"
-        for proto, base, extra in (("HTTP (nginx)", http_url(config), []),
-                                   ("TFTP (dnsmasq, blksize 1408)", tftp, ["--tftp-blksize", "1408"])):
+        for proto, base, extra in (
+            ("HTTP (nginx)", http_url(config), []),
+            ("TFTP (dnsmasq, blksize 1408)", tftp, ["--tftp-blksize", "1408"]),
+        ):
+
             def fetch(ns: str, base: str = base, extra: list[str] = extra) -> int:
                 got = 0
                 for f in files:
-                    proc = runner.run(["curl", "-sS", "--max-time", "600", *extra, "-o", "/dev/null", "-w",
-                                       "%{size_download}", f"{base}/{f}"], via=runner.Netns(ns), timeout=650)
+                    proc = runner.run(
+                        [
+                            "curl",
+                            "-sS",
+                            "--max-time",
+                            "600",
+                            *extra,
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{size_download}",
+                            f"{base}/{f}",
+                        ],
+                        via=runner.Netns(ns),
+                        timeout=650,
+                    )
                     got += int(proc.stdout)
                 return got
+
             start = time.monotonic()
             with ThreadPoolExecutor(max_workers=clients) as pool:
                 total = sum(pool.map(fetch, spaces))
@@ -163,8 +187,11 @@ def main() -> None:
     try:
         lab.up(root, 0, None, None if state else f"kt-{secrets.token_hex(2)[:3]}", rebuild=args.rebuild)
         config = load_config(root.path(CONFIG_PATH))
-        tftp_size = sum(Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
-                        for i in store.published_images(root)[:1] for f in (i.kernel or "", i.initrd or ""))
+        tftp_size = sum(
+            Path(root.path(f"{TFTP_ROOT}/{f}")).stat().st_size
+            for i in store.published_images(root)[:1]
+            for f in (i.kernel or "", i.initrd or "")
+        )
         say(f"kernel + initrd: {tftp_size / 1e6:.1f} MB")
         if not args.skip_boot:
             boots = bench_boots(root, args.rounds)

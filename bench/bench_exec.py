@@ -23,8 +23,10 @@ from kestrel.sysroot import Sysroot  # noqa: E402
 from tests.integration import sshnodes  # noqa: E402
 
 VENV = REPO / ".venv" / "bin"
-SEQUENTIAL = 'for ip; do ssh -q -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=yes ' \
-             '-o GlobalKnownHostsFile="$KNOWN" -o UserKnownHostsFile=/dev/null root@"$ip" true || exit 1; done'
+SEQUENTIAL = (
+    'for ip; do ssh -q -i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=yes '
+    '-o GlobalKnownHostsFile="$KNOWN" -o UserKnownHostsFile=/dev/null root@"$ip" true || exit 1; done'
+)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -51,8 +53,11 @@ def main() -> None:
             kestrel = [*front, str(VENV / "kestrel-nodes"), "--root", tmp, "exec"]
             timed([*front, str(VENV / "kestrel-users"), "--root", tmp, "sync", "--no-push"])
             ips = [n.ip for n in cluster.nodes]
-            env = {"KEY": str(root.path("/root/.ssh/id_ed25519")), "KNOWN": str(root.path("/etc/ssh/ssh_known_hosts")),
-                   "PATH": "/usr/bin:/bin"}
+            env = {
+                "KEY": str(root.path("/root/.ssh/id_ed25519")),
+                "KNOWN": str(root.path("/etc/ssh/ssh_known_hosts")),
+                "PATH": "/usr/bin:/bin",
+            }
             cases = {
                 "sequential ssh (OpenSSH, one after another)": [*front, "sh", "-c", SEQUENTIAL, "sh", *ips],
                 "kestrel-nodes exec --parallel 1": [*kestrel, "--parallel", "1", "--", "true"],

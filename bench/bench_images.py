@@ -54,8 +54,16 @@ def cold_pair(work: Path, n: int, packages: list[str] | None) -> tuple[float, fl
     cold = timed([*images_argv(tree), "build", "default"], dict(os.environ, KESTREL_CACHE_DIR=str(work / f"cache-{n}")))
     packages = packages or package_set(tree)
     os.sync()
-    plain = timed(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", "bookworm",
-                   str(work / f"debootstrap-{n}"), "http://deb.debian.org/debian"])
+    plain = timed(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            "bookworm",
+            str(work / f"debootstrap-{n}"),
+            "http://deb.debian.org/debian",
+        ]
+    )
     return cold, plain, packages
 
 
@@ -93,9 +101,12 @@ def main() -> None:
     print(f"{'case'.ljust(width)}  seconds")
     for name, seconds in rows:
         print(f"{name.ljust(width)}  {seconds:7.1f}")
-    print(f"\ncold build / plain debootstrap = {statistics.median(ratios):.2f}x, median of "
-          f"{' '.join(f'{r:.2f}' for r in ratios)} (goal <= 0.5x)")
+    print(
+        f"\ncold build / plain debootstrap = {statistics.median(ratios):.2f}x, median of "
+        f"{' '.join(f'{r:.2f}' for r in ratios)} (goal <= 0.5x)"
+    )
     print(f"rebuild after one configure edit = {rebuild:.1f} s (goal <= 10 s)")
+
 
 if __name__ == "__main__":
     main()

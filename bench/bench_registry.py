@@ -34,13 +34,17 @@ def make_tree(parent: Path, name: str) -> Sysroot:
 
 
 def leases_text(count: int) -> str:
-    return "".join(f"1795000000 52:54:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01 "
-                   f"{IPv4Address(int(IPv4Address('10.20.64.1')) + i)} * *\n" for i in range(count))
+    return "".join(
+        f"1795000000 52:54:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01 "
+        f"{IPv4Address(int(IPv4Address('10.20.64.1')) + i)} * *\n"
+        for i in range(count)
+    )
 
 
 def files(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
-            and p.name != "lock"}
+    return {
+        str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file() and p.name != "lock"
+    }
 
 
 def timed(root: Sysroot, argv: list[str]) -> tuple[float, int]:

@@ -27,7 +27,7 @@ def normalize_mac(text: str) -> str:
         digits = low.replace(".", "")
     else:
         raise ValueError(f"{text!r} is not a MAC address")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def is_hostname(text: str) -> bool:

@@ -256,6 +256,7 @@ def unified_diff(name: str, old: bytes | None, new: bytes | None) -> list[str]:
         b = (new or b"").decode("utf-8").splitlines(keepends=True)
     except UnicodeDecodeError:
         return [f"Binary file {name} differs"]
-    lines = difflib.unified_diff(a, b, "/dev/null" if old is None else f"a{name}",
-                                 "/dev/null" if new is None else f"b{name}")
+    lines = difflib.unified_diff(
+        a, b, "/dev/null" if old is None else f"a{name}", "/dev/null" if new is None else f"b{name}"
+    )
     return [line.rstrip("\n") for line in lines]

@@ -188,8 +188,14 @@ class Process:
         return self._popen.poll()
 
 
-def spawn(argv: Sequence[str], *, log: Path, netns: str | None = None, private_run: bool = False,
-          env: Mapping[str, str] | None = None) -> Process:
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    netns: str | None = None,
+    private_run: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Process:
     """Start ARGV in a new session (it outlives this program), stdin from /dev/null, stdout and stderr
     appended to LOG; inside network namespace NETNS, with a private tmpfs on /run if PRIVATE_RUN."""
     full = list(argv)
@@ -202,8 +208,14 @@ def spawn(argv: Sequence[str], *, log: Path, netns: str | None = None, private_r
         raise CommandError(Result(list(argv), where, error=NOT_FOUND).sentence())
     with open(log, "ab") as out:
         try:
-            popen = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=None if env is None else dict(env))
+            popen = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=None if env is None else dict(env),
+            )
         except OSError as e:
             raise CommandError(Result(list(argv), where, error=_cannot_start(e)).sentence()) from None
     logger.debug("Started %s%s as pid %d, output to %s", " ".join(argv), f" {where}" if where else "", popen.pid, log)

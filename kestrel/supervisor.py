@@ -144,7 +144,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return raw[raw.rfind(")") + 2:].split()
+    return raw[raw.rfind(")") + 2 :].split()
 
 
 def _state(pid: int) -> str | None:

@@ -167,6 +167,7 @@ def content_lines(text: str) -> Iterator[tuple[int, str]]:
 
 # -- the marked block that Kestrel owns inside a file it shares (/etc/hosts) -------------------------------
 
+
 def replace_block(text: str, body: str, where: str = "file") -> str:
     """TEXT with the kestrel block set to BODY; every byte outside the block is kept as it was.
 

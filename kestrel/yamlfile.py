@@ -117,7 +117,7 @@ def _why(err: Any) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     got = err.get("input")
     suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
     return msg[0].lower() + msg[1:] + suffix
@@ -133,4 +133,4 @@ def _kind(value: Any) -> str:
 def _first_quoted(text: str) -> str | None:
     start = text.find('"')
     end = text.find('"', start + 1)
-    return text[start + 1:end] if start >= 0 and end > start else None
+    return text[start + 1 : end] if start >= 0 and end > start else None

@@ -116,7 +116,6 @@ def said() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-
 # What the writers' lock leaves (a dry run takes the lock like any writer): not a change of the tree.
 LOCK_PARTS = {"var", "var/lib", "var/lib/kestrel", "var/lib/kestrel/lock"}
 

@@ -28,16 +28,23 @@ def tree_state(root: Path) -> dict[str, Entry]:
     return found
 
 
-def kestrel(program: str, root: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def kestrel(
+    program: str, root: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """The real program (python -m kestrel.cli.PROGRAM --root ROOT ARGS), without the caller's KESTREL_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
-    return subprocess.run([sys.executable, "-m", f"kestrel.cli.{program}", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=timeout, env={**clean, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", f"kestrel.cli.{program}", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **(env or {})},
+    )
 
 
-def dry_run(program: str, root: Path, *args: str, env: dict[str, str] | None = None,
-            busy: tuple[str, ...] = ()) -> list[str]:
+def dry_run(
+    program: str, root: Path, *args: str, env: dict[str, str] | None = None, busy: tuple[str, ...] = ()
+) -> list[str]:
     """The lines a dry run prints on stdout; it must exit 0 and leave ROOT exactly as it was (but BUSY: folders
     where processes that run meanwhile write, such as qemu its console log)."""
     before = _without(tree_state(root), busy)
@@ -48,5 +55,8 @@ def dry_run(program: str, root: Path, *args: str, env: dict[str, str] | None = N
 
 
 def _without(state: dict[str, Entry], busy: tuple[str, ...]) -> dict[str, Entry]:
-    return {path: entry for path, entry in state.items()
-            if not any(path == folder or path.startswith(f"{folder}/") for folder in busy)}
+    return {
+        path: entry
+        for path, entry in state.items()
+        if not any(path == folder or path.startswith(f"{folder}/") for folder in busy)
+    }

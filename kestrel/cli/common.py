@@ -43,8 +43,9 @@ def output_options(f: F) -> F:
     return click.option("-v", "--verbose", count=True, help="Say more (-v: every command run, with its time).")(f)
 
 
-def make_context(cctx: click.Context, root: Sysroot, config_path: Path, verbose: int, quiet: bool,
-                 debug: bool) -> Context:
+def make_context(
+    cctx: click.Context, root: Sysroot, config_path: Path, verbose: int, quiet: bool, debug: bool
+) -> Context:
     """The frozen context of this run, kept in click's obj (the error boundary reads --debug there)."""
     ctx = Context(root, config_path, Output(-1 if quiet else verbose, debug))
     output.setup(ctx.output)
@@ -55,15 +56,29 @@ def make_context(cctx: click.Context, root: Sysroot, config_path: Path, verbose:
 def global_options(f: F) -> F:
     """--root, --config, -v, -q, --debug; builds the Context into click's obj."""
 
-    @click.option("--root", "root", envvar="KESTREL_ROOT", default="/", show_default=True,
-                  type=click.Path(file_okay=False), help="System tree to read and write (env KESTREL_ROOT).")
-    @click.option("--config", "config", envvar="KESTREL_CONFIG", default=None, type=click.Path(dir_okay=False),
-                  help=f"Config file [default: ROOT{CONFIG_PATH}] (env KESTREL_CONFIG).")
+    @click.option(
+        "--root",
+        "root",
+        envvar="KESTREL_ROOT",
+        default="/",
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="System tree to read and write (env KESTREL_ROOT).",
+    )
+    @click.option(
+        "--config",
+        "config",
+        envvar="KESTREL_CONFIG",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help=f"Config file [default: ROOT{CONFIG_PATH}] (env KESTREL_CONFIG).",
+    )
     @output_options
     @click.pass_context
     @functools.wraps(f)
-    def wrapper(cctx: click.Context, root: str, config: str | None, verbose: int, quiet: bool, debug: bool,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        cctx: click.Context, root: str, config: str | None, verbose: int, quiet: bool, debug: bool, **kwargs: Any
+    ) -> Any:
         if not Path(root).is_dir():
             raise InputError(f"--root {root}: no such directory")
         sysroot = Sysroot(root)
@@ -138,8 +153,12 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
 
 
-def print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool,
-               shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+def print_rows(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    as_json: bool,
+    shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
     """ROWS as JSON (--json), else as a table of COLUMNS, each row first made readable by SHOWN if given."""
     if as_json:
         print_json(rows)

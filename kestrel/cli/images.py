@@ -38,11 +38,14 @@ def cli() -> None:
 @pass_context
 def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run: bool) -> None:
     if dry_run:
-        print_dry_run([*build.describe_build(ctx.root, ctx.config, name, force=force or no_cache,
-                                             use_cache=not no_cache), follows(name)])
+        print_dry_run(
+            [
+                *build.describe_build(ctx.root, ctx.config, name, force=force or no_cache, use_cache=not no_cache),
+                follows(name),
+            ]
+        )
         return
-    build.build_image(ctx.root, ctx.config, ctx.config_path, name, force=force or no_cache,
-                      use_cache=not no_cache)
+    build.build_image(ctx.root, ctx.config, name, force=force or no_cache, use_cache=not no_cache)
     _replan(ctx)
 
 
@@ -50,11 +53,20 @@ def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run:
 @json_option
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
-    print_rows(store.list_images(ctx.root), ["name", "version", "size", "built", "modules", "nodes on", "root"],
-               as_json, lambda r: r | {
-                   "size": store.human_size(r["size"]), "modules": ",".join(r["modules"]),
-                   "built": (r["built"] or "-")[:19],
-                   "nodes on": " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-"})
+    print_rows(
+        store.list_images(ctx.root),
+        ["name", "version", "size", "built", "modules", "nodes on", "root"],
+        as_json,
+        lambda r: (
+            r
+            | {
+                "size": store.human_size(r["size"]),
+                "modules": ",".join(r["modules"]),
+                "built": (r["built"] or "-")[:19],
+                "nodes on": " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-",
+            }
+        ),
+    )
 
 
 @cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
@@ -62,9 +74,14 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @dry_run_options
 @pass_context
 def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
-    _change(ctx, lambda: store.plan_remove_image(ctx.root, name), dry_run, diff,
-            would=f"Would replan the frontend: its boot files and NFS exports of {name} go",
-            done=f"Removed image {name}")
+    _change(
+        ctx,
+        lambda: store.plan_remove_image(ctx.root, name),
+        dry_run,
+        diff,
+        would=f"Would replan the frontend: its boot files and NFS exports of {name} go",
+        done=f"Removed image {name}",
+    )
 
 
 @cli.command("rollback", help="Serve the previous version of NAME again.")
@@ -73,16 +90,23 @@ def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
 @pass_context
 def rollback_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
     version = store.rollback_target(ctx.root, name)["version"]
-    _change(ctx, lambda: store.plan_rollback(ctx.root, name), dry_run, diff,
-            would=follows(name, f"version {version}"), done=f"Rolled {name} back to version {version}")
+    _change(
+        ctx,
+        lambda: store.plan_rollback(ctx.root, name),
+        dry_run,
+        diff,
+        would=follows(name, f"version {version}"),
+        done=f"Rolled {name} back to version {version}",
+    )
 
 
-@cli.command("shell", help="A shell in a new version of NAME: exit 0 publishes it (after configure), "
-                            "exit 1 discards it.")
+@cli.command(
+    "shell", help="A shell in a new version of NAME: exit 0 publishes it (after configure), exit 1 discards it."
+)
 @click.argument("name")
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
-    build.shell_image(ctx.root, ctx.config, ctx.config_path, definitions.check_image_name(name))
+    build.shell_image(ctx.root, ctx.config, definitions.check_image_name(name))
     _replan(ctx)
 
 
@@ -95,8 +119,11 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
     modules = definitions.image_modules(definition, ctx.config.modules)
     now = store.current(ctx.root, name)
     state = scripts.load_state(ctx.root.path(now["root"]) / scripts.IMAGE_STATE.lstrip("/")) if now else {}
-    print_rows(scripts.explain(ctx.root, scripts.Side.NODE, modules, state),
-               ["phase", "script", "origin", "where", "status", "path"], as_json)
+    print_rows(
+        scripts.explain(ctx.root, scripts.Side.NODE, modules, state),
+        ["phase", "script", "origin", "where", "status", "path"],
+        as_json,
+    )
 
 
 def follows(name: str, version: str = "the new version") -> str:

@@ -36,8 +36,15 @@ logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also ru
 def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--root (the lab's tree, default /var/lib/kestrel-lab), -v, -q, --debug."""
 
-    @click.option("--root", "root", envvar="KESTREL_ROOT", default=tree.LAB_ROOT, show_default=True,
-                  type=click.Path(file_okay=False), help="The lab's tree (env KESTREL_ROOT).")
+    @click.option(
+        "--root",
+        "root",
+        envvar="KESTREL_ROOT",
+        default=tree.LAB_ROOT,
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="The lab's tree (env KESTREL_ROOT).",
+    )
     @output_options
     @click.pass_context
     @functools.wraps(f)
@@ -49,25 +56,36 @@ def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(help="A whole Kestrel cluster on this machine: the frontend's services and qemu nodes in a network "
-                  "namespace, run from their own tree. Start with: kestrel-lab up --nodes 2")
+@click.group(
+    help="A whole Kestrel cluster on this machine: the frontend's services and qemu nodes in a network "
+    "namespace, run from their own tree. Start with: kestrel-lab up --nodes 2"
+)
 @lab_options
 def command() -> None:
     pass
 
 
-@command.command(help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
-                      "start N nodes and wait until they answer SSH.")
+@command.command(
+    help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
+    "start N nodes and wait until they answer SSH."
+)
 @click.option("--nodes", "count", type=click.IntRange(0, 64), default=2, show_default=True, help="qemu nodes.")
 @click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
-@click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True,
-              help="Seconds to wait for the nodes to answer SSH.")
+@click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True, help="Seconds to wait for SSH.")
 @dry_run_options
 @pass_context
-def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild: bool, timeout: float,
-       dry_run: bool, diff: bool) -> None:
+def up(
+    ctx: Context,
+    count: int,
+    image: str | None,
+    prefix: str | None,
+    rebuild: bool,
+    timeout: float,
+    dry_run: bool,
+    diff: bool,
+) -> None:
     if dry_run:
         print_dry_run(lab.describe_up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff))
         return
@@ -75,8 +93,10 @@ def up(ctx: Context, count: int, image: str | None, prefix: str | None, rebuild:
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
     checks = registration.check(ctx.root, config, targets) if targets else []
-    print_table([{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
-                ["node", "address", "ssh", "home"])
+    print_table(
+        [{"node": c.target.name, "address": c.target.address, "ssh": c.ssh, "home": c.home} for c in checks],
+        ["node", "address", "ssh", "home"],
+    )
     bad = [c.target.name for c in checks if not c.ok]
     if bad:
         raise KestrelError(f"the lab is up but not healthy on {', '.join(bad)} (kestrel-nodes check shows why)")
@@ -112,12 +132,16 @@ def status(ctx: Context, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    click.echo(f"lab {info['root']}: {'up' if info['up'] else 'down'}"
-               + (f", namespace {info['namespace']}, network {info['network']}" if info["up"] else ""))
+    click.echo(
+        f"lab {info['root']}: {'up' if info['up'] else 'down'}"
+        + (f", namespace {info['namespace']}, network {info['network']}" if info["up"] else "")
+    )
     services = info["services"]
     assert isinstance(services, dict)
-    print_table([{"service": k, "pid": v or "-", "state": "running" if v else "stopped"} for k, v in services.items()],
-                ["service", "state", "pid"])
+    print_table(
+        [{"service": k, "pid": v or "-", "state": "running" if v else "stopped"} for k, v in services.items()],
+        ["service", "state", "pid"],
+    )
     vms = info["vms"]
     assert isinstance(vms, list)
     if vms:

@@ -36,14 +36,17 @@ class NodesGroup(click.Group):
                 args[i] = "register"
                 break
             if args[i] in ALIASES:
-                args[i:i + 1] = ALIASES[args[i]]
+                args[i : i + 1] = ALIASES[args[i]]
                 break
             i += 2 if args[i] in _VALUED else 1
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=NodesGroup, help="Cluster nodes: register them from DHCP leases, list and change them, "
-             "write MPI/Slurm hostfiles. `--register [GROUP] [IMAGE]` is KestrelHPC's spelling of `register`.")
+@click.group(
+    cls=NodesGroup,
+    help="Cluster nodes: register them from DHCP leases, list and change them, "
+    "write MPI/Slurm hostfiles. `--register [GROUP] [IMAGE]` is KestrelHPC's spelling of `register`.",
+)
 @global_options
 def command() -> None:
     pass
@@ -52,21 +55,43 @@ def command() -> None:
 @command.command("register", help="Register every node found in the DHCP leases that is not registered yet.")
 @click.argument("group_arg", metavar="[GROUP]", required=False)
 @click.argument("image_arg", metavar="[IMAGE]", required=False)
-@click.option("--leases", "leases_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Leases file [default: network.leases_file of the config].")
+@click.option(
+    "--leases",
+    "leases_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Leases file [default: network.leases_file of the config].",
+)
 @click.option("--group", help="Group of the new nodes [default: nodes.default_group].")
 @click.option("--image", help="Image of the new nodes [default: nodes.default_image].")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key); "
-                   "--dry-run visits them too (read only).")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Register only nodes that accept SSH with the frontend's key (nodes.ssh_key); "
+    "--dry-run visits them too (read only).",
+)
 @common.dry_run_options
 @pass_context
-def register_command(ctx: Context, group_arg: str | None, image_arg: str | None, leases_file: Path | None,
-                     group: str | None, image: str | None, verify: bool, dry_run: bool, diff: bool) -> None:
-    added, plan = registration.register(ctx.root, ctx.config, leases_file=leases_file,
-                                        group=_one_of(group_arg, group, "GROUP", "--group"),
-                                        image=_one_of(image_arg, image, "IMAGE", "--image"), verify=verify,
-                                        dry_run=dry_run)
+def register_command(
+    ctx: Context,
+    group_arg: str | None,
+    image_arg: str | None,
+    leases_file: Path | None,
+    group: str | None,
+    image: str | None,
+    verify: bool,
+    dry_run: bool,
+    diff: bool,
+) -> None:
+    added, plan = registration.register(
+        ctx.root,
+        ctx.config,
+        leases_file=leases_file,
+        group=_one_of(group_arg, group, "GROUP", "--group"),
+        image=_one_of(image_arg, image, "IMAGE", "--image"),
+        verify=verify,
+        dry_run=dry_run,
+    )
     _report(ctx, plan, dry_run, diff, [f"Would register {n.name} ({n.mac}, {n.ip})" for n in added])
 
 
@@ -90,10 +115,25 @@ def list_command(ctx: Context, as_json: bool) -> None:
     rows = []
     for n in sorted(registry.load_registry(ctx.root), key=registry.natural_key):
         s = states.get(n.mac, nodestate.NodeState())
-        rows.append({"name": n.name, "mac": n.mac, "ip": str(n.ip), "image": n.image, "group": n.group,
-                     "state": str(s.state), "cpus": s.cpus, "memory_mb": s.memory_mb, "last_seen": s.last_seen})
-    print_rows(rows, ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"], as_json,
-               lambda r: {k: "-" if v is None else v for k, v in r.items()})
+        rows.append(
+            {
+                "name": n.name,
+                "mac": n.mac,
+                "ip": str(n.ip),
+                "image": n.image,
+                "group": n.group,
+                "state": str(s.state),
+                "cpus": s.cpus,
+                "memory_mb": s.memory_mb,
+                "last_seen": s.last_seen,
+            }
+        )
+    print_rows(
+        rows,
+        ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"],
+        as_json,
+        lambda r: {k: "-" if v is None else v for k, v in r.items()},
+    )
 
 
 @command.command("add", help="Register one node by hand; the name and address are allocated if not given.")
@@ -104,10 +144,19 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @click.option("--group", help="[default: nodes.default_group]")
 @common.dry_run_options
 @pass_context
-def add_command(ctx: Context, mac: str, name: str | None, ip: str | None, image: str | None,
-                group: str | None, dry_run: bool, diff: bool) -> None:
-    node, plan = node_changes.add(ctx.root, ctx.config, mac, dry_run=dry_run, name=name, ip=ip,
-                                  image=image, group=group)
+def add_command(
+    ctx: Context,
+    mac: str,
+    name: str | None,
+    ip: str | None,
+    image: str | None,
+    group: str | None,
+    dry_run: bool,
+    diff: bool,
+) -> None:
+    node, plan = node_changes.add(
+        ctx.root, ctx.config, mac, dry_run=dry_run, name=name, ip=ip, image=image, group=group
+    )
     _report(ctx, plan, dry_run, diff, [f"Would add {node.name} ({node.mac}, {node.ip})"])
     if not dry_run:
         logger.info(f"Added {node.name} ({node.mac}, {node.ip})")
@@ -132,18 +181,28 @@ def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
 @click.option("--name", "new_name", help="A new host name.")
 @common.dry_run_options
 @pass_context
-def set_command(ctx: Context, name: str, image: str | None, group: str | None, ip: str | None,
-                new_name: str | None, dry_run: bool, diff: bool) -> None:
+def set_command(
+    ctx: Context,
+    name: str,
+    image: str | None,
+    group: str | None,
+    ip: str | None,
+    new_name: str | None,
+    dry_run: bool,
+    diff: bool,
+) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
-    plan = node_changes.set_fields(ctx.root, ctx.config, name, dry_run=dry_run, image=image,
-                                   group=group, ip=ip, new_name=new_name)
+    plan = node_changes.set_fields(
+        ctx.root, ctx.config, name, dry_run=dry_run, image=image, group=group, ip=ip, new_name=new_name
+    )
     _report(ctx, plan, dry_run, diff, [f"Would change {name}"])
 
 
 @command.command("hostfile", help="Print a hostfile of the nodes that are up (--all: every registered node).")
-@click.option("--format", "fmt", type=click.Choice([f.value for f in hostfiles.Format]), default="openmpi",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice([f.value for f in hostfiles.Format]), default="openmpi", show_default=True
+)
 @click.option("--group", help="Only this group.")
 @click.option("--all", "everything", is_flag=True, help="Also nodes that are down or never seen.")
 @pass_context
@@ -169,30 +228,55 @@ class _CommandAfterDashes(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             i = args.index("--")
-            args, ctx.meta["remote_command"] = args[:i], args[i + 1:]
+            args, ctx.meta["remote_command"] = args[:i], args[i + 1 :]
         else:
             ctx.meta["remote_command"] = []
         return super().parse_args(ctx, args)
 
 
-@command.command("exec", cls=_CommandAfterDashes,
-               help="Run a command on many nodes in parallel; output lines are prefixed by the node's name. "
-                    "Exits 1 if it failed anywhere, and says where.")
+@command.command(
+    "exec",
+    cls=_CommandAfterDashes,
+    help="Run a command on many nodes in parallel; output lines are prefixed by the node's name. "
+    "Exits 1 if it failed anywhere, and says where.",
+)
 @click.argument("node_names", metavar="[NODES]...", nargs=-1)
 @click.option("--group", help="Every node of this group.")
 @click.option("--user", default="root", show_default=True, help="As this cluster user, with its own key.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
 @click.option("--connect-timeout", type=click.FloatRange(0.1, 600), help="[default: nodes.ssh_timeout]")
-@click.option("--timeout", "command_timeout", type=click.FloatRange(0.1), default=600, show_default=True,
-              help="Seconds a command may run.")
+@click.option(
+    "--timeout",
+    "command_timeout",
+    type=click.FloatRange(0.1),
+    default=600,
+    show_default=True,
+    help="Seconds a command may run.",
+)
 @pass_context
-def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, user: str, parallel: int,
-                 connect_timeout: float | None, command_timeout: float) -> None:
+def exec_command(
+    ctx: Context,
+    node_names: tuple[str, ...],
+    group: str | None,
+    user: str,
+    parallel: int,
+    connect_timeout: float | None,
+    command_timeout: float,
+) -> None:
     argv = click.get_current_context().meta["remote_command"]
     targets = fanout.select_targets(ctx.root, list(node_names), group)
     key = None if user == "root" else homes.private_key(ctx.root, ctx.config, user)
-    results = fanout.exec_on(ctx.root, ctx.config, targets, " ".join(argv), user=user, key=key, parallel=parallel,
-                             connect_timeout=connect_timeout, command_timeout=command_timeout)
+    results = fanout.exec_on(
+        ctx.root,
+        ctx.config,
+        targets,
+        " ".join(argv),
+        user=user,
+        key=key,
+        parallel=parallel,
+        connect_timeout=connect_timeout,
+        command_timeout=command_timeout,
+    )
     for t, r in zip(targets, results, strict=True):
         for line in r.stdout.splitlines():
             click.echo(f"{t.name}: {line}")
@@ -205,8 +289,11 @@ def exec_command(ctx: Context, node_names: tuple[str, ...], group: str | None, u
     logger.debug(f"Ran on {len(results)} nodes")
 
 
-@command.command("check", help="Per node: ping (ICMP), SSH with the frontend's key, NFS home mounted, and the time "
-                             "it took. Nodes that answer SSH are marked up, the others down.")
+@command.command(
+    "check",
+    help="Per node: ping (ICMP), SSH with the frontend's key, NFS home mounted, and the time "
+    "it took. Nodes that answer SSH are marked up, the others down.",
+)
 @click.argument("node_names", metavar="[NODES]...", nargs=-1)
 @click.option("--group", help="Every node of this group.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
@@ -216,30 +303,54 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
     targets = fanout.select_targets(ctx.root, list(node_names), group)
     checks = registration.check(ctx.root, ctx.config, targets, parallel)
     rows: list[dict[str, Any]] = [
-        {"node": c.target.name, "address": c.target.address, "ping": c.ping, "ssh": c.ssh, "home": c.home,
-         "seconds": round(c.seconds, 2), "ok": c.ok} for c in checks]
-    print_rows(rows, ["node", "address", "ping", "ssh", "home", "time"], as_json,
-               lambda r: r | {"time": f"{r['seconds']:.2f} s"})
+        {
+            "node": c.target.name,
+            "address": c.target.address,
+            "ping": c.ping,
+            "ssh": c.ssh,
+            "home": c.home,
+            "seconds": round(c.seconds, 2),
+            "ok": c.ok,
+        }
+        for c in checks
+    ]
+    print_rows(
+        rows,
+        ["node", "address", "ping", "ssh", "home", "time"],
+        as_json,
+        lambda r: r | {"time": f"{r['seconds']:.2f} s"},
+    )
     bad = [c for c in checks if not c.ok]
     if bad:
-        raise KestrelError(f"{len(bad)} of {len(checks)} nodes failed: "
-                           + ", ".join(f"{c.target.name} ({c.problems()})" for c in bad))
+        raise KestrelError(
+            f"{len(bad)} of {len(checks)} nodes failed: " + ", ".join(f"{c.target.name} ({c.problems()})" for c in bad)
+        )
 
 
-@command.command("wake", help="Send Wake-on-LAN magic packets to nodes (by name, --group, --all or --mac) on the "
-               "cluster network's broadcast. KestrelHPC's --wake-node/--wake-mac/--wake-group work too.")
+@command.command(
+    "wake",
+    help="Send Wake-on-LAN magic packets to nodes (by name, --group, --all or --mac) on the "
+    "cluster network's broadcast. KestrelHPC's --wake-node/--wake-mac/--wake-group work too.",
+)
 @click.argument("names", nargs=-1)
 @click.option("--group", help="Every node of this group.")
 @click.option("--all", "everything", is_flag=True, help="Every registered node.")
 @click.option("--mac", "macs", multiple=True, help="A MAC address, registered or not (repeatable).")
-@click.option("--stagger", type=click.FloatRange(0, 600), default=0.0, show_default=True,
-              help="Seconds between two packets (spreads the power-on current of a rack).")
+@click.option(
+    "--stagger",
+    type=click.FloatRange(0, 600),
+    default=0.0,
+    show_default=True,
+    help="Seconds between two packets (spreads the power-on current of a rack).",
+)
 @pass_context
-def wake_command(ctx: Context, names: tuple[str, ...], group: str | None, everything: bool,
-                 macs: tuple[str, ...], stagger: float) -> None:
+def wake_command(
+    ctx: Context, names: tuple[str, ...], group: str | None, everything: bool, macs: tuple[str, ...], stagger: float
+) -> None:
     targets = wake.select_targets(registry.load_registry(ctx.root), names, group, everything, macs)
-    wake.send_magic(ctx.config, [mac for _, mac in targets], stagger=stagger,
-                    labels={mac: label for label, mac in targets if label})
+    wake.send_magic(
+        ctx.config, [mac for _, mac in targets], stagger=stagger, labels={mac: label for label, mac in targets if label}
+    )
 
 
 def main() -> None:

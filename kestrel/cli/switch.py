@@ -54,8 +54,11 @@ _add_change("down", switch.plan_down, "Remove this host's VXLANs (and the hub's 
 @json_option
 @pass_context
 def status(ctx: Context, netns: str | None, as_json: bool) -> None:
-    print_rows(switch.status(_switch(ctx), netns),
-               ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"], as_json)
+    print_rows(
+        switch.status(_switch(ctx), netns),
+        ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"],
+        as_json,
+    )
 
 
 def main() -> None:

@@ -31,14 +31,34 @@ def command(cctx: click.Context, add_to_cluster: str | None) -> None:
         click.echo(cctx.get_help())
 
 
-def _add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, push: bool,
-         dry_run: bool = False, diff: bool = False) -> None:
-    _carry_out(ctx, lambda: user_changes.plan_add(ctx.root, ctx.config, name, uid, shell, admin), push, dry_run,
-               diff, ("Created cluster user {name} (uid {uid})", "Would add cluster user {name} (uid {uid})"))
+def _add(
+    ctx: Context,
+    name: str,
+    uid: int | None,
+    shell: str | None,
+    admin: bool,
+    push: bool,
+    dry_run: bool = False,
+    diff: bool = False,
+) -> None:
+    _carry_out(
+        ctx,
+        lambda: user_changes.plan_add(ctx.root, ctx.config, name, uid, shell, admin),
+        push,
+        dry_run,
+        diff,
+        ("Created cluster user {name} (uid {uid})", "Would add cluster user {name} (uid {uid})"),
+    )
 
 
-def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run: bool, diff: bool,
-               says: tuple[str, str] | None = None) -> None:
+def _carry_out(
+    ctx: Context,
+    plan: Callable[[], UserChange],
+    push: bool,
+    dry_run: bool,
+    diff: bool,
+    says: tuple[str, str] | None = None,
+) -> None:
     """Under the lock, PLAN the change, then carry out the frontend's plan and each image's (so a reboot keeps
     the change) through the one executor; then push to the running nodes. --dry-run prints the plans and the
     nodes a push would reach, and does nothing; --diff prints them with diffs, then does it.
@@ -49,9 +69,13 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
         done, would = [s.format(name=user.name, uid=user.uid) for s in says] if says and user else ["", ""]
         trees = [(ctx.root, change.frontend), *((i.tree, i.plan) for i in change.images)]
         if dry_run or diff:
-            common.print_dry_run([*([would] if would and dry_run else []),
-                                  *(line for root, plan in trees for line in plan_lines(root, plan, diff)),
-                                  *(node_push.describe_push(ctx.root) if push and dry_run else [])])
+            common.print_dry_run(
+                [
+                    *([would] if would and dry_run else []),
+                    *(line for root, plan in trees for line in plan_lines(root, plan, diff)),
+                    *(node_push.describe_push(ctx.root) if push and dry_run else []),
+                ]
+            )
         if not dry_run:
             services.apply(ctx.root, change.frontend)
             if done:
@@ -73,8 +97,9 @@ def _carry_out(ctx: Context, plan: Callable[[], UserChange], push: bool, dry_run
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
 @common.dry_run_options
 @pass_context
-def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool, dry_run: bool,
-        diff: bool) -> None:
+def add(
+    ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool, no_push: bool, dry_run: bool, diff: bool
+) -> None:
     _add(ctx, name, uid, shell, admin, not no_push, dry_run, diff)
 
 
@@ -85,16 +110,31 @@ def add(ctx: Context, name: str, uid: int | None, shell: str | None, admin: bool
 @common.dry_run_options
 @pass_context
 def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: bool, diff: bool) -> None:
-    _carry_out(ctx, lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home), not no_push, dry_run,
-               diff, ("Removed cluster user {name}", "Would remove cluster user {name}"))
+    _carry_out(
+        ctx,
+        lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home),
+        not no_push,
+        dry_run,
+        diff,
+        ("Removed cluster user {name}", "Would remove cluster user {name}"),
+    )
 
 
 @command.command("list", help="The cluster users.")
 @json_option
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
-    rows = [{"name": u.name, "uid": u.uid, "gid": u.gid, "shell": u.shell, "admin": u.admin,
-             "home": f"{ctx.config.nfs.home.rstrip('/')}/{u.name}"} for u in load_users(ctx.root)]
+    rows = [
+        {
+            "name": u.name,
+            "uid": u.uid,
+            "gid": u.gid,
+            "shell": u.shell,
+            "admin": u.admin,
+            "home": f"{ctx.config.nfs.home.rstrip('/')}/{u.name}",
+        }
+        for u in load_users(ctx.root)
+    ]
     print_rows(rows, ["name", "uid", "shell", "admin", "home"], as_json)
 
 

@@ -56,8 +56,10 @@ def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -
     if record is None:
         logger.info(f"{spec.name} is already running")
     else:
-        logger.info(f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
-                f"console: kestrel-vm console {spec.name}")
+        logger.info(
+            f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
+            f"console: kestrel-vm console {spec.name}"
+        )
 
 
 @command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")

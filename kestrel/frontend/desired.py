@@ -15,9 +15,12 @@ from kestrel.images.store import PublishedImage
 from kestrel.nodes import hostfiles, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
+from kestrel.nodes.state import States
 from kestrel.plan import Action, Desired, Plan, plan_files
 from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, replace_block
 from kestrel.templates import render
+
+Images = list[PublishedImage]
 
 TFTP_ROOT = "/srv/kestrel/tftp"
 HTTP_ROOT = "/srv/kestrel/http"
@@ -76,8 +79,16 @@ def http_url(config: Config) -> str:
 def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
     """NFS root, read-only, with the tmpfs overlay (the initramfs 'rootovl' script) on top."""
     parts = [
-        "boot=nfs", "root=/dev/nfs", f"nfsroot={config.network.ip}:{root.sys(image.root)},vers=3,tcp",
-        "ip=dhcp", "ro", "rootovl", "net.ifnames=0", "panic=30", config.boot.cmdline, image.cmdline,
+        "boot=nfs",
+        "root=/dev/nfs",
+        f"nfsroot={config.network.ip}:{root.sys(image.root)},vers=3,tcp",
+        "ip=dhcp",
+        "ro",
+        "rootovl",
+        "net.ifnames=0",
+        "panic=30",
+        config.boot.cmdline,
+        image.cmdline,
     ]
     return " ".join(p for p in parts if p)
 
@@ -113,8 +124,9 @@ def export_id(name: str, version: str, used: set[int]) -> int:
 def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
     nodes = registry.load_registry(root)
     images = [i for i in store.published_images(root) if i.bootable]
-    return plan_files(root, desired_files(root, config, config_path, nodes, images), owned=_OWNED,
-                      directories=_directories(config))
+    return plan_files(
+        root, desired_files(root, config, config_path, nodes, images), owned=_OWNED, directories=_directories(config)
+    )
 
 
 # Node files that go away with their node (node_files plans them).
@@ -130,30 +142,54 @@ _OWNED = [
 
 
 def _directories(config: Config) -> list[str]:
-    return [config.nfs.home, hostfiles.HOSTFILES_DIR, TFTP_ROOT, HTTP_ROOT, RUN_DIR, LOG_DIR, nfs.GANESHA_STATE,
-            NGINX_STATE, str(Path(config.network.leases_file).parent)]
+    return [
+        config.nfs.home,
+        hostfiles.HOSTFILES_DIR,
+        TFTP_ROOT,
+        HTTP_ROOT,
+        RUN_DIR,
+        LOG_DIR,
+        nfs.GANESHA_STATE,
+        NGINX_STATE,
+        str(Path(config.network.leases_file).parent),
+    ]
 
 
 def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dict:
     names = [i.name for i in images]
     default = config.nodes.default_image if config.nodes.default_image in names else (names or [""])[0]
-    return dict(config=config, paths=paths(root, config), images=images, default_image=default,
-                http_url=http_url(config), netmask=config.network.network.netmask,
-                range=config.network.dhcp_range, network=str(config.network.network),
-                forward_dns=root.uses_systemd)
+    return dict(
+        config=config,
+        paths=paths(root, config),
+        images=images,
+        default_image=default,
+        http_url=http_url(config),
+        netmask=config.network.network.netmask,
+        range=config.network.dhcp_range,
+        network=str(config.network.network),
+        forward_dns=root.uses_systemd,
+    )
 
 
-def desired_files(
-    root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: list[PublishedImage],
-    states: nodestate.States | None = None,
-) -> list[Desired]:
+def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[Node], images: Images) -> list[Desired]:
     """Every file of the frontend: the services' own, then those that follow from the nodes."""
     ctx = _context(root, config, images)
     out = [
         Desired(dnsmasq.CONF_PATH, _b(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
-        Desired(LEASE_HOOK, _b(render(root, "lease-hook", python=sys.executable, tree=str(root.root),
-                                      config_path=str(config_path), registry=root.sys(registry.REGISTRY_PATH))),
-                mode=0o755),
+        Desired(
+            LEASE_HOOK,
+            _b(
+                render(
+                    root,
+                    "lease-hook",
+                    python=sys.executable,
+                    tree=str(root.root),
+                    config_path=str(config_path),
+                    registry=root.sys(registry.REGISTRY_PATH),
+                )
+            ),
+            mode=0o755,
+        ),
         Desired(nginx.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         Desired(nginx.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
@@ -162,42 +198,50 @@ def desired_files(
         out.append(Desired(registry.REGISTRY_PATH, _b(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
     out += _boot_files(root, config, images, ctx)
-    return out + _node_files(root, config, nodes, images, states, ctx)
+    return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
 
 
-def node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
-               states: nodestate.States | None = None) -> list[Desired]:
+def node_files(root: Sysroot, config: Config, nodes: list[Node], images: Images, states: States) -> list[Desired]:
     """Only the files that follow from the nodes (what a registry change rewrites, on the lease hook's path):
     both hosts files, the hostfiles and the per-MAC pxelinux menus."""
     return _node_files(root, config, nodes, images, states, _context(root, config, images))
 
 
-def _node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
-                states: nodestate.States | None, ctx: dict) -> list[Desired]:
+def _node_files(
+    root: Sysroot, config: Config, nodes: list[Node], images: Images, states: States, ctx: dict
+) -> list[Desired]:
     hosts_body = render(root, "hosts-block", **ctx, nodes=nodes)
     out = [
         Desired(DNS_HOSTS, _b(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
-        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))),
-                mode=None),
+        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))), mode=None),
     ]
     if config.boot.method is BootMethod.PXELINUX:
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
-    return out + hostfiles.desired_hostfiles(root, config, nodes,
-                                             nodestate.load_states(root) if states is None else states)
+    return out + hostfiles.desired_hostfiles(root, config, nodes, states)
 
 
 def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
     found = exports(root, config, images + store.older_versions(root, images))
     if config.nfs.server is NfsServer.KERNEL:
-        return [Desired(nfs.EXPORTS_PATH, _b(render(root, "exports", **ctx | {"exports": found})),
-                        on_change=("nfs-kernel", Action.RELOAD))]
-    text = render(root, "ganesha.conf", **ctx | {"exports_file": root.sys(nfs.GANESHA_EXPORTS),
-                                                 "plugins_dir": nfs.GANESHA_PLUGINS})
+        return [
+            Desired(
+                nfs.EXPORTS_PATH,
+                _b(render(root, "exports", **ctx | {"exports": found})),
+                on_change=("nfs-kernel", Action.RELOAD),
+            )
+        ]
+    text = render(
+        root,
+        "ganesha.conf",
+        **ctx | {"exports_file": root.sys(nfs.GANESHA_EXPORTS), "plugins_dir": nfs.GANESHA_PLUGINS},
+    )
     listed = render(root, "ganesha-exports.conf", **ctx | {"exports": found})
     unit = render(root, "nfs-ganesha.service.conf", config_file=root.sys(nfs.GANESHA_PATH))
-    return [Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART)),
-            Desired(nfs.GANESHA_EXPORTS, _b(listed), on_change=("nfs-ganesha", Action.RELOAD)),
-            Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART))]
+    return [
+        Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART)),
+        Desired(nfs.GANESHA_EXPORTS, _b(listed), on_change=("nfs-ganesha", Action.RELOAD)),
+        Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART)),
+    ]
 
 
 def _boot_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:
@@ -210,13 +254,15 @@ def _boot_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx
             text = render(root, "image.ipxe", **ctx | {"image": image, "cmdline": cmdlines[image.name]})
             out.append(Desired(f"{HTTP_ROOT}/boot/{image.name}.ipxe", _b(text)))
         return out
-    out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/default",
-                       _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines}))))
+    out.append(
+        Desired(f"{TFTP_ROOT}/pxelinux.cfg/default", _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines})))
+    )
     return out
 
 
-def _pxelinux_node_files(root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage],
-                         ctx: dict) -> list[Desired]:
+def _pxelinux_node_files(
+    root: Sysroot, config: Config, nodes: list[Node], images: list[PublishedImage], ctx: dict
+) -> list[Desired]:
     """A menu per node whose image is not the default one (pxelinux reads pxelinux.cfg/01-MAC first)."""
     by_name = {i.name: i for i in images}
     out = []
@@ -224,8 +270,11 @@ def _pxelinux_node_files(root: Sysroot, config: Config, nodes: list[Node], image
         chosen = by_name.get(node.image)
         if chosen is None or chosen.name == ctx["default_image"]:
             continue
-        text = render(root, "pxelinux-node.cfg", **ctx | {"node": node, "image": chosen,
-                                                           "cmdline": kernel_cmdline(root, config, chosen)})
+        text = render(
+            root,
+            "pxelinux-node.cfg",
+            **ctx | {"node": node, "image": chosen, "cmdline": kernel_cmdline(root, config, chosen)},
+        )
         out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", _b(text)))
     return out
 
@@ -248,5 +297,3 @@ def _text(root: Sysroot, path: str) -> str:
 
 def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
-
-

@@ -22,14 +22,12 @@ def check_config(root: Sysroot, content: bytes) -> None:
     if not proc.ok:
         why = runner.last_line(proc.stderr).removeprefix(": ").removeprefix("dnsmasq: ")
         why = why.replace(f.name, "the new config")
-        raise InputError(f"{root.sys(CONF_PATH)}: dnsmasq --test refused the new config ({why}); "
-                         "the old one stays")
+        raise InputError(f"{root.sys(CONF_PATH)}: dnsmasq --test refused the new config ({why}); the old one stays")
 
 
 def foreground_argv(root: Sysroot) -> list[str]:
     """dnsmasq in the foreground with only Kestrel's config (the lab and tests supervise it)."""
-    return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root",
-            "--log-facility=-"]
+    return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root", "--log-facility=-"]
 
 
 def _dnsmasq() -> str:

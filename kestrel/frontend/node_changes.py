@@ -22,8 +22,7 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
     """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus."""
     published = [i for i in store.published_images(root) if i.bootable]
     wanted = [
-        Desired(registry.REGISTRY_PATH, registry.format_registry(nodes).encode(),
-                on_change=("dnsmasq", Action.RELOAD)),
+        Desired(registry.REGISTRY_PATH, registry.format_registry(nodes).encode(), on_change=("dnsmasq", Action.RELOAD)),
         Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
     ]
     wanted += desired.node_files(root, config, nodes, published, states)
@@ -49,8 +48,7 @@ def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
     return lambda nodes, states: (fn(nodes), states)
 
 
-def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False,
-        **fields: str | None) -> tuple[Node, Plan]:
+def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False, **fields: str | None) -> tuple[Node, Plan]:
     """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
     made: list[Node] = []
 
@@ -64,18 +62,18 @@ def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False,
 
 
 def remove(root: Sysroot, config: Config, name: str, *, dry_run: bool = False) -> Plan:
-    return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_node(nodes, name)),
-                        dry_run=dry_run)
+    return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), dry_run=dry_run)
 
 
-def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False,
-               **fields: str | None) -> Plan:
-    return change_nodes(root, config,
-                        _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run)
+def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False, **fields: str | None) -> Plan:
+    return change_nodes(
+        root, config, _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run
+    )
 
 
-def mark_states(root: Sysroot, config: Config, updates: dict[str, tuple[bool, Facts | None]],
-                now: int | None = None) -> None:
+def mark_states(
+    root: Sysroot, config: Config, updates: dict[str, tuple[bool, Facts | None]], now: int | None = None
+) -> None:
     """Record that the named nodes are up (with facts, if learned) or down; hostfiles follow. For check/exec."""
     stamp = int(time.time()) if now is None else now
 
@@ -87,6 +85,5 @@ def mark_states(root: Sysroot, config: Config, updates: dict[str, tuple[bool, Fa
     change_nodes(root, config, change)
 
 
-def mark_state(root: Sysroot, config: Config, name: str, up: bool,
-               facts: Facts | None = None) -> None:
+def mark_state(root: Sysroot, config: Config, name: str, up: bool, facts: Facts | None = None) -> None:
     mark_states(root, config, {name: (up, facts)})

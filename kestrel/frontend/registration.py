@@ -25,8 +25,14 @@ _VISITORS = 16
 
 
 def register(
-    root: Sysroot, config: Config, *, leases_file: Path | None = None, image: str | None = None,
-    group: str | None = None, verify: bool = True, dry_run: bool = False,
+    root: Sysroot,
+    config: Config,
+    *,
+    leases_file: Path | None = None,
+    image: str | None = None,
+    group: str | None = None,
+    verify: bool = True,
+    dry_run: bool = False,
 ) -> tuple[list[Node], Plan]:
     """kestrel-nodes --register: every leased MAC not yet registered (that answers SSH, if VERIFY) becomes a node.
 
@@ -97,6 +103,7 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
 
 # -- dnsmasq's dhcp-script: lease events -------------------------------------------------------------------
 
+
 def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -> Node | None:
     """add: the node is up (a new MAC is registered if nodes.auto_register); del: down; old: only registers.
 
@@ -135,8 +142,7 @@ def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -
     return result[0] if result else None
 
 
-def check(root: Sysroot, config: Config, targets: list[ssh.Target],
-          parallel: int = 10) -> list[fanout.Check]:
+def check(root: Sysroot, config: Config, targets: list[ssh.Target], parallel: int = 10) -> list[fanout.Check]:
     """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
     (down nodes leave the default hostfiles)."""
     timeout = float(config.nodes.ssh_timeout)

@@ -21,8 +21,14 @@ SCRIPT_TIMEOUT = 3600.0
 TAIL_LINES = 15
 
 
-APT_OPTIONS = ["-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-unsafe-io",
-               "-o", "DPkg::Lock::Timeout=600"]
+APT_OPTIONS = [
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "-o",
+    "Dpkg::Options::=--force-unsafe-io",
+    "-o",
+    "DPkg::Lock::Timeout=600",
+]
 
 
 class ScriptFailed(KestrelError):
@@ -87,8 +93,15 @@ def apt_get(image_root: Path, steps: list[list[str]], *, out: IO[bytes], log: Pa
             logger.info(f"Executing : image_apt-get {' '.join(args)}")
             out.write(f"==> apt-get {' '.join(args)}\n".encode())
             out.flush()
-            proc = runner.run(["apt-get", "-y", *APT_OPTIONS, *args], via=chroot.Chroot(image_root, apt_cache), env=env,
-                              output=out, timeout=SCRIPT_TIMEOUT, check=False)
+            proc = runner.run(
+                ["apt-get", "-y", *APT_OPTIONS, *args],
+                via=chroot.Chroot(image_root, apt_cache),
+                env=env,
+                output=out,
+                timeout=SCRIPT_TIMEOUT,
+                check=False,
+            )
             if not proc.ok:
-                raise ScriptFailed(f"apt-get {' '.join(args)} failed: {proc.why()}; "
-                                   f"last lines of {log}:\n{log_tail(log)}")
+                raise ScriptFailed(
+                    f"apt-get {' '.join(args)} failed: {proc.why()}; last lines of {log}:\n{log_tail(log)}"
+                )

@@ -55,8 +55,13 @@ def apt_cache(root: Sysroot) -> Path:
 
 
 def base_key(d: ImageDefinition) -> str:
-    what = {"method": d.bootstrap.method, "sources": source_lines(d), "arch": d.architecture,
-            "variant": d.variant, "packages": sorted(d.bootstrap.packages)}
+    what = {
+        "method": d.bootstrap.method,
+        "sources": source_lines(d),
+        "arch": d.architecture,
+        "variant": d.variant,
+        "packages": sorted(d.bootstrap.packages),
+    }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -79,22 +84,48 @@ def mmdebstrap_argv(d: ImageDefinition, target: Path) -> list[str]:
     # In its own mount namespace: a failed run cannot leave the apt cache bind-mounted in the tree.
     # The path excludes reach dpkg through a setup hook, not --dpkgopt: with --dpkgopt, mmdebstrap pipes
     # every essential package through its Python tar filter (about 5 s of a 30 s bootstrap).
-    return ["unshare", "--mount", "--propagation", "private",
-            "mmdebstrap", "--mode=root", f"--variant={d.variant}", f"--architectures={d.architecture}",
-            f"--components={','.join(d.bootstrap.components)}", f"--include={','.join(d.bootstrap.packages)}",
-            "--skip=essential/unlink", "--dpkgopt=force-unsafe-io", f"--hook-dir={HOOKS_DIR}",
-            d.suite, str(target), *source_lines(d)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "mmdebstrap",
+        "--mode=root",
+        f"--variant={d.variant}",
+        f"--architectures={d.architecture}",
+        f"--components={','.join(d.bootstrap.components)}",
+        f"--include={','.join(d.bootstrap.packages)}",
+        "--skip=essential/unlink",
+        "--dpkgopt=force-unsafe-io",
+        f"--hook-dir={HOOKS_DIR}",
+        d.suite,
+        str(target),
+        *source_lines(d),
+    ]
 
 
 def debootstrap_argv(d: ImageDefinition, target: Path, cache: Path) -> list[str]:
-    return ["unshare", "--mount", "--propagation", "private",
-            "sh", "/usr/sbin/debootstrap", f"--variant={d.variant}", f"--arch={d.architecture}",
-            f"--components={','.join(d.bootstrap.components)}", f"--include={','.join(d.bootstrap.packages)}",
-            f"--cache-dir={cache}", d.suite, str(target), d.mirror]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "/usr/sbin/debootstrap",
+        f"--variant={d.variant}",
+        f"--arch={d.architecture}",
+        f"--components={','.join(d.bootstrap.components)}",
+        f"--include={','.join(d.bootstrap.packages)}",
+        f"--cache-dir={cache}",
+        d.suite,
+        str(target),
+        d.mirror,
+    ]
 
 
-def bootstrap(root: Sysroot, d: ImageDefinition, target: Path, *, use_cache: bool = True,
-              log: Path | None = None) -> str | None:
+def bootstrap(
+    root: Sysroot, d: ImageDefinition, target: Path, *, use_cache: bool = True, log: Path | None = None
+) -> str | None:
     """Fill TARGET (an empty staging folder) with the base; returns the base key (None for a tarball)."""
     if d.bootstrap.method is BootstrapMethod.TARBALL:
         _import_tarball(root, d, target)
@@ -135,16 +166,20 @@ def _make_base(root: Sysroot, d: ImageDefinition, base: Path, log: Path | None) 
         tmp.mkdir(parents=True)
         argv = debootstrap_argv(d, tmp, cache)
     lists = chroot.apt_lists(cache, chroot.sources_text_digest(sources_list(d)))  # the base's own sources
-    env = dict(os.environ, KESTREL_APT_CACHE=str(cache), KESTREL_APT_LISTS=str(lists),
-               KESTREL_DPKG_EXCLUDES=DPKG_EXCLUDES, LC_ALL="C")
+    env = dict(
+        os.environ,
+        KESTREL_APT_CACHE=str(cache),
+        KESTREL_APT_LISTS=str(lists),
+        KESTREL_DPKG_EXCLUDES=DPKG_EXCLUDES,
+        LC_ALL="C",
+    )
     log = log or base.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = runner.run(argv, env=env, output=out, check=False, timeout=BOOTSTRAP_TIMEOUT)
         if not proc.ok:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise CommandError(f"{d.bootstrap.method} failed: {proc.why()}; "
-                               f"last lines of {log}:\n{log_tail(log)}")
+            raise CommandError(f"{d.bootstrap.method} failed: {proc.why()}; last lines of {log}:\n{log_tail(log)}")
         (tmp / "etc/apt/sources.list").write_text(sources_list(d))
         (tmp / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True, exist_ok=True)
         (tmp / "etc/dpkg/dpkg.cfg.d/kestrel").write_text(DPKG_EXCLUDES)
@@ -193,8 +228,7 @@ def _import_tarball(root: Sysroot, d: ImageDefinition, target: Path) -> None:
         raise InputError(f"bootstrap.tarball: {d.bootstrap.tarball} does not exist")
     logger.info(f"Importing {tarball}")
     target.mkdir(parents=True, exist_ok=True)
-    runner.run(["tar", "-x", "-p", "--numeric-owner", "-f", str(tarball), "-C", str(target)],
-               timeout=BOOTSTRAP_TIMEOUT)
+    runner.run(["tar", "-x", "-p", "--numeric-owner", "-f", str(tarball), "-C", str(target)], timeout=BOOTSTRAP_TIMEOUT)
 
 
 def copy_tree(source: Path, target: Path) -> None:

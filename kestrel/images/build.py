@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,30 +43,48 @@ from kestrel.sysroot import LOG_DIR, Sysroot
 logger = logging.getLogger(__name__)
 
 
-
 def definition_digest(definition: ImageDefinition, modules: list[str]) -> str:
     text = definition.model_dump_json() + repr(modules)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
-                use_cache: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Job:
+    """What every step of one image's build needs: the tree, the config, the image's definition and modules."""
+
+    root: Sysroot
+    config: Config
+    name: str
+    definition: ImageDefinition
+    modules: list[str]
+
+    @property
+    def digest(self) -> str:
+        return definition_digest(self.definition, self.modules)
+
+
+def _job(root: Sysroot, config: Config, name: str) -> Job:
+    definition = load_definition(root, name)
+    return Job(root, config, name, definition, image_modules(definition, config.modules))
+
+
+def build_image(
+    root: Sysroot, config: Config, name: str, *, force: bool = False, use_cache: bool = True
+) -> dict[str, Any]:
     """Build NAME: from the current version when its definition is unchanged (only changed scripts and
     configure run), else (or with FORCE) from the cached base, and publish it (the caller replans the frontend)."""
-    definition = load_definition(root, name)
-    modules = image_modules(definition, config.modules)
-    digest = definition_digest(definition, modules)
+    job = _job(root, config, name)
     now = current(root, name)
-    if _updatable(root, now, digest, force):
+    if _updatable(root, now, job.digest, force):
         assert now is not None
         logger.info(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
-        return _new_version(root, config, config_path, name, definition, modules, digest,
-                            lower=root.path(now["root"]), base=now.get("base"))
+        return _new_version(job, job.digest, lower=root.path(now["root"]), base=now.get("base"))
 
     def fill(staging: Path) -> str | None:
-        return bootstrap.bootstrap(root, definition, staging, use_cache=use_cache,
-                                   log=root.path(f"{LOG_DIR}/images/{name}/bootstrap.log"))
-    return _new_version(root, config, config_path, name, definition, modules, digest, fill=fill)
+        log = root.path(f"{LOG_DIR}/images/{name}/bootstrap.log")
+        return bootstrap.bootstrap(root, job.definition, staging, use_cache=use_cache, log=log)
+
+    return _new_version(job, job.digest, fill=fill)
 
 
 def _updatable(root: Sysroot, now: dict[str, Any] | None, digest: str, force: bool) -> bool:
@@ -73,43 +92,49 @@ def _updatable(root: Sysroot, now: dict[str, Any] | None, digest: str, force: bo
     return bool(now and not force and now.get("definition") == digest and root.path(now["root"]).is_dir())
 
 
-def describe_build(root: Sysroot, config: Config, name: str, *, force: bool = False,
-                   use_cache: bool = True) -> list[str]:
+def describe_build(
+    root: Sysroot, config: Config, name: str, *, force: bool = False, use_cache: bool = True
+) -> list[str]:
     """What build_image would do (--dry-run), a line each: update the current version or start from which base,
     the phase scripts it would run, what publishing replaces and removes. Reads only."""
-    definition = load_definition(root, name)
-    modules = image_modules(definition, config.modules)
+    job = _job(root, config, name)
     now = current(root, name)
-    if _updatable(root, now, definition_digest(definition, modules), force):
+    if _updatable(root, now, job.digest, force):
         assert now is not None
-        return [f"Would update {name} from version {now['version']} (its definition is unchanged; --force "
-                "rebuilds): a new version, copy-on-write",
-                *_describe_version(root, config, name, definition, modules, _state_of(root, now), force=False)]
-    return [bootstrap.describe(root, definition, use_cache=use_cache),
-            *_describe_version(root, config, name, definition, modules, {}, force=force)]
+        return [
+            f"Would update {name} from version {now['version']} (its definition is unchanged; --force "
+            "rebuilds): a new version, copy-on-write",
+            *_describe_version(job, _state_of(root, now), force=False),
+        ]
+    return [bootstrap.describe(root, job.definition, use_cache=use_cache), *_describe_version(job, {}, force=force)]
 
 
-def describe_update(root: Sysroot, config: Config, name: str, *, force: bool = False,
-                    apt_steps: list[list[str]] | None = None) -> list[str]:
+def describe_update(
+    root: Sysroot, config: Config, name: str, *, force: bool = False, apt_steps: list[list[str]] | None = None
+) -> list[str]:
     """What update_image would do (--dry-run): the apt steps, then the phase scripts, then publishing."""
     now = _published(root, name)
-    definition = load_definition(root, name)
-    modules = image_modules(definition, config.modules)
     apt = [f"Would execute image_apt-get {' '.join(args)}" for args in [["update"], *apt_steps]] if apt_steps else []
-    return [f"Would make a new version of {name} from version {now['version']} (copy-on-write)", *apt,
-            *_describe_version(root, config, name, definition, modules, _state_of(root, now), force=force)]
+    return [
+        f"Would make a new version of {name} from version {now['version']} (copy-on-write)",
+        *apt,
+        *_describe_version(_job(root, config, name), _state_of(root, now), force=force),
+    ]
 
 
-def _describe_version(root: Sysroot, config: Config, name: str, definition: ImageDefinition, modules: list[str],
-                      state: dict[str, str], *, force: bool) -> list[str]:
-    target = phases.Target(root, config, modules, image=name, extra_packages=list(definition.packages))
+def _describe_version(job: Job, state: dict[str, str], *, force: bool) -> list[str]:
+    root, name = job.root, job.name
+    target = phases.Target(root, job.config, job.modules, image=name, extra_packages=list(job.definition.packages))
     lines = phases.pending(target, state, force)
     now = current(root, name)
     prune, pinned = plan_prune(root, name, {now["version"]} if now else set())
-    return [*lines, f"Would publish the new version: its manifest, the link {root.sys(f'{IMAGES_DIR}/{name}')} "
-                    f"switched to it, then {root.sys(manifest_path(name))}",
-            *plan_lines(root, prune, diff=False),
-            *(f"Would keep {name} version {v}: up nodes run on it" for v in pinned)]
+    return [
+        *lines,
+        f"Would publish the new version: its manifest, the link {root.sys(f'{IMAGES_DIR}/{name}')} "
+        f"switched to it, then {root.sys(manifest_path(name))}",
+        *plan_lines(root, prune, diff=False),
+        *(f"Would keep {name} version {v}: up nodes run on it" for v in pinned),
+    ]
 
 
 def _state_of(root: Sysroot, manifest: dict[str, Any]) -> dict[str, str]:
@@ -124,36 +149,47 @@ def _published(root: Sysroot, name: str) -> dict[str, Any]:
     return now
 
 
-def update_image(root: Sysroot, config: Config, config_path: Path, name: str, *, force: bool = False,
-                 apt_steps: list[list[str]] | None = None,
-                 edit: Callable[[Path], None] | None = None) -> dict[str, Any]:
+def update_image(
+    root: Sysroot,
+    config: Config,
+    name: str,
+    *,
+    force: bool = False,
+    apt_steps: list[list[str]] | None = None,
+    edit: Callable[[Path], None] | None = None,
+) -> dict[str, Any]:
     """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS (or EDIT of the tree)
     first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
     now = _published(root, name)
-    definition = load_definition(root, name)
-    modules = image_modules(definition, config.modules)
 
     def prepare(tree: Path) -> None:
         if apt_steps:
             _apt(root, name, tree, apt_steps)
         if edit:
             edit(tree)
-    return _new_version(root, config, config_path, name, definition, modules, now.get("definition", ""),
-                        lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force)
+
+    job = _job(root, config, name)
+    return _new_version(
+        job, now.get("definition", ""), lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force
+    )
 
 
-def shell_image(root: Sysroot, config: Config, config_path: Path, name: str) -> dict[str, Any]:
+def shell_image(root: Sysroot, config: Config, name: str) -> dict[str, Any]:
     """An interactive shell in a new version of NAME; published (after configure) when the shell exits 0."""
 
     def edit(tree: Path) -> None:
         logger.info(f"Shell in a new version of {name}: exit to publish it, 'exit 1' to discard your changes")
-        proc = runner.run(["/bin/sh", "-l"], via=chroot.Chroot(tree), interactive=True, check=False,
-                          env={"TERM": os.environ.get("TERM", "xterm"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                               "HOME": "/root"})
+        proc = runner.run(
+            ["/bin/sh", "-l"],
+            via=chroot.Chroot(tree),
+            interactive=True,
+            check=False,
+            env={"TERM": os.environ.get("TERM", "xterm"), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
+        )
         if not proc.ok:
-            raise KestrelError(f"shell exited with {proc.why()}: changes discarded, "
-                               f"{name} unchanged")
-    return update_image(root, config, config_path, name, edit=edit)
+            raise KestrelError(f"shell exited with {proc.why()}: changes discarded, {name} unchanged")
+
+    return update_image(root, config, name, edit=edit)
 
 
 def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]]) -> None:
@@ -164,11 +200,18 @@ def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]]) -> Non
     apt.drop_apt_indexes(staging)
 
 
-def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, definition: ImageDefinition,
-                 modules: list[str], digest: str, *, fill: Callable[[Path], str | None] | None = None,
-                 lower: Path | None = None, base: str | None = None, prepare: Callable[[Path], None] | None = None,
-                 force: bool = False) -> dict[str, Any]:
+def _new_version(
+    job: Job,
+    digest: str,
+    *,
+    fill: Callable[[Path], str | None] | None = None,
+    lower: Path | None = None,
+    base: str | None = None,
+    prepare: Callable[[Path], None] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version)."""
+    root, name, definition, modules = job.root, job.name, job.definition, job.modules
     started = time.monotonic()
     folder = root.path(versions_dir(name))
     with _build_lock(root, name):
@@ -176,8 +219,15 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
         version = _new_version_id(root, name)
         staging = folder / f".staging-{version}"
         scratch = folder / f".cow-{version}"
-        target = phases.Target(root, config, modules, image=name, image_root=staging,
-                               apt_cache=bootstrap.apt_cache(root), extra_packages=list(definition.packages))
+        target = phases.Target(
+            root,
+            job.config,
+            modules,
+            image=name,
+            image_root=staging,
+            apt_cache=bootstrap.apt_cache(root),
+            extra_packages=list(definition.packages),
+        )
         try:
             if lower is None:
                 assert fill is not None
@@ -200,10 +250,18 @@ def _new_version(root: Sysroot, config: Config, config_path: Path, name: str, de
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         manifest = {
-            "name": name, "version": version, "root": f"{versions_dir(name)}/{version}",
-            "kernel": kernel, "initrd": initrd, "kernel_version": kernel_version, "cmdline": definition.cmdline,
-            "built": datetime.now(UTC).isoformat(timespec="microseconds"), "modules": modules,
-            "size": tree_size(folder / version), "definition": digest, "base": base,
+            "name": name,
+            "version": version,
+            "root": f"{versions_dir(name)}/{version}",
+            "kernel": kernel,
+            "initrd": initrd,
+            "kernel_version": kernel_version,
+            "cmdline": definition.cmdline,
+            "built": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "modules": modules,
+            "size": tree_size(folder / version),
+            "definition": digest,
+            "base": base,
         }
         publish(root, manifest)
     logger.info(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
@@ -236,20 +294,23 @@ def find_kernel(image_root: Path) -> tuple[Path, Path, str] | None:
     """The newest /boot/vmlinuz-VERSION that has its initrd.img-VERSION, as (kernel, initrd, VERSION)."""
     found = []
     for kernel in (image_root / "boot").glob("vmlinuz-*"):
-        version = kernel.name[len("vmlinuz-"):]
+        version = kernel.name[len("vmlinuz-") :]
         initrd = kernel.with_name(f"initrd.img-{version}")
         if initrd.is_file():
             found.append((kernel, initrd, version))
     return max(found, key=lambda f: _kernel_sort_key(f[2])) if found else None
 
 
-def copy_boot_files(root: Sysroot, name: str, version: str,
-                    image_root: Path) -> tuple[str | None, str | None, str | None]:
+def copy_boot_files(
+    root: Sysroot, name: str, version: str, image_root: Path
+) -> tuple[str | None, str | None, str | None]:
     """Kernel and initrd into the http and tftp roots (readable by nginx and dnsmasq); None without a kernel."""
     found = find_kernel(image_root)
     if found is None:
-        logger.warning(f"{name} has no kernel with an initrd in /boot: it cannot be network-booted "
-            "(built anyway; add the nfsroot module to boot it)")
+        logger.warning(
+            f"{name} has no kernel with an initrd in /boot: it cannot be network-booted "
+            "(built anyway; add the nfsroot module to boot it)"
+        )
         return None, None, None
     kernel, initrd, kernel_version = found
     rel = f"images/{name}/{version}"

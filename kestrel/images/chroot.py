@@ -83,11 +83,27 @@ def lists_fresh(apt_cache: Path, image_root: Path) -> bool:
     return 0 <= age < FRESH_SECONDS
 
 
-def wrapper_argv(image_root: Path, argv: Sequence[str], apt_cache: Path | None = None,
-                 lists: Path | None = None) -> list[str]:
+def wrapper_argv(
+    image_root: Path, argv: Sequence[str], apt_cache: Path | None = None, lists: Path | None = None
+) -> list[str]:
     """APT_CACHE and LISTS (its index folder for the image's sources) are bound into the image, when given."""
-    return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-            "sh", "-c", _WRAPPER, "kestrel-chroot", str(image_root), str(apt_cache or ""), str(lists or ""), *argv]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "sh",
+        "-c",
+        _WRAPPER,
+        "kestrel-chroot",
+        str(image_root),
+        str(apt_cache or ""),
+        str(lists or ""),
+        *argv,
+    ]
 
 
 @dataclass(frozen=True)
@@ -134,5 +150,7 @@ def assert_unmounted(image_root: Path) -> None:
     """Nothing mounted below IMAGE_ROOT (the tree itself may be a mount: the overlay of a new version)."""
     left = [m for m in mounts_under(image_root) if m != os.path.realpath(image_root)]
     if left:
-        raise KestrelError(f"{image_root}: still mounted after the chroot: {', '.join(left)}; "
-                           f"unmount them (umount -R) before exporting the image")
+        raise KestrelError(
+            f"{image_root}: still mounted after the chroot: {', '.join(left)}; "
+            f"unmount them (umount -R) before exporting the image"
+        )

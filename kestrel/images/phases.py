@@ -24,7 +24,9 @@ def script_env(config: Config, root: Sysroot, phase: str, image: str | None, ima
     """The documented KESTREL_* environment (plus a plain PATH and locale)."""
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root",
+        "LC_ALL": "C",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "HOME": "/root",
         "KESTREL_PHASE": phase,
         "KESTREL_ROOT": str(root.root),
         "KESTREL_CONFIG_JSON": config.to_json(),
@@ -107,12 +109,12 @@ def _run_script(target: Target, script: scripts.Script, out: IO[bytes], log: Pat
         proc = runner.run(argv, env=env, check=False, output=out, timeout=apt.SCRIPT_TIMEOUT)
     if not proc.ok:
         out.flush()
-        raise apt.ScriptFailed(f"{script.name} ({script.path}) failed: {proc.why()}; "
-                           f"last lines of {log}:\n{apt.log_tail(log, start)}")
+        raise apt.ScriptFailed(
+            f"{script.name} ({script.path}) failed: {proc.why()}; last lines of {log}:\n{apt.log_tail(log, start)}"
+        )
 
 
-def _chroot_script(image_root: Path, script: scripts.Script, env: dict[str, str],
-                   out: IO[bytes]) -> runner.Result:
+def _chroot_script(image_root: Path, script: scripts.Script, env: dict[str, str], out: IO[bytes]) -> runner.Result:
     """Copy the script into the image's /tmp, run it there, remove it."""
     inside = f"/tmp/.kestrel-{script.name}"
     real = image_root / inside.lstrip("/")
@@ -120,14 +122,16 @@ def _chroot_script(image_root: Path, script: scripts.Script, env: dict[str, str]
     shutil.copyfile(script.path, real)
     real.chmod(0o755)
     try:
-        return runner.run([inside], via=chroot.Chroot(image_root), env=env, output=out, timeout=apt.SCRIPT_TIMEOUT,
-                          check=False)
+        return runner.run(
+            [inside], via=chroot.Chroot(image_root), env=env, output=out, timeout=apt.SCRIPT_TIMEOUT, check=False
+        )
     finally:
         real.unlink(missing_ok=True)
 
 
-def _run_packages(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool,
-                  out: IO[bytes]) -> None:
+def _run_packages(
+    target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool, out: IO[bytes]
+) -> None:
     """Every enabled list (plus the definition's packages) in one apt transaction, when one changed."""
     packages = packages_to_install(target, lists, state, force)
     if not packages:
@@ -140,8 +144,11 @@ def _run_packages(target: Target, lists: list[scripts.Script], state: dict[str, 
     install = ["apt-get", "install", "-y", "--no-install-recommends", *apt.APT_OPTIONS, *packages]
     update = ["apt-get", "update", *apt.APT_OPTIONS[-2:]]
     steps = [update, install]
-    if target.image_root is not None and target.apt_cache is not None and chroot.lists_fresh(target.apt_cache,
-                                                                                             target.image_root):
+    if (
+        target.image_root is not None
+        and target.apt_cache is not None
+        and chroot.lists_fresh(target.apt_cache, target.image_root)
+    ):
         steps.remove(update)
         out.write(b"==> apt-get update skipped: the shared indexes were fetched for these sources moments ago\n")
     if target.image_root is not None:
@@ -153,8 +160,14 @@ def _run_packages(target: Target, lists: list[scripts.Script], state: dict[str, 
         out.write(f"==> {' '.join(argv)}\n".encode())
         out.flush()
         if target.image_root is not None:
-            proc = runner.run(argv, via=chroot.Chroot(target.image_root, target.apt_cache), env=env, output=out,
-                              timeout=apt.SCRIPT_TIMEOUT, check=False)
+            proc = runner.run(
+                argv,
+                via=chroot.Chroot(target.image_root, target.apt_cache),
+                env=env,
+                output=out,
+                timeout=apt.SCRIPT_TIMEOUT,
+                check=False,
+            )
         elif target.root.is_host:
             proc = runner.run(argv, env=env, check=False, output=out, timeout=apt.SCRIPT_TIMEOUT)
         else:
@@ -164,8 +177,10 @@ def _run_packages(target: Target, lists: list[scripts.Script], state: dict[str, 
             chroot.mark_lists_fresh(target.apt_cache, target.image_root)
         if not proc.ok:
             what = argv[1] if argv[0] == "apt-get" else "update-initramfs after"
-            raise apt.ScriptFailed(f"packages ({what} of {' '.join(packages)}) failed: "
-                               f"{proc.why()}; last lines of {log}:\n{apt.log_tail(log, start)}")
+            raise apt.ScriptFailed(
+                f"packages ({what} of {' '.join(packages)}) failed: "
+                f"{proc.why()}; last lines of {log}:\n{apt.log_tail(log, start)}"
+            )
     for s in lists:
         state[s.key] = s.digest()
     state[_DEFINITION_KEY] = _definition_digest(target)
@@ -184,8 +199,11 @@ def _definition_digest(target: Target) -> str:
 def packages_to_install(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool) -> list[str]:
     """The packages phase's one transaction: every enabled list and the definition's packages, when a list or
     the definition's packages changed since (or with FORCE); empty when it has nothing to do."""
-    changed = (force or any(scripts.want_run(s, state, False) for s in lists)
-               or state.get(_DEFINITION_KEY) != _definition_digest(target))
+    changed = (
+        force
+        or any(scripts.want_run(s, state, False) for s in lists)
+        or state.get(_DEFINITION_KEY) != _definition_digest(target)
+    )
     packages = sorted({p for s in lists for p in scripts.read_package_list(s)} | set(target.extra_packages))
     return packages if changed else []
 
@@ -202,8 +220,10 @@ def pending(target: Target, state: dict[str, str], force: bool = False) -> list[
             if packages and not target.image and not target.root.is_host:
                 lines.append(f"Would skip frontend_packages: {target.root.root} is not the host")
             elif packages:
-                lines.append(f"Would execute {prefix}_packages: {len(packages)} packages in one apt transaction "
-                             f"({' '.join(packages)})")
+                lines.append(
+                    f"Would execute {prefix}_packages: {len(packages)} packages in one apt transaction "
+                    f"({' '.join(packages)})"
+                )
             continue
         for s in found:
             if scripts.want_run(s, state, force):

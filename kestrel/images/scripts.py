@@ -69,8 +69,10 @@ _SCRIPT_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*_[A-Za-z0-9][A-Za-z0-9_.-]*")
 def check_script_name(path: Path) -> str:
     """`<module>_<name>[_chroot]`: the module part is a plain name, the rest is not empty."""
     if not _SCRIPT_NAME.fullmatch(path.name) or path.name.partition("_")[2] == "chroot":
-        raise InputError(f"{path}: a phase script is named MODULE_NAME or MODULE_NAME_chroot "
-                         "(a-z, 0-9, '-', '.'; then '_' and the name); rename it")
+        raise InputError(
+            f"{path}: a phase script is named MODULE_NAME or MODULE_NAME_chroot "
+            "(a-z, 0-9, '-', '.'; then '_' and the name); rename it"
+        )
     return path.name
 
 
@@ -116,16 +118,24 @@ def save_state(path: Path, state: dict[str, str]) -> None:
     atomic_write(path, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
 
 
-def explain(root: Sysroot, side: Side, modules: list[str], state: dict[str, str],
-            shipped: Path = SHIPPED_DIR) -> list[dict[str, str]]:
+def explain(
+    root: Sysroot, side: Side, modules: list[str], state: dict[str, str], shipped: Path = SHIPPED_DIR
+) -> list[dict[str, str]]:
     """Every script of every phase: where it comes from, whether its module is enabled, whether it will run."""
     rows = []
     for phase in PHASES:
         for s in discover(root, side, phase, shipped):
-            rows.append({"phase": phase, "script": s.name, "module": s.module, "origin": str(s.origin),
-                         "where": "list" if phase == "packages" else "chroot" if s.in_chroot else "frontend",
-                         "status": script_status(s, state) if s.module in modules else "module off",
-                         "path": str(s.path)})
+            rows.append(
+                {
+                    "phase": phase,
+                    "script": s.name,
+                    "module": s.module,
+                    "origin": str(s.origin),
+                    "where": "list" if phase == "packages" else "chroot" if s.in_chroot else "frontend",
+                    "status": script_status(s, state) if s.module in modules else "module off",
+                    "path": str(s.path),
+                }
+            )
     return rows
 
 

@@ -90,8 +90,12 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 def older_versions(root: Sysroot, images: list[PublishedImage]) -> list[PublishedImage]:
     """The kept versions of IMAGES other than the current ones. NFS exports them too: a node that booted an
     older version keeps its root until that version is removed."""
-    return [_parse_manifest(root.path(version_manifest_path(image.name, data["version"])), data)
-            for image in images for data in kept_versions(root, image.name) if data["version"] != image.version]
+    return [
+        _parse_manifest(root.path(version_manifest_path(image.name, data["version"])), data)
+        for image in images
+        for data in kept_versions(root, image.name)
+        if data["version"] != image.version
+    ]
 
 
 def published_images(root: Sysroot) -> list[PublishedImage]:
@@ -108,6 +112,7 @@ def published_images(root: Sysroot) -> list[PublishedImage]:
 
 
 # -- versions on disk -------------------------------------------------------------------------------------
+
 
 def versions_dir(name: str) -> str:
     return f"{IMAGES_DIR}/{check_image_name(name)}.versions"
@@ -148,8 +153,10 @@ def plan_publish(root: Sysroot, manifest: dict[str, Any]) -> tuple[Plan, list[st
     before = current(root, name)
     text = manifest_bytes(manifest)
     plan = Plan()
-    plan.add(FileChange(version_manifest_path(name, version), root.read(version_manifest_path(name, version)), text),
-             *_switch(root, name, version, text))
+    plan.add(
+        FileChange(version_manifest_path(name, version), root.read(version_manifest_path(name, version)), text),
+        *_switch(root, name, version, text),
+    )
     prune, pinned = plan_prune(root, name, {version} | ({before["version"]} if before else set()))
     plan.merge(prune)
     return plan, pinned
@@ -182,8 +189,10 @@ def plan_prune(root: Sysroot, name: str, keep: set[str]) -> tuple[Plan, list[str
 
 def _switch(root: Sysroot, name: str, version: str, manifest_text: bytes) -> list[Step]:
     """The link NAME -> NAME.versions/VERSION switched in one rename, then NAME.json replaced in one rename."""
-    return [Link(f"{IMAGES_DIR}/{name}", f"{name}.versions/{version}"),
-            FileChange(manifest_path(name), root.read(manifest_path(name)), manifest_text)]
+    return [
+        Link(f"{IMAGES_DIR}/{name}", f"{name}.versions/{version}"),
+        FileChange(manifest_path(name), root.read(manifest_path(name)), manifest_text),
+    ]
 
 
 def rollback_target(root: Sysroot, name: str) -> dict[str, Any]:
@@ -191,8 +200,11 @@ def rollback_target(root: Sysroot, name: str) -> dict[str, Any]:
     now = current(root, name)
     if now is None:
         raise InputError(f"image '{name}' is not published")
-    older = [v for v in kept_versions(root, name) if str(v.get("built", v["version"]))
-             < str(now.get("built", now["version"]))]
+    older = [
+        v
+        for v in kept_versions(root, name)
+        if str(v.get("built", v["version"])) < str(now.get("built", now["version"]))
+    ]
     if not older:
         raise KestrelError(f"image '{name}' has no older version to roll back to (current: {now['version']})")
     return older[-1]
@@ -225,8 +237,17 @@ def plan_remove_image(root: Sysroot, name: str) -> Plan:
     old = root.read(manifest_path(name))
     if old is not None:
         plan.add(FileChange(manifest_path(name), old, None))
-    plan.add(*_existing(root, [f"{IMAGES_DIR}/{name}", versions_dir(name), f"{MANIFESTS_DIR}/{name}.versions",
-                               *(f"{boot_root}/images/{name}" for boot_root in BOOT_DIRS)]))
+    plan.add(
+        *_existing(
+            root,
+            [
+                f"{IMAGES_DIR}/{name}",
+                versions_dir(name),
+                f"{MANIFESTS_DIR}/{name}.versions",
+                *(f"{boot_root}/images/{name}" for boot_root in BOOT_DIRS),
+            ],
+        )
+    )
     return plan
 
 
@@ -247,18 +268,27 @@ def list_images(root: Sysroot) -> list[dict[str, Any]]:
     """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions, and
     used_by: the up nodes on each version (from their last visit)."""
     names = {n.mac: n.name for n in registry.load_registry(root)}
-    on_root = {path: [names.get(mac, mac) for mac in macs]
-               for path, macs in nodestate.macs_by_root(nodestate.load_states(root)).items()}
+    on_root = {
+        path: [names.get(mac, mac) for mac in macs]
+        for path, macs in nodestate.macs_by_root(nodestate.load_states(root)).items()
+    }
     rows = []
     for image in published_images(root):
         data = current(root, image.name) or {}
         kept = kept_versions(root, image.name)
-        rows.append({
-            "name": image.name, "version": image.version, "root": root.sys(image.root),
-            "size": data.get("size"), "built": data.get("built"), "modules": data.get("modules", []),
-            "bootable": image.bootable, "versions": [v["version"] for v in kept],
-            "used_by": {v["version"]: on_root[root.sys(v["root"])] for v in kept if root.sys(v["root"]) in on_root},
-        })
+        rows.append(
+            {
+                "name": image.name,
+                "version": image.version,
+                "root": root.sys(image.root),
+                "size": data.get("size"),
+                "built": data.get("built"),
+                "modules": data.get("modules", []),
+                "bootable": image.bootable,
+                "versions": [v["version"] for v in kept],
+                "used_by": {v["version"]: on_root[root.sys(v["root"])] for v in kept if root.sys(v["root"]) in on_root},
+            }
+        )
     return rows
 
 

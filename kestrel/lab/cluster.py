@@ -42,8 +42,10 @@ SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
 
 # -- up -------------------------------------------------------------------------------------------------
 
-def up(root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
-       timeout: float = 900.0) -> list[nodes.NodeProgress]:
+
+def up(
+    root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False, timeout: float = 900.0
+) -> list[nodes.NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes."""
     config_path, config = up_frontend(root, prefix)
     image = image or config.nodes.default_image
@@ -104,8 +106,16 @@ def _ipv6_address(config: Config) -> str | None:
     return f"{net.network_address + 1}/{net.prefixlen}" if net else None
 
 
-def _start(root: Sysroot, name: str, argv: list[str], config: Config, *, ready_log: str | None = None,
-           ready_port: int | None = None, private_run: bool = False) -> None:
+def _start(
+    root: Sysroot,
+    name: str,
+    argv: list[str],
+    config: Config,
+    *,
+    ready_log: str | None = None,
+    ready_port: int | None = None,
+    private_run: bool = False,
+) -> None:
     if supervisor.find(root, name):
         return
     record = supervisor.start(root, name, argv, netns=config.network.netns, private_run=private_run)
@@ -136,15 +146,37 @@ def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool) -
     if store.current(root, image) is not None and not rebuild:
         return False
     logger.info(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
-    runner.run([sys.executable, "-I", "-m", "kestrel.cli.images", "--root", str(root.root),
-                "--config", str(config_path), "build", image], capture=False, timeout=3600)
+    runner.run(
+        [
+            sys.executable,
+            "-I",
+            "-m",
+            "kestrel.cli.images",
+            "--root",
+            str(root.root),
+            "--config",
+            str(config_path),
+            "build",
+            image,
+        ],
+        capture=False,
+        timeout=3600,
+    )
     if store.current(root, image) is None:
         raise CommandError(f"image {image} was not published by kestrel-images build")
     return True
 
 
-def describe_up(root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False,
-                timeout: float = 900.0, diff: bool = False) -> list[str]:
+def describe_up(
+    root: Sysroot,
+    count: int,
+    image: str | None,
+    prefix: str | None,
+    *,
+    rebuild: bool = False,
+    timeout: float = 900.0,
+    diff: bool = False,
+) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
     prefix = _prefix(root, prefix)
@@ -156,8 +188,10 @@ def describe_up(root: Sysroot, count: int, image: str | None, prefix: str | None
     network_ready = netns.exists(ns)
     if not network_ready:
         lines += plan_lines(root, tree.plan_state(root, tree.LabState(prefix, [ns])), diff)
-        lines.append(f"Would create network namespace {ns} with bridge {bridge} ({config.network.address}"
-                     + (f", {_ipv6_address(config)})" if config.network.ipv6_prefix else ")"))
+        lines.append(
+            f"Would create network namespace {ns} with bridge {bridge} ({config.network.address}"
+            + (f", {_ipv6_address(config)})" if config.network.ipv6_prefix else ")")
+        )
     frontend = checked_plan(root, config, config_path)
     # the services the lab runs are its own: only those running now are reloaded, the others are started below
     running = Plan(frontend.steps, [a for a in frontend.actions if supervisor.find(root, a.service)])
@@ -186,6 +220,7 @@ def _would_start(root: Sysroot, name: str, argv: list[str], again: bool = False)
 
 
 # -- down, status ----------------------------------------------------------------------------------
+
 
 def down(root: Sysroot) -> list[str]:
     """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
@@ -224,8 +259,11 @@ def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
         record = supervisor.find(root, name)
         lines += [f"Would stop {name} (pid {record.pid})"] if record else []
     if state:
-        lines += [f"Would delete network namespace {ns} (and stop what still runs in it)"
-                  for ns in state.namespaces if netns.exists(ns)]
+        lines += [
+            f"Would delete network namespace {ns} (and stop what still runs in it)"
+            for ns in state.namespaces
+            if netns.exists(ns)
+        ]
         lines += plan_lines(root, tree.plan_state(root, None), diff)
     return lines
 
@@ -248,5 +286,3 @@ def status(root: Sysroot) -> dict[str, object]:
         "images": [i.name for i in store.published_images(root)],
         "nodes": [{"name": n.name, "mac": n.mac, "ip": str(n.ip)} for n in registry.load_registry(root)],
     }
-
-

@@ -94,10 +94,13 @@ def booted(root: Sysroot, vm: str) -> bool:
         text = qemu.console_path(root, vm).read_text(errors="replace")
     except FileNotFoundError:
         return False
-    return " login:" in text[text.rfind("=== kestrel-vm:"):]
+    return " login:" in text[text.rfind("=== kestrel-vm:") :]
 
 
 def _sync_known_hosts(root: Sysroot) -> None:
     """The frontend's known_hosts learns new nodes from the image's host keys (kestrel-users sync)."""
-    runner.run([sys.executable, "-I", "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
-               check=False, timeout=120)
+    runner.run(
+        [sys.executable, "-I", "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
+        check=False,
+        timeout=120,
+    )

@@ -91,8 +91,13 @@ def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
             raise CommandError(f"{SHIPPED_ETC}: the shipped /etc/kestrel is missing: reinstall Kestrel")
         for path in sorted(SHIPPED_ETC.rglob("*")):
             if path.is_file() and path.relative_to(SHIPPED_ETC) != Path("kestrel.yaml"):
-                wanted.append(Desired(f"/etc/kestrel/{path.relative_to(SHIPPED_ETC)}", path.read_bytes(),
-                                      mode=path.stat().st_mode & 0o7777))
+                wanted.append(
+                    Desired(
+                        f"/etc/kestrel/{path.relative_to(SHIPPED_ETC)}",
+                        path.read_bytes(),
+                        mode=path.stat().st_mode & 0o7777,
+                    )
+                )
         text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True)
     else:
         text = lab_config_text(old.decode(), prefix, fresh=False)
@@ -134,11 +139,13 @@ def env_text(root: Sysroot) -> str:
     config_path = root.path(CONFIG_PATH)
     config = load_config(config_path)
     ns = config.network.netns or ""
-    return (f"export KESTREL_ROOT={root.root}\n"
-            f"export KESTREL_CONFIG={config_path}\n"
-            f"export KESTREL_LAB_NETNS={ns}\n"
-            f"# The cluster network lives in namespace {ns}: kestrel-nodes exec/check/wake reach it from here;\n"
-            f"# other tools: ip netns exec {ns} COMMAND, or kestrel-lab ssh NODE.\n")
+    return (
+        f"export KESTREL_ROOT={root.root}\n"
+        f"export KESTREL_CONFIG={config_path}\n"
+        f"export KESTREL_LAB_NETNS={ns}\n"
+        f"# The cluster network lives in namespace {ns}: kestrel-nodes exec/check/wake reach it from here;\n"
+        f"# other tools: ip netns exec {ns} COMMAND, or kestrel-lab ssh NODE.\n"
+    )
 
 
 def ssh_argv(root: Sysroot, node: str, command: list[str]) -> list[str]:
@@ -147,6 +154,20 @@ def ssh_argv(root: Sysroot, node: str, command: list[str]) -> list[str]:
     target = registry.find_node(registry.load_registry(root), node)
     if not config.network.netns:
         raise InputError(f"{root.path(CONFIG_PATH)}: network.netns is not set: not a lab tree")
-    return ["ip", "netns", "exec", config.network.netns, "ssh", "-i", str(root.path(config.nodes.ssh_key)),
-            "-o", f"UserKnownHostsFile={root.path(ssh.KNOWN_HOSTS)}", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"HostKeyAlias={target.name}", f"root@{target.ip}", *command]
+    return [
+        "ip",
+        "netns",
+        "exec",
+        config.network.netns,
+        "ssh",
+        "-i",
+        str(root.path(config.nodes.ssh_key)),
+        "-o",
+        f"UserKnownHostsFile={root.path(ssh.KNOWN_HOSTS)}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"HostKeyAlias={target.name}",
+        f"root@{target.ip}",
+        *command,
+    ]

@@ -70,8 +70,15 @@ class Topology:
         _ip("link", "set", dev, "up", netns=netns)
         return dev
 
-    def add_veth(self, netns_a: str | None, suffix_a: str, netns_b: str, suffix_b: str,
-                 master_a: str | None = None, address_b: str | None = None) -> tuple[str, str]:
+    def add_veth(
+        self,
+        netns_a: str | None,
+        suffix_a: str,
+        netns_b: str,
+        suffix_b: str,
+        master_a: str | None = None,
+        address_b: str | None = None,
+    ) -> tuple[str, str]:
         """A veth pair created directly in its namespaces (no clash in the root namespace)."""
         a, b = self.name(suffix_a), self.name(suffix_b)
         _ip("link", "add", a, "type", "veth", "peer", "name", b, "netns", netns_b, netns=netns_a)

@@ -50,9 +50,12 @@ def devices_for(switch: SwitchConfig, role: str) -> list[Device]:
         ]
     for i, server in enumerate(switch.servers):
         if server.name == role:
-            return [Device(switch.bridge, "bridge"),
-                    Device(f"{switch.device_prefix}0", "vxlan", switch.vni_base + i, switch.hub, server.address,
-                           switch.bridge)]
+            return [
+                Device(switch.bridge, "bridge"),
+                Device(
+                    f"{switch.device_prefix}0", "vxlan", switch.vni_base + i, switch.hub, server.address, switch.bridge
+                ),
+            ]
     raise InputError(f"switch: no server named {role!r}")
 
 
@@ -65,8 +68,26 @@ def plan_up(switch: SwitchConfig, role: str, existing: set[str]) -> list[list[st
         if d.kind == "bridge":
             commands.append(["ip", "link", "add", d.name, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
         else:
-            commands.append(["ip", "link", "add", d.name, "type", "vxlan", "id", str(d.vni), "remote", str(d.remote),
-                             "local", str(d.local), "dstport", VXLAN_PORT, "dev", switch.underlay_interface])
+            commands.append(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    d.name,
+                    "type",
+                    "vxlan",
+                    "id",
+                    str(d.vni),
+                    "remote",
+                    str(d.remote),
+                    "local",
+                    str(d.local),
+                    "dstport",
+                    VXLAN_PORT,
+                    "dev",
+                    switch.underlay_interface,
+                ]
+            )
             commands.append(["ip", "link", "set", d.name, "master", str(d.master)])
         commands.append(["ip", "link", "set", d.name, "mtu", str(switch.mtu), "up"])
     return commands
@@ -120,9 +141,16 @@ def status(switch: SwitchConfig, netns: str | None = None) -> list[dict]:
     for d in devices_for(switch, role):
         link = have.get(d.name)
         stats = (link or {}).get("stats64", {})
-        rows.append({
-            "role": role, "device": d.name, "kind": d.kind, "vni": d.vni or "", "remote": d.remote or "",
-            "state": (link or {}).get("operstate", "absent").lower(),
-            "rx_packets": stats.get("rx", {}).get("packets", ""), "tx_packets": stats.get("tx", {}).get("packets", ""),
-        })
+        rows.append(
+            {
+                "role": role,
+                "device": d.name,
+                "kind": d.kind,
+                "vni": d.vni or "",
+                "remote": d.remote or "",
+                "state": (link or {}).get("operstate", "absent").lower(),
+                "rx_packets": stats.get("rx", {}).get("packets", ""),
+                "tx_packets": stats.get("tx", {}).get("packets", ""),
+            }
+        )
     return rows

@@ -44,9 +44,18 @@ def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[
     return [ssh.Target(n.name, str(n.ip)) for n in chosen]
 
 
-def exec_on(root: Sysroot, config: Config, targets: list[ssh.Target], command: str, *, user: str = "root",
-            key: Path | None = None, parallel: int = 10, connect_timeout: float | None = None,
-            command_timeout: float = 600.0) -> list[runner.Result]:
+def exec_on(
+    root: Sysroot,
+    config: Config,
+    targets: list[ssh.Target],
+    command: str,
+    *,
+    user: str = "root",
+    key: Path | None = None,
+    parallel: int = 10,
+    connect_timeout: float | None = None,
+    command_timeout: float = 600.0,
+) -> list[runner.Result]:
     """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY;
     the results in the order of TARGETS."""
     if not command.strip():
@@ -85,8 +94,12 @@ def ping(address: str, timeout: float = 1.0, netns_name: str | None = None) -> t
     """One ICMP echo with the `ping` program (iputils); falls back to a TCP connect to port 22 without it."""
     start = time.monotonic()
     if runner.which("ping"):
-        proc = runner.run(["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
-                          check=False, timeout=timeout + 5, via=runner.in_netns(netns_name))
+        proc = runner.run(
+            ["ping", "-n", "-q", "-c", "1", "-W", f"{max(1, round(timeout))}", address],
+            check=False,
+            timeout=timeout + 5,
+            via=runner.in_netns(netns_name),
+        )
         ms = (time.monotonic() - start) * 1000
         return (True, f"icmp {ms:.1f} ms") if proc.returncode == 0 else (False, "icmp: no reply")
     try:
@@ -106,8 +119,12 @@ def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> 
     start = time.monotonic()
     c = Check(target)
     c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
-    result = runner.run([f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})"], via=pool.on(target),
-                        timeout=timeout, check=False)
+    result = runner.run(
+        [f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})"],
+        via=pool.on(target),
+        timeout=timeout,
+        check=False,
+    )
     c.ssh_ok = result.error is None
     c.ssh = "ok" if c.ssh_ok else result.why()
     found = next((line[5:] for line in result.stdout.splitlines() if line.startswith("home=")), "")
@@ -135,8 +152,16 @@ def fan_out(targets: Sequence[ssh.Target], work: Callable[[ssh.Target], T], para
         return list(pool.map(work, targets))
 
 
-def run_many(pool: ssh.Pool, targets: Sequence[ssh.Target], command: str, *, parallel: int = 10, timeout: float = 60.0,
-             input: bytes | None = None) -> list[runner.Result]:
+def run_many(
+    pool: ssh.Pool,
+    targets: Sequence[ssh.Target],
+    command: str,
+    *,
+    parallel: int = 10,
+    timeout: float = 60.0,
+    input: bytes | None = None,
+) -> list[runner.Result]:
     """COMMAND on every target, PARALLEL at a time, through POOL; the results in the order of TARGETS."""
-    return fan_out(targets, lambda t: runner.run([command], via=pool.on(t), timeout=timeout, input=input,
-                                                 check=False), parallel)
+    return fan_out(
+        targets, lambda t: runner.run([command], via=pool.on(t), timeout=timeout, input=input, check=False), parallel
+    )

@@ -45,8 +45,11 @@ def select(nodes: Iterable[Node], states: States, group: str | None = None, ever
             continue
         if not everything and not (state and state.is_up):
             continue
-        out.append(Entry(node.name, node.ip, node.group, (state.cpus if state else None) or 1,
-                         state.memory_mb if state else None))
+        out.append(
+            Entry(
+                node.name, node.ip, node.group, (state.cpus if state else None) or 1, state.memory_mb if state else None
+            )
+        )
     return out
 
 
@@ -65,10 +68,13 @@ def slurm_context(entries: list[Entry], default_group: str) -> dict[str, object]
     for e in entries:
         kinds.setdefault((e.cpus, e.memory_mb), []).append(e.name)
         groups.setdefault(e.group, []).append(e.name)
-    node_lines = [{"hosts": fold_hostlist(hosts), "cpus": cpus, "memory_mb": memory}
-                  for (cpus, memory), hosts in kinds.items()]
-    partitions = [{"group": group, "hosts": fold_hostlist(hosts), "default": group == default_group}
-                  for group, hosts in sorted(groups.items())]
+    node_lines = [
+        {"hosts": fold_hostlist(hosts), "cpus": cpus, "memory_mb": memory} for (cpus, memory), hosts in kinds.items()
+    ]
+    partitions = [
+        {"group": group, "hosts": fold_hostlist(hosts), "default": group == default_group}
+        for group, hosts in sorted(groups.items())
+    ]
     if partitions and not any(p["default"] for p in partitions):
         partitions[0]["default"] = True
     return {"node_lines": node_lines, "partitions": partitions}
@@ -77,11 +83,11 @@ def slurm_context(entries: list[Entry], default_group: str) -> dict[str, object]
 def desired_hostfiles(root: Sysroot, config: Config, nodes: list[Node], states: States) -> list[Desired]:
     """The files under ROOT/etc/kestrel/hostfiles (exported read-only to the nodes): nodes that are up."""
     entries = select(nodes, states)
-    return [Desired(f"{HOSTFILES_DIR}/{fmt}", render_hostfile(root, config, fmt, entries).encode())
-            for fmt in Format]
+    return [Desired(f"{HOSTFILES_DIR}/{fmt}", render_hostfile(root, config, fmt, entries).encode()) for fmt in Format]
 
 
 # -- host ranges as Slurm writes them: node[01-04,07],login ---------------------------------------------------
+
 
 def fold_hostlist(names: Iterable[str]) -> str:
     """node01,node02,node03,node07 -> node[01-03,07]. Only numbers of the same width share brackets."""

@@ -44,7 +44,7 @@ def ip_pattern(network: IPv4Network) -> str:
 def name_pattern(pattern: str) -> str:
     """nodes.name_pattern as a glob: 'node{index:02d}' -> 'node*'."""
     start, end = pattern.index("{"), pattern.index("}")
-    return pattern[:start] + "*" + pattern[end + 1:]
+    return pattern[:start] + "*" + pattern[end + 1 :]
 
 
 def render(entries: Iterable[tuple[list[str], HostKey]]) -> str:

@@ -50,9 +50,9 @@ def parse_registry_line(line: str) -> Node:
     rest: list[str] = []
     for f in fields[1:]:
         if f.startswith("set:img-"):
-            image = f[len("set:img-"):]
+            image = f[len("set:img-") :]
         elif f.startswith("set:grp-"):
-            group = f[len("set:grp-"):]
+            group = f[len("set:grp-") :]
         else:
             rest.append(f)
     if len(rest) != 2 or image is None or group is None:
@@ -77,7 +77,7 @@ def format_registry(nodes: list[Node]) -> str:
 def natural_key(node: Node) -> tuple[str, int, str]:
     """node2 before node10."""
     stem = node.name.rstrip("0123456789")
-    digits = node.name[len(stem):]
+    digits = node.name[len(stem) :]
     return (stem, int(digits) if digits else -1, node.name)
 
 
@@ -93,9 +93,16 @@ def load_registry(root: Sysroot) -> list[Node]:
 
 # -- changes: pure functions from a node list to a new node list; InputError names what is wrong ----------
 
+
 def add_node(
-    nodes: list[Node], config: Config, *, mac: str, name: str | None = None, ip: str | IPv4Address | None = None,
-    image: str | None = None, group: str | None = None,
+    nodes: list[Node],
+    config: Config,
+    *,
+    mac: str,
+    name: str | None = None,
+    ip: str | IPv4Address | None = None,
+    image: str | None = None,
+    group: str | None = None,
 ) -> list[Node]:
     """NODES plus one node; a missing name or address is allocated (pattern, static pool, free address)."""
     book = _Book(nodes, config)
@@ -108,8 +115,14 @@ def remove_node(nodes: list[Node], name: str) -> list[Node]:
 
 
 def set_node(
-    nodes: list[Node], config: Config, name: str, *, image: str | None = None, group: str | None = None,
-    ip: str | IPv4Address | None = None, new_name: str | None = None,
+    nodes: list[Node],
+    config: Config,
+    name: str,
+    *,
+    image: str | None = None,
+    group: str | None = None,
+    ip: str | IPv4Address | None = None,
+    new_name: str | None = None,
 ) -> list[Node]:
     """NODES with node NAME changed; an unchanged value is not checked again."""
     node = find_node(nodes, name)
@@ -126,7 +139,11 @@ def set_node(
 
 
 def register_leases(
-    nodes: list[Node], config: Config, leases: Iterable[Lease], *, image: str | None = None,
+    nodes: list[Node],
+    config: Config,
+    leases: Iterable[Lease],
+    *,
+    image: str | None = None,
     group: str | None = None,
 ) -> tuple[list[Node], list[Node], list[str]]:
     """Register every leased MAC not yet known: (all nodes, the new ones, a warning per lease refused).
@@ -180,8 +197,15 @@ class _Book:
         assert self.config is not None
         return self.config
 
-    def new_node(self, mac: str, name: str | None, ip: str | IPv4Address | None, image: str | None,
-                 group: str | None, leased: IPv4Address | None = None) -> Node:
+    def new_node(
+        self,
+        mac: str,
+        name: str | None,
+        ip: str | IPv4Address | None,
+        image: str | None,
+        group: str | None,
+        leased: IPv4Address | None = None,
+    ) -> Node:
         mac = names.parse_mac(mac)
         if mac in self.by_mac:
             raise InputError(f"MAC {mac} is registered already, as {self.by_mac[mac].name}")
@@ -223,8 +247,10 @@ class _Book:
             raise InputError(f"{ip} is the frontend's address")
         start, end = net.dhcp_range
         if start <= ip <= end and ip != leased:
-            raise InputError(f"{ip} is inside the dynamic range {start}-{end}, which only leased addresses "
-                             "may keep; pick one outside it")
+            raise InputError(
+                f"{ip} is inside the dynamic range {start}-{end}, which only leased addresses "
+                "may keep; pick one outside it"
+            )
         if ip in self.by_ip:
             raise InputError(f"{ip} is taken, by {self.by_ip[ip].name}")
         return ip
@@ -244,15 +270,17 @@ class _Book:
             if ip not in self.by_ip:
                 return ip
         pool = self.cfg.network.static_pool
-        where = f"the static pool {pool[0]}-{pool[1]}" if pool else f"{self.cfg.network.network} outside the " \
-            "dynamic range"
+        where = (
+            f"the static pool {pool[0]}-{pool[1]}" if pool else f"{self.cfg.network.network} outside the dynamic range"
+        )
         raise InputError(f"no free address left in {where}")
 
 
 def _record(index: dict[K, Node], key: K, node: Node, what: str, where: str) -> None:
     if key in index:
-        raise InputError(f"{where}: {what} {key} appears twice ({index[key].name} and {node.name}); "
-                         "fix the file by hand")
+        raise InputError(
+            f"{where}: {what} {key} appears twice ({index[key].name} and {node.name}); fix the file by hand"
+        )
     index[key] = node
 
 

@@ -78,14 +78,22 @@ class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
         offered = knownhosts.HostKey(key.get_name(), key.get_base64())
         if not knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
             raise paramiko.SSHException(
-                f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts")
+                f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts"
+            )
 
 
 class Pool:
     """Open SSH connections by host, reused by every later command through this pool. Thread-safe."""
 
-    def __init__(self, user: str, key: Path, known_hosts: Iterable[Path], connect_timeout: float = 5.0,
-                 netns_name: str | None = None, trusted: Iterable[knownhosts.Entry] = ()) -> None:
+    def __init__(
+        self,
+        user: str,
+        key: Path,
+        known_hosts: Iterable[Path],
+        connect_timeout: float = 5.0,
+        netns_name: str | None = None,
+        trusted: Iterable[knownhosts.Entry] = (),
+    ) -> None:
         """Host keys are trusted if TRUSTED or one of the KNOWN_HOSTS files lists them; never on first use."""
         self.user = user
         self.netns_name = netns_name
@@ -107,9 +115,18 @@ class Pool:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target))
         t = self.connect_timeout
-        client.connect(target.address, target.port, username=self.user, pkey=self.key, timeout=t,
-                       banner_timeout=t, auth_timeout=t, look_for_keys=False, allow_agent=False,
-                       sock=open_socket(target.address, target.port, t, self.netns_name))
+        client.connect(
+            target.address,
+            target.port,
+            username=self.user,
+            pkey=self.key,
+            timeout=t,
+            banner_timeout=t,
+            auth_timeout=t,
+            look_for_keys=False,
+            allow_agent=False,
+            sock=open_socket(target.address, target.port, t, self.netns_name),
+        )
         with self._lock:
             self._clients[target] = client
         return client
@@ -142,8 +159,13 @@ def known_hosts_files(root: Sysroot) -> list[Path]:
     return [root.path(KNOWN_HOSTS), root.path(USER_KNOWN_HOSTS)]
 
 
-def root_pool(root: Sysroot, key: str = ROOT_KEY, connect_timeout: float = 5.0,
-              netns_name: str | None = None, trusted: Iterable[knownhosts.Entry] = ()) -> Pool:
+def root_pool(
+    root: Sysroot,
+    key: str = ROOT_KEY,
+    connect_timeout: float = 5.0,
+    netns_name: str | None = None,
+    trusted: Iterable[knownhosts.Entry] = (),
+) -> Pool:
     """Connections as root with the frontend's key (config nodes.ssh_key)."""
     return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name, trusted)
 
@@ -222,7 +244,3 @@ def describe_error(e: BaseException, pool: Pool) -> str:
         return "host unreachable"
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
-
-
-
-

@@ -13,8 +13,10 @@ from kestrel.sysroot import Sysroot
 STATE_PATH = "/var/lib/kestrel/nodes.json"
 # One SSH visit reads every fact as KEY=VALUE lines; fixed text, nothing interpolated. The root is the NFS root
 # the node booted (its kernel command line): the image version it runs on, which must not be deleted.
-FACTS_COMMAND = ("echo cpus=$(nproc); echo memory_kb=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo); "
-                 "echo root=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^nfsroot=[^:]*:\\([^,]*\\).*/\\1/p')")
+FACTS_COMMAND = (
+    "echo cpus=$(nproc); echo memory_kb=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo); "
+    "echo root=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^nfsroot=[^:]*:\\([^,]*\\).*/\\1/p')"
+)
 
 
 class State(StrEnum):
@@ -52,16 +54,21 @@ States = dict[str, NodeState]
 def parse_states(text: str, where: str = STATE_PATH) -> States:
     try:
         data = json.loads(text)
-        return {mac: NodeState(State(v.get("state", "unknown")), v.get("last_seen"), v.get("cpus"),
-                               v.get("memory_mb"), v.get("root"))
-                for mac, v in data["nodes"].items()}
+        return {
+            mac: NodeState(
+                State(v.get("state", "unknown")), v.get("last_seen"), v.get("cpus"), v.get("memory_mb"), v.get("root")
+            )
+            for mac, v in data["nodes"].items()
+        }
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{where}: not a Kestrel node state file ({e}); remove it to start afresh") from None
 
 
 def format_states(states: States) -> bytes:
-    data = {"version": 1, "nodes": {mac: {k: v for k, v in asdict(s).items() if v is not None}
-                                    for mac, s in sorted(states.items())}}
+    data = {
+        "version": 1,
+        "nodes": {mac: {k: v for k, v in asdict(s).items() if v is not None} for mac, s in sorted(states.items())},
+    }
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 

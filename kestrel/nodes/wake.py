@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 PORT = 9
 
 
-def select_targets(nodes: list[Node], names_: Iterable[str], group: str | None, everything: bool,
-                   macs: Iterable[str]) -> list[tuple[str, str]]:
+def select_targets(
+    nodes: list[Node], names_: Iterable[str], group: str | None, everything: bool, macs: Iterable[str]
+) -> list[tuple[str, str]]:
     """(label, MAC) of the nodes chosen by name, group, all, or bare MACs; in registry order, no repeats."""
     names_, macs = list(names_), list(macs)
     if not (names_ or group or everything or macs):

@@ -26,8 +26,14 @@ def today() -> int:
     return int(time.time() // 86400)
 
 
-def new_texts(current: Mapping[str, str | None], users: list[ClusterUser], config: Config, known_hosts: str,
-              days: int, accounts: bool = True) -> dict[str, str]:
+def new_texts(
+    current: Mapping[str, str | None],
+    users: list[ClusterUser],
+    config: Config,
+    known_hosts: str,
+    days: int,
+    accounts: bool = True,
+) -> dict[str, str]:
     """path -> new text of each of TREE_FILES that must change, given their CURRENT texts (None: absent).
 
     The tree's own copy of the users list says who was a cluster user before, so removed users go too.
@@ -40,8 +46,9 @@ def new_texts(current: Mapping[str, str | None], users: list[ClusterUser], confi
         have = {p: current.get(p) for p in ACCOUNT_FILES}
         for p in ("/etc/passwd", "/etc/group", "/etc/shadow"):
             have[p] = have[p] or ""
-        for path, text in render_accounts(have, users, previous, config.nfs.home, config.users.admin_group,
-                                          days).items():
+        for path, text in render_accounts(
+            have, users, previous, config.nfs.home, config.users.admin_group, days
+        ).items():
             if text != have[path]:
                 out[path] = text
     hosts = current.get(KNOWN_HOSTS) or ""
@@ -65,8 +72,9 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def plan_accounts(tree: Sysroot, users: list[ClusterUser], config: Config, known_hosts: str,
-                  accounts: bool = True) -> Plan:
+def plan_accounts(
+    tree: Sysroot, users: list[ClusterUser], config: Config, known_hosts: str, accounts: bool = True
+) -> Plan:
     """The writes that bring TREE to USERS (see new_texts), in the order account files, known_hosts, list."""
     raw = {p: tree.read(p) for p in TREE_FILES}
     current = {p: decode(data) for p, data in raw.items()}

@@ -62,15 +62,47 @@ def plan_home(root: Sysroot, config: Config, user: ClusterUser) -> Plan:
             new = text + ("" if not text or text.endswith("\n") else "\n") + public + "\n"
             plan.add(FileChange(authorized, have, new.encode("utf-8", "surrogateescape"), 0o600, owner))
     else:
-        plan.add(RunCommand(("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                             f"{user.name}@{config.cluster.name}", "-f", root.sys(key)), f"Created {root.sys(key)}"))
+        plan.add(
+            RunCommand(
+                (
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"{user.name}@{config.cluster.name}",
+                    "-f",
+                    root.sys(key),
+                ),
+                f"Created {root.sys(key)}",
+            )
+        )
         plan.add(RunCommand(("chown", ids, root.sys(key), root.sys(pub)), f"Gave {root.sys(key)} to {user.name}"))
         if have is None and authorized not in from_skel:
-            plan.add(RunCommand(("install", "-m", "600", "-o", str(user.uid), "-g", str(user.gid), root.sys(pub),
-                                 root.sys(authorized)), f"Created {root.sys(authorized)}"))
+            plan.add(
+                RunCommand(
+                    (
+                        "install",
+                        "-m",
+                        "600",
+                        "-o",
+                        str(user.uid),
+                        "-g",
+                        str(user.gid),
+                        root.sys(pub),
+                        root.sys(authorized),
+                    ),
+                    f"Created {root.sys(authorized)}",
+                )
+            )
         else:
-            plan.add(RunCommand(("sh", "-c", _APPEND, "sh", root.sys(pub), root.sys(authorized)),
-                                f"Wrote {root.sys(authorized)}"))
+            plan.add(
+                RunCommand(
+                    ("sh", "-c", _APPEND, "sh", root.sys(pub), root.sys(authorized)), f"Wrote {root.sys(authorized)}"
+                )
+            )
     if existing and _owned_by_others(real, owner):
         plan.add(RunCommand(("chown", "-R", "-h", ids, str(real)), f"Gave {real} to {user.name}"))
     return plan

@@ -18,8 +18,11 @@ def image_roots(root: Sysroot) -> dict[str, Path]:
     folder = root.path(IMAGES_DIR)
     if not folder.is_dir():
         return {}
-    return {e.name: e for e in sorted(folder.iterdir())
-            if e.is_dir() and not e.name.endswith(".versions") and _is_name(e.name)}
+    return {
+        e.name: e
+        for e in sorted(folder.iterdir())
+        if e.is_dir() and not e.name.endswith(".versions") and _is_name(e.name)
+    }
 
 
 def image_host_keys(root: Sysroot) -> dict[str, list[knownhosts.HostKey]]:
@@ -62,13 +65,21 @@ def known_hosts_body(root: Sysroot, config: Config, keys: dict[str, list[knownho
         for key in keys.get(node.image, []):
             entries.append(([node.name, f"{node.name}.{domain}", str(node.ip)], key))
     not_front = [f"!{front}", f"!{front}.{domain}", f"!{config.network.ip}"]
-    pattern = [knownhosts.name_pattern(config.nodes.name_pattern), f"*.{domain}",
-               knownhosts.ip_pattern(config.network.network), *not_front]
+    pattern = [
+        knownhosts.name_pattern(config.nodes.name_pattern),
+        f"*.{domain}",
+        knownhosts.ip_pattern(config.network.network),
+        *not_front,
+    ]
     for image in sorted(keys):
         for key in keys[image]:
             entries.append((pattern, key))
     for pub in sorted(root.path("/etc/ssh").glob("ssh_host_*_key.pub")):
         with contextlib.suppress(ValueError, OSError):
-            entries.append(([front, f"{front}.{domain}", str(config.network.ip)],
-                            knownhosts.parse_public_key(pub.read_text(), str(pub))))
+            entries.append(
+                (
+                    [front, f"{front}.{domain}", str(config.network.ip)],
+                    knownhosts.parse_public_key(pub.read_text(), str(pub)),
+                )
+            )
     return knownhosts.render(entries)

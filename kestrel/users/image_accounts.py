@@ -37,12 +37,15 @@ def plan_image(root: Sysroot, config: Config, tree: Sysroot, users: list[Cluster
 def plan_images(root: Sysroot, config: Config, users: list[ClusterUser]) -> list[ImagePlan]:
     """Every current image under ROOT (so a reboot keeps the change), with the frontend's known_hosts."""
     body = known_hosts_body(root, config)
-    return [ImagePlan(name, tree, plan_image(root, config, tree, users, body))
-            for name, tree in ((n, Sysroot(p)) for n, p in image_roots(root).items())]
+    return [
+        ImagePlan(name, tree, plan_image(root, config, tree, users, body))
+        for name, tree in ((n, Sysroot(p)) for n, p in image_roots(root).items())
+    ]
 
 
-def plan_image_build(root: Sysroot, config: Config, tree: Sysroot, users: list[ClusterUser],
-                     name: str | None) -> tuple[Plan, str]:
+def plan_image_build(
+    root: Sysroot, config: Config, tree: Sysroot, users: list[ClusterUser], name: str | None
+) -> tuple[Plan, str]:
     """The plan for image NAME being built at TREE, and its known_hosts body, which the frontend gets too:
     the image's own host keys (maybe not published yet) are trusted for its nodes."""
     _check_image_root(tree)

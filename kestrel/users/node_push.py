@@ -61,8 +61,11 @@ def sync_node(files: SftpFiles, users: list[ClusterUser], config: Config, known_
 def running_nodes(root: Sysroot) -> list[ssh.Target]:
     """Registered nodes not known to be down (a down node gets the users from its image when it boots)."""
     states = nodestate.load_states(root)
-    return [ssh.Target(n.name, str(n.ip)) for n in registry.load_registry(root)
-            if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN]
+    return [
+        ssh.Target(n.name, str(n.ip))
+        for n in registry.load_registry(root)
+        if n.mac not in states or states[n.mac].state is not nodestate.State.DOWN
+    ]
 
 
 def describe_push(root: Sysroot) -> list[str]:
@@ -73,8 +76,9 @@ def describe_push(root: Sysroot) -> list[str]:
     return [f"Would update the cluster users on {_count(len(targets))}: " + ", ".join(t.name for t in targets)]
 
 
-def push_to_nodes(root: Sysroot, config: Config, parallel: int = 10,
-                  connect_timeout: float = 3.0) -> list[tuple[str, str]]:
+def push_to_nodes(
+    root: Sysroot, config: Config, parallel: int = 10, connect_timeout: float = 3.0
+) -> list[tuple[str, str]]:
     """Send the users to every registered node that answers; returns (node, why) for those that did not.
 
     A node that is down gets them from its image when it boots, so a failure here is only a warning.

@@ -29,12 +29,12 @@ class UserChange:
     user: ClusterUser | None = None  # the user added or removed
 
 
-def plan_add(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None,
-             admin: bool) -> UserChange:
+def plan_add(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool) -> UserChange:
     """NAME on the frontend (account, home with skel, key pair, authorized_keys, known_hosts) and the images."""
     users = load_users(root)
-    user = new_user(users, decode(root.read("/etc/passwd")), decode(root.read("/etc/group")), config.users, name,
-                    uid, shell, admin)
+    user = new_user(
+        users, decode(root.read("/etc/passwd")), decode(root.read("/etc/group")), config.users, name, uid, shell, admin
+    )
     users = with_user(users, user)
     plan = _useradd(config, user) if root.is_host else Plan()
     plan.merge(plan_home(root, config, user))
@@ -67,12 +67,31 @@ def _frontend_files(root: Sysroot, config: Config, users: list[ClusterUser]) -> 
 
 def _useradd(config: Config, user: ClusterUser) -> Plan:
     home = home_path(config, user.name)
-    plan = Plan([
-        RunCommand(("groupadd", "--gid", str(user.gid), user.name), f"Created group {user.name} ({user.gid})"),
-        RunCommand(("useradd", "--uid", str(user.uid), "--gid", str(user.gid), "--home-dir", home,
-                    "--no-create-home", "--shell", user.shell, "--comment", f"{user.name} (cluster user)",
-                    "--password", "*", user.name), f"Created account {user.name} ({user.uid})"),
-    ])
+    plan = Plan(
+        [
+            RunCommand(("groupadd", "--gid", str(user.gid), user.name), f"Created group {user.name} ({user.gid})"),
+            RunCommand(
+                (
+                    "useradd",
+                    "--uid",
+                    str(user.uid),
+                    "--gid",
+                    str(user.gid),
+                    "--home-dir",
+                    home,
+                    "--no-create-home",
+                    "--shell",
+                    user.shell,
+                    "--comment",
+                    f"{user.name} (cluster user)",
+                    "--password",
+                    "*",
+                    user.name,
+                ),
+                f"Created account {user.name} ({user.uid})",
+            ),
+        ]
+    )
     group = config.users.admin_group
     if user.admin and _getent("group", group):
         plan.add(RunCommand(("usermod", "--append", "--groups", group, user.name), f"Added {user.name} to {group}"))
@@ -83,8 +102,11 @@ def _userdel(root: Sysroot, user: ClusterUser) -> Plan:
     """userdel, and the user's own group: removed first (-f: it is still the user's primary group), as userdel
     alone removes it or not depending on login.defs. A group another account has as its primary one stays."""
     plan = Plan()
-    others = [n for n, f in colon_entries(decode(root.read("/etc/passwd"))).items()
-              if n != user.name and len(f) > 3 and f[3] == str(user.gid)]
+    others = [
+        n
+        for n, f in colon_entries(decode(root.read("/etc/passwd"))).items()
+        if n != user.name and len(f) > 3 and f[3] == str(user.gid)
+    ]
     if _getent("group", user.name) and not others:
         plan.add(RunCommand(("groupdel", "--force", user.name), f"Removed group {user.name}"))
     plan.add(RunCommand(("userdel", user.name), f"Removed account {user.name}"))
@@ -94,4 +116,3 @@ def _userdel(root: Sysroot, user: ClusterUser) -> Plan:
 def _getent(database: str, key: str) -> bool:
     """Whether the name service knows KEY (read only: also run by --dry-run)."""
     return runner.run(["getent", database, key], check=False).returncode == 0
-

@@ -38,8 +38,9 @@ class ClusterUser:
 
 def check_user_name(text: str) -> str:
     if not isinstance(text, str) or not _USER_NAME.fullmatch(text):
-        raise InputError(f"{text!r} is not a valid user name "
-                         "(POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', at most 32)")
+        raise InputError(
+            f"{text!r} is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', at most 32)"
+        )
     if text == "root":
         raise InputError("root: kestrel-users never manages root (cluster keys give no access to the frontend's root)")
     return text
@@ -53,6 +54,7 @@ def check_shell(text: str) -> str:
 
 # -- the users list: ROOT/etc/kestrel/users ----------------------------------------------------------------
 
+
 def parse_users(text: str, where: str = USERS_PATH) -> list[ClusterUser]:
     users: list[ClusterUser] = []
     for number, line in content_lines(text):
@@ -60,8 +62,9 @@ def parse_users(text: str, where: str = USERS_PATH) -> list[ClusterUser]:
         try:
             if len(fields) != 4 or fields[3] not in ("user", "admin") or not fields[1].isdigit():
                 raise InputError(f"expected NAME:UID:SHELL:user|admin, got {line!r}")
-            users.append(ClusterUser(check_user_name(fields[0]), int(fields[1]), check_shell(fields[2]),
-                                     fields[3] == "admin"))
+            users.append(
+                ClusterUser(check_user_name(fields[0]), int(fields[1]), check_shell(fields[2]), fields[3] == "admin")
+            )
         except InputError as e:
             raise InputError(f"{where}:{number}: {e}") from None
     return users
@@ -72,6 +75,7 @@ def format_users(users: Iterable[ClusterUser]) -> str:
 
 
 # -- validation and allocation ----------------------------------------------------------------------------
+
 
 def colon_entries(text: str | None) -> dict[str, list[str]]:
     """name -> fields of a passwd/group/shadow style file (comments and blank lines ignored)."""
@@ -111,11 +115,13 @@ def new_user(
     users = {n: f for n, f in colon_entries(passwd).items() if n not in ours}
     groups = {n: f for n, f in colon_entries(group).items() if n not in ours}
     if name in users:
-        raise InputError(f"{name}: a system user of that name exists in /etc/passwd (uid {users[name][2]}); "
-                         "choose another name")
+        raise InputError(
+            f"{name}: a system user of that name exists in /etc/passwd (uid {users[name][2]}); choose another name"
+        )
     if name in groups:
-        raise InputError(f"{name}: a group of that name exists in /etc/group (gid {groups[name][2]}); "
-                         "choose another name")
+        raise InputError(
+            f"{name}: a group of that name exists in /etc/group (gid {groups[name][2]}); choose another name"
+        )
     taken = {u.uid: f"cluster user {u.name}" for u in cluster}
     taken.update({_int(f[2]): f"{n} in /etc/group" for n, f in groups.items() if len(f) > 2})
     taken.update({_int(f[2]): f"{n} in /etc/passwd" for n, f in users.items() if len(f) > 2})
@@ -135,9 +141,12 @@ def _int(text: str) -> int:
 
 # -- account files: passwd, group, shadow, gshadow of a tree (frontend, image, node) --------------------
 
+
 def passwd_line(user: ClusterUser, home_base: str) -> str:
-    return f"{user.name}:x:{user.uid}:{user.gid}:{user.name} (cluster user):{home_base.rstrip('/')}/{user.name}:" \
-           f"{user.shell}"
+    return (
+        f"{user.name}:x:{user.uid}:{user.gid}:{user.name} (cluster user):{home_base.rstrip('/')}/{user.name}:"
+        f"{user.shell}"
+    )
 
 
 def group_line(user: ClusterUser) -> str:
@@ -215,6 +224,7 @@ def without_user(users: list[ClusterUser], name: str) -> tuple[list[ClusterUser]
 
 # -- the shared home on the nodes: a systemd mount unit, so it does not depend on who writes fstab ------
 
+
 def unit_name_for_path(path: str) -> str:
     """systemd-escape --path: '/home' -> 'home', '/export/home' -> 'export-home'."""
     parts = [p for p in path.split("/") if p]
@@ -242,4 +252,5 @@ def home_mount_unit(server: str, export: str, home: str) -> tuple[str, str]:
         # nolock: no rpc.statd on a minimal node; homes are not shared-locked between nodes.
         "Options=vers=3,tcp,nolock,_netdev\n\n"
         "[Install]\n"
-        "WantedBy=remote-fs.target\n")
+        "WantedBy=remote-fs.target\n"
+    )

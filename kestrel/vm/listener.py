@@ -30,8 +30,8 @@ def find_magic_macs(frame: bytes) -> set[str]:
     found = set()
     start = frame.find(_SYNC)
     while start != -1 and start + 102 <= len(frame):
-        mac = frame[start + 6:start + 12]
-        if mac != _SYNC[:6] and frame[start + 6:start + 102] == mac * 16:
+        mac = frame[start + 6 : start + 12]
+        if mac != _SYNC[:6] and frame[start + 6 : start + 102] == mac * 16:
             found.add(":".join(f"{b:02x}" for b in mac))
         start = frame.find(_SYNC, start + 1)
     return found
@@ -73,8 +73,7 @@ def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None) -> list
     return started
 
 
-def listen(root: Sysroot, bridge: str, ns: str | None,
-           until: Callable[[], bool] = lambda: False) -> None:
+def listen(root: Sysroot, bridge: str, ns: str | None, until: Callable[[], bool] = lambda: False) -> None:
     """Wake VMs on magic packets seen on BRIDGE until UNTIL() is true (checked about once a second)."""
     sock = open_listener(bridge, ns)
     logger.info(f"Listening for magic packets on {bridge}" + (f" in network namespace {ns}" if ns else ""))
@@ -103,8 +102,20 @@ def start_listener(root: Sysroot, config_path: str, bridge: str, ns: str | None)
     """The listener as a supervised background process of ROOT; None if one already runs."""
     if supervisor.find(root, LISTENER):
         return None
-    argv = [sys.executable, "-I", "-m", "kestrel.cli.vm", "--root", str(root.root), "--config", config_path,
-            "listen", "--bridge", bridge, *(["--netns", ns] if ns else [])]
+    argv = [
+        sys.executable,
+        "-I",
+        "-m",
+        "kestrel.cli.vm",
+        "--root",
+        str(root.root),
+        "--config",
+        config_path,
+        "listen",
+        "--bridge",
+        bridge,
+        *(["--netns", ns] if ns else []),
+    ]
     record = supervisor.start(root, LISTENER, argv)
     if not supervisor.wait_for_log(record, "Listening for magic packets", timeout=30):
         supervisor.stop(root, LISTENER)

@@ -97,19 +97,37 @@ def qemu_argv(spec: VmSpec, console: str, kvm: bool) -> list[str]:
     nic = f"virtio-net-pci,netdev=n0,mac={spec.mac}" + (f",host_mtu={spec.mtu}" if spec.mtu else "")
     argv = [
         runner.which("qemu-system-x86_64") or "qemu-system-x86_64",
-        "-name", spec.name, "-nodefaults", "-no-user-config",
+        "-name",
+        spec.name,
+        "-nodefaults",
+        "-no-user-config",
         # -nographic (not -display none) is what makes SeaBIOS and iPXE print on the serial port too.
         "-nographic",
         *(["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]),
-        "-m", str(spec.memory), "-smp", str(spec.cpus),
-        "-chardev", f"file,id=con0,path={console},append=on", "-serial", "chardev:con0",
-        "-monitor", "none",
+        "-m",
+        str(spec.memory),
+        "-smp",
+        str(spec.cpus),
+        "-chardev",
+        f"file,id=con0,path={console},append=on",
+        "-serial",
+        "chardev:con0",
+        "-monitor",
+        "none",
         # Never vhost=on: there is no /dev/vhost-net here and qemu 7.2 aborts instead of falling back.
-        "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no", "-device", nic,
+        "-netdev",
+        f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
+        "-device",
+        nic,
     ]
     if spec.kernel:
-        argv += ["-kernel", spec.kernel, *(["-initrd", spec.initrd] if spec.initrd else []),
-                 "-append", spec.append or ""]
+        argv += [
+            "-kernel",
+            spec.kernel,
+            *(["-initrd", spec.initrd] if spec.initrd else []),
+            "-append",
+            spec.append or "",
+        ]
     else:
         argv += ["-boot", "order=n"]
     return argv
@@ -117,9 +135,16 @@ def qemu_argv(spec: VmSpec, console: str, kvm: bool) -> list[str]:
 
 def new_spec(config: Config, name: str, **given: object) -> VmSpec:
     """A VM definition from the config's defaults and the values given (None: the default)."""
-    base = VmSpec(name=check_vm_name(name), mac=vm_mac(name), bridge=config.network.interface,
-                  netns=config.network.netns, memory=config.vm.memory, cpus=config.vm.cpus,
-                  kvm=config.vm.kvm.value, mtu=config.network.mtu)
+    base = VmSpec(
+        name=check_vm_name(name),
+        mac=vm_mac(name),
+        bridge=config.network.interface,
+        netns=config.network.netns,
+        memory=config.vm.memory,
+        cpus=config.vm.cpus,
+        kvm=config.vm.kvm.value,
+        mtu=config.network.mtu,
+    )
     return _updated(base, given)
 
 
@@ -224,8 +249,9 @@ def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> supervi
     return supervisor.start(root, record_name(spec.name), argv, netns=spec.netns)
 
 
-def start_commands(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *,
-                   network_ready: bool = True) -> tuple[list[list[str]], list[str]]:
+def start_commands(
+    root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True
+) -> tuple[list[list[str]], list[str]]:
     """The ip(8) commands that put SPEC's tap on its bridge, and qemu's argv. Refuses a missing namespace or bridge;
     NETWORK_READY False: they are still to be made (the lab's dry run), so is the tap."""
     kvm = want_kvm(spec.kvm, kvm_usable() if kvm_ok is None else kvm_ok)
@@ -243,8 +269,7 @@ def start_commands(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *,
     return tap, qemu_argv(spec, str(console_path(root, spec.name)), kvm)
 
 
-def describe_start(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *,
-                   network_ready: bool = True) -> list[str]:
+def describe_start(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True) -> list[str]:
     """What start_vm would do (--dry-run): the tap's commands and qemu's; nothing if the VM runs."""
     if is_running(root, spec.name):
         return []
@@ -265,7 +290,8 @@ def describe_stop(root: Sysroot, name: str) -> list[str]:
     """What stop_vm would do (--dry-run)."""
     record = supervisor.find(root, record_name(name))
     return ([f"Would stop VM {name} (qemu, pid {record.pid})"] if record else []) + [
-        f"Would run {' '.join(c)}" for c in _untap_commands(load_vm(root, name))]
+        f"Would run {' '.join(c)}" for c in _untap_commands(load_vm(root, name))
+    ]
 
 
 def _untap_commands(spec: VmSpec | None) -> list[list[str]]:
@@ -287,9 +313,17 @@ def vm_rows(root: Sysroot) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for spec in list_vms(root):
         record = supervisor.find(root, record_name(spec.name))
-        rows.append({
-            "name": spec.name, "state": "running" if record else "stopped", "pid": record.pid if record else "",
-            "mac": spec.mac, "bridge": spec.bridge, "netns": spec.netns or "", "memory": spec.memory,
-            "cpus": spec.cpus, "console": str(console_path(root, spec.name)),
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "state": "running" if record else "stopped",
+                "pid": record.pid if record else "",
+                "mac": spec.mac,
+                "bridge": spec.bridge,
+                "netns": spec.netns or "",
+                "memory": spec.memory,
+                "cpus": spec.cpus,
+                "console": str(console_path(root, spec.name)),
+            }
+        )
     return rows

@@ -130,7 +130,7 @@ def test_rebuilds_keep_the_root_that_running_nodes_booted(lab: str) -> None:
     assert now["version"] != booted and booted in now["versions"], now
     assert now["used_by"] == {booted: ["node01", "node02"]}, now
     exports = (ROOT / "etc/ganesha/kestrel-exports.conf").read_text()
-    assert f"/default.versions/{booted}\"" in exports and f"/default.versions/{now['version']}\"" in exports
+    assert f'/default.versions/{booted}"' in exports and f'/default.versions/{now["version"]}"' in exports
     out = on("node01", "cat /etc/debian_version; ls /usr/bin | wc -l")
     assert out.splitlines()[0].startswith("node01: 12.") and int(out.splitlines()[1].split()[1]) > 100, out
 

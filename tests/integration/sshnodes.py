@@ -61,8 +61,7 @@ class Cluster:
     nodes: list[SshNode]
     image: Path
 
-    def ssh_in(self, node: SshNode, argv: list[str], uid: int | None = None,
-               timeout: float = 30) -> runner.Result:
+    def ssh_in(self, node: SshNode, argv: list[str], uid: int | None = None, timeout: float = 30) -> runner.Result:
         """ARGV inside NODE (its network and mount namespaces), as UID if given: a shell on that node."""
         prefix = ["nsenter", "-t", str(node.pid), "-m", "-n"]
         if uid is not None:
@@ -78,8 +77,20 @@ def make_image(root: Sysroot) -> Path:
         src = Path("/etc") / name
         if src.exists():
             shutil.copy2(src, image / "etc" / name)
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test",
-                "-f", str(image / "etc" / "ssh" / "ssh_host_ed25519_key")])
+    runner.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "image-test",
+            "-f",
+            str(image / "etc" / "ssh" / "ssh_host_ed25519_key"),
+        ]
+    )
     (image / "root" / ".ssh").mkdir(mode=0o700, parents=True)
     key = root.path("/root/.ssh/id_ed25519")
     key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -104,8 +115,10 @@ def build(topo: Topology, root: Sysroot, count: int, down: int = 0) -> Cluster:
         topo.add_veth(front, f"v{i}", ns, "e0", master_a=bridge, address_b=f"{ip}/24")
         nodes.append(SshNode(f"node{i:02d}", ns, ip))
     nodes += [SshNode(f"node{i:02d}", None, f"{NETWORK}.{100 + i}") for i in range(count + 1, count + down + 1)]
-    regs = [registry.Node(n.name, f"52:54:00:10:00:{i:02x}", IPv4Address(n.ip), IMAGE, "compute")
-            for i, n in enumerate(nodes, 1)]
+    regs = [
+        registry.Node(n.name, f"52:54:00:10:00:{i:02x}", IPv4Address(n.ip), IMAGE, "compute")
+        for i, n in enumerate(nodes, 1)
+    ]
     root.path(registry.REGISTRY_PATH).write_text(registry.format_registry(regs))
     started = [start_sshd(root, image, n) for n in nodes if n.netns]
     return Cluster(root, front, started + [n for n in nodes if not n.netns], image)
@@ -122,13 +135,23 @@ def start_sshd(root: Sysroot, image: Path, node: SshNode, facts: Facts | None = 
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
         "StrictModes yes\nMaxStartups 100:30:200\nSubsystem sftp internal-sftp\n"
     )
-    argv = ["sh", "-c", _LAUNCH, "sh", str(image), str(work / "upper"), str(work / "work"),
-            str(root.path("/home")), str(conf), ""]
+    argv = [
+        "sh",
+        "-c",
+        _LAUNCH,
+        "sh",
+        str(image),
+        str(work / "upper"),
+        str(work / "work"),
+        str(root.path("/home")),
+        str(conf),
+        "",
+    ]
     if facts is not None:
         (work / "meminfo").write_text(f"MemTotal:       {facts.memory_mb * 1024} kB\nMemFree:         1024 kB\n")
         nfsroot = f" root=/dev/nfs nfsroot={NETWORK}.1:{facts.root},vers=3,tcp" if facts.root else ""
         (work / "cmdline").write_text(f"BOOT_IMAGE=vmlinuz{nfsroot} ip=dhcp ro rootovl\n")
-        cpus = sorted(os.sched_getaffinity(0))[:facts.cpus]
+        cpus = sorted(os.sched_getaffinity(0))[: facts.cpus]
         if len(cpus) < facts.cpus:
             raise AssertionError(f"a node with {facts.cpus} CPUs needs that many here, there are {len(cpus)}")
         argv[-1] = str(work)

@@ -49,8 +49,9 @@ def one_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
 def test_not_root(scratch: Path) -> None:
     need_root()
     line = one_line(reconfigure(scratch, prefix=NOBODY), 1)
-    assert line == (f"kestrel-reconfigure: {scratch}/var: Permission denied "
-                    "(Kestrel changes system files: run it as root)")
+    assert line == (
+        f"kestrel-reconfigure: {scratch}/var: Permission denied (Kestrel changes system files: run it as root)"
+    )
     assert not (scratch / "etc/dnsmasq.d").exists()
 
 
@@ -67,8 +68,10 @@ def test_template_syntax_error(scratch: Path) -> None:
     override.parent.mkdir(parents=True)
     override.write_text("# {{ header }}\n{% for n in nodes %}\n{% if %}\n")
     line = one_line(reconfigure(scratch), 2)
-    assert line == (f"kestrel-reconfigure: {override}:3: template syntax error: "
-                    "Expected an expression, got 'end of statement block'")
+    assert line == (
+        f"kestrel-reconfigure: {override}:3: template syntax error: "
+        "Expected an expression, got 'end of statement block'"
+    )
     assert not (scratch / "etc/dnsmasq.d").exists()
 
 
@@ -102,7 +105,8 @@ def test_disk_full(scratch: Path) -> None:
                     f.flush()
         line = one_line(reconfigure(scratch), 1)
         assert line.startswith(f"kestrel-reconfigure: {disk}/kestrel/") and line.endswith(
-            ": cannot write: No space left on device"), line
+            ": cannot write: No space left on device"
+        ), line
         leftovers = [p for p in disk.rglob("*") if p.name.endswith(".kestrel-tmp")]
         assert leftovers == []
     finally:

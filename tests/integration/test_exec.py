@@ -18,8 +18,9 @@ from tests.integration import sshnodes
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
-def kestrel(cluster: sshnodes.Cluster, program: str, *args: str,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def kestrel(
+    cluster: sshnodes.Cluster, program: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """A Kestrel program run inside the frontend's namespace, as an admin would there."""
     argv = ["ip", "netns", "exec", cluster.frontend, str(VENV / program), "--root", str(cluster.root.root), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -90,8 +91,9 @@ def test_ssh_failures_read_like_any_command(topology: Topology, tmp_path: Path) 
     try:
         host_key = (cluster.image / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
         up, down = (ssh.Target(n.name, n.ip) for n in cluster.nodes)
-        with ssh.root_pool(cluster.root, connect_timeout=2, netns_name=cluster.frontend,
-                           trusted=knownhosts.parse(f"* {host_key}")) as pool:
+        with ssh.root_pool(
+            cluster.root, connect_timeout=2, netns_name=cluster.frontend, trusted=knownhosts.parse(f"* {host_key}")
+        ) as pool:
 
             def said(command: str, target: ssh.Target = up, timeout: float = 20) -> str:
                 result = runner.run([command], via=pool.on(target), timeout=timeout, check=False)
@@ -101,10 +103,12 @@ def test_ssh_failures_read_like_any_command(topology: Topology, tmp_path: Path) 
             ok = runner.run(["echo", "$SSH_CONNECTION"], via=pool.on(up), timeout=20)  # the remote shell expands
             assert ok.ok and ok.stdout.split()[2] == up.address and ok.where == "on node01"
             assert said("echo first >&2; echo last >&2; exit 4") == (
-                "'echo first >&2; echo ...' on node01: exit code 4: last")
+                "'echo first >&2; echo ...' on node01: exit code 4: last"
+            )
             missing = said("kt-no-such-command")
             assert missing.startswith("'kt-no-such-command' on node01: exit code 127: ") and missing.endswith(
-                "not found"), missing
+                "not found"
+            ), missing
             assert said("kill -TERM $$") == "'kill -TERM $$' on node01: killed by a signal"
             assert said("sleep 5", timeout=0.5) == "'sleep 5' on node01: timed out after 0.5 s"
             unreachable = said("true", down)

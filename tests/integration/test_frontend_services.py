@@ -76,8 +76,24 @@ def dhcp(c: Cluster, ns: str, dev: str, tmp: Path, conf: str = "") -> str:
     lease = tmp / f"{ns}.lease"
     conf_file = tmp / f"{ns}.conf"
     conf_file.write_text(conf)
-    runner.run(["dhclient", "-1", "-v", "-sf", "/bin/true", "-cf", str(conf_file), "-lf", str(lease),
-                "-pf", str(tmp / f"{ns}.pid"), dev], via=runner.Netns(ns), timeout=40)
+    runner.run(
+        [
+            "dhclient",
+            "-1",
+            "-v",
+            "-sf",
+            "/bin/true",
+            "-cf",
+            str(conf_file),
+            "-lf",
+            str(lease),
+            "-pf",
+            str(tmp / f"{ns}.pid"),
+            dev,
+        ],
+        via=runner.Netns(ns),
+        timeout=40,
+    )
     text = lease.read_text()
     address = text.split("fixed-address ")[1].split(";")[0]
     runner.run(["ip", "addr", "add", f"{address}/24", "dev", dev], via=runner.Netns(ns))
@@ -100,8 +116,9 @@ def test_dhcp_tftp_and_fixed_hosts(cluster: Cluster, tmp_path: Path) -> None:
     assert 'option domain-name "cluster.local";' in lease2
 
     fetched = tmp_path / "undionly.kpxe"
-    runner.run(["curl", "-sS", "--max-time", "20", "-o", str(fetched), f"tftp://{FE_IP}/undionly.kpxe"],
-               via=runner.Netns(ns))
+    runner.run(
+        ["curl", "-sS", "--max-time", "20", "-o", str(fetched), f"tftp://{FE_IP}/undionly.kpxe"], via=runner.Netns(ns)
+    )
     assert fetched.read_bytes() == Path("/usr/lib/ipxe/undionly.kpxe").read_bytes()
 
 
@@ -112,8 +129,11 @@ def test_registry_change_reaches_running_dnsmasq_by_sighup(cluster: Cluster, tmp
     with cluster.root.path("/etc/kestrel/nodes").open("a") as f:
         f.write(f"{mac},set:img-default,set:grp-compute,10.10.0.58,node08\n")
     said = cluster.reconfigure()
-    assert said == [f"Wrote {cluster.root.sys('/etc/kestrel/hosts')}", f"Wrote {cluster.root.sys('/etc/hosts')}",
-                    "Reloaded dnsmasq (/etc/kestrel/hosts changed)"]
+    assert said == [
+        f"Wrote {cluster.root.sys('/etc/kestrel/hosts')}",
+        f"Wrote {cluster.root.sys('/etc/hosts')}",
+        "Reloaded dnsmasq (/etc/kestrel/hosts changed)",
+    ]
     assert supervisor.find(cluster.root, "dnsmasq").pid == pid  # type: ignore[union-attr]
     time.sleep(0.5)
     ns, dev = cluster.add_client("c3", mac)
@@ -141,19 +161,24 @@ def test_nginx_serves_boot_ipxe(cluster: Cluster, tmp_path: Path) -> None:
     ns, _ = cluster.add_client("c4", address="10.10.0.240/24")
     got = None
     for _ in range(50):
-        proc = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/boot.ipxe"], via=runner.Netns(ns),
-                          check=False)
+        proc = runner.run(
+            ["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/boot.ipxe"], via=runner.Netns(ns), check=False
+        )
         if proc.returncode == 0:
             got = proc.stdout
             break
         time.sleep(0.2)
     assert got == cluster.root.path("/srv/kestrel/http/boot.ipxe").read_text()
     assert got.startswith("#!ipxe\n")
-    kernel = runner.run(["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/images/default/1/vmlinuz"],
-                        via=runner.Netns(ns))
+    kernel = runner.run(
+        ["curl", "-sS", "--max-time", "5", f"http://{FE_IP}/images/default/1/vmlinuz"], via=runner.Netns(ns)
+    )
     assert kernel.stdout == "kernel"
-    missing = runner.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{FE_IP}/../../etc/passwd"],
-                         via=runner.Netns(ns), check=False)
+    missing = runner.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{FE_IP}/../../etc/passwd"],
+        via=runner.Netns(ns),
+        check=False,
+    )
     assert missing.stdout == "404"
 
 
@@ -196,8 +221,17 @@ def test_new_image_versions_reach_ganesha_by_reload_not_restart(cluster: Cluster
     def version(v: str) -> str:
         path = f"/srv/kestrel/images/default.versions/{v}"
         root.path(path).mkdir(parents=True, exist_ok=True)
-        store.publish(root, {"name": "default", "version": v, "root": path, "kernel": f"images/default/{v}/vmlinuz",
-                              "initrd": f"images/default/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v}"})
+        store.publish(
+            root,
+            {
+                "name": "default",
+                "version": v,
+                "root": path,
+                "kernel": f"images/default/{v}/vmlinuz",
+                "initrd": f"images/default/{v}/initrd.img",
+                "built": f"2026-11-22T00:00:0{v}",
+            },
+        )
         return root.sys(path)
 
     first = version("1")
@@ -221,14 +255,18 @@ UEFI = "option arch code 93 = unsigned integer 16;\nsend arch 7;\n"
 IPXE = "option ipxe-encap code 175 = string;\nsend ipxe-encap 01:01:01;\n"
 
 
-@pytest.mark.parametrize(("kind", "conf", "mac", "filename"), [
-    ("bios-pxe", "", None, "undionly.kpxe"),
-    ("uefi-pxe", UEFI, None, "snponly.efi"),
-    ("ipxe-new-node", IPXE, None, f"http://{FE_IP}/boot.ipxe"),
-    ("ipxe-registered", IPXE, REGISTERED_MAC, f"http://{FE_IP}/boot/default.ipxe"),
-])
-def test_boot_file_per_client_kind(cluster: Cluster, tmp_path: Path, kind: str, conf: str, mac: str | None,
-                                   filename: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "conf", "mac", "filename"),
+    [
+        ("bios-pxe", "", None, "undionly.kpxe"),
+        ("uefi-pxe", UEFI, None, "snponly.efi"),
+        ("ipxe-new-node", IPXE, None, f"http://{FE_IP}/boot.ipxe"),
+        ("ipxe-registered", IPXE, REGISTERED_MAC, f"http://{FE_IP}/boot/default.ipxe"),
+    ],
+)
+def test_boot_file_per_client_kind(
+    cluster: Cluster, tmp_path: Path, kind: str, conf: str, mac: str | None, filename: str
+) -> None:
     """BIOS and UEFI PXE ROMs get iPXE; iPXE gets the menu, or its registered image's script."""
     start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
     ns, dev = cluster.add_client("c6", mac)

@@ -24,8 +24,9 @@ CACHE = os.environ.get("KESTREL_CACHE_DIR", "/var/cache/kestrel")
 
 def kestrel(program: str, root: Sysroot, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KESTREL_CACHE_DIR=CACHE)
-    out = subprocess.run([str(BIN / program), "--root", str(root.root), *args], capture_output=True, text=True,
-                         env=env, timeout=timeout)
+    out = subprocess.run(
+        [str(BIN / program), "--root", str(root.root), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -38,7 +39,8 @@ def test_default_debian_image(tree: Sysroot) -> None:
     need_root()
     root = tree
     root.path("/etc/kestrel/images/default.yaml").write_text(
-        "from: debian-bookworm\nmodules: [core, nfsroot, sshd, openmpi, mpich]\n")
+        "from: debian-bookworm\nmodules: [core, nfsroot, sshd, openmpi, mpich]\n"
+    )
     first = kestrel("kestrel-images", root, "build", "default")
     m = current(root)
     image = root.path(m["root"])
@@ -99,7 +101,8 @@ def test_debootstrap_base_via_sh_is_up_to_date(tree: Sysroot) -> None:
     need_root()
     root = tree
     root.path("/etc/kestrel/images/plain.yaml").write_text(
-        "from: debian-bookworm\nmodules: [core]\nbootstrap:\n  method: debootstrap\n")
+        "from: debian-bookworm\nmodules: [core]\nbootstrap:\n  method: debootstrap\n"
+    )
     out = kestrel("kestrel-images", root, "build", "plain", timeout=1800)
     m = json.loads(root.path("/var/lib/kestrel/images/plain.json").read_text())
     made = "Bootstrapping bookworm (debootstrap, minbase)" in out.stderr

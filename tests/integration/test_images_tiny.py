@@ -48,10 +48,10 @@ def admin_script(root: Sysroot, phase: str, name: str, body: str) -> Path:
     return path
 
 
-def images(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
+def images(root: Sysroot, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KESTREL_CACHE_DIR=str(root.path("/var/cache/kestrel")))
-    return subprocess.run([PROGRAM, "--root", str(root.root), *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    argv = [PROGRAM, "--root", str(root.root), *args]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=300)
 
 
 def manifest(root: Sysroot) -> dict:
@@ -66,12 +66,17 @@ def tiny(tree: Sysroot) -> Sysroot:
     definition = tree.path("/etc/kestrel/images/tiny.yaml")
     definition.write_text("bootstrap: {method: tarball, tarball: /var/tmp/tiny.tar}\nmodules: [demo]\n")
     admin_script(tree, "install", "demo_count_chroot", "echo run >> /var/install-runs")
-    admin_script(tree, "configure", "demo_mounts_chroot",
-                 'test "$KESTREL_IMAGE_ROOT" = /\n'
-                 "grep -q ' /proc ' /proc/self/mountinfo && test -d /sys/kernel && test -c /dev/null\n"
-                 'echo "$KESTREL_IMAGE $KESTREL_PHASE $KESTREL_FRONTEND_IP" > /etc/chroot-saw')
-    admin_script(tree, "configure", "demo_frontend",
-                 'echo "$KESTREL_DOMAIN" > "$KESTREL_IMAGE_ROOT/etc/frontend-wrote"')
+    admin_script(
+        tree,
+        "configure",
+        "demo_mounts_chroot",
+        'test "$KESTREL_IMAGE_ROOT" = /\n'
+        "grep -q ' /proc ' /proc/self/mountinfo && test -d /sys/kernel && test -c /dev/null\n"
+        'echo "$KESTREL_IMAGE $KESTREL_PHASE $KESTREL_FRONTEND_IP" > /etc/chroot-saw',
+    )
+    admin_script(
+        tree, "configure", "demo_frontend", 'echo "$KESTREL_DOMAIN" > "$KESTREL_IMAGE_ROOT/etc/frontend-wrote"'
+    )
     admin_script(tree, "configure", "other_skipped", 'touch "$KESTREL_IMAGE_ROOT/etc/must-not-exist"')
     return tree
 
@@ -112,14 +117,18 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     before = tree_state(root.root)
     planned = images(root, "build", "tiny", "--dry-run")
     assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
-    assert planned.stdout.splitlines()[0] == (f"Would update tiny from version {v1['version']} (its definition is "
-                                              "unchanged; --force rebuilds): a new version, copy-on-write")
+    assert planned.stdout.splitlines()[0] == (
+        f"Would update tiny from version {v1['version']} (its definition is "
+        "unchanged; --force rebuilds): a new version, copy-on-write"
+    )
     second = images(root, "build", "tiny")
     assert second.returncode == 0, second.stderr
     # the dry run named exactly the scripts the build ran
-    assert [line.split(" (")[0].replace("Would execute ", "") for line in planned.stdout.splitlines()
-            if line.startswith("Would execute")] == [
-        line.replace("Executing : ", "") for line in second.stderr.splitlines() if line.startswith("Executing")]
+    assert [
+        line.split(" (")[0].replace("Would execute ", "")
+        for line in planned.stdout.splitlines()
+        if line.startswith("Would execute")
+    ] == [line.replace("Executing : ", "") for line in second.stderr.splitlines() if line.startswith("Executing")]
     v2 = manifest(root)
     assert v2["version"] != v1["version"]
     assert "Executing : image_demo_count_chroot" not in second.stderr
@@ -132,7 +141,8 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert (root.path(v3["root"]) / "var/install-runs").read_text() == "run\nrun\n"
     # two versions are kept: the current and the previous one
     assert sorted(p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()) == sorted(
-        [v2["version"], v3["version"]])
+        [v2["version"], v3["version"]]
+    )
 
     listed = json.loads(images(root, "list", "--json").stdout)
     assert [(r["name"], r["version"], r["modules"]) for r in listed] == [("tiny", v3["version"], ["demo"])]
@@ -141,8 +151,9 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     before = tree_state(root.root)
     planned = images(root, "rollback", "tiny", "--dry-run")
     assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
-    assert planned.stdout.splitlines()[0] == (f"Would link {root.root}/srv/kestrel/images/tiny -> "
-                                              f"tiny.versions/{v2['version']}")
+    assert planned.stdout.splitlines()[0] == (
+        f"Would link {root.root}/srv/kestrel/images/tiny -> tiny.versions/{v2['version']}"
+    )
     back = images(root, "rollback", "tiny")
     assert back.returncode == 0, back.stderr
     assert manifest(root)["version"] == v2["version"]
@@ -153,16 +164,22 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     # version 2 (current again) ran the install script before it changed
     explained = json.loads(images(root, "explain", "tiny", "--json").stdout)
     assert {(r["script"], r["origin"], r["status"]) for r in explained if r["module"] == "demo"} == {
-        ("demo_count_chroot", "added", "changed"), ("demo_mounts_chroot", "added", "every time"),
-        ("demo_frontend", "added", "every time")}
+        ("demo_count_chroot", "added", "changed"),
+        ("demo_mounts_chroot", "added", "every time"),
+        ("demo_frontend", "added", "every time"),
+    }
 
     # kestrel-reconfigure --all: the frontend's phases, then each image's configure phase (a new version)
     frontend = root.path("/etc/kestrel/frontend/configure.d/core_mark")
     frontend.parent.mkdir(parents=True)
     frontend.write_text('#!/bin/sh\necho "$KESTREL_PHASE" >> "$KESTREL_ROOT/frontend-ran"\n')
     frontend.chmod(0o755)
-    reconf = subprocess.run([str(Path(PROGRAM).with_name("kestrel-reconfigure")), "--root", str(root.root), "--all"],
-                            capture_output=True, text=True, timeout=300)
+    reconf = subprocess.run(
+        [str(Path(PROGRAM).with_name("kestrel-reconfigure")), "--root", str(root.root), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reconf.returncode == 0, reconf.stderr
     assert "Executing : frontend_core_mark" in reconf.stderr
     assert "Executing : image_demo_mounts_chroot" in reconf.stderr
@@ -173,13 +190,10 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert (root.path(v4["root"]) / "var/install-runs").read_text() == "run\nrun\n"
 
     # shell: a chroot into a new version, fed from stdin here; exit 1 discards it, exit 0 publishes it
-    discard = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"], input="touch /etc/nope\nexit 1\n",
-                             capture_output=True, text=True, timeout=60)
+    discard = images(root, "shell", "tiny", stdin="touch /etc/nope\nexit 1\n")
     assert discard.returncode == 1 and "changes discarded, tiny unchanged" in discard.stderr, discard.stderr
     assert manifest(root)["version"] == v4["version"]
-    shell = subprocess.run([PROGRAM, "--root", str(root.root), "shell", "tiny"],
-                           input="echo made > /etc/shell-made\ncat /etc/chroot-saw\n",
-                           capture_output=True, text=True, timeout=60)
+    shell = images(root, "shell", "tiny", stdin="echo made > /etc/shell-made\ncat /etc/chroot-saw\n")
     assert shell.returncode == 0 and shell.stdout == "tiny configure 10.10.0.1\n", shell.stderr
     v5 = manifest(root)
     assert (root.path(v5["root"]) / "etc/shell-made").read_text() == "made\n"
@@ -192,7 +206,7 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert planned.returncode == 0 and tree_state(root.root) == before, planned.stderr
     gone = images(root, "remove", "tiny")
     steps = [line.replace("Would remove", "Removed") for line in planned.stdout.splitlines()[:-1]]
-    assert steps == gone.stderr.splitlines()[:len(steps)]
+    assert steps == gone.stderr.splitlines()[: len(steps)]
     assert gone.returncode == 0, gone.stderr
     assert not root.path("/var/lib/kestrel/images/tiny.json").exists()
     assert not root.path("/srv/kestrel/images/tiny.versions").exists()
@@ -204,8 +218,10 @@ def test_bad_definition_is_located(tree: Sysroot) -> None:
     tree.path("/etc/kestrel/images/bad.yaml").write_text("suite: bookworm\nbootstrap:\n  method: zip\n")
     out = images(tree, "build", "bad")
     assert out.returncode == 2
-    assert out.stderr.strip() == (f"kestrel-images: {tree.path('/etc/kestrel/images/bad.yaml')}:3: bootstrap.method: "
-                                  "input should be 'mmdebstrap', 'debootstrap' or 'tarball' (got 'zip')")
+    assert out.stderr.strip() == (
+        f"kestrel-images: {tree.path('/etc/kestrel/images/bad.yaml')}:3: bootstrap.method: "
+        "input should be 'mmdebstrap', 'debootstrap' or 'tarball' (got 'zip')"
+    )
 
 
 def test_chroot_failures_read_like_any_command(tmp_path: Path) -> None:
@@ -223,10 +239,14 @@ def test_chroot_failures_read_like_any_command(tmp_path: Path) -> None:
     ok = runner.run(["sh", "-c", "test -c /dev/null && echo $$"], via=inside)  # pid 1 of its own namespace
     assert ok.where == f"in chroot {tree}" and ok.stdout == "1\n"
     assert said(["sh", "-c", "echo first >&2; echo last >&2; exit 4"]) == (
-        f"'sh -c echo first ...' in chroot {tree}: exit code 4: last")
+        f"'sh -c echo first ...' in chroot {tree}: exit code 4: last"
+    )
     missing = said(["kt-no-such-command"])  # chroot(1) says it, quoting as the locale does
-    assert re.fullmatch(f"'kt-no-such-command' in chroot {re.escape(str(tree))}: exit code 127: chroot: "
-                        "failed to run command .kt-no-such-command.: No such file or directory", missing), missing
+    assert re.fullmatch(
+        f"'kt-no-such-command' in chroot {re.escape(str(tree))}: exit code 127: chroot: "
+        "failed to run command .kt-no-such-command.: No such file or directory",
+        missing,
+    ), missing
     assert said(["sleep", "30"], timeout=0.5) == f"'sleep 30' in chroot {tree}: timed out after 0.5 s"
     with pytest.raises(CommandError, match=r"^'false' in chroot .*/busybox-root: exit code 1$"):
         runner.run(["false"], via=inside)

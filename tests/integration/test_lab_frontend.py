@@ -60,12 +60,15 @@ def _dry_runs(root: Sysroot, prefix: str) -> None:
     busy = ("var/log/kestrel",)  # dnsmasq and nginx log meanwhile
     up = dry_run("lab", r, "up", "--dry-run", "--nodes", "1", busy=busy)
     assert not any(line.startswith(("Would start dnsmasq", "Would start nginx", "Would create network")) for line in up)
-    assert up[:2] == ["Would build image default: kestrel-images build default (its --dry-run says how)",
-                      up[1]] and up[1].startswith("Would start nfs-ganesha: ")
+    assert up[:2] == ["Would build image default: kestrel-images build default (its --dry-run says how)", up[1]] and up[
+        1
+    ].startswith("Would start nfs-ganesha: ")
     assert f"Would run ip -n {ns} tuntap add dev kv-node01 mode tap" in up
     pids = {name: supervisor.find(root, name) for name in ("dnsmasq", "nginx")}
     assert dry_run("lab", r, "down", "--dry-run", busy=busy) == [
-        f"Would stop nginx (pid {pids['nginx'].pid})", f"Would stop dnsmasq (pid {pids['dnsmasq'].pid})",
+        f"Would stop nginx (pid {pids['nginx'].pid})",
+        f"Would stop dnsmasq (pid {pids['dnsmasq'].pid})",
         f"Would delete network namespace {ns} (and stop what still runs in it)",
-        f"Would remove {r}/run/kestrel/lab.json"]
+        f"Would remove {r}/run/kestrel/lab.json",
+    ]
     assert netns.exists(ns) and all(supervisor.find(root, name) for name in pids)

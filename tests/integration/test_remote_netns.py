@@ -16,8 +16,9 @@ BIN = Path(sys.executable).parent
 
 def kestrel(root: Sysroot, program: str, *args: str) -> subprocess.CompletedProcess[str]:
     """On the host, not inside the namespace: the sockets to the nodes are opened in network.netns."""
-    return subprocess.run([str(BIN / program), "--root", str(root.root), *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(BIN / program), "--root", str(root.root), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_exec_and_check_from_the_host(topology: Topology, tmp_path: Path) -> None:
@@ -29,10 +30,14 @@ def test_exec_and_check_from_the_host(topology: Topology, tmp_path: Path) -> Non
         proc = kestrel(cluster.root, "kestrel-nodes", "exec", "--", "echo", "$SSH_CONNECTION")
         assert proc.returncode == 0, proc.stderr
         assert sorted(line.split()[0] + line.split()[3] for line in proc.stdout.splitlines()) == [
-            "node01:10.10.0.101", "node02:10.10.0.102"]
+            "node01:10.10.0.101",
+            "node02:10.10.0.102",
+        ]
         check = kestrel(cluster.root, "kestrel-nodes", "check", "--json")
         rows = json.loads(check.stdout)
         assert [(r["node"], r["ping"].split()[0], r["ssh"]) for r in rows] == [
-            ("node01", "icmp", "ok"), ("node02", "icmp", "ok")], check.stderr
+            ("node01", "icmp", "ok"),
+            ("node02", "icmp", "ok"),
+        ], check.stderr
     finally:
         sshnodes.stop(cluster)

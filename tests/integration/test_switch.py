@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 from kestrel import runner
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
-from tests.treestate import dry_run
+from tests.treestate import dry_run, kestrel
 
 HUB, SRV1, SRV2 = "172.31.250.1", "172.31.250.11", "172.31.250.12"
 
 
 def kestrel_switch(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kestrel.cli.switch", "--root", str(root.root), *args],
-                          capture_output=True, text=True, timeout=60)
+    return kestrel("switch", root.root, *args)
 
 
 def ping(ns: str, address: str) -> bool:
@@ -33,15 +31,21 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
         topology.add_veth(ul, f"u{role}", ns, "eth", master_a=underlay, address_b=f"{address}/24")
         hosts[role] = ns
     config = tree.path("/etc/kestrel/kestrel.yaml")
-    config.write_text(config.read_text() + (
-        f"switch:\n  hub: {HUB}\n  underlay_interface: {p}eth\n  bridge: {p}br\n  device_prefix: kv-\n"
-        f"  servers:\n    - {{name: s1, address: {SRV1}}}\n    - {{name: s2, address: {SRV2}}}\n"))
+    config.write_text(
+        config.read_text()
+        + (
+            f"switch:\n  hub: {HUB}\n  underlay_interface: {p}eth\n  bridge: {p}br\n  device_prefix: kv-\n"
+            f"  servers:\n    - {{name: s1, address: {SRV1}}}\n    - {{name: s2, address: {SRV2}}}\n"
+        )
+    )
 
     assert dry_run("switch", tree.root, "up", "--netns", hosts["s1"], "--dry-run") == [
         f"Would run ip link add {p}br type bridge stp_state 0 forward_delay 0",
         f"Would run ip link set {p}br mtu 1450 up",
         f"Would run ip link add kv-0 type vxlan id 100 remote {HUB} local {SRV1} dstport 4789 dev {p}eth",
-        f"Would run ip link set kv-0 master {p}br", "Would run ip link set kv-0 mtu 1450 up"]
+        f"Would run ip link set kv-0 master {p}br",
+        "Would run ip link set kv-0 mtu 1450 up",
+    ]
     assert f"{p}br" not in runner.run(["ip", "-br", "link"], netns=hosts["s1"]).stdout
     for role in ("hub", "s1", "s2"):
         proc = kestrel_switch(tree, "up", "--netns", hosts[role])
@@ -69,7 +73,10 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
 
     assert dry_run("switch", tree.root, "up", "--netns", hosts["hub"], "--dry-run") == ["Nothing to do"]
     assert dry_run("switch", tree.root, "down", "--netns", hosts["hub"], "--dry-run") == [
-        "Would run ip link del kv-s2", "Would run ip link del kv-s1", "Would run ip link del kv-hub"]
+        "Would run ip link del kv-s2",
+        "Would run ip link del kv-s1",
+        "Would run ip link del kv-hub",
+    ]
     assert ping(vms["s1"], "10.98.0.2")
     down = kestrel_switch(tree, "down", "--netns", hosts["hub"])
     assert down.returncode == 0, down.stderr
@@ -79,5 +86,7 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
 def test_switch_without_config_section_is_bad_input(tree: Sysroot) -> None:
     proc = kestrel_switch(tree, "status")
     assert proc.returncode == 2
-    assert proc.stderr == (f"kestrel-switch: {tree.path('/etc/kestrel/kestrel.yaml')}: no 'switch:' section; "
-                           "see etc-kestrel/kestrel.yaml\n")
+    assert proc.stderr == (
+        f"kestrel-switch: {tree.path('/etc/kestrel/kestrel.yaml')}: no 'switch:' section; "
+        "see etc-kestrel/kestrel.yaml\n"
+    )

@@ -23,8 +23,9 @@ def test_destroy_removes_namespaces_devices_and_their_processes() -> None:
             topo.add_veth(a, "pa", b, "eb", master_a=bridge, address_b="10.31.0.2/24")
             topo.add_tap(a, "tap", master=bridge)
             sleeper = subprocess.Popen(["ip", "netns", "exec", b, "sleep", "300"])
-            ping = subprocess.run(["ip", "netns", "exec", b, "ping", "-c", "1", "-W", "2", "10.31.0.1"],
-                                  capture_output=True, timeout=10)
+            ping = subprocess.run(
+                ["ip", "netns", "exec", b, "ping", "-c", "1", "-W", "2", "10.31.0.1"], capture_output=True, timeout=10
+            )
             assert ping.returncode == 0, ping.stdout
             raise RuntimeError("the test fails here")
         finally:

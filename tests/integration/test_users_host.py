@@ -50,26 +50,33 @@ def test_frontend_sshd_refuses_root_from_the_cluster_network(tree: Sysroot) -> N
     """The drop-in written by kestrel-users, read by the real sshd with Debian's layout (Include first)."""
     need_root()
     tree.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
-    proc = subprocess.run([str(KESTREL_USERS), "--root", str(tree.root), "sync"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(KESTREL_USERS), "--root", str(tree.root), "sync"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"Created {tree.path('/etc/ssh/sshd_config.d/kestrel-root.conf')}" in proc.stderr
     main = tree.path("/etc/ssh/sshd_config")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tree.path("/etc/ssh/hk"))], check=True)
-    main.write_text(f"Include {tree.path('/etc/ssh/sshd_config.d')}/*.conf\nHostKey {tree.path('/etc/ssh/hk')}\n"
-                    "PermitRootLogin yes\n")
-    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SSHD_T, "sh", str(main)],
-                         capture_output=True, text=True, timeout=60)
+    main.write_text(
+        f"Include {tree.path('/etc/ssh/sshd_config.d')}/*.conf\nHostKey {tree.path('/etc/ssh/hk')}\n"
+        "PermitRootLogin yes\n"
+    )
+    out = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", SSHD_T, "sh", str(main)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.splitlines() == ["10.10.0.57 permitrootlogin no", "192.168.1.5 permitrootlogin yes"], out.stderr
 
 
 # The frontend's accounts as the test fixes them: a first admin (uid 1000) in sudo, nothing in the cluster range.
 ACCOUNTS = {
     "passwd": "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-              "admin:x:1000:1000:admin:/home/admin:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "admin:x:1000:1000:admin:/home/admin:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     "group": "root:x:0:\ndaemon:x:1:\nsudo:x:27:admin\nadmin:x:1000:\nnogroup:x:65534:\n",
     "shadow": "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nadmin:*:19000:0:99999:7:::\n"
-              "nobody:*:19000:0:99999:7:::\n",
+    "nobody:*:19000:0:99999:7:::\n",
     "gshadow": "root:*::\ndaemon:*::\nsudo:*::admin\nadmin:!::\nnogroup:*::\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\ngshadow: files\n",
 }
@@ -94,8 +101,24 @@ def test_add_and_remove_on_the_host_root_use_useradd(tmp_path: Path) -> None:
         (tmp_path / "accounts" / name).write_text(text)
     # whatever this machine has there (a real frontend has its users list): the run leaves it as it was
     before = {p: digest(p) for p in ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/kestrel/users")}
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh", str(tmp_path),
-                           str(KESTREL_USERS), str(config)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            SCRIPT,
+            "sh",
+            str(tmp_path),
+            str(KESTREL_USERS),
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = dict(line.split("=", 1) for line in proc.stdout.splitlines())
     assert out["dry"] == "groupadd useradd usermod ssh-keygen chown install none "

@@ -26,8 +26,18 @@ def cluster(topology: Topology, tmp_path: Path):
         sshnodes.stop(c)
 
 
-SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "PasswordAuthentication=no",
-            "-o", "UpdateHostKeys=no", "-o", "ConnectTimeout=10"]
+SSH_OPTS = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "PasswordAuthentication=no",
+    "-o",
+    "UpdateHostKeys=no",
+    "-o",
+    "ConnectTimeout=10",
+]
 
 
 def node_to_node(cluster: sshnodes.Cluster, uid: int, command: str) -> runner.Result:
@@ -39,9 +49,26 @@ def node_to_node(cluster: sshnodes.Cluster, uid: int, command: str) -> runner.Re
 def frontend_to_node(cluster: sshnodes.Cluster, user: str, command: str) -> subprocess.CompletedProcess[str]:
     root = cluster.root
     key = root.path(f"/home/{user}/.ssh/id_ed25519")
-    argv = ["ip", "netns", "exec", cluster.frontend, "ssh", *SSH_OPTS, "-i", str(key), "-l", user,
-            "-o", "IdentitiesOnly=yes", "-o", f"GlobalKnownHostsFile={root.path('/etc/ssh/ssh_known_hosts')}",
-            "-o", "UserKnownHostsFile=/dev/null", cluster.nodes[1].ip, command]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        cluster.frontend,
+        "ssh",
+        *SSH_OPTS,
+        "-i",
+        str(key),
+        "-l",
+        user,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"GlobalKnownHostsFile={root.path('/etc/ssh/ssh_known_hosts')}",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        cluster.nodes[1].ip,
+        command,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
@@ -98,7 +125,8 @@ def test_keys_that_open_the_frontends_root_are_reported(cluster: sshnodes.Cluste
     bad.write_text(root.path("/home/bob/.ssh/id_ed25519.pub").read_text())
     proc = kestrel(cluster, "kestrel-users", "check")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == (f"kestrel-users: {bad}: cluster user bob's key gives access to the frontend's "
-                                   "root account; remove that line")
+    assert proc.stderr.strip() == (
+        f"kestrel-users: {bad}: cluster user bob's key gives access to the frontend's root account; remove that line"
+    )
     refused = kestrel(cluster, "kestrel-users", "add", "root")
     assert refused.returncode == 2

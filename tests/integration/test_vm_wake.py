@@ -25,10 +25,13 @@ BIN = Path(sys.executable).parent
 
 
 def _lab_config(tree: Sysroot, bridge: str, ns: str) -> Path:
-    return write_config(tree, f"""
+    return write_config(
+        tree,
+        f"""
 network: {{interface: {bridge}, netns: {ns}, address: 10.77.0.1/24, dhcp_range: [10.77.0.100, 10.77.0.150]}}
 vm: {{memory: 256}}
-""")
+""",
+    )
 
 
 def _links(ns: str) -> str:
@@ -60,9 +63,11 @@ def test_cli_dry_runs_name_the_tap_and_the_process(tree: Sysroot, topology: Topo
     _lab_config(tree, bridge, ns)
     tap = qemu.tap_name("vm1")
     lines = dry_run("vm", tree.root, "start", "vm1", "--dry-run")
-    assert lines[:3] == [f"Would create {tree.root}/var/lib/kestrel/vms/vm1.json",
-                         f"Would run ip -n {ns} tuntap add dev {tap} mode tap",
-                         f"Would run ip -n {ns} link set {tap} master {bridge} up"]
+    assert lines[:3] == [
+        f"Would create {tree.root}/var/lib/kestrel/vms/vm1.json",
+        f"Would run ip -n {ns} tuntap add dev {tap} mode tap",
+        f"Would run ip -n {ns} link set {tap} master {bridge} up",
+    ]
     assert lines[3].startswith("Would start VM vm1: ") and len(lines) == 4
     assert tap not in _links(ns)
     try:
@@ -73,13 +78,17 @@ def test_cli_dry_runs_name_the_tap_and_the_process(tree: Sysroot, topology: Topo
         # qemu writes its console and log meanwhile: only those may change
         assert dry_run("vm", tree.root, "start", "vm1", "--dry-run", busy=("var/log/kestrel",)) == ["Nothing to do"]
         assert dry_run("vm", tree.root, "stop", "vm1", "--remove", "--dry-run", busy=("var/log/kestrel",)) == [
-            f"Would stop VM vm1 (qemu, pid {record.pid})", f"Would run ip -n {ns} link del {tap}",
-            f"Would remove {tree.root}/var/lib/kestrel/vms/vm1.json"]
+            f"Would stop VM vm1 (qemu, pid {record.pid})",
+            f"Would run ip -n {ns} link del {tap}",
+            f"Would remove {tree.root}/var/lib/kestrel/vms/vm1.json",
+        ]
         assert qemu.is_running(tree, "vm1") and tap in _links(ns)
         stopped = kestrel("vm", tree.root, "stop", "vm1", "--remove")
         assert stopped.returncode == 0, stopped.stderr
-        assert stopped.stderr.splitlines() == [f"Removed {tree.root}/var/lib/kestrel/vms/vm1.json",
-                                               "Stopped vm1 and removed it"]
+        assert stopped.stderr.splitlines() == [
+            f"Removed {tree.root}/var/lib/kestrel/vms/vm1.json",
+            "Stopped vm1 and removed it",
+        ]
         assert not qemu.is_running(tree, "vm1") and tap not in _links(ns)
     finally:
         qemu.stop_vm(tree, "vm1")
@@ -98,8 +107,12 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
         assert not qemu.is_running(tree, "sleepy")
         registry = tree.path("/etc/kestrel/nodes")
         registry.write_text(f"{spec.mac},set:img-default,set:grp-compute,10.77.0.101,node07\n")
-        proc = subprocess.run([str(BIN / "kestrel-nodes"), "--root", str(tree.root), "--wake-node", "node07"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [str(BIN / "kestrel-nodes"), "--root", str(tree.root), "--wake-node", "node07"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == f"Sent magic packet for node07 ({spec.mac}) to 10.77.0.255:9\n"
         assert eventually(lambda: qemu.is_running(tree, "sleepy"), 20), Path(record.log).read_text()

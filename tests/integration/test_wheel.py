@@ -32,23 +32,27 @@ SHIPPED = {
 }
 # What a checkout holds besides its source (.gitignore): a build from the repository itself would package whatever
 # an earlier build left in build/lib, and could hide a file the package data no longer selects.
-NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
-                                    ".hypothesis", "scratch")
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "scratch"
+)
 MAC, IP = "52:54:00:7e:00:01", "10.10.0.50"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without Python's variables (PYTHONPATH, ...), a venv, or a PATH entry in the repository."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not Path(p).resolve().is_relative_to(REPO))
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and not Path(p).resolve().is_relative_to(REPO)
+    )
     return env | extra
 
 
-def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, cwd=cwd, env=clean_env() if env is None else env, capture_output=True, text=True,
-                          timeout=timeout)
+def run(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        argv, cwd=cwd, env=clean_env() if env is None else env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{shlex.join(argv)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -103,13 +107,20 @@ def test_tiny_image_with_shipped_and_admin_phase_scripts(install: Install, tiny:
     # mpich's configure script is a shipped one: it runs from the wheel. Its package list is replaced by an empty
     # admin list of the same name (the busybox image has no apt).
     root.path("/etc/kestrel/images/tiny.yaml").write_text(
-        "bootstrap: {method: tarball, tarball: /var/tmp/tiny.tar}\nmodules: [demo, mpich]\n")
+        "bootstrap: {method: tarball, tarball: /var/tmp/tiny.tar}\nmodules: [demo, mpich]\n"
+    )
     packages = root.path("/etc/kestrel/node/packages.d/mpich_packages")
     packages.parent.mkdir(parents=True, exist_ok=True)
     packages.write_text("# none: the tiny image has no apt\n")
 
-    install.run("kestrel-images", "--root", str(root.root), "build", "tiny",
-                KESTREL_CACHE_DIR=str(root.path("/var/cache/kestrel")))
+    install.run(
+        "kestrel-images",
+        "--root",
+        str(root.root),
+        "build",
+        "tiny",
+        KESTREL_CACHE_DIR=str(root.path("/var/cache/kestrel")),
+    )
     image = root.path(manifest(root)["root"])
     assert (image / "etc/chroot-saw").read_text() == "tiny configure 10.10.0.1\n"  # admin, in the chroot
     assert (image / "etc/frontend-wrote").read_text() == "cluster.local\n"  # admin, on the frontend

@@ -20,6 +20,7 @@ from kestrel.plan import describe_plan
 from kestrel.sysroot import ServiceMode, Sysroot
 from kestrel.users import hosttrust, rootaccess, userlist
 from tests.conftest import REPO, Recorder, assert_unchanged, need_root, said, tree_state
+from tests.treestate import kestrel
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
 KEY_F = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0xOr3k root@frontend\n"
@@ -37,11 +38,18 @@ def image(tree: Sysroot, name: str = "default") -> Path:
     return root
 
 
-def run_script(tree: Sysroot, image_root: Path, name: str = "default",
-               script: Path = SCRIPT) -> subprocess.CompletedProcess[str]:
+def run_script(
+    tree: Sysroot, image_root: Path, name: str = "default", script: Path = SCRIPT
+) -> subprocess.CompletedProcess[str]:
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
-    env = {**os.environ, "KESTREL_ROOT": str(tree.root), "KESTREL_IMAGE_ROOT": str(image_root),
-           "KESTREL_CONFIG_JSON": config.to_json(), "KESTREL_PYTHON": sys.executable, "KESTREL_IMAGE": name}
+    env = {
+        **os.environ,
+        "KESTREL_ROOT": str(tree.root),
+        "KESTREL_IMAGE_ROOT": str(image_root),
+        "KESTREL_CONFIG_JSON": config.to_json(),
+        "KESTREL_PYTHON": sys.executable,
+        "KESTREL_IMAGE": name,
+    }
     return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -53,7 +61,8 @@ def test_configure_script_gives_the_image_the_cluster_users(tree: Sysroot) -> No
     assert (img / "etc/passwd").read_text() == (
         "root:x:0:0:root:/root:/bin/bash\n"
         "alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash\n"
-        "bob:x:2001:2001:bob (cluster user):/home/bob:/bin/sh\n")
+        "bob:x:2001:2001:bob (cluster user):/home/bob:/bin/sh\n"
+    )
     assert (img / "etc/group").read_text() == "root:x:0:\nsudo:x:27:alice\nalice:x:2000:\nbob:x:2001:\n"
     assert (img / "etc/shadow").stat().st_mode & 0o777 == 0o640  # kept
     assert "alice:2000:/bin/bash:admin" in (img / "etc/kestrel/users").read_text()
@@ -81,8 +90,11 @@ def test_an_image_in_its_first_build_trusts_its_own_new_host_keys(tree: Sysroot)
         text = known.read_text()
         assert f"node*,*.cluster.local,10.10.0.*,!frontend,!frontend.cluster.local,!10.10.0.1 {new}\n" in text
     bad = run_script(tree, staging, "../x", script)
-    assert bad.returncode == 2 and bad.stderr.strip() == "kestrel-users: '../x' is not a valid image name " \
-        "(a-z, 0-9, '_', '.', '-', at most 63)"
+    assert (
+        bad.returncode == 2
+        and bad.stderr.strip()
+        == "kestrel-users: '../x' is not a valid image name (a-z, 0-9, '_', '.', '-', at most 63)"
+    )
 
 
 def test_home_mount_unit_names() -> None:
@@ -95,15 +107,18 @@ def test_known_hosts_lists_nodes_with_their_image_keys_and_never_for_the_fronten
     image(tree)
     tree.path("/etc/ssh").mkdir(parents=True)
     tree.path("/etc/ssh/ssh_host_ed25519_key.pub").write_text(KEY_F)
-    nodes = [registry.Node("node01", "52:54:00:00:00:01", IPv4Address("10.10.0.101"), "default", "compute"),
-             registry.Node("node02", "52:54:00:00:00:02", IPv4Address("10.10.0.102"), "other", "compute")]
+    nodes = [
+        registry.Node("node01", "52:54:00:00:00:01", IPv4Address("10.10.0.101"), "default", "compute"),
+        registry.Node("node02", "52:54:00:00:00:02", IPv4Address("10.10.0.102"), "other", "compute"),
+    ]
     tree.path(registry.REGISTRY_PATH).write_text(registry.format_registry(nodes))
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
     a, f = " ".join(KEY_A.split()[:2]), " ".join(KEY_F.split()[:2])
     assert hosttrust.known_hosts_body(tree, config) == (
         f"node01,node01.cluster.local,10.10.0.101 {a}\n"
         f"node*,*.cluster.local,10.10.0.*,!frontend,!frontend.cluster.local,!10.10.0.1 {a}\n"
-        f"frontend,frontend.cluster.local,10.10.0.1 {f}\n")
+        f"frontend,frontend.cluster.local,10.10.0.1 {f}\n"
+    )
 
 
 def test_bad_input_exits_2_and_changes_nothing(tree: Sysroot) -> None:
@@ -112,8 +127,13 @@ def test_bad_input_exits_2_and_changes_nothing(tree: Sysroot) -> None:
         return {str(p): p.read_bytes() for p in tree.root.rglob("*") if p.is_file() and p.name != "lock"}
 
     before = files()
-    for args in (["add", "Bad;name"], ["add", "root"], ["add", "alice", "--uid", "10"], ["remove", "nobody"],
-                 ["add", "alice", "--shell", "bash"]):
+    for args in (
+        ["add", "Bad;name"],
+        ["add", "root"],
+        ["add", "alice", "--uid", "10"],
+        ["remove", "nobody"],
+        ["add", "alice", "--shell", "bash"],
+    ):
         result = CliRunner().invoke(users_command, ["--root", str(tree.root), *args], standalone_mode=False)
         assert result.exit_code != 0 or result.exception is not None
         assert getattr(result.exception, "exit_code", None) == 2, (args, result.exception)
@@ -121,8 +141,7 @@ def test_bad_input_exits_2_and_changes_nothing(tree: Sysroot) -> None:
 
 
 def users_cli(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kestrel.cli.users", "--root", str(tree.root), *args],
-                          capture_output=True, text=True, timeout=60)
+    return kestrel("users", tree.root, *args)
 
 
 def frontend(tree: Sysroot) -> None:
@@ -171,16 +190,23 @@ def test_add_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> 
         "Would update the cluster users on 1 running node: node01",
     ]
     lines = proc.stdout.splitlines()
-    for diff in ([f"--- a{r}/etc/passwd", f"+++ b{r}/etc/passwd", " root:x:0:0:root:/root:/bin/bash",
-                  "+alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash"],
-                 [f"+++ b{r}/home/alice/.profile", "+umask 022"],
-                 [f"+++ b{img}/etc/group", "-sudo:x:27:", "+sudo:x:27:alice", "+alice:x:2000:"],
-                 ["+    PermitRootLogin no"]):
+    for diff in (
+        [
+            f"--- a{r}/etc/passwd",
+            f"+++ b{r}/etc/passwd",
+            " root:x:0:0:root:/root:/bin/bash",
+            "+alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash",
+        ],
+        [f"+++ b{r}/home/alice/.profile", "+umask 022"],
+        [f"+++ b{img}/etc/group", "-sudo:x:27:", "+sudo:x:27:alice", "+alice:x:2000:"],
+        ["+    PermitRootLogin no"],
+    ):
         assert all(line in lines for line in diff), diff
     # without --diff: the same lines without the diffs, and without --no-push no node is named
     quiet = users_cli(tree, "add", "alice", "--admin", "--dry-run", "--no-push")
-    assert quiet.stdout.splitlines() == [line for line in proc.stdout.splitlines()
-                                         if line.startswith("Would") and "running node" not in line]
+    assert quiet.stdout.splitlines() == [
+        line for line in proc.stdout.splitlines() if line.startswith("Would") and "running node" not in line
+    ]
     assert_unchanged(before, tree.root)
 
 
@@ -214,8 +240,10 @@ def test_remove_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) 
     keep = users_cli(tree, "remove", "alice", "--dry-run", "--keep-home")
     assert keep.returncode == 0 and f"Would remove {r}/home/alice" not in keep.stdout
     missing = users_cli(tree, "remove", "bob", "--dry-run")
-    assert (missing.returncode, missing.stderr) == (2, "kestrel-users: bob is not a cluster user "
-                                                       "(see kestrel-users list)\n")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        "kestrel-users: bob is not a cluster user (see kestrel-users list)\n",
+    )
     assert_unchanged(before, tree.root)
 
 
@@ -227,8 +255,11 @@ def did_what_it_said(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[s
     done = users_cli(tree, *args)
     assert done.returncode == 0, done.stderr
     verbs = {"create": "Created", "write": "Wrote", "link": "Linked", "remove": "Removed"}
-    expected = [f"{verbs[w.split()[1]]} {w.split(' ', 2)[2]}" for w in planned.stdout.splitlines()
-                if w.split()[1] in verbs and w.split()[2].startswith("/")]
+    expected = [
+        f"{verbs[w.split()[1]]} {w.split(' ', 2)[2]}"
+        for w in planned.stdout.splitlines()
+        if w.split()[1] in verbs and w.split()[2].startswith("/")
+    ]
     said = iter(done.stderr.splitlines())
     assert all(line in said for line in expected), (expected, done.stderr)  # in order
     return done
@@ -252,7 +283,10 @@ def test_add_and_remove_do_what_their_dry_runs_said(tree: Sysroot) -> None:
     keys = home / ".ssh"
     assert (keys / "authorized_keys").read_text() == (keys / "id_ed25519.pub").read_text()
     assert {(p.name, p.stat().st_uid, p.stat().st_mode & 0o777) for p in keys.iterdir()} == {
-        ("authorized_keys", 2000, 0o600), ("id_ed25519", 2000, 0o600), ("id_ed25519.pub", 2000, 0o644)}
+        ("authorized_keys", 2000, 0o600),
+        ("id_ed25519", 2000, 0o600),
+        ("id_ed25519.pub", 2000, 0o644),
+    }
     again = users_cli(tree, "sync", "--dry-run", "--no-push")
     assert (again.returncode, again.stdout) == (0, "Nothing to do\n")
     did_what_it_said(tree, "remove", "alice", "--no-push")
@@ -260,8 +294,9 @@ def test_add_and_remove_do_what_their_dry_runs_said(tree: Sysroot) -> None:
 
 
 @pytest.mark.parametrize("mode", list(ServiceMode))
-def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(tree: Sysroot, mode: ServiceMode,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(
+    tree: Sysroot, mode: ServiceMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
     frontend = Sysroot(tree.root, mode)
     frontend.path("/etc/ssh/sshd_config.d").mkdir(parents=True)
     systemctl = Recorder()
@@ -269,7 +304,8 @@ def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(tree: Sysroot, mode: Se
     config = load_config(tree.path("/etc/kestrel/kestrel.yaml"))
     plan = rootaccess.plan_dropin(frontend, config)
     assert describe_plan(frontend, plan, diff=False).splitlines()[-1] == (
-        f"Would reload ssh ({rootaccess.SSHD_DROPIN} changed)")
+        f"Would reload ssh ({rootaccess.SSHD_DROPIN} changed)"
+    )
     with said() as lines:
         services.apply(frontend, plan)
     dropin = f"Created {frontend.sys(rootaccess.SSHD_DROPIN)}"

@@ -17,8 +17,9 @@ from kestrel.sysroot import Sysroot
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     seen: list[tuple[str, Any]] = []
 
-    def record(root: Any, config: Any, path: Any, name: str, **kw: Any) -> None:
+    def record(root: Any, config: Any, name: str, **kw: Any) -> None:
         seen.append((name, kw["apt_steps"]))
+
     monkeypatch.setattr(build, "update_image", record)
     return seen
 
@@ -41,6 +42,7 @@ def test_kestrelhpc_spelling(tree: Sysroot, calls: list) -> None:
 
 def test_nothing_to_do(tree: Sysroot, calls: list) -> None:
     with pytest.raises(Exception, match="nothing to do"):
-        CliRunner().invoke(apt.command, ["--root", str(tree.root), "--image", "x"], standalone_mode=False,
-                           catch_exceptions=False)
+        CliRunner().invoke(
+            apt.command, ["--root", str(tree.root), "--image", "x"], standalone_mode=False, catch_exceptions=False
+        )
     assert calls == []

@@ -11,9 +11,15 @@ from kestrel.sysroot import Sysroot
 
 
 def test_prune_keeps_copyrights_only(tmp_path: Path) -> None:
-    for rel in ("usr/share/doc/libc6/copyright", "usr/share/doc/libc6/changelog.gz", "usr/share/doc/libc6/x/y",
-                "usr/share/man/man1/ls.1.gz", "usr/share/locale/de/LC_MESSAGES/a.mo", "usr/share/info/dir",
-                "usr/share/zoneinfo/UTC"):
+    for rel in (
+        "usr/share/doc/libc6/copyright",
+        "usr/share/doc/libc6/changelog.gz",
+        "usr/share/doc/libc6/x/y",
+        "usr/share/man/man1/ls.1.gz",
+        "usr/share/locale/de/LC_MESSAGES/a.mo",
+        "usr/share/info/dir",
+        "usr/share/zoneinfo/UTC",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     (tmp_path / "usr/share/doc/libfoo").symlink_to("libc6")

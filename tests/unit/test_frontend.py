@@ -17,6 +17,7 @@ from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.plan import Action, ServiceAction
 from kestrel.sysroot import ServiceMode, Sysroot
 from tests.conftest import REPO, Recorder, said
+from tests.treestate import kestrel
 
 GOLDEN = REPO / "tests" / "golden"
 REGISTRY = """\
@@ -36,9 +37,14 @@ def publish_fake_image(root: Sysroot, name: str, version: str, cmdline: str = ""
         folder.mkdir(parents=True)
         (folder / "vmlinuz").write_bytes(b"kernel")
         (folder / "initrd.img").write_bytes(b"initrd")
-    manifest = {"name": name, "version": version, "root": image_root,
-                "kernel": f"images/{name}/{version}/vmlinuz", "initrd": f"images/{name}/{version}/initrd.img",
-                "cmdline": cmdline}
+    manifest = {
+        "name": name,
+        "version": version,
+        "root": image_root,
+        "kernel": f"images/{name}/{version}/vmlinuz",
+        "initrd": f"images/{name}/{version}/initrd.img",
+        "cmdline": cmdline,
+    }
     path = root.path(f"/var/lib/kestrel/images/{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest))
@@ -69,11 +75,27 @@ def normalise(data: bytes, root: Path) -> str:
     return data.decode().replace(str(root), "@ROOT@").replace(sys.executable, "@PYTHON@")
 
 
-GENERATED_BINARIES = {"srv/kestrel/tftp/undionly.kpxe", "srv/kestrel/tftp/snponly.efi", "srv/kestrel/tftp/pxelinux.0",
-                      "srv/kestrel/tftp/ldlinux.c32", "srv/kestrel/tftp/syslinux.efi", "srv/kestrel/tftp/ldlinux.e64"}
-INPUTS = ("etc/kestrel/kestrel.yaml", "etc/kestrel/nodes", "var/lib/kestrel/", "srv/kestrel/images/",
-          "srv/kestrel/http/images/", "srv/kestrel/tftp/images/", "etc/kestrel/README", "var/lib/kestrel/lock",
-          "etc/kestrel/images/", "etc/kestrel/node/", "etc/kestrel/frontend/")
+GENERATED_BINARIES = {
+    "srv/kestrel/tftp/undionly.kpxe",
+    "srv/kestrel/tftp/snponly.efi",
+    "srv/kestrel/tftp/pxelinux.0",
+    "srv/kestrel/tftp/ldlinux.c32",
+    "srv/kestrel/tftp/syslinux.efi",
+    "srv/kestrel/tftp/ldlinux.e64",
+}
+INPUTS = (
+    "etc/kestrel/kestrel.yaml",
+    "etc/kestrel/nodes",
+    "var/lib/kestrel/",
+    "srv/kestrel/images/",
+    "srv/kestrel/http/images/",
+    "srv/kestrel/tftp/images/",
+    "etc/kestrel/README",
+    "var/lib/kestrel/lock",
+    "etc/kestrel/images/",
+    "etc/kestrel/node/",
+    "etc/kestrel/frontend/",
+)
 
 
 def check_golden(tree: Sysroot, name: str, update_golden: bool) -> None:
@@ -103,9 +125,9 @@ def test_golden_tree(tree: Sysroot, method: str, server: str, update_golden: boo
     check_golden(tree, f"{method}-{server}", update_golden)
 
 
-
-def test_real_frontend_golden_tree_and_systemd_actions(tmp_path: Path, update_golden: bool,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_frontend_golden_tree_and_systemd_actions(
+    tmp_path: Path, update_golden: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tree rendered as a real frontend (what / gets): DNS forwarded out, systemd units reloaded or restarted.
 
     Paths in the files are under the tree (@ROOT@), as they are under / on a real frontend (@ROOT@ empty there).
@@ -118,11 +140,17 @@ def test_real_frontend_golden_tree_and_systemd_actions(tmp_path: Path, update_go
     said = run(tree, config_path)
     check_golden(tree, "real-frontend", update_golden)
     assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
-    assert systemctl.ran == [["systemctl", "restart", "dnsmasq"], ["systemctl", "restart", "nginx"],
-                             ["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]
-    assert said[-3:] == [f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
-                         f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
-                         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)"]
+    assert systemctl.ran == [
+        ["systemctl", "restart", "dnsmasq"],
+        ["systemctl", "restart", "nginx"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "nfs-ganesha"],
+    ]
+    assert said[-3:] == [
+        f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
+        f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+        f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
+    ]
 
     # a new node: dnsmasq re-reads its hosts (reload); a new image version: ganesha re-reads its exports (reload)
     with tree.path("/etc/kestrel/nodes").open("a") as f:
@@ -130,24 +158,29 @@ def test_real_frontend_golden_tree_and_systemd_actions(tmp_path: Path, update_go
     publish_fake_image(tree, "mpi", "2")
     systemctl.ran.clear()
     run(tree, config_path)
-    assert systemctl.ran == [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"],
-                             ["systemctl", "reload", "dnsmasq"]]
+    assert systemctl.ran == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "reload", "nfs-ganesha"],
+        ["systemctl", "reload", "dnsmasq"],
+    ]
     systemctl.ran.clear()
     assert run(tree, config_path) == [] and systemctl.ran == []
 
 
-@pytest.mark.parametrize(("service", "action", "commands"), [
-    ("dnsmasq", Action.RELOAD, [["systemctl", "reload", "dnsmasq"]]),
-    ("dnsmasq", Action.RESTART, [["systemctl", "restart", "dnsmasq"]]),
-    ("nginx", Action.RELOAD, [["systemctl", "reload", "nginx"]]),
-    ("nginx", Action.RESTART, [["systemctl", "restart", "nginx"]]),
-    ("nfs-kernel", Action.RELOAD, [["exportfs", "-ra"]]),
-    ("nfs-kernel", Action.RESTART, [["exportfs", "-ra"]]),  # the exports file is all there is to re-read
-    ("nfs-ganesha", Action.RELOAD, [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"]]),
-    ("nfs-ganesha", Action.RESTART, [["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]),
-])
-def test_systemd_commands_name_the_unit_and_the_action(service: str, action: Action,
-                                                        commands: list[list[str]]) -> None:
+@pytest.mark.parametrize(
+    ("service", "action", "commands"),
+    [
+        ("dnsmasq", Action.RELOAD, [["systemctl", "reload", "dnsmasq"]]),
+        ("dnsmasq", Action.RESTART, [["systemctl", "restart", "dnsmasq"]]),
+        ("nginx", Action.RELOAD, [["systemctl", "reload", "nginx"]]),
+        ("nginx", Action.RESTART, [["systemctl", "restart", "nginx"]]),
+        ("nfs-kernel", Action.RELOAD, [["exportfs", "-ra"]]),
+        ("nfs-kernel", Action.RESTART, [["exportfs", "-ra"]]),  # the exports file is all there is to re-read
+        ("nfs-ganesha", Action.RELOAD, [["systemctl", "daemon-reload"], ["systemctl", "reload", "nfs-ganesha"]]),
+        ("nfs-ganesha", Action.RESTART, [["systemctl", "daemon-reload"], ["systemctl", "restart", "nfs-ganesha"]]),
+    ],
+)
+def test_systemd_commands_name_the_unit_and_the_action(service: str, action: Action, commands: list[list[str]]) -> None:
     assert services.systemd_commands(ServiceAction(service, action, "test")) == commands
 
 
@@ -189,10 +222,11 @@ def test_hosts_block_keeps_the_admins_lines(tree: Sysroot) -> None:
     run(tree, config_path)
     hosts = tree.path("/etc/hosts").read_text()
     assert hosts.startswith(ADMIN_HOSTS)
-    assert hosts[len(ADMIN_HOSTS):] == (
+    assert hosts[len(ADMIN_HOSTS) :] == (
         "# BEGIN kestrel\n10.10.0.1\tfrontend.cluster.local frontend\n"
         "10.10.0.11\tnode01.cluster.local node01\n10.10.0.12\tnode02.cluster.local node02\n"
-        "10.10.0.13\tnode03.cluster.local node03\n# END kestrel\n")
+        "10.10.0.13\tnode03.cluster.local node03\n# END kestrel\n"
+    )
 
 
 def test_dry_run_and_diff_write_nothing(tree: Sysroot) -> None:
@@ -213,8 +247,10 @@ def test_config_change_restarts_only_what_it_touches(tree: Sysroot) -> None:
     run(tree, config_path)
     config_path.write_text(config_path.read_text().replace("lease_time: 12h", "lease_time: 1h"))
     said = run(tree, config_path)
-    assert said == [f"Wrote {tree.root}/etc/dnsmasq.d/kestrel.conf",
-                    f"Skipped restart of dnsmasq: not running under {tree.root}"]
+    assert said == [
+        f"Wrote {tree.root}/etc/dnsmasq.d/kestrel.conf",
+        f"Skipped restart of dnsmasq: not running under {tree.root}",
+    ]
 
 
 def test_admin_template_overrides_the_shipped_one(tree: Sysroot) -> None:
@@ -225,7 +261,8 @@ def test_admin_template_overrides_the_shipped_one(tree: Sysroot) -> None:
     run(tree, config_path)
     assert tree.path("/srv/kestrel/http/boot.ipxe").read_text() == (
         "#!ipxe\n# generated by Kestrel; override by dropping /etc/kestrel/templates/boot.ipxe\n"
-        "echo site-specific menu\nchain http://10.10.0.1/boot/default.ipxe\n")
+        "echo site-specific menu\nchain http://10.10.0.1/boot/default.ipxe\n"
+    )
 
 
 def test_invalid_dnsmasq_config_is_never_installed(tree: Sysroot) -> None:
@@ -235,15 +272,17 @@ def test_invalid_dnsmasq_config_is_never_installed(tree: Sysroot) -> None:
     override = tree.path("/etc/kestrel/templates/dnsmasq.conf")
     override.parent.mkdir(parents=True)
     override.write_text("interface={{ config.network.interface }}\nno-such-option=1\n")
-    with pytest.raises(InputError, match=r"dnsmasq --test refused the new config \(bad option at line 2 of the new "
-                                         r"config\); the old one stays$"):
+    with pytest.raises(
+        InputError,
+        match=r"dnsmasq --test refused the new config \(bad option at line 2 of the new "
+        r"config\); the old one stays$",
+    ):
         run(tree, config_path)
     assert tree.path("/etc/dnsmasq.d/kestrel.conf").read_bytes() == good
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kestrel.cli.reconfigure", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=60)
+    return kestrel("reconfigure", root, *args)
 
 
 def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tree: Sysroot) -> None:
@@ -252,8 +291,10 @@ def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tree: Sysroot) 
     before = snapshot(tree.root)
     proc = cli(tree.root, "--frontend")
     assert proc.returncode == 2
-    assert proc.stderr == (f"kestrel-reconfigure: {config_path}:12: network.dhcp_range: 10.10.9.199 is outside "
-                           "the cluster network 10.10.0.0/24\n")
+    assert proc.stderr == (
+        f"kestrel-reconfigure: {config_path}:12: network.dhcp_range: 10.10.9.199 is outside "
+        "the cluster network 10.10.0.0/24\n"
+    )
     assert snapshot(tree.root) == before
 
 

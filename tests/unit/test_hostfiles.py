@@ -22,8 +22,18 @@ def fixture_cluster() -> tuple[list[Node], dict[str, NodeState]]:
     def n(name: str, last: int, group: str = "compute") -> Node:
         return Node(name, f"52:54:00:aa:00:{last:02x}", IPv4Address(f"10.10.0.{10 + last}"), "default", group)
 
-    nodes = [n("node10", 10), n("node01", 1), n("node02", 2), n("node03", 3), n("node04", 4), n("node07", 7),
-             n("gpu1", 21, "gpu"), n("gpu2", 22, "gpu"), n("login", 30, "login"), n("node05", 5)]
+    nodes = [
+        n("node10", 10),
+        n("node01", 1),
+        n("node02", 2),
+        n("node03", 3),
+        n("node04", 4),
+        n("node07", 7),
+        n("gpu1", 21, "gpu"),
+        n("gpu2", 22, "gpu"),
+        n("login", 30, "login"),
+        n("node05", 5),
+    ]
     up = {"cpus": 4, "memory_mb": 3923}
     states = {
         **{f"52:54:00:aa:00:{i:02x}": NodeState(State.UP, 1795000000, **up) for i in (1, 2, 3, 4, 7, 10)},
@@ -66,16 +76,19 @@ def test_group_selection() -> None:
     assert select(nodes, states, group="none") == []
 
 
-@pytest.mark.parametrize(("names", "folded"), [
-    (["node01", "node02", "node03", "node04"], "node[01-04]"),
-    (["node04", "node01", "node03", "node02"], "node[01-04]"),
-    (["node01", "node03", "node04", "node09"], "node[01,03-04,09]"),
-    (["node9", "node10", "node11"], "node9,node[10-11]"),
-    (["node07"], "node07"),
-    (["login", "node01", "node02", "gpu1"], "login,node[01-02],gpu1"),
-    (["n1x2", "n1x3"], "n1x[2-3]"),
-    ([], ""),
-])
+@pytest.mark.parametrize(
+    ("names", "folded"),
+    [
+        (["node01", "node02", "node03", "node04"], "node[01-04]"),
+        (["node04", "node01", "node03", "node02"], "node[01-04]"),
+        (["node01", "node03", "node04", "node09"], "node[01,03-04,09]"),
+        (["node9", "node10", "node11"], "node9,node[10-11]"),
+        (["node07"], "node07"),
+        (["login", "node01", "node02", "gpu1"], "login,node[01-02],gpu1"),
+        (["n1x2", "n1x3"], "n1x[2-3]"),
+        ([], ""),
+    ],
+)
 def test_fold_examples(names: list[str], folded: str) -> None:
     assert fold_hostlist(names) == folded
     assert sorted(expand_hostlist(folded)) == sorted(names)

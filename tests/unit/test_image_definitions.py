@@ -44,17 +44,26 @@ def test_base_key_follows_what_the_base_holds(tree: Sysroot) -> None:
     assert bootstrap.sources_list(default).splitlines()[1:] == [
         "deb http://deb.debian.org/debian bookworm main",
         "deb http://deb.debian.org/debian bookworm-updates main",
-        "deb http://deb.debian.org/debian-security bookworm-security main"]
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("suite: bookworm\npackages: [ok, 'bad pkg']\n",
-     "2: packages[1]: 'bad pkg' is not a Debian package name (a-z, 0-9, '+', '-', '.')"),
-    ("bootstrap:\n  method: tarball\n", "1: bootstrap: method 'tarball' needs 'tarball: PATH'"),
-    ("mirror: ftp://x\n", "1: mirror: 'ftp://x' is not a mirror URL (http://, https:// or file:///)"),
-    ("cmdline: 'a; b'\n", "1: cmdline: 'a; b': a kernel command line cannot hold newlines, quotes, '`', '$' or ';'"),
-    ("suite: bookworm\nsutie: x\n", "2: sutie: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "suite: bookworm\npackages: [ok, 'bad pkg']\n",
+            "2: packages[1]: 'bad pkg' is not a Debian package name (a-z, 0-9, '+', '-', '.')",
+        ),
+        ("bootstrap:\n  method: tarball\n", "1: bootstrap: method 'tarball' needs 'tarball: PATH'"),
+        ("mirror: ftp://x\n", "1: mirror: 'ftp://x' is not a mirror URL (http://, https:// or file:///)"),
+        (
+            "cmdline: 'a; b'\n",
+            "1: cmdline: 'a; b': a kernel command line cannot hold newlines, quotes, '`', '$' or ';'",
+        ),
+        ("suite: bookworm\nsutie: x\n", "2: sutie: unknown key"),
+    ],
+)
 def test_errors_are_located(tree: Sysroot, text: str, error: str) -> None:
     path = write(tree, "bad", text)
     with pytest.raises(InputError) as e:

@@ -22,9 +22,19 @@ def publish_version(root: Sysroot, name: str, version: str, state: dict[str, str
         folder.mkdir(parents=True)
         (folder / "vmlinuz").write_bytes(b"kernel")
         (folder / "initrd.img").write_bytes(b"initrd")
-    store.publish(root, {"name": name, "version": version, "root": image_root, "cmdline": "",
-                         "kernel": f"images/{name}/{version}/vmlinuz", "initrd": f"images/{name}/{version}/initrd.img",
-                         "built": f"2026-11-22T00:00:0{version[-1]}", "definition": definition})
+    store.publish(
+        root,
+        {
+            "name": name,
+            "version": version,
+            "root": image_root,
+            "cmdline": "",
+            "kernel": f"images/{name}/{version}/vmlinuz",
+            "initrd": f"images/{name}/{version}/initrd.img",
+            "built": f"2026-11-22T00:00:0{version[-1]}",
+            "definition": definition,
+        },
+    )
 
 
 def modules(tree: Sysroot) -> list[str]:
@@ -42,8 +52,9 @@ def image(tree: Sysroot) -> Sysroot:
     nfsroot_initramfs (changed since), every package list done, post-install never ran; the frontend is planned."""
     state = {s.key: s.digest() for phase in ("install", "packages") for s in effective_scripts(tree, phase)}
     state["install/nfsroot_initramfs"] = "an older version of the script"
-    state["packages/definition"] = phases._definition_digest(phases.Target(tree, load_config(
-        tree.path("/etc/kestrel/kestrel.yaml")), [], image="default"))
+    state["packages/definition"] = phases._definition_digest(
+        phases.Target(tree, load_config(tree.path("/etc/kestrel/kestrel.yaml")), [], image="default")
+    )
     publish_version(tree, "default", "v1", state)
     publish_version(tree, "default", "v2", state)
     proc = kestrel("reconfigure", tree.root, "--frontend")
@@ -76,22 +87,26 @@ def test_reconfigure_image_dry_run_lists_the_scripts_it_would_run(image: Sysroot
 def test_reconfigure_dry_run_without_images_is_the_frontend_plan(image: Sysroot) -> None:
     assert dry_run("reconfigure", image.root, "--all", "--dry-run")[-1].startswith("Would point the frontend")
     image.path("/etc/kestrel/kestrel.yaml").write_text(
-        image.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 12h", "lease_time: 1h"))
+        image.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 12h", "lease_time: 1h")
+    )
     assert dry_run("reconfigure", image.root, "--frontend", "--dry-run") == [
         f"Would write {image.root}/etc/dnsmasq.d/kestrel.conf",
-        "Would restart dnsmasq (/etc/dnsmasq.d/kestrel.conf changed)"]
+        "Would restart dnsmasq (/etc/dnsmasq.d/kestrel.conf changed)",
+    ]
 
 
 def test_remove_dry_run_then_the_same_steps_for_real(image: Sysroot) -> None:
     r = image.root
     lines = dry_run("images", r, "remove", "default", "--dry-run")
-    assert lines == [f"Would remove {r}/var/lib/kestrel/images/default.json",
-                     f"Would remove {r}/srv/kestrel/images/default",
-                     f"Would remove {r}/srv/kestrel/images/default.versions",
-                     f"Would remove {r}/var/lib/kestrel/images/default.versions",
-                     f"Would remove {r}/srv/kestrel/http/images/default",
-                     f"Would remove {r}/srv/kestrel/tftp/images/default",
-                     "Would replan the frontend: its boot files and NFS exports of default go"]
+    assert lines == [
+        f"Would remove {r}/var/lib/kestrel/images/default.json",
+        f"Would remove {r}/srv/kestrel/images/default",
+        f"Would remove {r}/srv/kestrel/images/default.versions",
+        f"Would remove {r}/var/lib/kestrel/images/default.versions",
+        f"Would remove {r}/srv/kestrel/http/images/default",
+        f"Would remove {r}/srv/kestrel/tftp/images/default",
+        "Would replan the frontend: its boot files and NFS exports of default go",
+    ]
     diff = dry_run("images", r, "remove", "default", "--dry-run", "--diff")
     assert ' "version": "v2"' not in diff and '- "version": "v2"' in diff and "+++ /dev/null" in diff
     done = kestrel("images", r, "remove", "default")
@@ -106,15 +121,19 @@ def test_remove_dry_run_then_the_same_steps_for_real(image: Sysroot) -> None:
 def test_rollback_dry_run_with_the_manifests_diff_then_for_real(image: Sysroot) -> None:
     r = image.root
     lines = dry_run("images", r, "rollback", "default", "--dry-run", "--diff")
-    assert lines[:2] == [f"Would link {r}/srv/kestrel/images/default -> default.versions/v1",
-                         f"Would write {r}/var/lib/kestrel/images/default.json"]
+    assert lines[:2] == [
+        f"Would link {r}/srv/kestrel/images/default -> default.versions/v1",
+        f"Would write {r}/var/lib/kestrel/images/default.json",
+    ]
     assert '- "version": "v2"' in lines and '+ "version": "v1"' in lines
     assert lines[-1] == "Would point the frontend's boot files and NFS exports at version v1 of default"
     done = kestrel("images", r, "rollback", "default")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[:3] == [f"Linked {r}/srv/kestrel/images/default -> default.versions/v1",
-                                            f"Wrote {r}/var/lib/kestrel/images/default.json",
-                                            "Rolled default back to version v1"]
+    assert done.stderr.splitlines()[:3] == [
+        f"Linked {r}/srv/kestrel/images/default -> default.versions/v1",
+        f"Wrote {r}/var/lib/kestrel/images/default.json",
+        "Rolled default back to version v1",
+    ]
     assert json.loads(image.path(store.manifest_path("default")).read_text())["version"] == "v1"
 
 
@@ -123,9 +142,11 @@ def test_build_dry_run_says_update_or_bootstrap_then_the_scripts(image: Sysroot)
     definition = definitions.load_definition(image, "default")
     key = bootstrap.base_key(definition)
     lines = dry_run("images", r, "build", "default", "--dry-run")
-    assert lines[0] == (f"Would bootstrap a new base {key} with mmdebstrap bookworm (minbase) from "
-                        f"http://deb.debian.org/debian into {r}/var/cache/kestrel/bases/{key}, then copy it to "
-                        "a new version")
+    assert lines[0] == (
+        f"Would bootstrap a new base {key} with mmdebstrap bookworm (minbase) from "
+        f"http://deb.debian.org/debian into {r}/var/cache/kestrel/bases/{key}, then copy it to "
+        "a new version"
+    )
     assert f"Would execute image_{effective_scripts(image, 'install')[0].name} (install: never ran)" in lines
     assert lines[-1] == "Would point the frontend's boot files and NFS exports at the new version of default"
     cached = image.root / "cache"
@@ -137,16 +158,24 @@ def test_build_dry_run_says_update_or_bootstrap_then_the_scripts(image: Sysroot)
     manifest = image.path(store.manifest_path("default"))
     manifest.write_text(manifest.read_text().replace('"definition": ""', f'"definition": "{digest}"'))
     lines = dry_run("images", r, "build", "default", "--dry-run")
-    assert lines[:2] == ["Would update default from version v2 (its definition is unchanged; --force rebuilds): "
-                         "a new version, copy-on-write", "Would execute image_nfsroot_initramfs (install: changed)"]
+    assert lines[:2] == [
+        "Would update default from version v2 (its definition is unchanged; --force rebuilds): "
+        "a new version, copy-on-write",
+        "Would execute image_nfsroot_initramfs (install: changed)",
+    ]
 
 
 def test_apt_dry_run_lists_the_apt_steps(image: Sysroot) -> None:
     for args in (["default", "install", "htop", "--dry-run"], ["--dry-run", "default", "install", "htop"]):
         lines = dry_run("apt", image.root, *args)
-        assert lines[:4] == ["Would make a new version of default from version v2 (copy-on-write)",
-                             "Would execute image_apt-get update", "Would execute image_apt-get install htop",
-                             "Would execute image_nfsroot_initramfs (install: changed)"]
+        assert lines[:4] == [
+            "Would make a new version of default from version v2 (copy-on-write)",
+            "Would execute image_apt-get update",
+            "Would execute image_apt-get install htop",
+            "Would execute image_nfsroot_initramfs (install: changed)",
+        ]
     lines = dry_run("apt", image.root, "--image", "default", "--install", "htop", "--uninstall", "nano", "--dry-run")
-    assert lines[2:4] == ["Would execute image_apt-get install --no-install-recommends htop",
-                          "Would execute image_apt-get remove --purge nano"]
+    assert lines[2:4] == [
+        "Would execute image_apt-get install --no-install-recommends htop",
+        "Would execute image_apt-get remove --purge nano",
+    ]

@@ -29,11 +29,13 @@ def test_patterns() -> None:
 
 
 def test_matching_and_negation() -> None:
-    text = knownhosts.render([
-        (["node01", "node01.cluster.local", "10.10.0.101"], A),
-        (["node*", "*.cluster.local", "10.10.0.*", "!frontend", "!frontend.cluster.local", "!10.10.0.1"], B),
-        (["node01", "node01.cluster.local", "10.10.0.101"], A),  # duplicate dropped
-    ])
+    text = knownhosts.render(
+        [
+            (["node01", "node01.cluster.local", "10.10.0.101"], A),
+            (["node*", "*.cluster.local", "10.10.0.*", "!frontend", "!frontend.cluster.local", "!10.10.0.1"], B),
+            (["node01", "node01.cluster.local", "10.10.0.101"], A),  # duplicate dropped
+        ]
+    )
     assert text.count("\n") == 2
     entries = knownhosts.parse("# comment\n@cert-authority * " + f"{A.type} {A.blob}\n" + text)
     assert len(entries) == 2

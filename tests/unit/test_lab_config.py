@@ -70,23 +70,31 @@ def test_up_and_down_dry_runs_write_nothing(tmp_path: Path) -> None:
     lines = dry_run("lab", lab_root, "up", "--dry-run", "--prefix", "kt-dry", "--nodes", "1")
     assert not lab_root.exists()
     r = lab_root
-    assert lines[:6] == [f"Would create {r}/etc/kestrel/frontend/README.md",
-                         f"Would create {r}/etc/kestrel/images/default.yaml",
-                         f"Would create {r}/etc/kestrel/node/README.md",
-                         f"Would create {r}/etc/kestrel/kestrel.yaml",
-                         f"Would create {r}/run/kestrel/lab.json",
-                         "Would create network namespace kt-dryfe with bridge kt-drybr0 (10.10.0.1/24, fd10::1/64)"]
+    assert lines[:6] == [
+        f"Would create {r}/etc/kestrel/frontend/README.md",
+        f"Would create {r}/etc/kestrel/images/default.yaml",
+        f"Would create {r}/etc/kestrel/node/README.md",
+        f"Would create {r}/etc/kestrel/kestrel.yaml",
+        f"Would create {r}/run/kestrel/lab.json",
+        "Would create network namespace kt-dryfe with bridge kt-drybr0 (10.10.0.1/24, fd10::1/64)",
+    ]
     assert f"Would create {r}/etc/dnsmasq.d/kestrel.conf" in lines
     assert not any(line.startswith(("Would restart", "Would reload")) for line in lines)  # nothing runs yet
     assert [line.split(":")[0] for line in lines if line.startswith("Would start")] == [
-        "Would start dnsmasq", "Would start nginx", "Would start nfs-ganesha",
-        "Would start the Wake-on-LAN listener on kt-drybr0", "Would start VM node01"]
+        "Would start dnsmasq",
+        "Would start nginx",
+        "Would start nfs-ganesha",
+        "Would start the Wake-on-LAN listener on kt-drybr0",
+        "Would start VM node01",
+    ]
     assert lines[-8] == "Would build image default: kestrel-images build default (its --dry-run says how)"
     assert lines[-7].startswith("Would start nfs-ganesha: sh -c ")
-    assert lines[-6:-2] == ["Would start the Wake-on-LAN listener on kt-drybr0",
-                            f"Would create {r}/var/lib/kestrel/vms/node01.json",
-                            "Would run ip -n kt-dryfe tuntap add dev kv-node01 mode tap",
-                            "Would run ip -n kt-dryfe link set kv-node01 master kt-drybr0 up"]
+    assert lines[-6:-2] == [
+        "Would start the Wake-on-LAN listener on kt-drybr0",
+        f"Would create {r}/var/lib/kestrel/vms/node01.json",
+        "Would run ip -n kt-dryfe tuntap add dev kv-node01 mode tap",
+        "Would run ip -n kt-dryfe link set kv-node01 master kt-drybr0 up",
+    ]
     assert lines[-2].startswith("Would start VM node01: ")
     assert f"path={r}/var/log/kestrel/vm-node01.console" in lines[-2]
     assert lines[-1] == "Would wait until node01 answer SSH (at most 900 s)"

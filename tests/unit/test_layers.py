@@ -125,8 +125,15 @@ def test_the_import_reader_sees_every_spelling() -> None:
         "    importlib.import_module('kestrel.images.store')\n"
     )
     found = imported("kestrel.nodes.example", source)
-    assert found == {"kestrel.cli.nodes", "kestrel.lab", "kestrel.vm.qemu", "kestrel.nodes.registry",
-                     "kestrel.users.homes", "kestrel.frontend.desired", "kestrel.images.store"}
+    assert found == {
+        "kestrel.cli.nodes",
+        "kestrel.lab",
+        "kestrel.vm.qemu",
+        "kestrel.nodes.registry",
+        "kestrel.users.homes",
+        "kestrel.frontend.desired",
+        "kestrel.images.store",
+    }
     names = ["kestrel", "kestrel.sysroot.Sysroot", "kestrel.templates", "kestrel.vm.qemu.start", "kestrel.cli"]
     assert [layer_of(n) for n in names] == ["", "", "", "vm", "cli"]
 
@@ -147,6 +154,9 @@ def test_every_subpackage_has_a_one_line_docstring() -> None:
 
 
 def test_every_module_has_a_docstring() -> None:
-    missing = [str(path.relative_to(REPO)) for path in modules().values()
-               if not ast.get_docstring(ast.parse(path.read_text(), str(path)))]
+    missing = [
+        str(path.relative_to(REPO))
+        for path in modules().values()
+        if not ast.get_docstring(ast.parse(path.read_text(), str(path)))
+    ]
     assert not missing, "modules without a docstring:\n  " + "\n  ".join(missing)

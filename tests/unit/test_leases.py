@@ -45,12 +45,16 @@ def test_empty_file_has_no_leases() -> None:
 
 
 def test_latest_lease_per_mac_wins_and_infinite_is_latest() -> None:
-    text = ("100 52:54:00:aa:00:01 10.10.0.150 * *\n300 52:54:00:aa:00:02 10.10.0.151 * *\n"
-            "200 52:54:00:aa:00:01 10.10.0.160 * *\n0 52:54:00:aa:00:02 10.10.0.161 * *\n"
-            "400 52:54:00:aa:00:02 10.10.0.162 * *\n")
+    text = (
+        "100 52:54:00:aa:00:01 10.10.0.150 * *\n300 52:54:00:aa:00:02 10.10.0.151 * *\n"
+        "200 52:54:00:aa:00:01 10.10.0.160 * *\n0 52:54:00:aa:00:02 10.10.0.161 * *\n"
+        "400 52:54:00:aa:00:02 10.10.0.162 * *\n"
+    )
     leases, _ = parse_leases(text)
     assert [(lease.mac, str(lease.ip)) for lease in latest_by_mac(leases)] == [
-        ("52:54:00:aa:00:01", "10.10.0.160"), ("52:54:00:aa:00:02", "10.10.0.161")]
+        ("52:54:00:aa:00:01", "10.10.0.160"),
+        ("52:54:00:aa:00:02", "10.10.0.161"),
+    ]
 
 
 mac_bytes = st.binary(min_size=6, max_size=6)
@@ -60,10 +64,10 @@ mac_bytes = st.binary(min_size=6, max_size=6)
 def test_every_spelling_of_a_mac_normalises_to_lowercase_colons(raw: bytes, sep: str, upper: bool) -> None:
     hexed = raw.hex()
     if sep == ".":
-        text = ".".join(hexed[i:i + 4] for i in range(0, 12, 4))
+        text = ".".join(hexed[i : i + 4] for i in range(0, 12, 4))
     else:
-        text = sep.join(hexed[i:i + 2] for i in range(0, 12, 2))
-    canonical = ":".join(hexed[i:i + 2] for i in range(0, 12, 2))
+        text = sep.join(hexed[i : i + 2] for i in range(0, 12, 2))
+    canonical = ":".join(hexed[i : i + 2] for i in range(0, 12, 2))
     assert normalize_mac(text.upper() if upper else text) == canonical
     assert normalize_mac(canonical) == canonical
 
@@ -78,8 +82,9 @@ def test_anything_else_is_refused_or_canonical(text: str) -> None:
         assert len(mac) == 17 and mac == mac.lower() and mac.count(":") == 5
 
 
-@pytest.mark.parametrize("text", ["52:54:00:aa:bb", "52:54-00:aa:bb:01", "5254.00aa.bb01.02", "a;rm -rf /",
-                                  "52:54:00:aa:bb:01;", ""])
+@pytest.mark.parametrize(
+    "text", ["52:54:00:aa:bb", "52:54-00:aa:bb:01", "5254.00aa.bb01.02", "a;rm -rf /", "52:54:00:aa:bb:01;", ""]
+)
 def test_near_macs_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not a MAC address"):
         normalize_mac(text)

@@ -65,9 +65,10 @@ def test_mark_state_records_facts_and_hostfiles_follow(tree: Sysroot) -> None:
     node_changes.add(tree, config, "52:54:00:bb:00:01", ip="10.10.0.5")
     with said() as lines:
         node_changes.mark_state(tree, config, "node01", True, Facts(cpus=8, memory_mb=2000))
-    assert lines == [f"Wrote {tree.sys('/var/lib/kestrel/nodes.json')}",
-                    *(f"Wrote {tree.sys('/etc/kestrel/hostfiles/' + f)}" for f in ("openmpi", "mpich", "slurm",
-                                                                                    "hosts"))]
+    assert lines == [
+        f"Wrote {tree.sys('/var/lib/kestrel/nodes.json')}",
+        *(f"Wrote {tree.sys('/etc/kestrel/hostfiles/' + f)}" for f in ("openmpi", "mpich", "slurm", "hosts")),
+    ]
     assert tree.path("/etc/kestrel/hostfiles/openmpi").read_text().endswith("\nnode01 slots=8\n")
     node_changes.mark_states(tree, config, {"node01": (False, None)})
     assert load_states(tree)["52:54:00:bb:00:01"].cpus == 8
@@ -80,10 +81,12 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
 
     def join(mac: str) -> node_changes.Change:
         """Register MAC (if new) and mark it up at a fixed time: the same change can be replayed."""
+
         def change(known: list[Node], states: States) -> tuple[list[Node], States]:
             if all(n.mac != mac for n in known):
                 known = registry.add_node(known, config, mac=mac)
             return known, nodestate.mark(states, mac, True, 1795000000)
+
         return change
 
     node_changes.change_nodes(tree, config, join("52:54:00:bb:00:01"))
@@ -94,6 +97,7 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
     real_replace = os.replace
     for crash_at in range(len(plan.changes)):
         restore(tree.root, old)
+
         def crashing_replace(src: str, dst: str, count: list[int] = [0], crash_at: int = crash_at) -> None:  # noqa: B006
             if count[0] == crash_at:
                 raise KeyboardInterrupt("power cut between the write and the rename")
@@ -114,8 +118,9 @@ def test_a_crash_at_any_write_leaves_each_file_old_or_new(tree: Sysroot, monkeyp
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "lock"
+    }
 
 
 def restore(root: Path, files: dict[str, bytes]) -> None:

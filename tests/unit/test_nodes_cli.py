@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kestrel.sysroot import Sysroot
 from tests.conftest import assert_unchanged, tree_state
+from tests.treestate import kestrel
 
 LEASES = """\
 1795000000 52:54:00:bb:00:01 10.10.0.150 * *
@@ -22,8 +22,7 @@ duid 00:01:00:01:2c:00:00:01:52:54:00:00:00:01
 
 
 def cli(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kestrel.cli.nodes", "--root", str(tree.root), *args],
-                          capture_output=True, text=True, timeout=60)
+    return kestrel("nodes", tree.root, *args)
 
 
 def ok(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,8 +32,11 @@ def ok(tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "lock"}
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
 
 
 def listing(tree: Sysroot) -> list[dict]:
@@ -54,7 +56,9 @@ def test_add_set_remove_reach_registry_hosts_and_hostfiles(tree: Sysroot) -> Non
 
     ok(tree, "set", "node07", "--name", "login", "--group", "gpu", "--image", "mpi", "--ip", "10.10.0.8")
     assert [(n["name"], n["ip"], n["group"], n["image"], n["state"]) for n in listing(tree)] == [
-        ("login", "10.10.0.8", "gpu", "mpi", "unknown"), ("node01", "10.10.0.2", "compute", "default", "unknown")]
+        ("login", "10.10.0.8", "gpu", "mpi", "unknown"),
+        ("node01", "10.10.0.2", "compute", "default", "unknown"),
+    ]
     hosts = tree.path("/etc/hosts").read_text()
     assert "login.cluster.local" in hosts and "node07" not in hosts
 
@@ -63,31 +67,51 @@ def test_add_set_remove_reach_registry_hosts_and_hostfiles(tree: Sysroot) -> Non
     assert "login" not in tree.path("/etc/kestrel/hosts").read_text()
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["add", "--mac", "zz:54:00:aa:bb:09"], "'zz:54:00:aa:bb:09' is not a MAC address"),
-    (["add", "--mac", "52:54:00:aa:bb:09", "--name", "a;rm -rf /"],
-     "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"),
-    (["add", "--mac", "52:54:00:aa:bb:09", "--group", "a;rm -rf /"],
-     "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
-    (["add", "--mac", "52:54:00:aa:bb:01"], "MAC 52:54:00:aa:bb:01 is registered already, as node01"),
-    (["add", "--mac", "52:54:00:aa:bb:09", "--ip", "10.10.0.120"],
-     "10.10.0.120 is inside the dynamic range 10.10.0.100-10.10.0.199, which only leased addresses may keep; "
-     "pick one outside it"),
-    (["set", "node01", "--name", "a;rm -rf /"],
-     "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"),
-    (["set", "node01", "--image", "../../etc"],
-     "'../../etc' is not a valid image name (a-z, 0-9, '_', '.', '-', at most 63)"),
-    (["set", "node01"], "set: give at least one of --image, --group, --ip, --name"),
-    (["remove", "a;rm -rf /"], "no node named 'a;rm -rf /' (see kestrel-nodes list)"),
-    (["lease-event", "add", "a;rm -rf /", "10.10.0.150"], "'a;rm -rf /' is not a MAC address"),
-    (["lease-event", "add", "52:54:00:aa:bb:09", "10.10.0.150;reboot"], "'10.10.0.150;reboot' is not an IPv4 address"),
-    (["--register", "--group", "a;rm -rf /", "--no-verify"],
-     "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
-    (["--register", "gpu", "--group", "compute"], "GROUP 'gpu' and --group 'compute' disagree; give one"),
-    (["exec", "--group", "Bad!", "--", "true"],
-     "'Bad!' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
-    (["check", "--group", "a;b"], "'a;b' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["add", "--mac", "zz:54:00:aa:bb:09"], "'zz:54:00:aa:bb:09' is not a MAC address"),
+        (
+            ["add", "--mac", "52:54:00:aa:bb:09", "--name", "a;rm -rf /"],
+            "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)",
+        ),
+        (
+            ["add", "--mac", "52:54:00:aa:bb:09", "--group", "a;rm -rf /"],
+            "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)",
+        ),
+        (["add", "--mac", "52:54:00:aa:bb:01"], "MAC 52:54:00:aa:bb:01 is registered already, as node01"),
+        (
+            ["add", "--mac", "52:54:00:aa:bb:09", "--ip", "10.10.0.120"],
+            "10.10.0.120 is inside the dynamic range 10.10.0.100-10.10.0.199, which only leased addresses may keep; "
+            "pick one outside it",
+        ),
+        (
+            ["set", "node01", "--name", "a;rm -rf /"],
+            "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)",
+        ),
+        (
+            ["set", "node01", "--image", "../../etc"],
+            "'../../etc' is not a valid image name (a-z, 0-9, '_', '.', '-', at most 63)",
+        ),
+        (["set", "node01"], "set: give at least one of --image, --group, --ip, --name"),
+        (["remove", "a;rm -rf /"], "no node named 'a;rm -rf /' (see kestrel-nodes list)"),
+        (["lease-event", "add", "a;rm -rf /", "10.10.0.150"], "'a;rm -rf /' is not a MAC address"),
+        (
+            ["lease-event", "add", "52:54:00:aa:bb:09", "10.10.0.150;reboot"],
+            "'10.10.0.150;reboot' is not an IPv4 address",
+        ),
+        (
+            ["--register", "--group", "a;rm -rf /", "--no-verify"],
+            "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)",
+        ),
+        (["--register", "gpu", "--group", "compute"], "GROUP 'gpu' and --group 'compute' disagree; give one"),
+        (
+            ["exec", "--group", "Bad!", "--", "true"],
+            "'Bad!' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)",
+        ),
+        (["check", "--group", "a;b"], "'a;b' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(tree: Sysroot, args: list[str], error: str) -> None:
     ok(tree, "add", "--mac", "52:54:00:aa:bb:01")
     before = snapshot(tree.root)
@@ -126,10 +150,12 @@ def test_dry_runs_say_what_they_would_do_and_write_nothing(tree: Sysroot, tmp_pa
     assert gone[:2] == ["Would remove node07", f"Would write {r}/etc/kestrel/nodes"]
     assert gone[-1] == "Would reload dnsmasq (/etc/kestrel/nodes changed)"
     joined = ok(tree, "--register", "--no-verify", "--leases", str(leases), "--dry-run").stdout.splitlines()
-    assert joined[:4] == ["Would register node01 (52:54:00:bb:00:01, 10.10.0.150)",
-                          "Would register node02 (52:54:00:bb:00:02, 10.10.0.151)",
-                          "Would register node03 (52:54:00:bb:00:03, 10.10.0.152)",
-                          f"Would write {r}/etc/kestrel/nodes"]
+    assert joined[:4] == [
+        "Would register node01 (52:54:00:bb:00:01, 10.10.0.150)",
+        "Would register node02 (52:54:00:bb:00:02, 10.10.0.151)",
+        "Would register node03 (52:54:00:bb:00:03, 10.10.0.152)",
+        f"Would write {r}/etc/kestrel/nodes",
+    ]
     bad = cli(tree, "add", "--mac", "52:54:00:aa:bb:07", "--dry-run")
     assert (bad.returncode, bad.stdout) == (2, "")
     assert_unchanged(before, tree.root)
@@ -144,9 +170,11 @@ def test_register_from_leases_warns_and_twice_changes_nothing(tree: Sysroot, tmp
     leases.write_text(LEASES)
     said = ok(tree, "--register", "--no-verify", "--leases", str(leases)).stderr.splitlines()
     assert said[0] == f"Warning: {leases}:3: expected 'EXPIRY MAC IP NAME CLIENTID', got 2 fields; line skipped"
-    assert said[-3:] == ["Registered node01 (52:54:00:bb:00:01, 10.10.0.150)",
-                         "Registered node02 (52:54:00:bb:00:02, 10.10.0.151)",
-                         "Registered node03 (52:54:00:bb:00:03, 10.10.0.152)"]
+    assert said[-3:] == [
+        "Registered node01 (52:54:00:bb:00:01, 10.10.0.150)",
+        "Registered node02 (52:54:00:bb:00:02, 10.10.0.151)",
+        "Registered node03 (52:54:00:bb:00:03, 10.10.0.152)",
+    ]
     before = snapshot(tree.root)
     again = ok(tree, "--register", "--no-verify", "--leases", str(leases)).stderr
     assert again == f"Warning: {leases}:3: expected 'EXPIRY MAC IP NAME CLIENTID', got 2 fields; line skipped\n"
@@ -166,8 +194,9 @@ def test_verification_needs_the_frontend_key(tree: Sysroot, tmp_path: Path) -> N
     proc = cli(tree, "--register", "--leases", str(leases))
     key = tree.path("/root/.ssh/id_ed25519")
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == (f"kestrel-nodes: {key}: no such SSH key; create it with "
-                                            f"ssh-keygen -t ed25519 -N '' -f {key}")
+    assert proc.stderr.splitlines()[-1] == (
+        f"kestrel-nodes: {key}: no such SSH key; create it with ssh-keygen -t ed25519 -N '' -f {key}"
+    )
     assert listing(tree) == []
 
 
@@ -193,7 +222,6 @@ def test_reconfigure_frontend_writes_the_hostfiles(tree: Sysroot) -> None:
     assert sorted(expected) == ["hosts", "mpich", "openmpi", "slurm"]
     for p in folder.iterdir():
         p.unlink()
-    proc = subprocess.run([sys.executable, "-m", "kestrel.cli.reconfigure", "--root", str(tree.root), "--frontend"],
-                          capture_output=True, text=True, timeout=60)
+    proc = kestrel("reconfigure", tree.root, "--frontend")
     assert proc.returncode == 0, proc.stderr
     assert {p.name: p.read_text() for p in folder.iterdir()} == expected

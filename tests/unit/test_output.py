@@ -11,32 +11,30 @@ import sys
 from pathlib import Path
 
 from kestrel.sysroot import Sysroot
+from tests.treestate import kestrel
 
 RAN = re.compile(r"^Ran \S*dnsmasq --test --conf-file=\S+ in \d+\.\d\d s \(exit code 0\)$", re.M)
 GARBAGE_LEASES = "1795000000 52:54:00:bb:00:01 10.10.0.150 * *\ngarbage line\n"
 
 
-def kestrel(program: str, tree: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", f"kestrel.cli.{program}", "--root", str(tree.root), *args],
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_normal_quiet_and_verbose(tree: Sysroot) -> None:
-    normal = kestrel("reconfigure", tree, "--frontend")
+    normal = kestrel("reconfigure", tree.root, "--frontend")
     assert normal.returncode == 0 and normal.stdout == ""
     assert f"Created {tree.root}/etc/dnsmasq.d/kestrel.conf" in normal.stderr.splitlines()
     assert not RAN.search(normal.stderr)
 
     tree.path("/etc/kestrel/kestrel.yaml").write_text(
-        tree.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 12h", "lease_time: 1h"))
-    verbose = kestrel("reconfigure", tree, "--frontend", "-v")
+        tree.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 12h", "lease_time: 1h")
+    )
+    verbose = kestrel("reconfigure", tree.root, "--frontend", "-v")
     assert verbose.returncode == 0
     assert RAN.search(verbose.stderr), verbose.stderr
     assert f"Wrote {tree.root}/etc/dnsmasq.d/kestrel.conf" in verbose.stderr.splitlines()
 
     tree.path("/etc/kestrel/kestrel.yaml").write_text(
-        tree.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 1h", "lease_time: 2h"))
-    quiet = kestrel("reconfigure", tree, "--frontend", "-q")
+        tree.path("/etc/kestrel/kestrel.yaml").read_text().replace("lease_time: 1h", "lease_time: 2h")
+    )
+    quiet = kestrel("reconfigure", tree.root, "--frontend", "-q")
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     assert "2h" in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
 
@@ -44,10 +42,10 @@ def test_normal_quiet_and_verbose(tree: Sysroot) -> None:
 def test_data_on_stdout_messages_on_stderr(tree: Sysroot, tmp_path: Path) -> None:
     leases = tmp_path / "leases"
     leases.write_text(GARBAGE_LEASES)
-    proc = kestrel("nodes", tree, "--register", "--no-verify", "--leases", str(leases))
+    proc = kestrel("nodes", tree.root, "--register", "--no-verify", "--leases", str(leases))
     assert proc.returncode == 0 and proc.stdout == ""
     assert proc.stderr.splitlines()[0].startswith("Warning: ")
-    listing = kestrel("nodes", tree, "list", "--json")
+    listing = kestrel("nodes", tree.root, "list", "--json")
     assert listing.stderr == "" and '"name": "node01"' in listing.stdout
 
 
@@ -56,9 +54,24 @@ def _on_a_terminal(tree: Sysroot, leases: Path, extra_env: dict[str, str]) -> by
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | extra_env
     main, side = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "kestrel.cli.nodes", "--root", str(tree.root), "--register",
-                               "--no-verify", "--leases", str(leases)],
-                              stdin=subprocess.DEVNULL, stdout=side, stderr=side, env=env, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kestrel.cli.nodes",
+                "--root",
+                str(tree.root),
+                "--register",
+                "--no-verify",
+                "--leases",
+                str(leases),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=side,
+            stderr=side,
+            env=env,
+            timeout=120,
+        )
         assert proc.returncode == 0
         os.close(side)
         side = -1
@@ -86,5 +99,5 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(tree: Sysroot, tmp_pa
     tree.path("/etc/kestrel/nodes").unlink()
     plain = _on_a_terminal(tree, leases, {"NO_COLOR": "1"})
     assert b"Warning: " in plain and b"\x1b[" not in plain
-    piped = kestrel("nodes", tree, "--register", "--no-verify", "--leases", str(leases))
+    piped = kestrel("nodes", tree.root, "--register", "--no-verify", "--leases", str(leases))
     assert "\x1b[" not in piped.stderr

@@ -44,8 +44,11 @@ def test_discover_merges_overrides_and_sorts(layout: tuple[Sysroot, Path]) -> No
     script(admin, "site_added", "true")
     found = scripts.discover(root, Side.NODE, "configure", shipped)
     assert [(s.name, s.origin) for s in found] == [
-        ("core_a-first_chroot", Origin.SHIPPED), ("core_b-second", Origin.OVERRIDDEN),
-        ("mpi_x", Origin.SHIPPED), ("site_added", Origin.ADDED)]
+        ("core_a-first_chroot", Origin.SHIPPED),
+        ("core_b-second", Origin.OVERRIDDEN),
+        ("mpi_x", Origin.SHIPPED),
+        ("site_added", Origin.ADDED),
+    ]
     assert found[1].path == admin / "core_b-second"
     assert found[0].in_chroot and not found[1].in_chroot
     assert [s.module for s in found] == ["core", "core", "mpi", "site"]
@@ -96,8 +99,11 @@ def test_run_once_is_recorded_with_the_script_hash(tmp_path: Path) -> None:
         phases.run_phases(target)
         phases.run_phases(target)
     assert out.read_text().split() == ["install", "configure", "configure"]
-    assert lines == ["Executing : frontend_core_once", "Executing : frontend_core_every",
-                    "Executing : frontend_core_every"]
+    assert lines == [
+        "Executing : frontend_core_once",
+        "Executing : frontend_core_every",
+        "Executing : frontend_core_every",
+    ]
     state = json.loads(target.state_path.read_text())
     assert state == {"install/core_once": scripts.Script("install", "core_once", install, Origin.SHIPPED).digest()}
     install.write_text(install.read_text() + "# changed\n")
@@ -112,8 +118,11 @@ def test_run_once_is_recorded_with_the_script_hash(tmp_path: Path) -> None:
 def test_environment(tmp_path: Path) -> None:
     target = frontend_target(tmp_path, ["core"])
     dump = tmp_path / "env.json"
-    script(tmp_path / "shipped/frontend/configure.d", "core_env",
-           f"python3 -c 'import json, os; print(json.dumps(dict(os.environ)))' > {dump}")
+    script(
+        tmp_path / "shipped/frontend/configure.d",
+        "core_env",
+        f"python3 -c 'import json, os; print(json.dumps(dict(os.environ)))' > {dump}",
+    )
     phases.run_phases(target)
     env = json.loads(dump.read_text())
     assert env["KESTREL_PHASE"] == "configure"

@@ -101,24 +101,31 @@ def test_cli_start_and_stop_dry_runs_write_nothing(tree) -> None:  # type: ignor
     mac = qemu.vm_mac("node01")
     assert lines == [
         f"Would create {r}/var/lib/kestrel/vms/node01.json",
-        "Would run ip tuntap add dev kv-node01 mode tap", "Would run ip link set kv-node01 master lo up",
+        "Would run ip tuntap add dev kv-node01 mode tap",
+        "Would run ip link set kv-node01 master lo up",
         f"Would start VM node01: {qemu.runner.which('qemu-system-x86_64') or 'qemu-system-x86_64'} -name node01 "
         "-nodefaults -no-user-config -nographic -accel tcg -cpu max -m 512 -smp 1 "
         f"-chardev file,id=con0,path={console},append=on -serial chardev:con0 -monitor none "
         "-netdev tap,id=n0,ifname=kv-node01,script=no,downscript=no "
-        f"-device virtio-net-pci,netdev=n0,mac={mac} -boot order=n"]
-    assert '+ "memory": 512,' in dry_run("vm", r, "start", "node01", "--bridge", "lo", "--memory", "512", "--dry-run",
-                                         "--diff")
+        f"-device virtio-net-pci,netdev=n0,mac={mac} -boot order=n",
+    ]
+    assert '+ "memory": 512,' in dry_run(
+        "vm", r, "start", "node01", "--bridge", "lo", "--memory", "512", "--dry-run", "--diff"
+    )
     qemu.define_vm(tree, _config(tree), "node01", bridge="lo", memory=512, kvm="no")
     lines = dry_run("vm", r, "start", "node01", "--memory", "768", "--dry-run", "--diff")
-    assert lines[:4] == [f"Would write {r}/var/lib/kestrel/vms/node01.json",
-                         f"--- a{r}/var/lib/kestrel/vms/node01.json", f"+++ b{r}/var/lib/kestrel/vms/node01.json",
-                         "@@ -3,7 +3,7 @@"]
+    assert lines[:4] == [
+        f"Would write {r}/var/lib/kestrel/vms/node01.json",
+        f"--- a{r}/var/lib/kestrel/vms/node01.json",
+        f"+++ b{r}/var/lib/kestrel/vms/node01.json",
+        "@@ -3,7 +3,7 @@",
+    ]
     assert '- "memory": 512,' in lines and '+ "memory": 768,' in lines
     assert lines[-1].startswith("Would start VM node01: ") and "-m 768 " in lines[-1]
     # stopped, no tap: nothing to stop; --remove forgets the definition
     assert dry_run("vm", r, "stop", "node01", "--dry-run") == ["Nothing to do"]
     assert dry_run("vm", r, "stop", "node01", "--remove", "--dry-run") == [
-        f"Would remove {r}/var/lib/kestrel/vms/node01.json"]
+        f"Would remove {r}/var/lib/kestrel/vms/node01.json"
+    ]
     missing = kestrel("vm", r, "start", "node02", "--bridge", "kt-nosuchbr", "--dry-run")
     assert (missing.returncode, missing.stderr) == (1, "kestrel-vm: VM node02: bridge kt-nosuchbr does not exist\n")

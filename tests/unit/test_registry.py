@@ -36,19 +36,32 @@ def lease(last: int, ip: str) -> Lease:
 
 # -- the file ---------------------------------------------------------------------------------------------
 
+
 def test_fixture_registry_parses() -> None:
-    text = ("# comment\n\n52:54:00:AA:00:01,set:img-default,set:grp-compute,10.10.0.11,node01\n"
-            "52:54:00:aa:00:02,set:grp-gpu,set:img-mpi,10.10.0.12,node02\n")
+    text = (
+        "# comment\n\n52:54:00:AA:00:01,set:img-default,set:grp-compute,10.10.0.11,node01\n"
+        "52:54:00:aa:00:02,set:grp-gpu,set:img-mpi,10.10.0.12,node02\n"
+    )
     assert parse_registry(text) == [node("node01", 1, "10.10.0.11"), node("node02", 2, "10.10.0.12", "mpi", "gpu")]
 
 
-@pytest.mark.parametrize(("line", "why"), [
-    ("52:54:00:aa:00:01,10.10.0.11,node01",
-     "expected MAC,set:img-IMAGE,set:grp-GROUP,IP,NAME, got '52:54:00:aa:00:01,10.10.0.11,node01'"),
-    ("52:54:00:aa:00:01,set:img-default,set:grp-compute,10.10.0.311,node01", "'10.10.0.311' is not an IPv4 address"),
-    ("52:54:00:aa:00:01,set:img-default,set:grp-compute,10.10.0.11,a;rm -rf /",
-     "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"),
-])
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (
+            "52:54:00:aa:00:01,10.10.0.11,node01",
+            "expected MAC,set:img-IMAGE,set:grp-GROUP,IP,NAME, got '52:54:00:aa:00:01,10.10.0.11,node01'",
+        ),
+        (
+            "52:54:00:aa:00:01,set:img-default,set:grp-compute,10.10.0.311,node01",
+            "'10.10.0.311' is not an IPv4 address",
+        ),
+        (
+            "52:54:00:aa:00:01,set:img-default,set:grp-compute,10.10.0.11,a;rm -rf /",
+            "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)",
+        ),
+    ],
+)
 def test_bad_registry_line_names_file_and_line(line: str, why: str) -> None:
     with pytest.raises(InputError) as e:
         parse_registry(f"# header\n{line}\n", "/etc/kestrel/nodes")
@@ -58,8 +71,9 @@ def test_bad_registry_line_names_file_and_line(line: str, why: str) -> None:
 def test_duplicates_in_a_hand_edited_registry_are_refused() -> None:
     with pytest.raises(InputError) as e:
         check_unique([node("node01", 1, "10.10.0.11"), node("node02", 2, "10.10.0.11")], "/etc/kestrel/nodes")
-    assert str(e.value) == ("/etc/kestrel/nodes: address 10.10.0.11 appears twice (node01 and node02); "
-                            "fix the file by hand")
+    assert str(e.value) == (
+        "/etc/kestrel/nodes: address 10.10.0.11 appears twice (node01 and node02); fix the file by hand"
+    )
 
 
 names = st.from_regex(r"[a-z]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
@@ -72,8 +86,10 @@ def registries(draw: st.DrawFn) -> list[Node]:
     chosen = draw(st.lists(names, min_size=count, max_size=count, unique=True))
     macs = draw(st.lists(st.binary(min_size=6, max_size=6), min_size=count, max_size=count, unique=True))
     ips = draw(st.lists(st.integers(1, 2**24 - 2), min_size=count, max_size=count, unique=True))
-    return [Node(n, ":".join(f"{b:02x}" for b in m), IPv4Address((10 << 24) + i), draw(labels), draw(labels))
-            for n, m, i in zip(chosen, macs, ips, strict=True)]
+    return [
+        Node(n, ":".join(f"{b:02x}" for b in m), IPv4Address((10 << 24) + i), draw(labels), draw(labels))
+        for n, m, i in zip(chosen, macs, ips, strict=True)
+    ]
 
 
 @given(registries())
@@ -84,6 +100,7 @@ def test_hostsfile_round_trip(nodes: list[Node]) -> None:
 
 
 # -- changes ----------------------------------------------------------------------------------------------
+
 
 def test_add_allocates_the_first_free_index_and_address() -> None:
     nodes = [node("node01", 1, "10.10.0.2"), node("node03", 3, "10.10.0.4")]
@@ -97,31 +114,35 @@ def test_add_takes_addresses_from_the_static_pool() -> None:
     assert nodes == [Node("login", "52:54:00:bb:00:01", IPv4Address("10.10.0.10"), "mpi", "gpu")]
 
 
-@pytest.mark.parametrize(("kwargs", "error"), [
-    ({"mac": "52:54:00:aa:00:01"}, "MAC 52:54:00:aa:00:01 is registered already, as node01"),
-    ({"mac": "zz"}, "'zz' is not a MAC address"),
-    ({"mac": "52:54:00:bb:00:01", "name": "node01"}, "name 'node01' is taken, by 52:54:00:aa:00:01"),
-    ({"mac": "52:54:00:bb:00:01", "name": "Node02"},
-     "'Node02' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"),
-    ({"mac": "52:54:00:bb:00:01", "name": "a;rm -rf /"},
-     "'a;rm -rf /' is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"),
-    ({"mac": "52:54:00:bb:00:01", "name": "frontend"},
-     "name 'frontend' is the frontend's name (cluster.frontend_name)"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "10.10.0.2"}, "10.10.0.2 is taken, by node01"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "10.10.0.1"}, "10.10.0.1 is the frontend's address"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "10.10.1.5"}, "10.10.1.5 is not a host address of the cluster network "
-                                                       "10.10.0.0/24"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "10.10.0.255"}, "10.10.0.255 is not a host address of the cluster network "
-                                                         "10.10.0.0/24"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "10.10.0.150"},
-     "10.10.0.150 is inside the dynamic range 10.10.0.100-10.10.0.199, which only leased addresses may keep; "
-     "pick one outside it"),
-    ({"mac": "52:54:00:bb:00:01", "ip": "1;reboot"}, "'1;reboot' is not an IPv4 address"),
-    ({"mac": "52:54:00:bb:00:01", "image": "../etc"},
-     "'../etc' is not a valid image name (a-z, 0-9, '_', '.', '-', at most 63)"),
-    ({"mac": "52:54:00:bb:00:01", "group": "a;rm -rf /"},
-     "'a;rm -rf /' is not a valid group name (a-z, 0-9, '_', '.', '-', at most 63)"),
-])
+NEW = "52:54:00:bb:00:01"
+HOST = "is not a valid host name (RFC 1123: a-z, 0-9, inner '-', at most 63)"
+LABEL = "(a-z, 0-9, '_', '.', '-', at most 63)"
+OUTSIDE = "is not a host address of the cluster network 10.10.0.0/24"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"mac": "52:54:00:aa:00:01"}, "MAC 52:54:00:aa:00:01 is registered already, as node01"),
+        ({"mac": "zz"}, "'zz' is not a MAC address"),
+        ({"mac": NEW, "name": "node01"}, "name 'node01' is taken, by 52:54:00:aa:00:01"),
+        ({"mac": NEW, "name": "Node02"}, f"'Node02' {HOST}"),
+        ({"mac": NEW, "name": "a;rm -rf /"}, f"'a;rm -rf /' {HOST}"),
+        ({"mac": NEW, "name": "frontend"}, "name 'frontend' is the frontend's name (cluster.frontend_name)"),
+        ({"mac": NEW, "ip": "10.10.0.2"}, "10.10.0.2 is taken, by node01"),
+        ({"mac": NEW, "ip": "10.10.0.1"}, "10.10.0.1 is the frontend's address"),
+        ({"mac": NEW, "ip": "10.10.1.5"}, f"10.10.1.5 {OUTSIDE}"),
+        ({"mac": NEW, "ip": "10.10.0.255"}, f"10.10.0.255 {OUTSIDE}"),
+        (
+            {"mac": NEW, "ip": "10.10.0.150"},
+            "10.10.0.150 is inside the dynamic range 10.10.0.100-10.10.0.199, which only leased addresses may keep; "
+            "pick one outside it",
+        ),
+        ({"mac": NEW, "ip": "1;reboot"}, "'1;reboot' is not an IPv4 address"),
+        ({"mac": NEW, "image": "../etc"}, f"'../etc' is not a valid image name {LABEL}"),
+        ({"mac": NEW, "group": "a;rm -rf /"}, f"'a;rm -rf /' is not a valid group name {LABEL}"),
+    ],
+)
 def test_add_refuses_with_one_exact_line(kwargs: dict[str, str], error: str) -> None:
     with pytest.raises(InputError) as e:
         add_node([node("node01", 1, "10.10.0.2")], CONFIG, **kwargs)
@@ -159,8 +180,10 @@ def test_register_keeps_leased_addresses_and_is_idempotent() -> None:
     found = [lease(1, "10.10.0.150"), lease(2, "10.10.0.151")]
     after, added, warnings = register_leases(nodes, CONFIG, found, group="gpu")
     assert warnings == []
-    assert [(n.name, str(n.ip), n.group) for n in added] == [("node02", "10.10.0.150", "gpu"),
-                                                             ("node03", "10.10.0.151", "gpu")]
+    assert [(n.name, str(n.ip), n.group) for n in added] == [
+        ("node02", "10.10.0.150", "gpu"),
+        ("node03", "10.10.0.151", "gpu"),
+    ]
     again, added_again, _ = register_leases(after, CONFIG, found)
     assert (again, added_again) == (after, [])
 
@@ -172,19 +195,32 @@ def test_register_with_a_static_pool_moves_nodes_into_it() -> None:
 
 def test_register_skips_bad_leases_with_a_warning() -> None:
     nodes = [node("node01", 1, "10.10.0.150")]
-    _, added, warnings = register_leases(nodes, CONFIG, [lease(1, "10.10.0.150"), lease(2, "192.168.1.5"),
-                                                         lease(3, "10.10.0.152")])
+    _, added, warnings = register_leases(
+        nodes, CONFIG, [lease(1, "10.10.0.150"), lease(2, "192.168.1.5"), lease(3, "10.10.0.152")]
+    )
     assert [n.name for n in added] == ["node02"]
-    assert warnings == ["lease of 52:54:00:bb:00:01 (10.10.0.150): 10.10.0.150 is taken, by node01; not registered",
-                        "lease of 52:54:00:bb:00:02 (192.168.1.5): 192.168.1.5 is not a host address of the cluster "
-                        "network 10.10.0.0/24; not registered"]
+    assert warnings == [
+        "lease of 52:54:00:bb:00:01 (10.10.0.150): 10.10.0.150 is taken, by node01; not registered",
+        "lease of 52:54:00:bb:00:02 (192.168.1.5): 192.168.1.5 is not a host address of the cluster "
+        "network 10.10.0.0/24; not registered",
+    ]
 
 
 def test_register_ten_thousand_leases_allocates_linearly() -> None:
-    config = Config(network=Network(address="10.0.0.1/16", dhcp_range=("10.0.100.0", "10.0.199.255")),
-                    nodes=Nodes(name_pattern="n{index:05d}"))
-    found = [Lease(0, f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}", IPv4Address(f"10.0.{100 + i // 250}.{1 + i % 250}"),
-                   None, None) for i in range(10_000)]
+    config = Config(
+        network=Network(address="10.0.0.1/16", dhcp_range=("10.0.100.0", "10.0.199.255")),
+        nodes=Nodes(name_pattern="n{index:05d}"),
+    )
+    found = [
+        Lease(
+            0,
+            f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}",
+            IPv4Address(f"10.0.{100 + i // 250}.{1 + i % 250}"),
+            None,
+            None,
+        )
+        for i in range(10_000)
+    ]
     after, added, warnings = register_leases([], config, found)
     assert len(added) == 10_000 and warnings == []
     assert added[-1].name == "n10000"

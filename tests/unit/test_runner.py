@@ -23,7 +23,8 @@ def sentence(argv: list[str], **kwargs: object) -> str:
 
 def test_exit_code_and_the_last_stderr_line() -> None:
     assert sentence(["sh", "-c", "echo first >&2; echo last >&2; echo >&2; exit 3"]) == (
-        "'sh -c echo first ...': exit code 3: last")
+        "'sh -c echo first ...': exit code 3: last"
+    )
     assert sentence(["false"]) == "'false': exit code 1"
 
 
@@ -69,7 +70,8 @@ class Elsewhere:
 
 def test_a_via_gives_the_same_shape() -> None:
     assert sentence(["kt-tool", "a"], via=Elsewhere()) == (
-        "'kt-tool a' on kt-node: exit code 127: sh: 1: kt-tool: not found")
+        "'kt-tool a' on kt-node: exit code 127: sh: 1: kt-tool: not found"
+    )
     # a missing program in a network namespace is told before `ip netns exec` would say it in its own words
     result = runner.run(["kt-no-such-program"], via=runner.Netns("kt-none"), check=False)
     assert result.sentence() == "'kt-no-such-program' in network namespace kt-none: command not found"
@@ -88,8 +90,7 @@ def test_every_run_is_logged_with_its_time_at_debug(caplog: pytest.LogCaptureFix
 
 def test_spawn_starts_a_session_that_logs(tmp_path: Path) -> None:
     log = tmp_path / "daemon.log"
-    process = runner.spawn(["sh", "-c", "echo ready; echo warn >&2; exec sleep 30"], log=log,
-                           env={"PATH": os.defpath})
+    process = runner.spawn(["sh", "-c", "echo ready; echo warn >&2; exec sleep 30"], log=log, env={"PATH": os.defpath})
     try:
         assert eventually(lambda: log.read_text() == "ready\nwarn\n", 5)
         assert os.getsid(process.pid) == process.pid and process.poll() is None

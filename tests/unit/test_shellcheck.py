@@ -52,8 +52,9 @@ def shellcheck(paths: list[Path]) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("shellcheck")
     assert exe, "shellcheck is not installed: run ./setup.sh (apt-get install shellcheck)"
     # -x follows `. file` where the file is given; each script's dialect comes from its own #! line.
-    return subprocess.run([exe, "-x", "--format", "gcc", *map(str, paths)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [exe, "-x", "--format", "gcc", *map(str, paths)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
@@ -71,8 +72,12 @@ def test_rendered_lease_hook_passes_shellcheck(tmp_path: Path) -> None:
     shutil.copytree(REPO / "etc-kestrel", tmp_path / "etc" / "kestrel")
     config = tmp_path / "etc" / "kestrel" / "kestrel.yaml"
     reconfigure = Path(sys.executable).with_name("kestrel-reconfigure")
-    proc = subprocess.run([str(reconfigure), "-q", "--root", str(tmp_path), "--config", str(config), "--frontend"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(reconfigure), "-q", "--root", str(tmp_path), "--config", str(config), "--frontend"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hook = tmp_path / "usr" / "local" / "lib" / "kestrel" / "lease-hook"
     assert shell_of(hook) == "sh", hook.read_text()

@@ -16,11 +16,13 @@ from kestrel.sysroot import Sysroot, atomic_write, read_block, replace_block
 
 # Lines an admin may have in /etc/hosts: anything but our markers.
 LINE_BREAKS = "\n"
-foreign_line = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters=LINE_BREAKS),
-                       max_size=40).filter(lambda s: s not in ("# BEGIN kestrel", "# END kestrel"))
+foreign_line = st.text(
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters=LINE_BREAKS), max_size=40
+).filter(lambda s: s not in ("# BEGIN kestrel", "# END kestrel"))
 foreign_text = st.lists(foreign_line, max_size=8).map(lambda lines: "".join(x + "\n" for x in lines))
 body = st.lists(st.from_regex(r"10\.0\.0\.[0-9]{1,3}\tnode[0-9]{2}", fullmatch=True), max_size=5).map(
-    lambda lines: "".join(x + "\n" for x in lines))
+    lambda lines: "".join(x + "\n" for x in lines)
+)
 
 
 @given(before=foreign_text, after=foreign_text, old=body, new=body)
@@ -44,7 +46,8 @@ def test_block_is_appended_once_and_is_idempotent(text: str, new: str) -> None:
 
 def test_block_appended_after_a_file_without_final_newline() -> None:
     assert replace_block("127.0.0.1 localhost", "10.0.0.1\tfe\n") == (
-        "127.0.0.1 localhost\n# BEGIN kestrel\n10.0.0.1\tfe\n# END kestrel\n")
+        "127.0.0.1 localhost\n# BEGIN kestrel\n10.0.0.1\tfe\n# END kestrel\n"
+    )
 
 
 def test_unterminated_block_is_an_error_naming_the_file() -> None:
@@ -102,8 +105,10 @@ def test_plan_removes_stale_owned_files_only(tmp_path: Path) -> None:
     (folder / "old.ipxe").write_text("x")
     (folder / "keep.txt").write_text("admin's")
     plan = plan_files(root, [Desired("/srv/boot/new.ipxe", b"y")], owned=[("/srv/boot", "*.ipxe")])
-    assert [(c.path, c.verb) for c in plan.changes] == [("/srv/boot/new.ipxe", "Created"),
-                                                        ("/srv/boot/old.ipxe", "Removed")]
+    assert [(c.path, c.verb) for c in plan.changes] == [
+        ("/srv/boot/new.ipxe", "Created"),
+        ("/srv/boot/old.ipxe", "Removed"),
+    ]
 
 
 def test_describe_plan_with_diff_writes_nothing(tmp_path: Path) -> None:

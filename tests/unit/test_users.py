@@ -15,8 +15,10 @@ from kestrel.users.userlist import (
     render_accounts,
 )
 
-PASSWD = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n" \
-         "carol:x:2001:2001:Carol:/home/carol:/bin/bash\n"
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    "carol:x:2001:2001:Carol:/home/carol:/bin/bash\n"
+)
 GROUP = "root:x:0:\nsudo:x:27:carol\nstaff:x:2002:\n"
 CONFIG = Users(uid_range=(2000, 2005))
 ALICE = ClusterUser("alice", 2000, "/bin/bash")
@@ -39,24 +41,41 @@ def test_allocation_when_the_range_is_full() -> None:
     assert str(e.value) == "no free uid left in users.uid_range 2000-2001"
 
 
-@pytest.mark.parametrize(("name", "kw", "message"), [
-    ("Alice", {}, "'Alice' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', "
-                  "at most 32)"),
-    ("a;rm -rf /", {}, "'a;rm -rf /' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter "
-                       "or '_', at most 32)"),
-    ("-x", {}, "'-x' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', "
-               "at most 32)"),
-    ("a" * 33, {}, f"'{'a' * 33}' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter "
-                   "or '_', at most 32)"),
-    ("root", {}, "root: kestrel-users never manages root (cluster keys give no access to the frontend's root)"),
-    ("daemon", {}, "daemon: a system user of that name exists in /etc/passwd (uid 1); choose another name"),
-    ("staff", {}, "staff: a group of that name exists in /etc/group (gid 2002); choose another name"),
-    ("alice", {"uid": 999}, "uid 999 is outside users.uid_range 2000-2005"),
-    ("alice", {"uid": 2001}, "uid 2001 is taken by carol in /etc/passwd"),
-    ("alice", {"uid": 2002}, "uid 2002 is taken by staff in /etc/group"),
-    ("alice", {"shell": "bash"}, "shell 'bash' is not an absolute path"),
-    ("alice", {"shell": "/bin/sh:x"}, "shell '/bin/sh:x' is not an absolute path"),
-])
+@pytest.mark.parametrize(
+    ("name", "kw", "message"),
+    [
+        (
+            "Alice",
+            {},
+            "'Alice' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', at most 32)",
+        ),
+        (
+            "a;rm -rf /",
+            {},
+            "'a;rm -rf /' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter "
+            "or '_', at most 32)",
+        ),
+        (
+            "-x",
+            {},
+            "'-x' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter or '_', at most 32)",
+        ),
+        (
+            "a" * 33,
+            {},
+            f"'{'a' * 33}' is not a valid user name (POSIX: a-z, 0-9, '_', '-', starting with a letter "
+            "or '_', at most 32)",
+        ),
+        ("root", {}, "root: kestrel-users never manages root (cluster keys give no access to the frontend's root)"),
+        ("daemon", {}, "daemon: a system user of that name exists in /etc/passwd (uid 1); choose another name"),
+        ("staff", {}, "staff: a group of that name exists in /etc/group (gid 2002); choose another name"),
+        ("alice", {"uid": 999}, "uid 999 is outside users.uid_range 2000-2005"),
+        ("alice", {"uid": 2001}, "uid 2001 is taken by carol in /etc/passwd"),
+        ("alice", {"uid": 2002}, "uid 2002 is taken by staff in /etc/group"),
+        ("alice", {"shell": "bash"}, "shell 'bash' is not an absolute path"),
+        ("alice", {"shell": "/bin/sh:x"}, "shell '/bin/sh:x' is not an absolute path"),
+    ],
+)
 def test_validation_messages(name: str, kw: dict[str, object], message: str) -> None:
     with pytest.raises(InputError) as e:
         add(name, **kw)
@@ -97,16 +116,15 @@ def test_render_accounts_adds_replaces_and_removes_only_cluster_lines() -> None:
         "/etc/gshadow": None,
     }
     bob = ClusterUser("bob", 2003, "/bin/zsh", admin=True)
-    out = render_accounts(current, [ALICE, bob], previous=["old"], home_base="/home/", admin_group="sudo",
-                          days=20000)
+    out = render_accounts(current, [ALICE, bob], previous=["old"], home_base="/home/", admin_group="sudo", days=20000)
     assert "/etc/gshadow" not in out  # absent files stay absent
     assert out["/etc/passwd"] == PASSWD + (
         "alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash\n"
-        "bob:x:2003:2003:bob (cluster user):/home/bob:/bin/zsh\n")
+        "bob:x:2003:2003:bob (cluster user):/home/bob:/bin/zsh\n"
+    )
     assert out["/etc/group"] == "root:x:0:\nsudo:x:27:carol,bob\nstaff:x:2002:\nalice:x:2000:\nbob:x:2003:\n"
     # '*' and never '!': sshd without PAM treats '!' as a locked account and refuses even keys.
-    assert out["/etc/shadow"] == ("root:*:19000:0:99999:7:::\nalice:*:20000:0:99999:7:::\n"
-                                  "bob:*:20000:0:99999:7:::\n")
+    assert out["/etc/shadow"] == ("root:*:19000:0:99999:7:::\nalice:*:20000:0:99999:7:::\nbob:*:20000:0:99999:7:::\n")
     # Rendering again changes nothing; removing everyone restores the system lines byte for byte.
     again = render_accounts({**current, **out}, [ALICE, bob], ["alice", "bob"], "/home", "sudo", 20000)
     assert again == out

@@ -27,8 +27,9 @@ def run_facts(tmp_path: Path, meminfo: str, cmdline: str) -> Facts:
         assert f"/proc/{name}" in command
         command = command.replace(f"/proc/{name}", str(tmp_path / name))
     one_cpu = str(min(os.sched_getaffinity(0)))  # nproc counts the CPUs the process may run on
-    out = subprocess.run(["taskset", "--cpu-list", one_cpu, "sh", "-c", command], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["taskset", "--cpu-list", one_cpu, "sh", "-c", command], capture_output=True, text=True, check=True
+    ).stdout
     return nodestate.parse_facts(out)
 
 
@@ -64,8 +65,14 @@ def test_only_up_nodes_pin_their_root() -> None:
 def version(tree: Sysroot, name: str, v: str) -> dict[str, object]:
     root = f"{store.versions_dir(name)}/{v}"
     tree.path(root).mkdir(parents=True)
-    return {"name": name, "version": v, "root": root, "kernel": f"images/{name}/{v}/vmlinuz",
-            "initrd": f"images/{name}/{v}/initrd.img", "built": f"2026-11-22T00:00:0{v[-1]}"}
+    return {
+        "name": name,
+        "version": v,
+        "root": root,
+        "kernel": f"images/{name}/{v}/vmlinuz",
+        "initrd": f"images/{name}/{v}/initrd.img",
+        "built": f"2026-11-22T00:00:0{v[-1]}",
+    }
 
 
 def set_node(tree: Sysroot, root: str | None, up: bool = True) -> None:
@@ -100,7 +107,8 @@ def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> No
     found = desired.exports(tree, Config(), served)
     assert [(e.pseudo, e.path) for e in found[2:]] == [
         ("/images/default/v2", tree.sys(f"{store.versions_dir('default')}/v2")),
-        ("/images/default/v1", tree.sys(f"{store.versions_dir('default')}/v1"))]
+        ("/images/default/v1", tree.sys(f"{store.versions_dir('default')}/v1")),
+    ]
     ids = {e.pseudo: e.fsid for e in found}
     # another image does not renumber the exports that running nodes hold handles of
     store.publish(tree, version(tree, "aaa", "v9"))

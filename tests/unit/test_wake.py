@@ -41,7 +41,8 @@ def _nodes() -> list[Node]:
     return parse_registry(
         "52:54:00:00:00:01,set:img-default,set:grp-compute,10.10.0.101,node01\n"
         "52:54:00:00:00:02,set:img-default,set:grp-gpu,10.10.0.102,node02\n"
-        "52:54:00:00:00:03,set:img-default,set:grp-compute,10.10.0.103,node03\n")
+        "52:54:00:00:00:03,set:img-default,set:grp-compute,10.10.0.103,node03\n"
+    )
 
 
 def test_select_by_name_group_all_and_mac() -> None:
@@ -50,7 +51,9 @@ def test_select_by_name_group_all_and_mac() -> None:
     assert [n for n, _ in select_targets(nodes, [], "compute", False, [])] == ["node01", "node03"]
     assert len(select_targets(nodes, ["node01"], None, True, ["52-54-00-00-00-01"])) == 3
     assert select_targets(nodes, [], None, False, ["52:54:00:00:00:03", "aa:bb:cc:dd:ee:ff"]) == [
-        ("node03", "52:54:00:00:00:03"), ("", "aa:bb:cc:dd:ee:ff")]
+        ("node03", "52:54:00:00:00:03"),
+        ("", "aa:bb:cc:dd:ee:ff"),
+    ]
 
 
 def test_select_refuses_unknown_or_nothing() -> None:
