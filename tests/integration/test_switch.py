@@ -46,7 +46,7 @@ def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topol
         f"Would run ip link set kv-0 master {p}br",
         "Would run ip link set kv-0 mtu 1450 up",
     ]
-    assert f"{p}br" not in runner.run(["ip", "-br", "link"], netns=hosts["s1"]).stdout
+    assert f"{p}br" not in runner.run(["ip", "-br", "link"], via=runner.Netns(hosts["s1"])).stdout
     for role in ("hub", "s1", "s2"):
         proc = kestrel_switch(tree, "up", "--netns", hosts[role])
         assert proc.returncode == 0, proc.stderr
