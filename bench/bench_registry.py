@@ -87,7 +87,9 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import kestrel.cli.nodes"], check=True, timeout=60)
         rows.append(("baseline: python start + imports", 0, time.perf_counter() - began, "-", ""))
 
-        config = Config(network=Network(address="10.20.0.1/16", dhcp_range=("10.20.64.0", "10.20.127.255")))
+        config = Config(
+            network=Network.model_validate({"address": "10.20.0.1/16", "dhcp_range": ["10.20.64.0", "10.20.127.255"]})
+        )
         found, _ = parse_leases((work / "leases").read_text())
         began = time.perf_counter()
         register_leases([], config, found)
@@ -114,8 +116,8 @@ def main() -> None:
         rows.append(("lease-event add of a new MAC", count + 1, took, wrote, "<= 10 s"))
 
     print(f"{'case':<44} {'nodes':>6} {'seconds':>8} {'files':>6}  goal      ok")  # noqa: T201
-    for case, nodes, seconds, wrote, goal in rows:
-        print(f"{case:<44} {nodes:>6} {seconds:>8.3f} {wrote!s:>6}  {goal:<8}  {verdict(goal, seconds, wrote)}")  # noqa: T201
+    for case, nodes_n, seconds, files, goal in rows:
+        print(f"{case:<44} {nodes_n:>6} {seconds:>8.3f} {files!s:>6}  {goal:<8}  {verdict(goal, seconds, files)}")  # noqa: T201
 
 
 def verdict(goal: str, seconds: float, wrote: int | str) -> str:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_home_is_shared_and_the_root_overlay_stays_on_the_node(lab: str) -> None
 
 
 def test_rebuilds_keep_the_root_that_running_nodes_booted(lab: str) -> None:
-    def default() -> dict[str, object]:
+    def default() -> dict[str, Any]:
         return next(i for i in json.loads(kestrel("kestrel-images", "list", "--json").stdout) if i["name"] == "default")
 
     booted = default()["version"]

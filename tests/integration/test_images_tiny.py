@@ -102,13 +102,13 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
 
     # a failing configure script: exit 1 with its name, exit code and log tail; version 1 stays served
     admin_script(root, "configure", "demo_zz-fail", "echo about to fail\nexit 7")
-    before = sorted(p.name for p in tree1.rglob("*"))
+    names = sorted(p.name for p in tree1.rglob("*"))
     failed = images(root, "build", "tiny")
     assert failed.returncode == 1
     assert "demo_zz-fail" in failed.stderr and "exit code 7" in failed.stderr
     assert "about to fail" in failed.stderr
     assert manifest(root) == v1
-    assert sorted(p.name for p in tree1.rglob("*")) == before
+    assert sorted(p.name for p in tree1.rglob("*")) == names
     assert [p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()] == [v1["version"]]
     assert chroot.mounts_under(root.root) == []
 

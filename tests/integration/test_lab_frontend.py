@@ -64,10 +64,11 @@ def _dry_runs(root: Sysroot, prefix: str) -> None:
         1
     ].startswith("Would start nfs-ganesha: ")
     assert f"Would run ip -n {ns} tuntap add dev kv-node01 mode tap" in up
-    pids = {name: supervisor.find(root, name) for name in ("dnsmasq", "nginx")}
+    records = {name: supervisor.find(root, name) for name in ("dnsmasq", "nginx")}
+    pids = {name: record.pid for name, record in records.items() if record is not None}
     assert dry_run("lab", r, "down", "--dry-run", busy=busy) == [
-        f"Would stop nginx (pid {pids['nginx'].pid})",
-        f"Would stop dnsmasq (pid {pids['dnsmasq'].pid})",
+        f"Would stop nginx (pid {pids['nginx']})",
+        f"Would stop dnsmasq (pid {pids['dnsmasq']})",
         f"Would delete network namespace {ns} (and stop what still runs in it)",
         f"Would remove {r}/run/kestrel/lab.json",
     ]

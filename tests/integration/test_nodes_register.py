@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def cluster(tree: Sysroot, topology: Topology) -> Iterator[Cluster]:
             supervisor.stop(tree, name, timeout=5)
 
 
-def wait_for(predicate, timeout: float) -> float:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float) -> float:
     """Seconds until PREDICATE holds; AssertionError after TIMEOUT."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:

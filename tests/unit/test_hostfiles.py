@@ -36,7 +36,10 @@ def fixture_cluster() -> tuple[list[Node], dict[str, NodeState]]:
     ]
     up = {"cpus": 4, "memory_mb": 3923}
     states = {
-        **{f"52:54:00:aa:00:{i:02x}": NodeState(State.UP, 1795000000, **up) for i in (1, 2, 3, 4, 7, 10)},
+        **{
+            f"52:54:00:aa:00:{i:02x}": NodeState(State.UP, 1795000000, up["cpus"], up["memory_mb"])
+            for i in (1, 2, 3, 4, 7, 10)
+        },
         "52:54:00:aa:00:15": NodeState(State.UP, 1795000000, 8, 15951),
         "52:54:00:aa:00:16": NodeState(State.DOWN, 1795000000, 8, 15951),
         "52:54:00:aa:00:1e": NodeState(State.UP, 1795000000),  # seen, never visited: 1 slot

@@ -15,7 +15,7 @@ from tests.conftest import REPO
     [
         ["ruff", "check", "--output-format", "concise", "kestrel", "tests", "bench"],
         ["ruff", "format", "--check", "kestrel", "tests", "bench"],
-        ["mypy", "--no-error-summary", "kestrel"],
+        ["mypy", "--no-error-summary", "kestrel", "tests", "bench"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

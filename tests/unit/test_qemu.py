@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from kestrel.cli.vm import command
 from kestrel.config import Config, load_config
 from kestrel.errors import CommandError, InputError
+from kestrel.sysroot import Sysroot
 from kestrel.vm import qemu
 from tests.treestate import dry_run, kestrel
 
@@ -59,11 +60,11 @@ def test_qemu_argv_direct_kernel_boot() -> None:
     assert "-boot" not in argv and argv[argv.index("-accel") + 1] == "kvm"
 
 
-def _config(tree, text: str = "") -> Config:  # type: ignore[no-untyped-def]
+def _config(tree: Sysroot, text: str = "") -> Config:
     return load_config(tree.path("/etc/kestrel/kestrel.yaml"))
 
 
-def test_define_uses_config_defaults_then_keeps_the_definition(tree) -> None:  # type: ignore[no-untyped-def]
+def test_define_uses_config_defaults_then_keeps_the_definition(tree: Sysroot) -> None:
     config = _config(tree)
     spec = qemu.define_vm(tree, config, "node01", memory=512)
     assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, qemu.vm_mac("node01"))
@@ -72,7 +73,7 @@ def test_define_uses_config_defaults_then_keeps_the_definition(tree) -> None:  #
     assert [s.name for s in qemu.list_vms(tree)] == ["node01"]
 
 
-def test_bad_input_is_refused(tree) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_refused(tree: Sysroot) -> None:
     config = _config(tree)
     with pytest.raises(InputError, match="--mac: 'zz' is not a MAC address"):
         qemu.define_vm(tree, config, "node01", mac="zz")
@@ -84,7 +85,7 @@ def test_bad_input_is_refused(tree) -> None:  # type: ignore[no-untyped-def]
     assert [s.name for s in qemu.list_vms(tree)] == ["a"]
 
 
-def test_cli_list_and_unknown_vm(tree) -> None:  # type: ignore[no-untyped-def]
+def test_cli_list_and_unknown_vm(tree: Sysroot) -> None:
     qemu.define_vm(tree, _config(tree), "node01")
     runner = CliRunner()
     out = runner.invoke(command, ["--root", str(tree.root), "list"])
@@ -94,7 +95,7 @@ def test_cli_list_and_unknown_vm(tree) -> None:  # type: ignore[no-untyped-def]
     assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)
 
 
-def test_cli_start_and_stop_dry_runs_write_nothing(tree) -> None:  # type: ignore[no-untyped-def]
+def test_cli_start_and_stop_dry_runs_write_nothing(tree: Sysroot) -> None:
     r = tree.root
     lines = dry_run("vm", r, "start", "node01", "--bridge", "lo", "--memory", "512", "--kvm", "no", "--dry-run")
     console = f"{r}/var/log/kestrel/vm-node01.console"

@@ -208,7 +208,7 @@ def test_register_skips_bad_leases_with_a_warning() -> None:
 
 def test_register_ten_thousand_leases_allocates_linearly() -> None:
     config = Config(
-        network=Network(address="10.0.0.1/16", dhcp_range=("10.0.100.0", "10.0.199.255")),
+        network=Network.model_validate({"address": "10.0.0.1/16", "dhcp_range": ["10.0.100.0", "10.0.199.255"]}),
         nodes=Nodes(name_pattern="n{index:05d}"),
     )
     found = [

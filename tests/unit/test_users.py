@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kestrel.config import Users
@@ -76,7 +78,7 @@ def test_allocation_when_the_range_is_full() -> None:
         ("alice", {"shell": "/bin/sh:x"}, "shell '/bin/sh:x' is not an absolute path"),
     ],
 )
-def test_validation_messages(name: str, kw: dict[str, object], message: str) -> None:
+def test_validation_messages(name: str, kw: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError) as e:
         add(name, **kw)
     assert str(e.value) == message
