@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kestrel import runner
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot
 
 EXPORTS_PATH = "/etc/exports.d/kestrel.exports"
 GANESHA_PATH = "/etc/ganesha/kestrel.conf"
@@ -18,7 +18,7 @@ def ganesha_foreground_argv(root: Sysroot) -> list[str]:
 
     Meant to run with a private /run (supervisor.start(private_run=True)): rpcbind's socket lives there.
     """
-    log = root.sys("/var/log/kestrel/ganesha.log")
+    log = root.sys(f"{LOG_DIR}/ganesha.log")
     ganesha = runner.which("ganesha.nfsd") or "ganesha.nfsd"
     rpcbind = runner.which("rpcbind") or "rpcbind"
     script = '"$1" -f -w & sleep 0.3; exec "$2" -F -f "$3" -L "$4" -p "$5" -N NIV_EVENT'
@@ -31,5 +31,5 @@ def ganesha_foreground_argv(root: Sysroot) -> list[str]:
         ganesha,
         root.sys(GANESHA_PATH),
         log,
-        root.sys("/run/kestrel/ganesha.pid"),
+        root.sys(f"{RUN_DIR}/ganesha.pid"),
     ]

@@ -21,10 +21,10 @@ from kestrel.config import Config, KvmMode
 from kestrel.errors import CommandError, InputError
 from kestrel.net import netns
 from kestrel.plan import FileChange, Plan, apply_changes
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import LOG_DIR, Sysroot
 
 VMS_DIR = "/var/lib/kestrel/vms"
-LOG_DIR = "/var/log/kestrel"
+
 TAP_PREFIX = "kv-"
 
 
