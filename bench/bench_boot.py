@@ -32,6 +32,7 @@ from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import qemu
 
 BOOT_TIMEOUT = 420.0
@@ -65,7 +66,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
             "initrd": str(root.path(f"{HTTP_ROOT}/{image.initrd}")),
             "append": kernel_cmdline(root, config, image),
         }
-    spec = qemu.define_vm(root, config, name, **extra)
+    spec = vm_definitions.define_vm(root, config, name, **extra)
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
         node_changes.add(root, config, spec.mac)

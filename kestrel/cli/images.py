@@ -18,7 +18,7 @@ from kestrel.cli.common import (
     run,
 )
 from kestrel.frontend.reconfigure import reconfigure_frontend
-from kestrel.images import build, definitions, scripts, store
+from kestrel.images import build, definitions, listing, scripts, store
 from kestrel.plan import Plan, describe_plan, plan_lines
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -54,13 +54,13 @@ def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run:
 @pass_context
 def list_command(ctx: Context, as_json: bool) -> None:
     print_rows(
-        store.list_images(ctx.root),
+        listing.list_images(ctx.root),
         ["name", "version", "size", "built", "modules", "nodes on", "root"],
         as_json,
         lambda r: (
             r
             | {
-                "size": store.human_size(r["size"]),
+                "size": listing.human_size(r["size"]),
                 "modules": ",".join(r["modules"]),
                 "built": (r["built"] or "-")[:19],
                 "nodes on": " ".join(f"{v}:{','.join(n)}" for v, n in r["used_by"].items()) or "-",

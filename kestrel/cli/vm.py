@@ -15,6 +15,7 @@ from kestrel.cli.common import Context, global_options, json_option, pass_contex
 from kestrel.config import KvmMode
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import listener, qemu
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -26,8 +27,8 @@ def command() -> None:
     pass
 
 
-def _spec(ctx: Context, name: str) -> qemu.VmSpec:
-    spec = qemu.load_vm(ctx.root, qemu.check_vm_name(name))
+def _spec(ctx: Context, name: str) -> vm_definitions.VmSpec:
+    spec = vm_definitions.load_vm(ctx.root, vm_definitions.check_vm_name(name))
     if spec is None:
         raise InputError(f"no VM named {name!r} (kestrel-vm list shows them; kestrel-vm start {name} makes it)")
     return spec
@@ -48,10 +49,10 @@ def _spec(ctx: Context, name: str) -> qemu.VmSpec:
 @pass_context
 def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -> None:
     if dry_run:
-        spec, plan = qemu.plan_define(ctx.root, ctx.config, name, **given)
+        spec, plan = vm_definitions.plan_define(ctx.root, ctx.config, name, **given)
         common.print_dry_run(plan_lines(ctx.root, plan, diff) + qemu.describe_start(ctx.root, spec))
         return
-    spec = qemu.define_vm(ctx.root, ctx.config, name, **given)
+    spec = vm_definitions.define_vm(ctx.root, ctx.config, name, **given)
     record = qemu.start_vm(ctx.root, spec)
     if record is None:
         logger.info(f"{spec.name} is already running")
@@ -73,7 +74,7 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
         for name in names:
             _spec(ctx, name)
             lines += qemu.describe_stop(ctx.root, name)
-            lines += plan_lines(ctx.root, qemu.plan_remove(ctx.root, name), diff) if remove else []
+            lines += plan_lines(ctx.root, vm_definitions.plan_remove(ctx.root, name), diff) if remove else []
         common.print_dry_run(lines)
         return
     for name in names:

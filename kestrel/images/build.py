@@ -11,7 +11,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -24,11 +23,12 @@ from typing import Any
 from kestrel import runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
-from kestrel.images import apt, bootstrap, chroot, cow, phases, scripts
+from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, scripts
 from kestrel.images.definitions import image_modules, load_definition
 from kestrel.images.store import (
     BOOT_DIRS,
     IMAGES_DIR,
+    MANIFESTS_DIR,
     boot_dir,
     current,
     manifest_path,
@@ -240,7 +240,7 @@ def _new_version(
                     phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
                 cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
-            kernel, initrd, kernel_version = copy_boot_files(root, name, version, staging)
+            kernel, initrd, kernel_version = bootfiles.copy_boot_files(root, name, version, staging)
             staging.rename(folder / version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -286,47 +286,10 @@ def _new_version_id(root: Sysroot, name: str) -> str:
     return version
 
 
-def _kernel_sort_key(version: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", version)]
-
-
-def find_kernel(image_root: Path) -> tuple[Path, Path, str] | None:
-    """The newest /boot/vmlinuz-VERSION that has its initrd.img-VERSION, as (kernel, initrd, VERSION)."""
-    found = []
-    for kernel in (image_root / "boot").glob("vmlinuz-*"):
-        version = kernel.name[len("vmlinuz-") :]
-        initrd = kernel.with_name(f"initrd.img-{version}")
-        if initrd.is_file():
-            found.append((kernel, initrd, version))
-    return max(found, key=lambda f: _kernel_sort_key(f[2])) if found else None
-
-
-def copy_boot_files(
-    root: Sysroot, name: str, version: str, image_root: Path
-) -> tuple[str | None, str | None, str | None]:
-    """Kernel and initrd into the http and tftp roots (readable by nginx and dnsmasq); None without a kernel."""
-    found = find_kernel(image_root)
-    if found is None:
-        logger.warning(
-            f"{name} has no kernel with an initrd in /boot: it cannot be network-booted "
-            "(built anyway; add the nfsroot module to boot it)"
-        )
-        return None, None, None
-    kernel, initrd, kernel_version = found
-    rel = f"images/{name}/{version}"
-    for boot_root in BOOT_DIRS:
-        folder = root.path(boot_dir(boot_root, name, version))
-        folder.mkdir(parents=True, exist_ok=True)
-        for source, target in ((kernel, "vmlinuz"), (initrd, "initrd.img")):
-            shutil.copyfile(source, folder / target)
-            os.chmod(folder / target, 0o644)
-    return f"{rel}/vmlinuz", f"{rel}/initrd.img", kernel_version
-
-
 @contextmanager
 def _build_lock(root: Sysroot, name: str) -> Iterator[None]:
     """One build of an image at a time (not the global lock: DHCP's lease hook must not wait for a build)."""
-    path = root.path(f"/var/lib/kestrel/images/{name}.lock")
+    path = root.path(f"{MANIFESTS_DIR}/{name}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -29,7 +29,6 @@ from typing import Any
 from kestrel import names, runner
 from kestrel.errors import InputError, KestrelError
 from kestrel.images.definitions import check_image_name
-from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes
 from kestrel.sysroot import Sysroot
@@ -264,45 +263,6 @@ def _existing(root: Sysroot, paths: list[str]) -> list[Step]:
     return [RemoveTree(p) for p in paths if root.path(p).is_symlink() or root.path(p).exists()]
 
 
-def list_images(root: Sysroot) -> list[dict[str, Any]]:
-    """Rows for `kestrel-images list`: name, version, root, size, built, modules, bootable, versions, and
-    used_by: the up nodes on each version (from their last visit)."""
-    names = {n.mac: n.name for n in registry.load_registry(root)}
-    on_root = {
-        path: [names.get(mac, mac) for mac in macs]
-        for path, macs in nodestate.macs_by_root(nodestate.load_states(root)).items()
-    }
-    rows = []
-    for image in published_images(root):
-        data = current(root, image.name) or {}
-        kept = kept_versions(root, image.name)
-        rows.append(
-            {
-                "name": image.name,
-                "version": image.version,
-                "root": root.sys(image.root),
-                "size": data.get("size"),
-                "built": data.get("built"),
-                "modules": data.get("modules", []),
-                "bootable": image.bootable,
-                "versions": [v["version"] for v in kept],
-                "used_by": {v["version"]: on_root[root.sys(v["root"])] for v in kept if root.sys(v["root"]) in on_root},
-            }
-        )
-    return rows
-
-
 def tree_size(path: Path) -> int:
     """Bytes on disk under PATH (hard links counted once)."""
     return int(runner.run(["du", "-s", "-B1", str(path)]).stdout.split()[0])
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(size)

@@ -33,6 +33,7 @@ from kestrel.net.netns import Topology
 from kestrel.nodes import registry
 from kestrel.plan import Plan, plan_lines
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
@@ -208,7 +209,9 @@ def describe_up(
     if not supervisor.find(root, listener.LISTENER):
         lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
     for name in nodes.vm_names(config, count):
-        spec, plan = qemu.plan_define(root, config, name, bridge=config.network.interface, netns=config.network.netns)
+        spec, plan = vm_definitions.plan_define(
+            root, config, name, bridge=config.network.interface, netns=config.network.netns
+        )
         lines += plan_lines(root, plan, diff) + qemu.describe_start(root, spec, network_ready=network_ready)
     if count:
         lines.append(f"Would wait until {', '.join(nodes.vm_names(config, count))} answer SSH (at most {timeout:g} s)")
@@ -226,7 +229,7 @@ def down(root: Sysroot) -> list[str]:
     """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
-    for spec in qemu.list_vms(root):
+    for spec in vm_definitions.list_vms(root):
         if qemu.stop_vm(root, spec.name):
             logger.info(f"Stopped VM {spec.name}")
     if supervisor.stop(root, listener.LISTENER):
@@ -244,7 +247,7 @@ def down(root: Sysroot) -> list[str]:
             else:
                 logger.info(f"Removed network namespace {ns}")
         tree.save_state(root, None)
-    for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in qemu.list_vms(root))):
+    for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in vm_definitions.list_vms(root))):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
     return problems
@@ -254,7 +257,7 @@ def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
     """What down would do (--dry-run): the VMs, the listener and the services it would stop, the namespace."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
-    lines = [line for spec in qemu.list_vms(root) for line in qemu.describe_stop(root, spec.name)]
+    lines = [line for spec in vm_definitions.list_vms(root) for line in qemu.describe_stop(root, spec.name)]
     for name in (listener.LISTENER, *reversed(SERVICES)):
         record = supervisor.find(root, name)
         lines += [f"Would stop {name} (pid {record.pid})"] if record else []

@@ -12,6 +12,7 @@ from kestrel.config import Config
 from kestrel.errors import CommandError
 from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import qemu
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def start_nodes(root: Sysroot, config: Config, count: int) -> list[NodeProgress]
     progress = []
     for name in vm_names(config, count):
         # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
-        spec = qemu.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
+        spec = vm_definitions.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
         if qemu.start_vm(root, spec):
             logger.info(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
         progress.append(NodeProgress(name, spec.mac))

@@ -17,6 +17,7 @@ from kestrel import supervisor
 from kestrel.errors import CommandError
 from kestrel.net import netns
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import qemu
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def open_listener(bridge: str, ns: str | None) -> socket.socket:
 def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None) -> list[str]:
     """Start the stopped VMs on BRIDGE/NS whose MAC is in MACS; return their names."""
     started = []
-    for spec in qemu.list_vms(root):
+    for spec in vm_definitions.list_vms(root):
         if spec.mac not in macs or spec.bridge != bridge or spec.netns != ns:
             continue
         if qemu.is_running(root, spec.name):

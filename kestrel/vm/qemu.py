@@ -1,73 +1,25 @@
-"""qemu nodes that boot from the network: definitions, taps, start/stop by recorded pid, serial consoles.
+"""qemu nodes that boot from the network: taps, start/stop by recorded pid, serial consoles.
 
-A VM is a definition in ROOT/var/lib/kestrel/vms/NAME.json (written and removed through plans) and, while it
-runs, a process record "vm-NAME" (kestrel.supervisor). Its NIC is a tap on the cluster bridge, in the bridge's
-namespace; the serial console is appended to ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped
-VM keeps its definition, and kestrel.vm.listener starts it when its magic packet arrives.
+A VM is a definition (kestrel.vm.definitions) and, while it runs, a process record "vm-NAME" (kestrel.supervisor).
+Its NIC is a tap on the cluster bridge, in the bridge's namespace; the serial console is appended to
+ROOT/var/log/kestrel/vm-NAME.console. qemu has no Wake-on-LAN: a stopped VM keeps its definition, and
+kestrel.vm.listener starts it when its magic packet arrives.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 import time
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from kestrel import names, runner, supervisor
-from kestrel.config import Config, KvmMode
-from kestrel.errors import CommandError, InputError
+from kestrel import runner, supervisor
+from kestrel.config import KvmMode
+from kestrel.errors import CommandError
 from kestrel.net import netns
-from kestrel.plan import FileChange, Plan, apply_changes
+from kestrel.plan import apply_changes
 from kestrel.sysroot import LOG_DIR, Sysroot
-
-VMS_DIR = "/var/lib/kestrel/vms"
-
-TAP_PREFIX = "kv-"
-
-
-@dataclass(frozen=True)
-class VmSpec:
-    """How to run one VM. kernel/initrd/append: direct kernel boot instead of PXE (benchmarks, debugging)."""
-
-    name: str
-    mac: str
-    bridge: str
-    netns: str | None = None
-    memory: int = 1024
-    cpus: int = 1
-    kvm: str = KvmMode.AUTO.value
-    mtu: int | None = None
-    kernel: str | None = None
-    initrd: str | None = None
-    append: str | None = None
-
-    @property
-    def tap(self) -> str:
-        return tap_name(self.name)
-
-
-def check_vm_name(name: str) -> str:
-    try:
-        return names.check_name(name, "VM name")
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
-
-def vm_mac(name: str) -> str:
-    """A stable locally administered MAC in qemu's 52:54:00 block, from the VM's name."""
-    digest = hashlib.sha256(name.encode()).digest()
-    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-
-
-def tap_name(name: str) -> str:
-    """kv-NAME, or a shortened kv-NAME+hash when that would pass the 15 characters of an interface name."""
-    full = TAP_PREFIX + name
-    if len(full) <= 15:
-        return full
-    return TAP_PREFIX + name[:6] + hashlib.sha256(name.encode()).hexdigest()[:6]
+from kestrel.vm import definitions
 
 
 def kvm_usable(cpuinfo: str | None = None) -> bool:
@@ -92,7 +44,7 @@ def want_kvm(mode: str, usable: bool) -> bool:
     return mode == KvmMode.YES or (mode == KvmMode.AUTO and usable)
 
 
-def qemu_argv(spec: VmSpec, console: str, kvm: bool) -> list[str]:
+def qemu_argv(spec: definitions.VmSpec, console: str, kvm: bool) -> list[str]:
     """The qemu command line: no display, serial to CONSOLE, one virtio NIC on the tap, PXE or direct boot."""
     nic = f"virtio-net-pci,netdev=n0,mac={spec.mac}" + (f",host_mtu={spec.mtu}" if spec.mtu else "")
     argv = [
@@ -133,96 +85,15 @@ def qemu_argv(spec: VmSpec, console: str, kvm: bool) -> list[str]:
     return argv
 
 
-def new_spec(config: Config, name: str, **given: object) -> VmSpec:
-    """A VM definition from the config's defaults and the values given (None: the default)."""
-    base = VmSpec(
-        name=check_vm_name(name),
-        mac=vm_mac(name),
-        bridge=config.network.interface,
-        netns=config.network.netns,
-        memory=config.vm.memory,
-        cpus=config.vm.cpus,
-        kvm=config.vm.kvm.value,
-        mtu=config.network.mtu,
-    )
-    return _updated(base, given)
-
-
-def _updated(spec: VmSpec, given: dict[str, object]) -> VmSpec:
-    known = {f.name for f in fields(VmSpec)}
-    changes = {k: v for k, v in given.items() if v is not None and k in known}
-    if "mac" in changes:
-        try:
-            changes["mac"] = names.normalize_mac(str(changes["mac"]))
-        except ValueError as e:
-            raise InputError(f"--mac: {e}") from None
-    for key in ("bridge", "netns"):
-        if key in changes:
-            try:
-                names.check_ifname(str(changes[key]))
-            except ValueError as e:
-                raise InputError(f"--{key}: {e}") from None
-    return replace(spec, **changes)  # type: ignore[arg-type]
-
-
 def console_path(root: Sysroot, name: str) -> Path:
-    return root.path(f"{LOG_DIR}/vm-{check_vm_name(name)}.console")
-
-
-def load_vm(root: Sysroot, name: str) -> VmSpec | None:
-    path = root.path(_definition_path(name))
-    try:
-        data = json.loads(path.read_text())
-        return VmSpec(**data)
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as e:
-        raise InputError(f"{path}: not a valid VM definition: {e}") from None
-
-
-def list_vms(root: Sysroot) -> list[VmSpec]:
-    folder = root.path(VMS_DIR)
-    found = [load_vm(root, p.stem) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
-    return [s for s in found if s is not None]
-
-
-def _definition_path(name: str) -> str:
-    return f"{VMS_DIR}/{check_vm_name(name)}.json"
-
-
-def plan_define(root: Sysroot, config: Config, name: str, **given: object) -> tuple[VmSpec, Plan]:
-    """The VM's saved definition updated with GIVEN, or a new one from the config's defaults, and the plan that
-    writes it when it changed (pure given the disk)."""
-    current = load_vm(root, name)
-    spec = _updated(current, given) if current else new_spec(config, name, **given)
-    if spec == current:
-        return spec, Plan()
-    for other in list_vms(root):
-        if other.name != spec.name and other.mac == spec.mac:
-            raise InputError(f"MAC {spec.mac} is already the MAC of VM {other.name}")
-    path = _definition_path(spec.name)
-    return spec, Plan([FileChange(path, root.read(path), json.dumps(asdict(spec), indent=1).encode())])
-
-
-def define_vm(root: Sysroot, config: Config, name: str, **given: object) -> VmSpec:
-    """Carry out plan_define under the lock; returns the definition."""
-    with root.lock():
-        spec, plan = plan_define(root, config, name, **given)
-        apply_changes(root, plan)
-    return spec
-
-
-def plan_remove(root: Sysroot, name: str) -> Plan:
-    """Forget the VM's definition."""
-    old = root.read(_definition_path(name))
-    return Plan([FileChange(_definition_path(name), old, None)] if old is not None else [])
+    return root.path(f"{LOG_DIR}/vm-{definitions.check_vm_name(name)}.console")
 
 
 def remove_vm(root: Sysroot, name: str) -> bool:
     """Stop the VM, then forget its definition; False if it had none."""
     stop_vm(root, name)
     with root.lock():
-        plan = plan_remove(root, name)
+        plan = definitions.plan_remove(root, name)
         apply_changes(root, plan)
     return not plan.is_empty
 
@@ -235,7 +106,7 @@ def is_running(root: Sysroot, name: str) -> bool:
     return supervisor.find(root, record_name(name)) is not None
 
 
-def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> supervisor.Record | None:
+def start_vm(root: Sysroot, spec: definitions.VmSpec, kvm_ok: bool | None = None) -> supervisor.Record | None:
     """Start SPEC's qemu (its tap first); None if it already runs."""
     if is_running(root, spec.name):
         return None
@@ -250,7 +121,7 @@ def start_vm(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None) -> supervi
 
 
 def start_commands(
-    root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True
+    root: Sysroot, spec: definitions.VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True
 ) -> tuple[list[list[str]], list[str]]:
     """The ip(8) commands that put SPEC's tap on its bridge, and qemu's argv. Refuses a missing namespace or bridge;
     NETWORK_READY False: they are still to be made (the lab's dry run), so is the tap."""
@@ -269,7 +140,9 @@ def start_commands(
     return tap, qemu_argv(spec, str(console_path(root, spec.name)), kvm)
 
 
-def describe_start(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True) -> list[str]:
+def describe_start(
+    root: Sysroot, spec: definitions.VmSpec, kvm_ok: bool | None = None, *, network_ready: bool = True
+) -> list[str]:
     """What start_vm would do (--dry-run): the tap's commands and qemu's; nothing if the VM runs."""
     if is_running(root, spec.name):
         return []
@@ -279,7 +152,7 @@ def describe_start(root: Sysroot, spec: VmSpec, kvm_ok: bool | None = None, *, n
 
 def stop_vm(root: Sysroot, name: str, timeout: float = 10.0) -> bool:
     """Power the VM off (its recorded qemu process, nothing else) and remove its tap; False if not running."""
-    spec = load_vm(root, name)
+    spec = definitions.load_vm(root, name)
     stopped = supervisor.stop(root, record_name(name), timeout=timeout)
     for command in _untap_commands(spec):
         runner.run(command, check=False)
@@ -290,28 +163,28 @@ def describe_stop(root: Sysroot, name: str) -> list[str]:
     """What stop_vm would do (--dry-run)."""
     record = supervisor.find(root, record_name(name))
     return ([f"Would stop VM {name} (qemu, pid {record.pid})"] if record else []) + [
-        f"Would run {' '.join(c)}" for c in _untap_commands(load_vm(root, name))
+        f"Would run {' '.join(c)}" for c in _untap_commands(definitions.load_vm(root, name))
     ]
 
 
-def _untap_commands(spec: VmSpec | None) -> list[list[str]]:
+def _untap_commands(spec: definitions.VmSpec | None) -> list[list[str]]:
     """The removal of SPEC's tap, if it is there."""
     if spec is None or (spec.netns and not netns.exists(spec.netns)) or not _link_exists(spec, spec.tap):
         return []
     return [[*_ip(spec), "link", "del", spec.tap]]
 
 
-def _ip(spec: VmSpec) -> list[str]:
+def _ip(spec: definitions.VmSpec) -> list[str]:
     return ["ip", *(["-n", spec.netns] if spec.netns else [])]
 
 
-def _link_exists(spec: VmSpec, device: str) -> bool:
+def _link_exists(spec: definitions.VmSpec, device: str) -> bool:
     return runner.run([*_ip(spec), "link", "show", "dev", device], check=False).returncode == 0
 
 
 def vm_rows(root: Sysroot) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for spec in list_vms(root):
+    for spec in definitions.list_vms(root):
         record = supervisor.find(root, record_name(spec.name))
         rows.append(
             {

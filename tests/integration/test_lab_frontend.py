@@ -12,6 +12,7 @@ from kestrel.lab import cluster as lab
 from kestrel.net import netns
 from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import qemu
 from tests.conftest import eventually, need_root, said
 from tests.treestate import dry_run
@@ -37,7 +38,7 @@ def _up_and_boot(root: Sysroot, prefix: str) -> None:
         config = load_config(config_path)
         assert config.network.netns == f"{prefix}fe" and netns.exists(f"{prefix}fe")
         _dry_runs(root, prefix)
-        spec = qemu.define_vm(root, config, "pxe1", memory=256)
+        spec = vm_definitions.define_vm(root, config, "pxe1", memory=256)
         qemu.start_vm(root, spec)
         access = root.path("/var/log/kestrel/nginx-access.log")
         assert eventually(lambda: "GET /boot.ipxe " in _text(access), 120, 0.5), _text(qemu.console_path(root, "pxe1"))

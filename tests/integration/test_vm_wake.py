@@ -17,6 +17,7 @@ from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import wake
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import listener, qemu
 from tests.conftest import eventually, write_config
 from tests.treestate import dry_run, kestrel
@@ -42,7 +43,7 @@ def test_start_and_stop_exactly_that_vm(tree: Sysroot, topology: Topology) -> No
     ns = topology.add_netns("fe")
     bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
     config = load_config(_lab_config(tree, bridge, ns))
-    spec = qemu.define_vm(tree, config, "vm1")
+    spec = vm_definitions.define_vm(tree, config, "vm1")
     try:
         record = qemu.start_vm(tree, spec)
         assert record is not None and qemu.start_vm(tree, spec) is None
@@ -61,7 +62,7 @@ def test_cli_dry_runs_name_the_tap_and_the_process(tree: Sysroot, topology: Topo
     ns = topology.add_netns("fe")
     bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
     _lab_config(tree, bridge, ns)
-    tap = qemu.tap_name("vm1")
+    tap = vm_definitions.tap_name("vm1")
     lines = dry_run("vm", tree.root, "start", "vm1", "--dry-run")
     assert lines[:3] == [
         f"Would create {tree.root}/var/lib/kestrel/vms/vm1.json",
@@ -99,8 +100,8 @@ def test_magic_packet_starts_a_stopped_vm(tree: Sysroot, topology: Topology) -> 
     bridge = topology.add_bridge(ns, "br", "10.77.0.1/24")
     path = _lab_config(tree, bridge, ns)
     config = load_config(path)
-    spec = qemu.define_vm(tree, config, "sleepy")
-    qemu.define_vm(tree, config, "other")
+    spec = vm_definitions.define_vm(tree, config, "sleepy")
+    vm_definitions.define_vm(tree, config, "other")
     try:
         record = listener.start_listener(tree, str(path), bridge, ns)
         assert record is not None

@@ -9,22 +9,23 @@ from kestrel.cli.vm import command
 from kestrel.config import Config, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.sysroot import Sysroot
+from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import qemu
 from tests.treestate import dry_run, kestrel
 
 
 def test_mac_is_stable_and_in_qemus_block() -> None:
-    assert qemu.vm_mac("node01") == qemu.vm_mac("node01")
-    assert qemu.vm_mac("node01") != qemu.vm_mac("node02")
-    assert qemu.vm_mac("node01").startswith("52:54:00:")
-    assert len(qemu.vm_mac("node01")) == 17
+    assert vm_definitions.vm_mac("node01") == vm_definitions.vm_mac("node01")
+    assert vm_definitions.vm_mac("node01") != vm_definitions.vm_mac("node02")
+    assert vm_definitions.vm_mac("node01").startswith("52:54:00:")
+    assert len(vm_definitions.vm_mac("node01")) == 17
 
 
 def test_tap_names_fit_an_interface_name() -> None:
-    assert qemu.tap_name("node01") == "kv-node01"
-    long = qemu.tap_name("a-very-long-vm-name")
+    assert vm_definitions.tap_name("node01") == "kv-node01"
+    long = vm_definitions.tap_name("a-very-long-vm-name")
     assert len(long) == 15 and long.startswith("kv-a-very")
-    assert long != qemu.tap_name("a-very-long-vm-name2")
+    assert long != vm_definitions.tap_name("a-very-long-vm-name2")
 
 
 FLAGS = "processor\t: 0\nflags\t\t: fpu vme de pse {extra} sse2\n"
@@ -43,7 +44,7 @@ def test_want_kvm() -> None:
 
 
 def test_qemu_argv_pxe_boot_on_the_tap() -> None:
-    spec = qemu.VmSpec(name="node01", mac="52:54:00:01:02:03", bridge="br0", mtu=1450)
+    spec = vm_definitions.VmSpec(name="node01", mac="52:54:00:01:02:03", bridge="br0", mtu=1450)
     argv = qemu.qemu_argv(spec, "/x/con", kvm=False)
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert argv[argv.index("-boot") + 1] == "order=n"
@@ -54,7 +55,7 @@ def test_qemu_argv_pxe_boot_on_the_tap() -> None:
 
 
 def test_qemu_argv_direct_kernel_boot() -> None:
-    spec = qemu.VmSpec(name="n", mac="52:54:00:01:02:03", bridge="br0", kernel="/k", initrd="/i", append="ro")
+    spec = vm_definitions.VmSpec(name="n", mac="52:54:00:01:02:03", bridge="br0", kernel="/k", initrd="/i", append="ro")
     argv = qemu.qemu_argv(spec, "/c", kvm=True)
     assert argv[argv.index("-kernel") + 1] == "/k" and argv[argv.index("-append") + 1] == "ro"
     assert "-boot" not in argv and argv[argv.index("-accel") + 1] == "kvm"
@@ -66,31 +67,31 @@ def _config(tree: Sysroot, text: str = "") -> Config:
 
 def test_define_uses_config_defaults_then_keeps_the_definition(tree: Sysroot) -> None:
     config = _config(tree)
-    spec = qemu.define_vm(tree, config, "node01", memory=512)
-    assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, qemu.vm_mac("node01"))
-    again = qemu.define_vm(tree, config, "node01", cpus=2)
+    spec = vm_definitions.define_vm(tree, config, "node01", memory=512)
+    assert (spec.bridge, spec.memory, spec.mac) == ("eth1", 512, vm_definitions.vm_mac("node01"))
+    again = vm_definitions.define_vm(tree, config, "node01", cpus=2)
     assert (again.memory, again.cpus) == (512, 2)
-    assert [s.name for s in qemu.list_vms(tree)] == ["node01"]
+    assert [s.name for s in vm_definitions.list_vms(tree)] == ["node01"]
 
 
 def test_bad_input_is_refused(tree: Sysroot) -> None:
     config = _config(tree)
     with pytest.raises(InputError, match="--mac: 'zz' is not a MAC address"):
-        qemu.define_vm(tree, config, "node01", mac="zz")
+        vm_definitions.define_vm(tree, config, "node01", mac="zz")
     with pytest.raises(InputError, match="is not a valid VM name"):
-        qemu.define_vm(tree, config, "../x")
-    qemu.define_vm(tree, config, "a", mac="52:54:00:00:00:01")
+        vm_definitions.define_vm(tree, config, "../x")
+    vm_definitions.define_vm(tree, config, "a", mac="52:54:00:00:00:01")
     with pytest.raises(InputError, match="already the MAC of VM a"):
-        qemu.define_vm(tree, config, "b", mac="52:54:00:00:00:01")
-    assert [s.name for s in qemu.list_vms(tree)] == ["a"]
+        vm_definitions.define_vm(tree, config, "b", mac="52:54:00:00:00:01")
+    assert [s.name for s in vm_definitions.list_vms(tree)] == ["a"]
 
 
 def test_cli_list_and_unknown_vm(tree: Sysroot) -> None:
-    qemu.define_vm(tree, _config(tree), "node01")
+    vm_definitions.define_vm(tree, _config(tree), "node01")
     runner = CliRunner()
     out = runner.invoke(command, ["--root", str(tree.root), "list"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", qemu.vm_mac("node01")]
+    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", vm_definitions.vm_mac("node01")]
     out = runner.invoke(command, ["--root", str(tree.root), "console", "node09"])
     assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)
 
@@ -99,7 +100,7 @@ def test_cli_start_and_stop_dry_runs_write_nothing(tree: Sysroot) -> None:
     r = tree.root
     lines = dry_run("vm", r, "start", "node01", "--bridge", "lo", "--memory", "512", "--kvm", "no", "--dry-run")
     console = f"{r}/var/log/kestrel/vm-node01.console"
-    mac = qemu.vm_mac("node01")
+    mac = vm_definitions.vm_mac("node01")
     assert lines == [
         f"Would create {r}/var/lib/kestrel/vms/node01.json",
         "Would run ip tuntap add dev kv-node01 mode tap",
@@ -113,7 +114,7 @@ def test_cli_start_and_stop_dry_runs_write_nothing(tree: Sysroot) -> None:
     assert '+ "memory": 512,' in dry_run(
         "vm", r, "start", "node01", "--bridge", "lo", "--memory", "512", "--dry-run", "--diff"
     )
-    qemu.define_vm(tree, _config(tree), "node01", bridge="lo", memory=512, kvm="no")
+    vm_definitions.define_vm(tree, _config(tree), "node01", bridge="lo", memory=512, kvm="no")
     lines = dry_run("vm", r, "start", "node01", "--memory", "768", "--dry-run", "--diff")
     assert lines[:4] == [
         f"Would write {r}/var/lib/kestrel/vms/node01.json",

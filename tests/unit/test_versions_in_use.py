@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kestrel.config import Config
 from kestrel.frontend import desired
-from kestrel.images import store
+from kestrel.images import listing, store
 from kestrel.images.store import PublishedImage
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts, NodeState, State
@@ -93,7 +93,7 @@ def test_publish_keeps_the_version_an_up_node_runs_until_it_is_down(tree: Sysroo
     assert kept(tree) == ["v1", "v2", "v3"]
     assert "Kept default version v1: up nodes run on it (it goes once they are down)" in lines
     tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
-    assert store.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
+    assert listing.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
     set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"), up=False)
     store.publish(tree, version(tree, "default", "v4"))
     assert kept(tree) == ["v3", "v4"]  # the previous one stays for rollback, as always
