@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from kestrel import runner
+from kestrel import runner, supervisor
 from kestrel.sysroot import Sysroot, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,14 @@ def describe_plan(root: Sysroot, plan: Plan, diff: bool) -> str:
 def plan_lines(root: Sysroot, plan: Plan, diff: bool) -> list[str]:
     """describe_plan's lines, none for an empty plan (a dry run that says more than one plan)."""
     out = [line for step in plan.steps for line in step.lines(root, diff)]
-    return out + [f"Would {a.action} {a.service} ({a.reason})" for a in plan.actions]
+    return out + [_action_line(root, a) for a in plan.actions]
+
+
+def _action_line(root: Sysroot, a: ServiceAction) -> str:
+    """As frontend.services would carry it out: a supervised tree touches only the processes Kestrel runs for it."""
+    if root.uses_systemd or supervisor.find(root, a.service) is not None:
+        return f"Would {a.action} {a.service} ({a.reason})"
+    return f"Would skip {a.action} of {a.service}: not running under {root.root}"
 
 
 def unified_diff(name: str, old: bytes | None, new: bytes | None) -> list[str]:

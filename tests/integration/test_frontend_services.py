@@ -128,6 +128,9 @@ def test_registry_change_reaches_running_dnsmasq_by_sighup(cluster: Cluster, tmp
     mac = "52:54:00:4b:00:08"
     with cluster.root.path("/etc/kestrel/nodes").open("a") as f:
         f.write(f"{mac},set:img-default,set:grp-compute,10.10.0.58,node08\n")
+    # dnsmasq runs under this root: the dry run says it would reload it, as the real run then does
+    _, report = reconfigure_frontend(cluster.root, load_config(cluster.config_path), cluster.config_path, dry_run=True)
+    assert report.splitlines()[-1] == "Would reload dnsmasq (/etc/kestrel/hosts changed)", report
     said = cluster.reconfigure()
     assert said == [
         f"Wrote {cluster.root.sys('/etc/kestrel/hosts')}",

@@ -91,7 +91,7 @@ def test_reconfigure_dry_run_without_images_is_the_frontend_plan(image: Sysroot)
     )
     assert dry_run("reconfigure", image.root, "--frontend", "--dry-run") == [
         f"Would write {image.root}/etc/dnsmasq.d/kestrel.conf",
-        "Would restart dnsmasq (/etc/dnsmasq.d/kestrel.conf changed)",
+        f"Would skip restart of dnsmasq: not running under {image.root}",
     ]
 
 

@@ -133,7 +133,7 @@ def test_dry_runs_say_what_they_would_do_and_write_nothing(tree: Sysroot, tmp_pa
         f"Would create {r}/etc/kestrel/hosts",
         f"Would create {r}/etc/hosts",
         *(f"Would create {r}/etc/kestrel/hostfiles/{f}" for f in ("openmpi", "mpich", "slurm", "hosts")),
-        "Would reload dnsmasq (/etc/kestrel/nodes changed)",
+        f"Would skip reload of dnsmasq: not running under {r}",
     ]
     assert f"+++ b{r}/etc/hosts" in lines and "+10.10.0.2\tnode07.cluster.local node07" in lines
     assert "+52:54:00:aa:bb:07,set:img-default,set:grp-compute,10.10.0.2,node07" in lines
@@ -148,7 +148,7 @@ def test_dry_runs_say_what_they_would_do_and_write_nothing(tree: Sysroot, tmp_pa
     assert "-10.10.0.2\tnode07.cluster.local node07" in moved and "+10.10.0.9\tnode07.cluster.local node07" in moved
     gone = ok(tree, "remove", "node07", "--dry-run").stdout.splitlines()
     assert gone[:2] == ["Would remove node07", f"Would write {r}/etc/kestrel/nodes"]
-    assert gone[-1] == "Would reload dnsmasq (/etc/kestrel/nodes changed)"
+    assert gone[-1] == f"Would skip reload of dnsmasq: not running under {r}"
     joined = ok(tree, "--register", "--no-verify", "--leases", str(leases), "--dry-run").stdout.splitlines()
     assert joined[:4] == [
         "Would register node01 (52:54:00:bb:00:01, 10.10.0.150)",
