@@ -114,29 +114,3 @@ def said() -> Iterator[list[str]]:
         yield handler.lines
     finally:
         logger.removeHandler(handler)
-
-
-# What the writers' lock leaves (a dry run takes the lock like any writer): not a change of the tree.
-LOCK_PARTS = {"var", "var/lib", "var/lib/kestrel", "var/lib/kestrel/lock"}
-
-
-def tree_state(root: Path) -> dict[str, tuple]:
-    """Every entry under ROOT: files with bytes, mode and mtime, links with their target, folders with their mode."""
-    found: dict[str, tuple] = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        name = str(p.relative_to(root))
-        if p.is_symlink():
-            found[name] = ("link", os.readlink(p), st.st_uid)
-        elif p.is_dir():
-            found[name] = ("dir", st.st_mode, st.st_uid, st.st_gid)
-        else:
-            found[name] = ("file", p.read_bytes(), st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
-    return found
-
-
-def assert_unchanged(before: dict[str, tuple], root: Path) -> None:
-    """Nothing under ROOT changed since BEFORE (tree_state) but for the lock."""
-    after = tree_state(root)
-    assert set(after) - set(before) <= LOCK_PARTS, sorted(set(after) - set(before))
-    assert {k: v for k, v in after.items() if k in before} == before

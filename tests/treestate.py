@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-Entry = tuple[int, int, bytes | str | None]  # st_mode, st_mtime_ns, content (file bytes, link target)
+Entry = tuple[int, int, int, int, bytes | str | None]  # mode, uid, gid, mtime (ns), content (bytes, link target)
 
 
 def tree_state(root: Path) -> dict[str, Entry]:
@@ -24,8 +24,13 @@ def tree_state(root: Path) -> dict[str, Entry]:
                 content = os.readlink(path)
             elif path.is_file():
                 content = path.read_bytes()
-            found[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, content)
+            found[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, content)
     return found
+
+
+def assert_unchanged(before: dict[str, Entry], root: Path) -> None:
+    """Nothing under ROOT changed since BEFORE (tree_state): not a byte, mode, owner or mtime, no new entry."""
+    assert tree_state(root) == before
 
 
 def kestrel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ def _carry_out(
     the change) through the one executor; then push to the running nodes. --dry-run prints the plans and the
     nodes a push would reach, and does nothing; --diff prints them with diffs, then does it.
     SAYS: what is said of the user when done, and for a dry run."""
-    with ctx.root.lock():
+    with contextlib.nullcontext() if dry_run else ctx.root.lock():  # a dry run writes nothing, not even the lock
         change = plan()
         user = change.user
         done, would = [s.format(name=user.name, uid=user.uid) for s in says] if says and user else ["", ""]

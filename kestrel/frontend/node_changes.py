@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -35,7 +36,7 @@ def change_nodes(root: Sysroot, config: Config, change: Change, *, dry_run: bool
     Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
     DRY_RUN: only plan (describe_plan says what it would do).
     """
-    with root.lock():
+    with contextlib.nullcontext() if dry_run else root.lock():  # a dry run writes nothing, not even the lock
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
         plan = plan_nodes(root, config, nodes, states)

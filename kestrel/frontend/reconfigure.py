@@ -21,12 +21,13 @@ def reconfigure_frontend(
 ) -> tuple[Plan, str]:
     """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
 
-    Returns the plan and, for a dry run, its description (nothing is written then).
+    Returns the plan and, for a dry run, its description (nothing is written then, not even the lock file).
     """
+    if dry_run:
+        plan = checked_plan(root, config, config_path)
+        return plan, describe_plan(root, plan, diff)
     with root.lock():
         plan = checked_plan(root, config, config_path)
-        if dry_run:
-            return plan, describe_plan(root, plan, diff)
         report = describe_plan(root, plan, diff=True) if diff else ""
         services.apply(root, plan)
         return plan, report

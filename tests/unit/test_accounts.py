@@ -19,8 +19,8 @@ from kestrel.nodes import registry
 from kestrel.plan import describe_plan
 from kestrel.sysroot import ServiceMode, Sysroot
 from kestrel.users import hosttrust, rootaccess, userlist
-from tests.conftest import REPO, Recorder, assert_unchanged, need_root, said, tree_state
-from tests.treestate import kestrel
+from tests.conftest import REPO, Recorder, need_root, said
+from tests.treestate import assert_unchanged, kestrel, tree_state
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr3kFf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0x root@image-a\n"
 KEY_F = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPf1a4b0Nq5U3CwQ9n4gq3D0u0Yk3b2l8m1f7Z0xOr3k root@frontend\n"

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from kestrel.sysroot import Sysroot
-from tests.conftest import assert_unchanged, tree_state
-from tests.treestate import kestrel
+from tests.treestate import assert_unchanged, kestrel, tree_state
 
 LEASES = """\
 1795000000 52:54:00:bb:00:01 10.10.0.150 * *
