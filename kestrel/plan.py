@@ -200,10 +200,7 @@ def _own(path: Path, owner: tuple[int, int] | None) -> None:
 
 
 def plan_files(
-    root: Sysroot,
-    desired: Iterable[Desired],
-    owned: Iterable[tuple[str, str]] = (),
-    directories: Iterable[str] = (),
+    root: Sysroot, desired: Iterable[Desired], owned: Iterable[tuple[str, str]] = (), directories: Iterable[str] = ()
 ) -> Plan:
     """Compare DESIRED with disk. Files under an OWNED (folder, glob) that are not desired are removed."""
     plan = Plan([MakeDir(d) for d in directories if not root.path(d).is_dir()])

@@ -16,10 +16,7 @@ ADMIN_TEMPLATES = "/etc/kestrel/templates"
 
 def environment(root: Sysroot) -> jinja2.Environment:
     loader = jinja2.ChoiceLoader(
-        [
-            jinja2.FileSystemLoader(str(root.path(ADMIN_TEMPLATES))),
-            jinja2.PackageLoader("kestrel", "templates"),
-        ]
+        [jinja2.FileSystemLoader(str(root.path(ADMIN_TEMPLATES))), jinja2.PackageLoader("kestrel", "templates")]
     )
     env = jinja2.Environment(
         loader=loader,

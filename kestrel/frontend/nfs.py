@@ -22,14 +22,4 @@ def ganesha_foreground_argv(root: Sysroot) -> list[str]:
     ganesha = runner.which("ganesha.nfsd") or "ganesha.nfsd"
     rpcbind = runner.which("rpcbind") or "rpcbind"
     script = '"$1" -f -w & sleep 0.3; exec "$2" -F -f "$3" -L "$4" -p "$5" -N NIV_EVENT'
-    return [
-        "sh",
-        "-c",
-        script,
-        "sh",
-        rpcbind,
-        ganesha,
-        root.sys(GANESHA_PATH),
-        log,
-        root.sys(f"{RUN_DIR}/ganesha.pid"),
-    ]
+    return ["sh", "-c", script, "sh", rpcbind, ganesha, root.sys(GANESHA_PATH), log, root.sys(f"{RUN_DIR}/ganesha.pid")]

@@ -12,12 +12,7 @@ from kestrel.sysroot import Sysroot
 
 
 def reconfigure_frontend(
-    root: Sysroot,
-    config: Config,
-    config_path: Path,
-    *,
-    dry_run: bool = False,
-    diff: bool = False,
+    root: Sysroot, config: Config, config_path: Path, *, dry_run: bool = False, diff: bool = False
 ) -> tuple[Plan, str]:
     """Plan under the lock, check the dnsmasq config, then write and reload only what changed.
 

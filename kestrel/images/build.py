@@ -23,20 +23,8 @@ from typing import Any
 from kestrel import runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
-from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, scripts
+from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, scripts, store
 from kestrel.images.definitions import image_modules, load_definition
-from kestrel.images.store import (
-    BOOT_DIRS,
-    IMAGES_DIR,
-    MANIFESTS_DIR,
-    boot_dir,
-    current,
-    manifest_path,
-    plan_prune,
-    publish,
-    tree_size,
-    versions_dir,
-)
 from kestrel.plan import plan_lines
 from kestrel.sysroot import LOG_DIR, Sysroot
 
@@ -74,7 +62,7 @@ def build_image(
     """Build NAME: from the current version when its definition is unchanged (only changed scripts and
     configure run), else (or with FORCE) from the cached base, and publish it (the caller replans the frontend)."""
     job = _job(root, config, name)
-    now = current(root, name)
+    now = store.current(root, name)
     if _updatable(root, now, job.digest, force):
         assert now is not None
         logger.info(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
@@ -98,7 +86,7 @@ def describe_build(
     """What build_image would do (--dry-run), a line each: update the current version or start from which base,
     the phase scripts it would run, what publishing replaces and removes. Reads only."""
     job = _job(root, config, name)
-    now = current(root, name)
+    now = store.current(root, name)
     if _updatable(root, now, job.digest, force):
         assert now is not None
         return [
@@ -126,12 +114,12 @@ def _describe_version(job: Job, state: dict[str, str], *, force: bool) -> list[s
     root, name = job.root, job.name
     target = phases.Target(root, job.config, job.modules, image=name, extra_packages=list(job.definition.packages))
     lines = phases.pending(target, state, force)
-    now = current(root, name)
-    prune, pinned = plan_prune(root, name, {now["version"]} if now else set())
+    now = store.current(root, name)
+    prune, pinned = store.plan_prune(root, name, {now["version"]} if now else set())
     return [
         *lines,
-        f"Would publish the new version: its manifest, the link {root.sys(f'{IMAGES_DIR}/{name}')} "
-        f"switched to it, then {root.sys(manifest_path(name))}",
+        f"Would publish the new version: its manifest, the link {root.sys(f'{store.IMAGES_DIR}/{name}')} "
+        f"switched to it, then {root.sys(store.manifest_path(name))}",
         *plan_lines(root, prune, diff=False),
         *(f"Would keep {name} version {v}: up nodes run on it" for v in pinned),
     ]
@@ -143,7 +131,7 @@ def _state_of(root: Sysroot, manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def _published(root: Sysroot, name: str) -> dict[str, Any]:
-    now = current(root, name)
+    now = store.current(root, name)
     if now is None:
         raise InputError(f"image '{name}' is not built yet: run kestrel-images build {name}")
     return now
@@ -213,7 +201,7 @@ def _new_version(
     """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version)."""
     root, name, definition, modules = job.root, job.name, job.definition, job.modules
     started = time.monotonic()
-    folder = root.path(versions_dir(name))
+    folder = root.path(store.versions_dir(name))
     with _build_lock(root, name):
         _remove_leftovers(folder)
         version = _new_version_id(root, name)
@@ -244,26 +232,26 @@ def _new_version(
             staging.rename(folder / version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            for boot_root in BOOT_DIRS:
-                shutil.rmtree(root.path(boot_dir(boot_root, name, version)), ignore_errors=True)
+            for boot_root in store.BOOT_DIRS:
+                shutil.rmtree(root.path(store.boot_dir(boot_root, name, version)), ignore_errors=True)
             raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         manifest = {
             "name": name,
             "version": version,
-            "root": f"{versions_dir(name)}/{version}",
+            "root": f"{store.versions_dir(name)}/{version}",
             "kernel": kernel,
             "initrd": initrd,
             "kernel_version": kernel_version,
             "cmdline": definition.cmdline,
             "built": datetime.now(UTC).isoformat(timespec="microseconds"),
             "modules": modules,
-            "size": tree_size(folder / version),
+            "size": store.tree_size(folder / version),
             "definition": digest,
             "base": base,
         }
-        publish(root, manifest)
+        store.publish(root, manifest)
     logger.info(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
     return manifest
 
@@ -280,7 +268,7 @@ def _remove_leftovers(folder: Path) -> None:
 def _new_version_id(root: Sysroot, name: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     version, n = stamp, 1
-    while root.path(f"{versions_dir(name)}/{version}").exists():
+    while root.path(f"{store.versions_dir(name)}/{version}").exists():
         n += 1
         version = f"{stamp}-{n}"
     return version
@@ -289,7 +277,7 @@ def _new_version_id(root: Sysroot, name: str) -> str:
 @contextmanager
 def _build_lock(root: Sysroot, name: str) -> Iterator[None]:
     """One build of an image at a time (not the global lock: DHCP's lease hook must not wait for a build)."""
-    path = root.path(f"{MANIFESTS_DIR}/{name}.lock")
+    path = root.path(f"{store.MANIFESTS_DIR}/{name}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -139,12 +139,7 @@ def set_node(
 
 
 def register_leases(
-    nodes: list[Node],
-    config: Config,
-    leases: Iterable[Lease],
-    *,
-    image: str | None = None,
-    group: str | None = None,
+    nodes: list[Node], config: Config, leases: Iterable[Lease], *, image: str | None = None, group: str | None = None
 ) -> tuple[list[Node], list[Node], list[str]]:
     """Register every leased MAC not yet known: (all nodes, the new ones, a warning per lease refused).
 

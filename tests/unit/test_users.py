@@ -8,14 +8,7 @@ import pytest
 
 from kestrel.config import Users
 from kestrel.errors import InputError
-from kestrel.users.userlist import (
-    ClusterUser,
-    allocate_uid,
-    format_users,
-    new_user,
-    parse_users,
-    render_accounts,
-)
+from kestrel.users.userlist import ClusterUser, allocate_uid, format_users, new_user, parse_users, render_accounts
 
 PASSWD = (
     "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
