@@ -30,6 +30,11 @@ class RemoteError(KestrelError):
     """A node could not be reached, refused the key, or did not answer in time."""
 
 
+def keygen_argv(key: str, comment: str) -> list[str]:
+    """ssh-keygen making the ed25519 key pair KEY and KEY.pub, without a passphrase."""
+    return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key]
+
+
 def load_key(path: Path) -> paramiko.PKey:
     """The frontend's private key (any type paramiko reads); RemoteError with the path if it cannot."""
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kestrel.config import Config
 from kestrel.errors import InputError
+from kestrel.nodes.ssh import keygen_argv
 from kestrel.plan import FileChange, Link, MakeDir, Plan, RemoveTree, RunCommand
 from kestrel.sysroot import Sysroot
 from kestrel.users.accountfiles import load_users
@@ -62,23 +63,8 @@ def plan_home(root: Sysroot, config: Config, user: ClusterUser) -> Plan:
             new = text + ("" if not text or text.endswith("\n") else "\n") + public + "\n"
             plan.add(FileChange(authorized, have, new.encode("utf-8", "surrogateescape"), 0o600, owner))
     else:
-        plan.add(
-            RunCommand(
-                (
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    f"{user.name}@{config.cluster.name}",
-                    "-f",
-                    root.sys(key),
-                ),
-                f"Created {root.sys(key)}",
-            )
-        )
+        argv = keygen_argv(root.sys(key), f"{user.name}@{config.cluster.name}")
+        plan.add(RunCommand(tuple(argv), f"Created {root.sys(key)}"))
         plan.add(RunCommand(("chown", ids, root.sys(key), root.sys(pub)), f"Gave {root.sys(key)} to {user.name}"))
         if have is None and authorized not in from_skel:
             plan.add(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kestrel import runner, supervisor
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry
+from kestrel.nodes import registry, ssh
 from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
 
@@ -77,24 +77,11 @@ def make_image(root: Sysroot) -> Path:
         src = Path("/etc") / name
         if src.exists():
             shutil.copy2(src, image / "etc" / name)
-    runner.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "image-test",
-            "-f",
-            str(image / "etc" / "ssh" / "ssh_host_ed25519_key"),
-        ]
-    )
+    runner.run(ssh.keygen_argv(str(image / "etc" / "ssh" / "ssh_host_ed25519_key"), "image-test"))
     (image / "root" / ".ssh").mkdir(mode=0o700, parents=True)
     key = root.path("/root/.ssh/id_ed25519")
     key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "frontend-root", "-f", str(key)])
+    runner.run(ssh.keygen_argv(str(key), "frontend-root"))
     shutil.copy(key.with_suffix(".pub"), image / "root" / ".ssh" / "authorized_keys")
     return image
 

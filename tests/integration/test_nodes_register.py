@@ -14,6 +14,7 @@ import pytest
 from kestrel import runner, supervisor
 from kestrel.frontend import dnsmasq
 from kestrel.net.netns import Topology
+from kestrel.nodes import ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
@@ -168,7 +169,7 @@ def test_a_machine_that_refuses_the_key_is_not_a_node(ssh_cluster: tuple[Cluster
     cluster, _, _ = ssh_cluster
     key = cluster.root.path("/root/.ssh/id_ed25519")
     key.unlink()
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "another", "-f", str(key)], input="y\n")
+    runner.run(ssh.keygen_argv(str(key), "another"), input="y\n")
     proc = nodes_cli(cluster, "--register", netns=True)
     assert proc.returncode == 0, proc.stderr
     assert skipped("52:54:00:4e:00:0a (10.10.0.150)", "key not accepted for root") in proc.stderr.splitlines()
@@ -181,7 +182,7 @@ def test_a_machine_with_a_host_key_of_no_image_is_not_a_node(ssh_cluster: tuple[
     impostor_image = cluster.root.path("/var/tmp/impostor")
     shutil.copytree(cluster.root.path(f"/srv/kestrel/images/{sshnodes.IMAGE}"), impostor_image, symlinks=True)
     host_key = impostor_image / "etc/ssh/ssh_host_ed25519_key"
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "impostor", "-f", str(host_key)], input="y\n")
+    runner.run(ssh.keygen_argv(str(host_key), "impostor"), input="y\n")
     ns_c, _ = cluster.add_client("c", "52:54:00:4e:00:0c", "10.10.0.152/24")
     sshnodes.start_sshd(cluster.root, impostor_image, SshNode("nodec", ns_c, "10.10.0.152"))
     leases = cluster.root.path("/var/lib/kestrel/dnsmasq.leases")
