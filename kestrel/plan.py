@@ -194,6 +194,11 @@ class Plan:
             self.add_action(a)
 
 
+def plan_removal(root: Sysroot, *paths: str) -> Plan:
+    """The removal of each file of PATHS that is there."""
+    return Plan([FileChange(p, old, None) for p in paths if (old := root.read(p)) is not None])
+
+
 def _own(path: Path, owner: tuple[int, int] | None) -> None:
     if owner is not None:
         os.chown(path, *owner)

@@ -157,6 +157,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def decode(data: bytes | None) -> str | None:
+    """A file as text: UTF-8, and any other byte kept as it is (surrogateescape), so encode gives it back."""
+    return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
 def content_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, stripped line) of a Kestrel line file, without blank lines and '#' comment lines."""
     for number, raw in enumerate(text.splitlines(), 1):

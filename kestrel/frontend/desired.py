@@ -17,7 +17,7 @@ from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
 from kestrel.plan import Action, Desired, Plan, plan_files
-from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, replace_block
+from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, decode, encode, replace_block
 from kestrel.templates import render
 
 Images = list[PublishedImage]
@@ -175,10 +175,10 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     """Every file of the frontend: the services' own, then those that follow from the nodes."""
     ctx = _context(root, config, images)
     out = [
-        Desired(dnsmasq.CONF_PATH, _b(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
+        Desired(dnsmasq.CONF_PATH, encode(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
         Desired(
             LEASE_HOOK,
-            _b(
+            encode(
                 render(
                     root,
                     "lease-hook",
@@ -190,12 +190,12 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
             ),
             mode=0o755,
         ),
-        Desired(nginx.SITE_PATH, _b(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
-        Desired(nginx.STANDALONE_PATH, _b(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
+        Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
+        Desired(nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
     if root.read(registry.REGISTRY_PATH) is None:
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
-        out.append(Desired(registry.REGISTRY_PATH, _b(registry.format_registry([]))))
+        out.append(Desired(registry.REGISTRY_PATH, encode(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
     out += _boot_files(root, config, images, ctx)
     return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
@@ -212,8 +212,12 @@ def _node_files(
 ) -> list[Desired]:
     hosts_body = render(root, "hosts-block", **ctx, nodes=nodes)
     out = [
-        Desired(DNS_HOSTS, _b(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
-        Desired(ETC_HOSTS, _b(replace_block(_text(root, ETC_HOSTS), hosts_body, root.sys(ETC_HOSTS))), mode=None),
+        Desired(DNS_HOSTS, encode(hosts_body), on_change=("dnsmasq", Action.RELOAD)),
+        Desired(
+            ETC_HOSTS,
+            encode(replace_block(decode(root.read(ETC_HOSTS)) or "", hosts_body, root.sys(ETC_HOSTS))),
+            mode=None,
+        ),
     ]
     if config.boot.method is BootMethod.PXELINUX:
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
@@ -226,7 +230,7 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
         return [
             Desired(
                 nfs.EXPORTS_PATH,
-                _b(render(root, "exports", **ctx | {"exports": found})),
+                encode(render(root, "exports", **ctx | {"exports": found})),
                 on_change=("nfs-kernel", Action.RELOAD),
             )
         ]
@@ -238,9 +242,9 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
     listed = render(root, "ganesha-exports.conf", **ctx | {"exports": found})
     unit = render(root, "nfs-ganesha.service.conf", config_file=root.sys(nfs.GANESHA_PATH))
     return [
-        Desired(nfs.GANESHA_PATH, _b(text), on_change=("nfs-ganesha", Action.RESTART)),
-        Desired(nfs.GANESHA_EXPORTS, _b(listed), on_change=("nfs-ganesha", Action.RELOAD)),
-        Desired(nfs.GANESHA_DROPIN, _b(unit), on_change=("nfs-ganesha", Action.RESTART)),
+        Desired(nfs.GANESHA_PATH, encode(text), on_change=("nfs-ganesha", Action.RESTART)),
+        Desired(nfs.GANESHA_EXPORTS, encode(listed), on_change=("nfs-ganesha", Action.RELOAD)),
+        Desired(nfs.GANESHA_DROPIN, encode(unit), on_change=("nfs-ganesha", Action.RESTART)),
     ]
 
 
@@ -249,13 +253,15 @@ def _boot_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx
     out = [Desired(f"{TFTP_ROOT}/{name}", data) for name, data in _loaders(method)]
     cmdlines = {i.name: kernel_cmdline(root, config, i) for i in images}
     if method is BootMethod.IPXE_HTTP:
-        out.append(Desired(f"{HTTP_ROOT}/boot.ipxe", _b(render(root, "boot.ipxe", **ctx))))
+        out.append(Desired(f"{HTTP_ROOT}/boot.ipxe", encode(render(root, "boot.ipxe", **ctx))))
         for image in images:
             text = render(root, "image.ipxe", **ctx | {"image": image, "cmdline": cmdlines[image.name]})
-            out.append(Desired(f"{HTTP_ROOT}/boot/{image.name}.ipxe", _b(text)))
+            out.append(Desired(f"{HTTP_ROOT}/boot/{image.name}.ipxe", encode(text)))
         return out
     out.append(
-        Desired(f"{TFTP_ROOT}/pxelinux.cfg/default", _b(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines})))
+        Desired(
+            f"{TFTP_ROOT}/pxelinux.cfg/default", encode(render(root, "pxelinux.cfg", **ctx | {"cmdlines": cmdlines}))
+        )
     )
     return out
 
@@ -275,7 +281,7 @@ def _pxelinux_node_files(
             "pxelinux-node.cfg",
             **ctx | {"node": node, "image": chosen, "cmdline": kernel_cmdline(root, config, chosen)},
         )
-        out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", _b(text)))
+        out.append(Desired(f"{TFTP_ROOT}/pxelinux.cfg/01-{node.mac.replace(':', '-')}", encode(text)))
     return out
 
 
@@ -288,12 +294,3 @@ def _loaders(method: BootMethod) -> list[tuple[str, bytes]]:
             if required:
                 raise CommandError(f"{source} is missing: install {_LOADER_PACKAGES[method]}") from None
     return found
-
-
-def _text(root: Sysroot, path: str) -> str:
-    data = root.read(path)
-    return data.decode("utf-8", "surrogateescape") if data else ""
-
-
-def _b(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")

@@ -40,10 +40,7 @@ def load_definition(root: Sysroot, name: str, _seen: tuple[str, ...] = ()) -> Im
 
 
 def check_image_name(name: str) -> str:
-    try:
-        return names.check_name(name, "image name")
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    return names.parse_label(name, "image name")
 
 
 def image_modules(definition: ImageDefinition, config_modules: list[str]) -> list[str]:

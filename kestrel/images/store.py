@@ -30,7 +30,7 @@ from kestrel import names, runner
 from kestrel.errors import InputError, KestrelError
 from kestrel.images.definitions import check_image_name
 from kestrel.nodes import state as nodestate
-from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes
+from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes, plan_removal
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -222,9 +222,7 @@ def plan_remove_version(root: Sysroot, name: str, version: str) -> Plan:
     if root.path(tree).is_dir():
         plan.add(RemoveTree(tree, background=True))
     plan.add(*_existing(root, [boot_dir(boot_root, name, version) for boot_root in BOOT_DIRS]))
-    old = root.read(version_manifest_path(name, version))
-    if old is not None:
-        plan.add(FileChange(version_manifest_path(name, version), old, None))
+    plan.merge(plan_removal(root, version_manifest_path(name, version)))
     return plan
 
 
@@ -232,10 +230,7 @@ def plan_remove_image(root: Sysroot, name: str) -> Plan:
     """Every version, boot file and manifest of NAME (the frontend stops serving it on its next plan)."""
     if current(root, name) is None and not root.path(versions_dir(name)).exists():
         raise InputError(f"image '{name}' does not exist")
-    plan = Plan()
-    old = root.read(manifest_path(name))
-    if old is not None:
-        plan.add(FileChange(manifest_path(name), old, None))
+    plan = plan_removal(root, manifest_path(name))
     plan.add(
         *_existing(
             root,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from kestrel.config import Config
 from kestrel.nodes.ssh import KNOWN_HOSTS
 from kestrel.plan import FileChange, Plan
-from kestrel.sysroot import Sysroot, read_block, replace_block
+from kestrel.sysroot import Sysroot, decode, encode, read_block, replace_block
 from kestrel.users.userlist import ACCOUNT_FILES, USERS_PATH, ClusterUser, format_users, parse_users, render_accounts
 
 TREE_FILES = (*ACCOUNT_FILES, KNOWN_HOSTS, USERS_PATH)
@@ -62,14 +62,6 @@ def new_texts(
 
 def read_texts(read: Callable[[str], str | None]) -> dict[str, str | None]:
     return {p: read(p) for p in TREE_FILES}
-
-
-def decode(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "surrogateescape")
-
-
-def encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 def plan_accounts(

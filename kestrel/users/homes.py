@@ -10,7 +10,7 @@ from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodes.ssh import keygen_argv
 from kestrel.plan import FileChange, Link, MakeDir, Plan, RemoveTree, RunCommand
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import Sysroot, decode, encode
 from kestrel.users.accountfiles import load_users
 from kestrel.users.userlist import ClusterUser
 
@@ -58,10 +58,10 @@ def plan_home(root: Sysroot, config: Config, user: ClusterUser) -> Plan:
     have = root.read(authorized)
     if root.path(key).exists():
         public = root.path(pub).read_text().strip()
-        text = (have or b"").decode("utf-8", "surrogateescape")
+        text = decode(have) or ""
         if public not in text.splitlines():
             new = text + ("" if not text or text.endswith("\n") else "\n") + public + "\n"
-            plan.add(FileChange(authorized, have, new.encode("utf-8", "surrogateescape"), 0o600, owner))
+            plan.add(FileChange(authorized, have, encode(new), 0o600, owner))
     else:
         argv = keygen_argv(root.sys(key), f"{user.name}@{config.cluster.name}")
         plan.add(RunCommand(tuple(argv), f"Created {root.sys(key)}"))

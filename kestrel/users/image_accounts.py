@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from kestrel import names
 from kestrel.config import Config
-from kestrel.errors import InputError, KestrelError
+from kestrel.errors import KestrelError
 from kestrel.plan import FileChange, Link, MakeDir, Plan
-from kestrel.sysroot import Sysroot
-from kestrel.users.accountfiles import encode, plan_accounts
+from kestrel.sysroot import Sysroot, encode
+from kestrel.users.accountfiles import plan_accounts
 from kestrel.users.hosttrust import host_keys_in, image_host_keys, image_roots, known_hosts_body
 from kestrel.users.userlist import ClusterUser, home_mount_unit
 
@@ -51,10 +51,7 @@ def plan_image_build(
     _check_image_root(tree)
     keys = image_host_keys(root)
     if name is not None:
-        try:
-            names.check_name(name, "image name")
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        names.parse_label(name, "image name")
         own = host_keys_in(tree.path("/etc/ssh"))
         if own:
             keys[name] = own

@@ -11,7 +11,7 @@ from kestrel.config import Config
 from kestrel.errors import KestrelError
 from kestrel.nodes import fanout, registry, ssh
 from kestrel.nodes import state as nodestate
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import Sysroot, decode, encode
 from kestrel.users.accountfiles import MODES, load_users, new_texts, read_texts, today
 from kestrel.users.hosttrust import known_hosts_body
 from kestrel.users.userlist import ClusterUser
@@ -28,7 +28,7 @@ class SftpFiles:
     def read(self, path: str) -> str | None:
         try:
             with self.sftp.open(path, "rb") as f:
-                return f.read().decode("utf-8", "surrogateescape")
+                return decode(f.read())
         except FileNotFoundError:
             return None
 
@@ -43,7 +43,7 @@ class SftpFiles:
                 self.sftp.mkdir(folder, 0o755)
         tmp = f"{folder}/.{name}.kestrel-tmp"
         with self.sftp.open(tmp, "wb") as f:
-            f.write(text.encode("utf-8", "surrogateescape"))
+            f.write(encode(text))
         self.sftp.chmod(tmp, (st.st_mode & 0o7777) if st and st.st_mode else mode)
         if st and st.st_uid is not None and st.st_gid is not None:
             self.sftp.chown(tmp, st.st_uid, st.st_gid)

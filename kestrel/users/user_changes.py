@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from kestrel import runner
 from kestrel.config import Config
 from kestrel.plan import Plan, RunCommand
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import Sysroot, decode
 from kestrel.users import rootaccess
-from kestrel.users.accountfiles import decode, load_users, plan_accounts
+from kestrel.users.accountfiles import load_users, plan_accounts
 from kestrel.users.homes import home_path, plan_home, plan_home_removal
 from kestrel.users.hosttrust import known_hosts_body
 from kestrel.users.image_accounts import ImagePlan, plan_images
@@ -115,4 +115,4 @@ def _userdel(root: Sysroot, user: ClusterUser) -> Plan:
 
 def _getent(database: str, key: str) -> bool:
     """Whether the name service knows KEY (read only: also run by --dry-run)."""
-    return runner.run(["getent", database, key], check=False).returncode == 0
+    return runner.run(["getent", database, key], check=False).ok

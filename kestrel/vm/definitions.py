@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from kestrel import names
 from kestrel.config import Config, KvmMode
 from kestrel.errors import InputError
-from kestrel.plan import FileChange, Plan, apply_changes
+from kestrel.plan import FileChange, Plan, apply_changes, plan_removal
 from kestrel.sysroot import Sysroot
 
 VMS_DIR = "/var/lib/kestrel/vms"
@@ -43,10 +43,7 @@ class VmSpec:
 
 
 def check_vm_name(name: str) -> str:
-    try:
-        return names.check_name(name, "VM name")
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    return names.parse_label(name, "VM name")
 
 
 def vm_mac(name: str) -> str:
@@ -140,5 +137,4 @@ def define_vm(root: Sysroot, config: Config, name: str, **given: object) -> VmSp
 
 def plan_remove(root: Sysroot, name: str) -> Plan:
     """Forget the VM's definition."""
-    old = root.read(_definition_path(name))
-    return Plan([FileChange(_definition_path(name), old, None)] if old is not None else [])
+    return plan_removal(root, _definition_path(name))
