@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -229,6 +230,12 @@ def become(argv: Sequence[str]) -> NoReturn:
         os.execvp(argv[0], list(argv))  # noqa: S606
     except OSError as e:
         raise CommandError(Result(list(argv), error=_cannot_start(e)).sentence()) from None
+
+
+def kestrel_argv(program: str, *args: str) -> list[str]:
+    """Kestrel's own kestrel-PROGRAM, from this install only: isolated (-I), so neither the working directory nor
+    PYTHONPATH can put another Kestrel first."""
+    return [sys.executable, "-I", "-m", f"kestrel.cli.{program}", *args]
 
 
 def found(program: str, env: Mapping[str, str] | None = None) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import shlex
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -147,22 +146,8 @@ def _ensure_image(root: Sysroot, config_path: Path, image: str, rebuild: bool) -
     if store.current(root, image) is not None and not rebuild:
         return False
     logger.info(f"Building image {image} (kestrel-images build {image}); the first build takes several minutes")
-    runner.run(
-        [
-            sys.executable,
-            "-I",
-            "-m",
-            "kestrel.cli.images",
-            "--root",
-            str(root.root),
-            "--config",
-            str(config_path),
-            "build",
-            image,
-        ],
-        capture=False,
-        timeout=3600,
-    )
+    argv = runner.kestrel_argv("images", "--root", str(root.root), "--config", str(config_path), "build", image)
+    runner.run(argv, capture=False, timeout=3600)
     if store.current(root, image) is None:
         raise CommandError(f"image {image} was not published by kestrel-images build")
     return True

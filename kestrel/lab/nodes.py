@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 
@@ -100,8 +99,4 @@ def booted(root: Sysroot, vm: str) -> bool:
 
 def _sync_known_hosts(root: Sysroot) -> None:
     """The frontend's known_hosts learns new nodes from the image's host keys (kestrel-users sync)."""
-    runner.run(
-        [sys.executable, "-I", "-m", "kestrel.cli.users", "--root", str(root.root), "sync", "--no-push"],
-        check=False,
-        timeout=120,
-    )
+    runner.run(runner.kestrel_argv("users", "--root", str(root.root), "sync", "--no-push"), check=False, timeout=120)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from kestrel import shipped
+from kestrel import runner, shipped
 from kestrel.config import CONFIG_PATH, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.net.netns import Topology
@@ -154,20 +154,7 @@ def ssh_argv(root: Sysroot, node: str, command: list[str]) -> list[str]:
     target = registry.find_node(registry.load_registry(root), node)
     if not config.network.netns:
         raise InputError(f"{root.path(CONFIG_PATH)}: network.netns is not set: not a lab tree")
-    return [
-        "ip",
-        "netns",
-        "exec",
-        config.network.netns,
-        "ssh",
-        "-i",
-        str(root.path(config.nodes.ssh_key)),
-        "-o",
-        f"UserKnownHostsFile={root.path(ssh.KNOWN_HOSTS)}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"HostKeyAlias={target.name}",
-        f"root@{target.ip}",
-        *command,
-    ]
+    key, known_hosts = root.path(config.nodes.ssh_key), root.path(ssh.KNOWN_HOSTS)
+    options = ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    login = ["ssh", "-i", str(key), *options, "-o", f"HostKeyAlias={target.name}", f"root@{target.ip}", *command]
+    return runner.netns_argv(config.network.netns, login)

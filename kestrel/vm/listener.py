@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import sys
 import time
 from collections.abc import Callable
 
-from kestrel import supervisor
+from kestrel import runner, supervisor
 from kestrel.errors import CommandError
 from kestrel.net import netns
 from kestrel.sysroot import Sysroot
@@ -103,20 +102,8 @@ def start_listener(root: Sysroot, config_path: str, bridge: str, ns: str | None)
     """The listener as a supervised background process of ROOT; None if one already runs."""
     if supervisor.find(root, LISTENER):
         return None
-    argv = [
-        sys.executable,
-        "-I",
-        "-m",
-        "kestrel.cli.vm",
-        "--root",
-        str(root.root),
-        "--config",
-        config_path,
-        "listen",
-        "--bridge",
-        bridge,
-        *(["--netns", ns] if ns else []),
-    ]
+    where = ["--bridge", bridge, *(["--netns", ns] if ns else [])]
+    argv = runner.kestrel_argv("vm", "--root", str(root.root), "--config", config_path, "listen", *where)
     record = supervisor.start(root, LISTENER, argv)
     if not supervisor.wait_for_log(record, "Listening for magic packets", timeout=30):
         supervisor.stop(root, LISTENER)
