@@ -48,7 +48,7 @@ def register(
         raise InputError(f"{path}: no leases file (is dnsmasq running? or pass --leases FILE)") from None
     found, warnings = leases.parse_leases(text, str(path))
     for w in warnings:
-        logger.warning(f"{w}")
+        logger.warning(w)
     known = {n.mac for n in registry.load_registry(root)}
     fresh = [lease for lease in leases.latest_by_mac(found) if lease.mac not in known]
     if not fresh:
@@ -62,7 +62,7 @@ def register(
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
         nodes, new, refused = registry.register_leases(nodes, config, fresh, image=image, group=group)
         for w in refused:
-            logger.warning(f"{w}")
+            logger.warning(w)
         stamp = int(time.time())
         for n in new:
             if n.mac in facts:

@@ -87,4 +87,4 @@ def plan_dropin(root: Sysroot, config: Config) -> Plan:
 def warn_root_access(root: Sysroot, config: Config) -> None:
     """A warning for every key that opens the frontend's root account (Kestrel never removes an admin's line)."""
     for problem in audit_root_access(root, config):
-        logger.warning(f"{problem}")
+        logger.warning(problem)
