@@ -252,9 +252,14 @@ def plan_lines(root: Sysroot, plan: Plan, diff: bool) -> list[str]:
     return out + [_action_line(root, a) for a in plan.actions]
 
 
+def touches_service(root: Sysroot, a: ServiceAction) -> bool:
+    """Whether carrying out A acts on its service: always under systemd; on a supervised tree only when Kestrel
+    runs that service for this tree (the processes of the host are never touched)."""
+    return root.uses_systemd or supervisor.find(root, a.service) is not None
+
+
 def _action_line(root: Sysroot, a: ServiceAction) -> str:
-    """As frontend.services would carry it out: a supervised tree touches only the processes Kestrel runs for it."""
-    if root.uses_systemd or supervisor.find(root, a.service) is not None:
+    if touches_service(root, a):
         return f"Would {a.action} {a.service} ({a.reason})"
     return f"Would skip {a.action} of {a.service}: not running under {root.root}"
 

@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterable
 
 from kestrel import runner, supervisor
-from kestrel.plan import Action, Plan, ServiceAction, apply_changes
+from kestrel.plan import Action, Plan, ServiceAction, apply_changes, touches_service
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def apply(root: Sysroot, plan: Plan) -> None:
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:
     for a in actions:
-        if root.uses_systemd:
+        if not touches_service(root, a):
+            logger.info(f"Skipped {a.action} of {a.service}: not running under {root.root}")
+        elif root.uses_systemd:
             _perform_on_host(a)
         else:
             _perform_supervised(root, a)
@@ -59,10 +61,7 @@ def _perform_on_host(a: ServiceAction) -> None:
 
 
 def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:
-    """Under a --root other than /, only processes Kestrel itself started for that root are touched."""
-    if supervisor.find(root, a.service) is None:
-        logger.info(f"Skipped {a.action} of {a.service}: not running under {root.root}")
-        return
+    """A process Kestrel itself started for ROOT: SIGHUP where the service re-reads its files on it, else a restart."""
     if a.action is Action.RELOAD and a.service in _SIGHUP:
         supervisor.send(root, a.service, signal.SIGHUP)
         logger.info(f"Reloaded {a.service} ({a.reason})")
