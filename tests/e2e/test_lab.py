@@ -1,89 +1,19 @@
-"""The README's main command, end to end: a 2-node lab boots from the network, registers, runs MPI, wakes.
-
-The lab's tree is kept between runs (KESTREL_E2E_ROOT, default /var/lib/kestrel-lab-e2e) so the image is
-built once; the registry is emptied first so registration is tested on every run. Namespaces get a fresh
-kt- prefix. qemu runs in software emulation here (~100 s per boot).
-"""
+"""The README's main command, end to end: a 2-node lab boots from the network, registers, runs MPI."""
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from kestrel.net import netns
 from kestrel.sysroot import Sysroot
-from tests.conftest import need_root
-
-BIN = Path(sys.executable).parent
-ROOT = Path(os.environ.get("KESTREL_E2E_ROOT", "/var/lib/kestrel-lab-e2e"))
-USER = "alice"
-
-
-def kestrel(program: str, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, KESTREL_ROOT=str(ROOT), KESTREL_CONFIG=str(ROOT / "etc/kestrel/kestrel.yaml"))
-    env.setdefault("KESTREL_CACHE_DIR", "/var/cache/kestrel")
-    proc = subprocess.run([str(BIN / program), *args], capture_output=True, text=True, timeout=timeout, env=env)
-    if check:
-        assert proc.returncode == 0, f"{program} {' '.join(args)}: {proc.stderr[-3000:]}"
-    return proc
-
-
-def on(node: str, command: str, user: str = "root", timeout: float = 120) -> str:
-    return kestrel("kestrel-nodes", "exec", "--user", user, node, "--", command, timeout=timeout).stdout
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[str]:
-    need_root()
-    prefix = f"kt-{secrets.token_hex(2)[:3]}"
-    for stale in ("etc/kestrel/nodes", "var/lib/kestrel/nodes.json", "var/lib/kestrel/dnsmasq.leases"):
-        (ROOT / stale).unlink(missing_ok=True)
-    try:
-        # The tree, the services and the image first; the user before any node boots, since a user added
-        # later is pushed to running nodes and into the image.
-        kestrel("kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--rebuild", timeout=1800)
-        if USER not in kestrel("kestrel-users", "list").stdout:
-            kestrel("kestrel-users", "add", USER)
-        yield prefix
-    finally:
-        down = kestrel("kestrel-lab", "down", timeout=300, check=False)
-        assert down.returncode == 0, down.stderr
-        assert not [n for n in _namespaces() if n.startswith(prefix)]
-        assert not _processes_of_the_tree()
-
-
-def _namespaces() -> list[str]:
-    return [line.split()[0] for line in netns.runner.run(["ip", "netns", "list"]).stdout.splitlines() if line]
-
-
-def _processes_of_the_tree() -> list[str]:
-    """Live processes whose command line names the lab's tree (qemu, dnsmasq, nginx, ganesha, the listener)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
-            continue
-        if str(ROOT) in cmdline and "pytest" not in cmdline:
-            found.append(f"{proc.name}: {cmdline[:120]}")
-    return found
+from tests.e2e.lab import ROOT, USER, kestrel, on
 
 
 def test_two_nodes_boot_register_and_answer(lab: str) -> None:
-    up = kestrel("kestrel-lab", "up", "--nodes", "2", "--timeout", "600", timeout=900)
+    """LAB is what `kestrel-lab up --nodes 2` said while the nodes booted."""
     for vm in ("node01", "node02"):
-        assert f"{vm}: registered as {vm} (" in up.stderr and f"{vm}: SSH ready" in up.stderr, up.stderr
+        assert f"{vm}: registered as {vm} (" in lab and f"{vm}: SSH ready" in lab, lab
     names = kestrel("kestrel-nodes", "list", "--json").stdout
     assert '"node01"' in names and '"node02"' in names
     out = kestrel("kestrel-nodes", "exec", "--", "hostname").stdout
@@ -134,20 +64,3 @@ def test_rebuilds_keep_the_root_that_running_nodes_booted(lab: str) -> None:
     assert f'/default.versions/{booted}"' in exports and f'/default.versions/{now["version"]}"' in exports
     out = on("node01", "cat /etc/debian_version; ls /usr/bin | wc -l")
     assert out.splitlines()[0].startswith("node01: 12.") and int(out.splitlines()[1].split()[1]) > 100, out
-
-
-def test_power_off_then_wake_on_lan(lab: str) -> None:
-    kestrel("kestrel-vm", "stop", "node02")
-    gone = kestrel("kestrel-nodes", "exec", "--connect-timeout", "3", "node02", "--", "true", check=False)
-    assert gone.returncode == 1
-    wake = kestrel("kestrel-nodes", "wake", "node02")
-    assert "Sent magic packet for node02 (" in wake.stderr
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        probe = kestrel("kestrel-nodes", "exec", "--connect-timeout", "5", "node02", "--", "true", check=False)
-        if probe.returncode == 0:
-            break
-        time.sleep(5)
-    else:
-        pytest.fail("node02 did not answer SSH within 600 s of its magic packet")
-    assert on("node02", "hostname") == "node02: node02\n"
