@@ -6,7 +6,7 @@ import json
 import re
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
@@ -18,20 +18,21 @@ CONFIG_PATH = "/etc/kestrel/kestrel.yaml"
 DEFINITIONS_DIR = "/etc/kestrel/images"  # the admin's image definitions (images/ ships the defaults)
 
 
-def _abs_path(text: str) -> str:
-    p = PurePosixPath(text)
-    if not p.is_absolute() or ".." in p.parts:
-        raise ValueError(f"{text!r} is not an absolute path")
-    return str(p)
+# The only format specs a name pattern may use: {index} or {index:0Nd}/{index:Nd} with N at most 2 digits
+# (a width of 09999999999 would build an 8 GB name).
+_PATTERN_FIELD = re.compile(r"\{index(:0?[1-9]?[0-9]?d)?\}")
 
 
 def _name_pattern(text: str) -> str:
-    try:
-        sample = text.format(index=1)
-    except (KeyError, IndexError, ValueError):
-        raise ValueError(f"{text!r} must be a pattern with only {{index}}, like 'node{{index:02d}}'") from None
-    if "{index" not in text or not names.is_hostname(sample):
-        raise ValueError(f"{text!r} must contain {{index}} and give host names, like 'node{{index:02d}}'")
+    fields = _PATTERN_FIELD.findall(text)
+    rest = _PATTERN_FIELD.sub("", text)
+    if len(fields) != 1 or "{" in rest or "}" in rest or len(text) > 63:
+        raise ValueError(f"{text!r} must hold {{index}} once (width at most 2 digits), like 'node{{index:02d}}'")
+    for index in (1, 10**6):
+        try:
+            names.check_node_name(text.format(index=index))
+        except ValueError as e:
+            raise ValueError(f"{text!r} must give node names, like 'node{{index:02d}}': {e}") from None
     return text
 
 
@@ -45,7 +46,12 @@ Hostname = Annotated[str, AfterValidator(names.check_hostname)]
 Domain = Annotated[str, AfterValidator(names.check_domain)]
 Name = Annotated[str, AfterValidator(names.check_name)]
 IfName = Annotated[str, AfterValidator(names.check_ifname)]
-AbsPath = Annotated[str, AfterValidator(_abs_path)]
+NodeName = Annotated[str, AfterValidator(names.check_node_name)]
+GroupName = Annotated[str, AfterValidator(names.check_group_name)]
+AbsPath = Annotated[str, AfterValidator(names.check_abs_path)]
+Cmdline = Annotated[str, AfterValidator(names.check_cmdline)]
+Url = Annotated[str, AfterValidator(names.check_url)]
+Text = Annotated[str, AfterValidator(names.check_text)]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 # Below 1000 are Debian's system accounts; 65534 is nobody.
 Uid = Annotated[StrictInt, Field(ge=1000, le=65533)]
@@ -119,7 +125,7 @@ class Boot(_Section):
     method: BootMethod = BootMethod.IPXE_HTTP
     http_port: Port = 80
     menu_timeout: Annotated[StrictInt, Field(ge=0, le=600)] = 3
-    cmdline: str = "console=ttyS0,115200 console=tty0"
+    cmdline: Cmdline = "console=ttyS0,115200 console=tty0"
 
 
 class Nfs(_Section):
@@ -144,9 +150,9 @@ class Vm(_Section):
 class Nodes(_Section):
     name_pattern: Annotated[str, AfterValidator(_name_pattern)] = "node{index:02d}"
     default_image: Name = "default"
-    default_group: Name = "compute"
+    default_group: GroupName = "compute"
     auto_register: StrictBool = True
-    first_index: Annotated[StrictInt, Field(ge=0)] = 1
+    first_index: Annotated[StrictInt, Field(ge=0, le=999_999)] = 1
     # The frontend's private key (under --root): a machine that accepts it over SSH is a node.
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"
     ssh_port: Port = 22
@@ -218,12 +224,6 @@ class BootstrapMethod(StrEnum):
     TARBALL = "tarball"
 
 
-def _mirror(text: str) -> str:
-    if not text.startswith(("http://", "https://", "file:///")) or any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} is not a mirror URL (http://, https:// or file:///)")
-    return text.rstrip("/")
-
-
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}")
 
 
@@ -231,12 +231,6 @@ def check_package(text: str) -> str:
     """A Debian package name (policy 5.6.1: a-z, 0-9, '+', '-', '.'); it reaches apt's argv."""
     if not isinstance(text, str) or not _PACKAGE.fullmatch(text):
         raise ValueError(f"{text!r} is not a Debian package name (a-z, 0-9, '+', '-', '.')")
-    return text
-
-
-def _cmdline(text: str) -> str:
-    if any(c in text for c in "\n\r\"'`$;"):
-        raise ValueError(f"{text!r}: a kernel command line cannot hold newlines, quotes, '`', '$' or ';'")
     return text
 
 
@@ -264,16 +258,16 @@ class ImageDefinition(_Section):
 
     # Another definition (by name) whose keys this one starts from; keys given here replace them.
     parent: Name | None = Field(default=None, alias="from")
-    description: str = ""
+    description: Text = ""
     suite: Name = "bookworm"
-    mirror: Annotated[str, AfterValidator(_mirror)] = "http://deb.debian.org/debian"
+    mirror: Url = "http://deb.debian.org/debian"
     updates: StrictBool = True  # also SUITE-updates from the mirror
-    security_mirror: Annotated[str, AfterValidator(_mirror)] | None = "http://deb.debian.org/debian-security"
+    security_mirror: Url | None = "http://deb.debian.org/debian-security"
     architecture: Name = "amd64"
     variant: Name = "minbase"
     packages: list[Package] = []  # extra packages, installed with the modules' lists in one transaction
     modules: list[Name] | None = None  # None: the modules of kestrel.yaml
-    cmdline: Annotated[str, AfterValidator(_cmdline)] = ""
+    cmdline: Cmdline = ""
     bootstrap: Bootstrap = Bootstrap()
 
 

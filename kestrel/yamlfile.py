@@ -2,10 +2,15 @@
 
 YAML 1.2 (ruamel.yaml), so an unquoted MAC stays a string and `no` stays a string, and a duplicate key is
 an error rather than silently keeping the last value (PyYAML's default loader does both wrong).
+
+Hostile documents are refused before they are built, from the event stream (no recursion, linear time):
+control characters and NUL, nesting deeper than MAX_DEPTH, merge keys, and aliases whose expansion would
+exceed MAX_NODES (a 414-byte "billion laughs" would otherwise take minutes and gigabytes).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,25 +18,34 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, MappingStartEvent, ScalarEvent
 
 from kestrel.errors import InputError
+from kestrel.inputfile import read_input
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DEPTH = 32  # a config is 3 levels deep
+MAX_NODES = 100_000  # values after alias expansion
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f\ufeff\ufffe\uffff]")
+
 
 def load_yaml(path: Path, text: str | None = None) -> Any:
-    """Parse PATH (or TEXT, reported as PATH) as YAML 1.2, refusing duplicate keys."""
+    """Parse PATH (or TEXT, reported as PATH) as YAML 1.2, refusing duplicate keys and hostile documents."""
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{path}: cannot read: {e}") from None
+            text = read_input(path).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: cannot read: not UTF-8 ({e.reason} at byte {e.start})") from None
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        raise InputError(f"{path}:{line}: (yaml): control character {bad.group()!r} (NUL and the like) not allowed")
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
+        _check_events(path, yaml.parse(text))
         return yaml.load(text)
     except DuplicateKeyError as e:
         mark = e.problem_mark
@@ -41,6 +55,58 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
         raise InputError(f"{path}:{line}: (yaml): {e.problem or e.context}") from None
+    except (YAMLError, RecursionError) as e:
+        raise InputError(f"{path}: (yaml): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _check_events(path: Path, events: Any) -> None:
+    """Refuse deep nesting, merge keys and alias bombs, counting each anchored node's expanded size."""
+    sizes: dict[str, int] = {}
+    open_: list[list[Any]] = []  # per open collection: [anchor, size so far, is a mapping, items seen]
+    total = 0
+    for event in events:
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        tag = getattr(event, "tag", None)
+        if tag is not None:  # rt mode keeps even !!str as a TaggedScalar: plain YAML only
+            raise InputError(f"{path}:{line}: (yaml): tag {str(tag)!r} is not supported")
+        if isinstance(event, CollectionStartEvent):
+            if len(open_) >= MAX_DEPTH:
+                raise InputError(f"{path}:{line}: (yaml): nested deeper than {MAX_DEPTH} levels")
+            _count_item(open_)
+            open_.append([event.anchor, 1, isinstance(event, MappingStartEvent), 0])
+            continue
+        if isinstance(event, CollectionEndEvent):
+            anchor, size, _, _ = open_.pop()
+            if anchor:
+                sizes[anchor] = size
+            size_added = size
+        elif isinstance(event, ScalarEvent):
+            if _is_merge_key(open_, event):
+                raise InputError(f"{path}:{line}: (yaml): merge keys ('<<') are not supported; write the keys out")
+            _count_item(open_)
+            if event.anchor:
+                sizes[event.anchor] = 1
+            size_added = 1
+        elif isinstance(event, AliasEvent):
+            _count_item(open_)
+            size_added = sizes.get(event.anchor, 1)
+        else:
+            continue
+        if open_:
+            open_[-1][1] += size_added
+        total += size_added if not open_ else 0
+        if size_added > MAX_NODES or (open_ and open_[-1][1] > MAX_NODES) or total > MAX_NODES:
+            raise InputError(f"{path}:{line}: (yaml): aliases expand to more than {MAX_NODES} values")
+
+
+def _count_item(open_: list[list[Any]]) -> None:
+    if open_:
+        open_[-1][3] += 1
+
+
+def _is_merge_key(open_: list[list[Any]], event: ScalarEvent) -> bool:
+    """A plain '<<' in key position of a mapping (items alternate key, value)."""
+    return bool(open_ and open_[-1][2] and open_[-1][3] % 2 == 0 and event.value == "<<" and event.style is None)
 
 
 def load_model(model: type[M], path: Path, text: str | None = None) -> M:

@@ -11,6 +11,7 @@ from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
+from kestrel.inputfile import LEASES_LIMIT, read_input
 from kestrel.nodes import fanout, knownhosts, leases, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
@@ -40,12 +41,11 @@ def register(
     its plan names the nodes a real run would register.
     """
     image = names.parse_label(image or config.nodes.default_image, "image name")
-    group = names.parse_label(group or config.nodes.default_group, "group name")
+    group = names.parse_node_name(group or config.nodes.default_group, "group name")
     path = leases_file or root.path(config.network.leases_file)
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no leases file (is dnsmasq running? or pass --leases FILE)") from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: no leases file (is dnsmasq running? or pass --leases FILE)")
+    text = read_input(path, LEASES_LIMIT).decode("utf-8", "replace")
     found, warnings = leases.parse_leases(text, str(path))
     for w in warnings:
         logger.warning(w)

@@ -13,6 +13,7 @@ from pathlib import Path
 from kestrel import shipped
 from kestrel.config import check_package
 from kestrel.errors import InputError
+from kestrel.inputfile import read_input
 from kestrel.overrides import Origin, merge_by_name
 from kestrel.sysroot import Sysroot, atomic_write
 
@@ -95,7 +96,7 @@ def want_run(script: Script, state: dict[str, str], force: bool) -> bool:
 def read_package_list(script: Script) -> list[str]:
     """A packages.d file: one package a line, '#' comments."""
     found = []
-    for number, line in enumerate(script.path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_input(script.path).decode("utf-8", "replace").splitlines(), 1):
         for word in line.split("#", 1)[0].split():
             try:
                 found.append(check_package(word))

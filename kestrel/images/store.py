@@ -29,6 +29,7 @@ from typing import Any
 from kestrel import names, runner
 from kestrel.errors import InputError, KestrelError
 from kestrel.images.definitions import check_image_name
+from kestrel.inputfile import read_input
 from kestrel.nodes import state as nodestate
 from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes, plan_removal
 from kestrel.sysroot import Sysroot
@@ -61,23 +62,25 @@ def manifest_path(name: str) -> str:
 
 def _parse_manifest(path: Path, data: dict[str, Any]) -> PublishedImage:
     try:
+        kernel, initrd = data.get("kernel"), data.get("initrd")
         return PublishedImage(
             name=names.check_name(data["name"], "image name"),
-            version=str(data["version"]),
-            root=data["root"],
-            kernel=data.get("kernel"),
-            initrd=data.get("initrd"),
-            cmdline=data.get("cmdline", ""),
+            # Every field reaches NFS exports, ganesha blocks and boot scripts: the config's grammar holds here too.
+            version=names.check_name(data["version"], "image version"),
+            root=names.check_abs_path(data["root"]),
+            kernel=None if kernel is None else names.check_relative_path(kernel),
+            initrd=None if initrd is None else names.check_relative_path(initrd),
+            cmdline=names.check_cmdline(data.get("cmdline", "")),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{path}: not a valid image manifest: {e}") from None
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return None
+    try:
+        data = json.loads(read_input(path))
     except ValueError as e:
         raise InputError(f"{path}: not a valid image manifest: {e}") from None
     if not isinstance(data, dict):

@@ -29,7 +29,7 @@ def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[
     if wanted and group:
         raise InputError("give node names or --group, not both")
     if group:
-        names.parse_label(group, "group name")
+        names.parse_node_name(group, "group name")
         chosen = [n for n in registered if n.group == group]
         if not chosen:
             raise InputError(f"no registered node is in group {group!r}")

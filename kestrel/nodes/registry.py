@@ -62,11 +62,11 @@ def parse_registry_line(line: str) -> Node:
     except AddressValueError:
         raise ValueError(f"{rest[0]!r} is not an IPv4 address") from None
     return Node(
-        name=names.check_hostname(rest[1]),
+        name=names.check_node_name(rest[1]),
         mac=names.normalize_mac(fields[0]),
         ip=ip,
         image=names.check_name(image, "image name"),
-        group=names.check_name(group, "group name"),
+        group=names.check_group_name(group),
     )
 
 
@@ -133,7 +133,7 @@ def set_node(
         name=node.name if new_name in (None, node.name) else book.check_name(new_name),
         ip=node.ip if ip is None or names.parse_ip(ip) == node.ip else book.check_ip(names.parse_ip(ip), leased=None),
         image=node.image if image is None else names.parse_label(image, "image name"),
-        group=node.group if group is None else names.parse_label(group, "group name"),
+        group=node.group if group is None else names.parse_node_name(group, "group name"),
     )
     return [*others, changed]
 
@@ -147,7 +147,7 @@ def register_leases(
     """
     book = _Book(nodes, config)
     image = names.parse_label(image or config.nodes.default_image, "image name")
-    group = names.parse_label(group or config.nodes.default_group, "group name")
+    group = names.parse_node_name(group or config.nodes.default_group, "group name")
     added: list[Node] = []
     warnings: list[str] = []
     for lease in leases:
@@ -217,16 +217,13 @@ class _Book:
             mac=mac,
             ip=address,
             image=names.parse_label(image or self.cfg.nodes.default_image, "image name"),
-            group=names.parse_label(group or self.cfg.nodes.default_group, "group name"),
+            group=names.parse_node_name(group or self.cfg.nodes.default_group, "group name"),
         )
         self.by_name[node.name] = self.by_mac[mac] = self.by_ip[address] = node
         return node
 
     def check_name(self, name: str) -> str:
-        try:
-            names.check_hostname(name)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        names.parse_node_name(name)
         if name in self.by_name:
             raise InputError(f"name {name!r} is taken, by {self.by_name[name].mac}")
         if name == self.cfg.cluster.frontend_name:

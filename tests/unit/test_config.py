@@ -134,11 +134,15 @@ BAD = [
         GOOD.replace("[core, nfsroot, sshd, openmpi]", "[core, ../../etc]"),
         "F:9: modules[1]: '../../etc' is not a valid name (a-z, 0-9, '_', '.', '-', at most 63)",
     ),
-    ("relative home", GOOD.replace("home: /home", "home: home"), "F:7: nfs.home: 'home' is not an absolute path"),
+    (
+        "relative home",
+        GOOD.replace("home: /home", "home: home"),
+        "F:7: nfs.home: 'home' is not an absolute path of plain characters (a-z A-Z 0-9 _ . / + @ -)",
+    ),
     (
         "name pattern without index",
         GOOD.replace('"node{index:02d}"', '"node"'),
-        "F:8: nodes.name_pattern: 'node' must contain {index} and give host names, like 'node{index:02d}'",
+        "F:8: nodes.name_pattern: 'node' must hold {index} once (width at most 2 digits), like 'node{index:02d}'",
     ),
     ("not a mapping", "- a\n- b\n", "F:1: (top): expected a mapping of keys, got a list"),
     ("broken YAML", "cluster: {name: lab\n", "F:2: (yaml): expected ',' or '}', but got '<stream end>'"),

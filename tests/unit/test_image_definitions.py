@@ -56,10 +56,14 @@ def test_base_key_follows_what_the_base_holds(tree: Sysroot) -> None:
             "2: packages[1]: 'bad pkg' is not a Debian package name (a-z, 0-9, '+', '-', '.')",
         ),
         ("bootstrap:\n  method: tarball\n", "1: bootstrap: method 'tarball' needs 'tarball: PATH'"),
-        ("mirror: ftp://x\n", "1: mirror: 'ftp://x' is not a mirror URL (http://, https:// or file:///)"),
+        (
+            "mirror: ftp://x\n",
+            "1: mirror: 'ftp://x' is not a mirror URL (http://, https:// or file:///, no spaces, quotes or '#')",
+        ),
         (
             "cmdline: 'a; b'\n",
-            "1: cmdline: 'a; b': a kernel command line cannot hold newlines, quotes, '`', '$' or ';'",
+            "1: cmdline: 'a; b': a kernel command line cannot hold control characters, quotes, "
+            "'#', '`', '$', ';', '\\' or braces",
         ),
         ("suite: bookworm\nsutie: x\n", "2: sutie: unknown key"),
     ],
