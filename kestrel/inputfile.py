@@ -11,13 +11,14 @@ from kestrel.errors import InputError
 # kestrel.yaml, an image definition: far below this; a leases file of 100,000 nodes: about 8 MB.
 CONFIG_LIMIT = 1 << 20
 LEASES_LIMIT = 64 << 20
+STDIN = "/dev/stdin"
 
 
 def read_input(path: Path, limit: int = CONFIG_LIMIT) -> bytes:
     """The bytes of PATH; InputError naming PATH if it is missing, not a regular file or over LIMIT bytes.
 
-    O_NONBLOCK: opening a FIFO must not wait for a writer (the check that follows refuses it). The process's
-    own stdin (/dev/stdin, a pipe from a phase script) is what its caller chose to give, so it is read."""
+    O_NONBLOCK: opening a FIFO must not wait for a writer (the check that follows refuses it). A pipe named
+    /dev/stdin (a phase script pipes the config to kestrel-users) is what its caller chose to give: it is read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -26,7 +27,7 @@ def read_input(path: Path, limit: int = CONFIG_LIMIT) -> bytes:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) and not _is_own_stdin(info):
+        if not stat.S_ISREG(info.st_mode) and not (str(path) == STDIN and stat.S_ISFIFO(info.st_mode)):
             raise InputError(f"{path}: not a regular file")
         os.set_blocking(fd, True)
         if info.st_size > limit:
@@ -40,11 +41,3 @@ def read_input(path: Path, limit: int = CONFIG_LIMIT) -> bytes:
     if len(data) > limit:
         raise InputError(f"{path}: larger than {limit} bytes")
     return data
-
-
-def _is_own_stdin(info: os.stat_result) -> bool:
-    try:
-        mine = os.fstat(0)
-    except OSError:
-        return False
-    return (mine.st_dev, mine.st_ino) == (info.st_dev, info.st_ino)

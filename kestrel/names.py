@@ -30,7 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def normalize_mac(text: str) -> str:
     """'52-54-00-AA-BB-01' or '5254.00aa.bb01' -> '52:54:00:aa:bb:01'; ValueError if not a MAC."""
-    low = text.strip().lower() if isinstance(text, str) else ""
+    low = text.lower() if isinstance(text, str) else ""  # no strip: a newline in a MAC is bad input
     if _MAC_SEP.fullmatch(low):
         digits = low.replace(":", "").replace("-", "")
     elif _MAC_DOT.fullmatch(low):

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from kestrel import runner, supervisor
-from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.sysroot import TEMP_SUFFIX, Sysroot, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,8 @@ def plan_files(
             if d.on_change:
                 service, action = d.on_change
                 plan.add_action(ServiceAction(service, action, f"{d.path} changed"))
+    for stale in stale_temp_files(root, wanted):
+        plan.add(FileChange(stale, root.read(stale), None))
     for folder, pattern in owned:
         real = root.path(folder)
         if not real.is_dir():
@@ -231,6 +233,29 @@ def plan_files(
             if entry.is_file() and fnmatch.fnmatch(entry.name, pattern) and sys_path not in wanted:
                 plan.add(FileChange(sys_path, entry.read_bytes(), None))
     return plan
+
+
+def stale_temp_files(root: Sysroot, paths: Iterable[str]) -> list[str]:
+    """Temp files that a writer of PATHS left when it was killed mid-write (.NAME.RANDOM.kestrel-tmp beside NAME).
+
+    Only a writer holding the lock plans their removal, and every writer of these files holds it: no temp file
+    found here belongs to a write under way."""
+    by_folder: dict[str, set[str]] = {}
+    for path in paths:
+        folder, _, name = path.rpartition("/")
+        by_folder.setdefault(folder or "/", set()).add(name)
+    found = []
+    for folder, files in sorted(by_folder.items()):
+        try:
+            entries = os.listdir(root.path(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in sorted(entries):
+            if entry.startswith(".") and entry.endswith(TEMP_SUFFIX):
+                name = entry[1 : -len(TEMP_SUFFIX)].rpartition(".")[0]
+                if name in files:
+                    found.append(f"{folder.rstrip('/')}/{entry}")
+    return found
 
 
 def _mode(path: Path) -> int:

@@ -131,14 +131,28 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise KestrelError(f"{path}: cannot write: {e.strerror or e}") from e
 
 
+TEMP_SUFFIX = ".kestrel-tmp"
+
+
+def temp_prefix(name: str) -> str:
+    """Temp files of NAME are .NAME.RANDOM.kestrel-tmp beside it (a writer killed mid-write leaves one)."""
+    return f".{name}."
+
+
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    # A symlinked managed file (an admin's /etc/hosts -> /etc/hosts.d/local) is written through to its target,
+    # which keeps its owner: the link stays a link.
+    path = Path(os.path.realpath(path)) if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".kestrel-tmp", dir=path.parent)
+    owner = _owner(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), mode)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                os.fchown(f.fileno(), *owner)
             os.fsync(f.fileno())
         try:
             os.replace(tmp, path)
@@ -152,6 +166,14 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def _write_in_place(path: Path, data: bytes) -> None:
@@ -193,15 +215,16 @@ def content_lines(text: str) -> Iterator[tuple[int, str]]:
 def replace_block(text: str, body: str, where: str = "file") -> str:
     """TEXT with the kestrel block set to BODY; every byte outside the block is kept as it was.
 
-    A missing block is appended at the end. An empty BODY removes the block.
+    A missing block is appended at the end (at the start of a text whose last line has no newline). An empty
+    BODY removes the block.
     """
     start, end = _find_block(text, where)
     block = f"{BLOCK_BEGIN}\n{body}{'' if not body or body.endswith(chr(10)) else chr(10)}{BLOCK_END}\n"
     if start is None:
         if not body:
             return text
-        sep = "" if not text or text.endswith("\n") else "\n"
-        return text + sep + block
+        # After the admin's text if it ends a line; else before it, so that not even its last newline changes.
+        return text + block if not text or text.endswith("\n") else block + text
     assert end is not None
     return text[:start] + (block if body else "") + text[end:]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from kestrel.output import Output
 from kestrel.sysroot import Sysroot
 
 F = TypeVar("F", bound=Callable[..., Any])
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,12 @@ def run(command: click.Command, prog: str, args: Sequence[str] | None = None) ->
         sys.exit(0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:  # one line too, with where to look
+        where = e.ctx.command_path if e.ctx is not None else prog
+        click.echo(f"{prog}: {one_line(e.format_message())} (see {where} --help)", err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"{prog}: {one_line(e.format_message())}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         _fail(prog, cctx, "aborted", 1)
@@ -140,8 +146,13 @@ def _fail(prog: str, cctx: click.Context | None, message: str, code: int) -> NoR
     ctx = _find_obj(cctx)
     if ctx is not None and ctx.output.debug:
         traceback.print_exc()
-    click.echo(f"{prog}: {message}", err=True)
+    click.echo(f"{prog}: {one_line(message)}", err=True)
     sys.exit(code)
+
+
+def one_line(message: str) -> str:
+    """MESSAGE with its control characters escaped: a bad value that holds a newline stays on the error's line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
 
 
 def _find_obj(cctx: click.Context | None) -> Context | None:

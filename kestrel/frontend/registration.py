@@ -40,8 +40,8 @@ def register(
     DRY_RUN changes nothing but still visits the leased addresses (read only: SSH and the facts command), so
     its plan names the nodes a real run would register.
     """
-    image = names.parse_label(image or config.nodes.default_image, "image name")
-    group = names.parse_node_name(group or config.nodes.default_group, "group name")
+    image = names.parse_label(config.nodes.default_image if image is None else image, "image name")
+    group = names.parse_node_name(config.nodes.default_group if group is None else group, "group name")
     path = leases_file or root.path(config.network.leases_file)
     if not path.exists() and not path.is_symlink():
         raise InputError(f"{path}: no leases file (is dnsmasq running? or pass --leases FILE)")
@@ -51,10 +51,10 @@ def register(
         logger.warning(w)
     known = {n.mac for n in registry.load_registry(root)}
     fresh = [lease for lease in leases.latest_by_mac(found) if lease.mac not in known]
-    if not fresh:
-        return [], Plan()
+    # No new lease still goes through change_nodes: it converges every file that follows from the registry
+    # (a run killed between the registry's rename and the hosts files left them stale) and replays a lost reload.
     facts: dict[str, Facts] = {}
-    if verify:
+    if verify and fresh:
         facts = visit(root, config, fresh)
         fresh = [lease for lease in fresh if lease.mac in facts]
     added: list[Node] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import signal
 from collections.abc import Iterable
@@ -9,7 +11,7 @@ from collections.abc import Iterable
 from kestrel import runner, supervisor
 from kestrel.frontend import units
 from kestrel.plan import Action, Plan, ServiceAction, apply_changes, touches_service
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import Sysroot, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +30,43 @@ _WARN_ONLY = {"ssh"}
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
 
+# Service actions owed: written before a plan's files, removed once its actions are done, so that a writer
+# killed in between (files new, dnsmasq never reloaded) has its reload replayed by the next writer.
+PENDING_PATH = "/var/lib/kestrel/pending-actions.json"
+
+
 def apply(root: Sysroot, plan: Plan) -> None:
-    """The one way a plan is carried out: its steps, then its service actions."""
+    """The one way a plan is carried out: its steps, then its service actions and any a killed writer owed."""
+    pending = load_pending(root)
+    owed = Plan()
+    for a in (*pending, *plan.actions):
+        owed.add_action(a)
+    if plan.actions and owed.actions != pending:
+        atomic_write(root.path(PENDING_PATH), _dump(owed.actions), 0o600)
     apply_changes(root, plan)
-    perform(root, plan.actions)
+    perform(root, owed.actions)
+    if owed.actions:
+        root.path(PENDING_PATH).unlink(missing_ok=True)
+
+
+def load_pending(root: Sysroot) -> list[ServiceAction]:
+    """The actions a killed writer owed (none if the record is missing or unreadable: it is Kestrel's own)."""
+    data = root.read(PENDING_PATH)
+    if not data:
+        return []
+    try:
+        return [
+            ServiceAction(str(a["service"]), Action(a["action"]), str(a["reason"]), bool(a.get("start", True)))
+            for a in json.loads(data)
+            if a["service"] in _HOST
+        ]
+    except (ValueError, KeyError, TypeError):
+        logger.warning(f"{root.sys(PENDING_PATH)}: unreadable, ignored")
+        return []
+
+
+def _dump(actions: list[ServiceAction]) -> bytes:
+    return json.dumps([dataclasses.asdict(a) for a in actions], indent=1).encode()
 
 
 def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:

@@ -146,8 +146,8 @@ def register_leases(
     Known MACs keep their entries, so registering twice changes nothing.
     """
     book = _Book(nodes, config)
-    image = names.parse_label(image or config.nodes.default_image, "image name")
-    group = names.parse_node_name(group or config.nodes.default_group, "group name")
+    image = names.parse_label(config.nodes.default_image if image is None else image, "image name")
+    group = names.parse_node_name(config.nodes.default_group if group is None else group, "group name")
     added: list[Node] = []
     warnings: list[str] = []
     for lease in leases:
@@ -216,8 +216,8 @@ class _Book:
             name=name if name is not None else self.free_name(),
             mac=mac,
             ip=address,
-            image=names.parse_label(image or self.cfg.nodes.default_image, "image name"),
-            group=names.parse_node_name(group or self.cfg.nodes.default_group, "group name"),
+            image=names.parse_label(self.cfg.nodes.default_image if image is None else image, "image name"),
+            group=names.parse_node_name(self.cfg.nodes.default_group if group is None else group, "group name"),
         )
         self.by_name[node.name] = self.by_mac[mac] = self.by_ip[address] = node
         return node

@@ -4,6 +4,7 @@ one line naming the file or argument, and nothing under the root changes."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -35,12 +36,17 @@ def snapshot(root: Path) -> dict[str, object]:
     }
 
 
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def refused(tree: Sysroot, program: str, *args: str, names: str) -> str:
     """Run PROGRAM; it must exit 2 with one line naming NAMES, no traceback, and change nothing under the root."""
     before = snapshot(tree.root)
-    started = time.monotonic()
-    proc = kestrel(program, tree.root, *args, timeout=30)
-    assert time.monotonic() - started < 5
+    used = cpu_of_children()
+    proc = kestrel(program, tree.root, *args, timeout=60)
+    assert cpu_of_children() - used < 5  # CPU seconds: the machine's load stretches wall time
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and names in lines[0] and "Traceback" not in proc.stderr, proc.stderr
@@ -120,10 +126,10 @@ def test_yaml_alias_bomb_hangs_the_lease_hook(tree: Sysroot) -> None:
     hook = tree.path("/usr/local/lib/kestrel/lease-hook")
     write_config(tree, BOMB)
     before = snapshot(tree.root)
-    started = time.monotonic()
+    used = cpu_of_children()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
-    done = subprocess.run([str(hook), "add", MAC, "10.10.0.150"], capture_output=True, text=True, timeout=30, env=env)
-    assert time.monotonic() - started < 5
+    done = subprocess.run([str(hook), "add", MAC, "10.10.0.150"], capture_output=True, text=True, timeout=60, env=env)
+    assert cpu_of_children() - used < 5
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert "aliases expand" in done.stderr and "Traceback" not in done.stderr
     assert snapshot(tree.root) == before
