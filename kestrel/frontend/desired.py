@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import shlex
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,7 @@ from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, registry
+from kestrel.nodes import hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -27,6 +27,7 @@ HTTP_ROOT = "/srv/kestrel/http"
 DNS_HOSTS = "/etc/kestrel/hosts"
 LEASE_HOOK = "/usr/local/lib/kestrel/lease-hook"
 ETC_HOSTS = "/etc/hosts"
+REGISTRAR_UNIT = "/etc/systemd/system/kestrel-registrar.service"
 NGINX_STATE = "/var/lib/kestrel/nginx"
 
 # (host file, name in the TFTP root, required for the method)
@@ -63,6 +64,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "leases": root.sys(config.network.leases_file),
         "dns_hosts": root.sys(DNS_HOSTS),
         "lease_hook": root.sys(LEASE_HOOK),
+        "queue": root.sys(leasequeue.QUEUE_DIR),
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
         "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),
@@ -152,6 +154,7 @@ def _directories(config: Config) -> list[str]:
         nfs.GANESHA_STATE,
         NGINX_STATE,
         str(Path(config.network.leases_file).parent),
+        leasequeue.QUEUE_DIR,
     ]
 
 
@@ -176,23 +179,15 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     ctx = _context(root, config, images)
     out = [
         Desired(dnsmasq.CONF_PATH, encode(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
-        Desired(
-            LEASE_HOOK,
-            encode(
-                render(
-                    root,
-                    "lease-hook",
-                    python=sys.executable,
-                    tree=str(root.root),
-                    config_path=str(config_path),
-                    registry=root.sys(registry.REGISTRY_PATH),
-                )
-            ),
-            mode=0o755,
-        ),
+        Desired(LEASE_HOOK, encode(render(root, "lease-hook", **ctx)), mode=0o755),
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         Desired(nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
+    if root.uses_systemd:
+        # Under a supervised tree (the lab) the registrar runs beside dnsmasq as a process Kestrel started.
+        argv = shlex.join(dnsmasq.registrar_argv(root, config_path))
+        unit = render(root, "kestrel-registrar.service", **ctx, argv=argv)
+        out.append(Desired(REGISTRAR_UNIT, encode(unit), on_change=("registrar", Action.RESTART)))
     if root.read(registry.REGISTRY_PATH) is None:
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
         out.append(Desired(registry.REGISTRY_PATH, encode(registry.format_registry([]))))

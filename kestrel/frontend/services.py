@@ -19,7 +19,10 @@ _HOST = {
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
+    "registrar": ("kestrel-registrar", ["systemctl", "restart", "kestrel-registrar"]),
 }
+# Services whose unit file (or drop-in) Kestrel writes: systemd reads it again before the action.
+_UNIT_WRITTEN = {"nfs-ganesha", "registrar"}
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand.
 _WARN_ONLY = {"ssh"}
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
@@ -46,8 +49,8 @@ def systemd_commands(a: ServiceAction) -> list[list[str]]:
     """The commands that carry out A on a real frontend (systemctl reload or restart of its unit)."""
     unit, reload_argv = _HOST[a.service]
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
-    if a.service == "nfs-ganesha":
-        return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
+    if a.service in _UNIT_WRITTEN:
+        return [["systemctl", "daemon-reload"], argv]
     return [argv]
 
 

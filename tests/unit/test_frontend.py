@@ -12,7 +12,7 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
-from kestrel.frontend import dnsmasq, nfs, nginx, services
+from kestrel.frontend import desired, dnsmasq, nfs, nginx, services
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.plan import Action, ServiceAction
 from kestrel.sysroot import ServiceMode, Sysroot
@@ -144,11 +144,14 @@ def test_real_frontend_golden_tree_and_systemd_actions(
         ["systemctl", "restart", "dnsmasq"],
         ["systemctl", "restart", "nginx"],
         ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "kestrel-registrar"],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
     ]
-    assert said[-3:] == [
+    assert said[-4:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
         f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+        f"Restarted registrar ({desired.REGISTRAR_UNIT} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
     ]
 
