@@ -3,12 +3,13 @@ and liveness from SSH visits (kestrel-nodes check); each lands through node_chan
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
 from kestrel import names
-from kestrel.config import Config
+from kestrel.config import Config, DhcpMode
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
 from kestrel.nodes import fanout, knownhosts, leasequeue, leases, registry, ssh
@@ -117,19 +118,32 @@ def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> lis
     dnsmasq sends `old` for every lease when it starts: when no event can change anything (known MACs with
     `old`), nothing is locked or planned. The node of each event, None where it changed nothing.
     """
+    effective = [_as_lease_event(e, config) for e in events]
     known = {n.mac: n for n in registry.load_registry(root)}
-    if not any(_may_change(e, e.mac in known, config.nodes.auto_register) for e in events):
-        return [known.get(e.mac) if e.action == "old" else None for e in events]
+    if not any(e and _may_change(e, e.mac in known, config.nodes.auto_register) for e in effective):
+        return [known.get(e.mac) if e and e.action == "old" else None for e in effective]
     result: list[Node | None] = []
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
-        for e in events:
-            nodes, states, node = _apply_event(nodes, states, config, e)
+        for e in effective:
+            node = None
+            if e is not None:
+                nodes, states, node = _apply_event(nodes, states, config, e)
             result.append(node)
         return nodes, states
 
     change_nodes(root, config, change)
     return result
+
+
+def _as_lease_event(e: LeaseEvent, config: Config) -> LeaseEvent | None:
+    """E as the lease event it stands for. Without leases of its own (proxy DHCP, DHCP off) dnsmasq sees nodes
+    only in the ARP table: a machine seen there is as good as a lease. An entry that ages out says nothing."""
+    if not e.action.startswith("arp-"):
+        return e
+    if e.action == "arp-del" or config.network.dhcp is DhcpMode.AUTHORITATIVE:
+        return None
+    return dataclasses.replace(e, action="add")
 
 
 def _may_change(e: LeaseEvent, known: bool, auto_register: bool) -> bool:

@@ -3,8 +3,9 @@ removes them once applied. Every field is checked here, since dnsmasq passes on 
 
 Format (a contract: the registrar and boot-stage readers depend on it): the folder QUEUE_DIR holds files named
 `SEQ.ev`, SEQ twelve decimal digits; the hook gives each new event one more than the highest queued, so the
-name order is dnsmasq's order. A file holds one line `ACTION MAC IP\\n` (ACTION add, old or del); its mtime is
-the time of the event. A file without its final newline is still being written.
+name order is dnsmasq's order. A file holds one line `ACTION MAC IP\\n` (ACTION add, old, del, or arp-add where
+the frontend has no leases of its own); its mtime is the time of the event. A file without its final newline
+is still being written.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from kestrel.errors import InputError
 from kestrel.sysroot import Sysroot
 
 QUEUE_DIR = "/var/lib/kestrel/lease-events"
-ACTIONS = ("add", "old", "del")
+ACTIONS = ("add", "old", "del", "arp-add", "arp-del")
 _NAME = re.compile(r"[0-9]{12}\.ev")
-_MAX_BYTES = 128  # an event line is at most 'del ' + MAC + ' ' + IPv4 + '\n' = 38 bytes
+_MAX_BYTES = 128  # an event line is at most 'arp-add ' + MAC + ' ' + IPv4 + '\n' = 42 bytes
 # A file still without its newline this long after it was made: its writer died between open and write.
 STALE_SECONDS = 10.0
 
@@ -41,7 +42,7 @@ def parse_event(action: str, mac: str, ip: str, when: int = 0) -> LeaseEvent:
     mac = names.parse_mac(mac)
     address = names.parse_ip(ip)
     if action not in ACTIONS:
-        raise InputError(f"lease event {action!r} is not add, old or del")
+        raise InputError(f"lease event {action!r} is not add, old, del, arp-add or arp-del")
     return LeaseEvent(action, mac, address, when)
 
 

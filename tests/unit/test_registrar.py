@@ -68,6 +68,19 @@ def test_the_hook_queues_lease_events_in_order_and_nothing_else(frontend: Sysroo
     assert [p.name for p in leasequeue.queued_files(frontend)] == [f"{i:012d}.ev" for i in (1, 2, 3)]
 
 
+def test_without_leases_of_its_own_the_hook_queues_arp_add(frontend: Sysroot) -> None:
+    """network.dhcp proxy: dnsmasq sees nodes only in its ARP table, so arp-add registers them."""
+    config = frontend.path("/etc/kestrel/kestrel.yaml")
+    config.write_text(config.read_text().replace("network:\n", "network:\n  dhcp: proxy\n", 1))
+    assert kestrel("reconfigure", frontend.root, "-q", "--frontend").returncode == 0
+    hook(frontend, "arp-add", mac(1), ip(1))
+    hook(frontend, "arp-del", mac(1), ip(1))
+    assert queued(frontend) == [f"arp-add {mac(1)} {ip(1)}\n"]
+    drain(frontend)
+    ((node, state),) = [(n, load_states(frontend)[n.mac]) for n in load_registry(frontend)]
+    assert (node.mac, str(node.ip), state.state) == (mac(1), ip(1), State.UP)
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
