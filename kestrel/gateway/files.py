@@ -72,12 +72,13 @@ def desired_files(root: Sysroot, config: Config, nodes: list[Node], states: Stat
             *out,
             Desired(NGINX_PATH, encode(render(root, "gateway-nginx.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         ]
-    unit = render(root, "haproxy.service.conf", config_file=root.sys(HAPROXY_PATH))
-    return [
-        *out,
-        Desired(HAPROXY_PATH, encode(render(root, "gateway-haproxy.cfg", **ctx)), on_change=("haproxy", Action.RELOAD)),
-        Desired(HAPROXY_DROPIN, encode(unit), on_change=("haproxy", Action.RESTART)),
-    ]
+    out.append(
+        Desired(HAPROXY_PATH, encode(render(root, "gateway-haproxy.cfg", **ctx)), on_change=("haproxy", Action.RELOAD))
+    )
+    if root.uses_systemd:  # Debian's unit reads Kestrel's config too; the lab starts HAProxy itself
+        unit = render(root, "haproxy.service.conf", config_file=root.sys(HAPROXY_PATH))
+        out.append(Desired(HAPROXY_DROPIN, encode(unit), on_change=("haproxy", Action.RESTART)))
+    return out
 
 
 def haproxy_argv(root: Sysroot) -> list[str]:

@@ -19,7 +19,7 @@ from kestrel.lab import tree as lab_tree
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import NodeState, State
 from kestrel.plan import Action, ServiceAction
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import ServiceMode, Sysroot
 from tests.conftest import write_config
 
 BASE = "modules: [core, web, gateway]\n"
@@ -68,7 +68,7 @@ def test_backends_are_the_groups_nodes_not_down_in_name_order(tmp_path: Path) ->
 
 
 def test_haproxy_files(tmp_path: Path) -> None:
-    root = Sysroot(tmp_path / "t")
+    root = Sysroot(tmp_path / "t", ServiceMode.SYSTEMD)
     config = config_of(tmp_path, f"{BASE}gateway: {{group: web, balance: leastconn, listen: [10.10.0.1, 127.0.0.1]}}\n")
     wanted = {d.path: d for d in files.desired_files(root, config, NODES, {})}
     assert set(wanted) == {files.PAGE_503, files.HAPROXY_PATH, files.HAPROXY_DROPIN}
@@ -90,6 +90,9 @@ def test_haproxy_files(tmp_path: Path) -> None:
     assert "node03" not in cfg
     assert f"-f {root.sys(files.HAPROXY_PATH)}" in wanted[files.HAPROXY_DROPIN].content.decode()
     assert "No web server of group <b>web</b>" in wanted[files.PAGE_503].content.decode()
+    # The lab's HAProxy is Kestrel's own process: no drop-in for a unit.
+    lab = {d.path for d in files.desired_files(Sysroot(tmp_path / "lab"), config, NODES, {})}
+    assert lab == {files.PAGE_503, files.HAPROXY_PATH}
 
 
 def test_nginx_files_and_the_empty_group(tmp_path: Path) -> None:
