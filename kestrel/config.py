@@ -195,6 +195,20 @@ class Users(_Section):
         return self
 
 
+class Slurm(_Section):
+    """The slurm module (modules: [..., slurm]): slurmctld and munge on the frontend, slurmd on the nodes."""
+
+    # SlurmctldHost's name: slurmctld starts only on the host of that name (default: this host's own name).
+    controller: Hostname | None = None
+    port: Port = 6817
+    # A node's RealMemory is its `slurmd -C` memory minus this: its root is a tmpfs overlay in the same RAM.
+    memory_headroom_mb: Annotated[StrictInt, Field(ge=0, le=1048576)] = 256
+    # False where slurmd cannot use cgroups (containers, cgroup v1 without systemd): proctrack/linuxproc, task/none.
+    cgroups: StrictBool = True
+    max_nodes: Annotated[StrictInt, Field(ge=1, le=65000)] = 1024  # MaxNodeCount: dynamic nodes that may join
+    slurmd_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60  # seconds before a silent node is DOWN
+
+
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
@@ -207,6 +221,7 @@ class Config(_Section):
     users: Users = Users()
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     switch: SwitchConfig | None = None
+    slurm: Slurm = Slurm()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

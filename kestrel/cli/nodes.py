@@ -16,6 +16,8 @@ from kestrel.frontend import node_changes, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import join as slurm_join
 from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -219,7 +221,10 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 @pass_context
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
-    registration.lease_event(ctx.root, ctx.config, action, mac, ip)
+    node = registration.lease_event(ctx.root, ctx.config, action, mac, ip)
+    # A lease (new, or renewed by a node that boots again) is a node starting: it joins Slurm once it answers SSH.
+    if node is not None and action in ("add", "old") and slurm_conf.enabled(ctx.config):
+        slurm_join.spawn_join(ctx.root, ctx.config_path, node.name)
 
 
 class _CommandAfterDashes(click.Command):
@@ -325,6 +330,28 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
         raise KestrelError(
             f"{len(bad)} of {len(checks)} nodes failed: " + ", ".join(f"{c.target.name} ({c.problems()})" for c in bad)
         )
+
+
+@command.command(
+    "slurm-join",
+    help="Push the munge key and each node's own Slurm line (from its `slurmd -C`) over SSH, then start munged "
+    "and slurmd: the node joins Slurm as a dynamic node (the slurm module; the lease hook does it at boot).",
+)
+@click.argument("node_names", metavar="[NODES]...", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=0, show_default=True, help="Seconds to wait for SSH.")
+@pass_context
+def slurm_join_command(ctx: Context, node_names: tuple[str, ...], group: str | None, wait: float) -> None:
+    if not slurm_conf.enabled(ctx.config):
+        raise InputError(f"{ctx.config_path}: modules: the slurm module is not enabled")
+    targets = fanout.select_targets(ctx.root, list(node_names), group)
+    results = slurm_join.join_nodes(ctx.root, ctx.config, targets, wait=wait)
+    for r in results:
+        if r.line is not None:
+            logger.info(f"{r.node}: {'joined' if r.restarted else 'already in'} Slurm ({r.line})")
+    bad = [r for r in results if r.line is None]
+    if bad:
+        raise KestrelError("; ".join(f"{r.node}: not joined ({r.why})" for r in bad))
 
 
 @command.command(

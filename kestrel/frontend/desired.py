@@ -17,6 +17,8 @@ from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
 from kestrel.plan import Action, Desired, Plan, plan_files
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import controller as slurm_controller
 from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, decode, encode, replace_block
 from kestrel.templates import render
 
@@ -124,9 +126,15 @@ def export_id(name: str, version: str, used: set[int]) -> int:
 def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
     nodes = registry.load_registry(root)
     images = [i for i in store.published_images(root) if i.bootable]
-    return plan_files(
+    plan = plan_files(
         root, desired_files(root, config, config_path, nodes, images), owned=_OWNED, directories=_directories(config)
     )
+    if slurm_conf.enabled(config):
+        # its folders and key first: slurmctld needs them before slurm.conf makes it reload
+        key = slurm_controller.key_plan(root)
+        plan.steps[:0] = [*slurm_controller.directories(root), *key.steps]
+        plan.merge(Plan([], key.actions))
+    return plan
 
 
 # Node files that go away with their node (node_files plans them).
@@ -138,6 +146,7 @@ _OWNED = [
     ("/etc/ganesha", "kestrel.conf"),
     ("/etc/ganesha", "kestrel-exports.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
+    (str(Path(slurm_controller.SLURMCTLD_DROPIN).parent), "kestrel.conf"),
 ]
 
 
@@ -166,6 +175,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
         http_url=http_url(config),
         netmask=config.network.network.netmask,
         range=config.network.dhcp_range,
+        slurm=slurm_conf.enabled(config),
         network=str(config.network.network),
         forward_dns=root.uses_systemd,
     )
@@ -198,6 +208,8 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
         out.append(Desired(registry.REGISTRY_PATH, encode(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
     out += _boot_files(root, config, images, ctx)
+    if slurm_conf.enabled(config):
+        out += slurm_controller.desired_files(root, config, nodes)
     return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
 
 

@@ -19,11 +19,15 @@ _HOST = {
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
+    "slurmctld": ("slurmctld", ["systemctl", "reload", "slurmctld"]),
+    "munge": ("munge", ["systemctl", "restart", "munge"]),
 }
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand.
 _WARN_ONLY = {"ssh"}
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
-_SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
+_SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha", "slurmctld"}  # slurmctld: SIGHUP is `scontrol reconfigure`
+# Services whose unit Kestrel gives a drop-in: systemd re-reads units before acting on them.
+_DROPINS = {"nfs-ganesha", "slurmctld"}
 
 
 def apply(root: Sysroot, plan: Plan) -> None:
@@ -46,7 +50,7 @@ def systemd_commands(a: ServiceAction) -> list[list[str]]:
     """The commands that carry out A on a real frontend (systemctl reload or restart of its unit)."""
     unit, reload_argv = _HOST[a.service]
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
-    if a.service == "nfs-ganesha":
+    if a.service in _DROPINS:
         return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
     return [argv]
 

@@ -29,25 +29,38 @@ from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry
+from kestrel.nodes import registry, ssh
 from kestrel.plan import Plan, plan_lines
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import controller as slurm_controller
+from kestrel.slurm import join as slurm_join
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
+SERVICES = ("dnsmasq", "nginx", "nfs-ganesha", slurm_controller.SERVICE)
 
 
 # -- up -------------------------------------------------------------------------------------------------
 
 
 def up(
-    root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False, timeout: float = 900.0
+    root: Sysroot,
+    count: int,
+    image: str | None,
+    prefix: str | None,
+    *,
+    rebuild: bool = False,
+    timeout: float = 900.0,
+    modules: list[str] | None = None,
 ) -> list[nodes.NodeProgress]:
-    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes."""
-    config_path, config = up_frontend(root, prefix)
+    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes; MODULES
+    are added to the lab's config (an image built without one of them is rebuilt)."""
+    before = _modules(root)
+    config_path, config = up_frontend(root, prefix, modules)
+    rebuild = rebuild or (before is not None and set(config.modules) - set(before) != set())
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):
@@ -58,19 +71,45 @@ def up(
         logger.info("Started the Wake-on-LAN listener")
     progress = nodes.start_nodes(root, config, count)
     nodes.wait_nodes(root, config, progress, timeout)
+    if slurm_conf.enabled(config) and progress:
+        _join_slurm(root, config, progress)
     return progress
 
 
-def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
-    """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
+def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = None) -> tuple[Path, Config]:
+    """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed), and
+    slurmctld with munged when the slurm module is on."""
     prefix = _prefix(root, prefix)
-    config_path = tree.prepare_tree(root, prefix)
+    config_path = tree.prepare_tree(root, prefix, modules)
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
+    if slurm_conf.enabled(config):
+        argv = slurm_controller.launcher_argv(root)
+        _start(root, slurm_controller.SERVICE, argv, config, ready_port=config.slurm.port, private_run=True)
     return config_path, config
+
+
+def _modules(root: Sysroot) -> list[str] | None:
+    """The modules of the lab's config as it is now (None: no config yet)."""
+    path = root.path(CONFIG_PATH)
+    return load_config(path).modules if path.exists() else None
+
+
+def _join_slurm(root: Sysroot, config: Config, progress: list[nodes.NodeProgress]) -> None:
+    """The booted nodes get the munge key and start slurmd. The lease hook started a join for each in the background
+    already: wait for those, then join what is left (a node that joined says so and is left alone)."""
+    targets = [ssh.Target(p.name, p.ip) for p in progress if p.name]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and any(supervisor.find(root, slurm_join.join_record(t.name)) for t in targets):
+        time.sleep(1)
+    for joined in slurm_join.join_nodes(root, config, targets):
+        if joined.line is None:
+            logger.warning(f"{joined.node}: did not join Slurm ({joined.why})")
+        else:
+            logger.info(f"{joined.node}: {'joined' if joined.restarted else 'in'} Slurm ({joined.line})")
 
 
 def _prefix(root: Sysroot, prefix: str | None) -> str:
@@ -162,11 +201,12 @@ def describe_up(
     rebuild: bool = False,
     timeout: float = 900.0,
     diff: bool = False,
+    modules: list[str] | None = None,
 ) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
     prefix = _prefix(root, prefix)
-    tree_plan, text = tree.plan_tree(root, prefix)
+    tree_plan, text = tree.plan_tree(root, prefix, modules)
     config_path = root.path(CONFIG_PATH)
     config = load_config(config_path, text)
     ns, bridge = tree.names_for(prefix)
@@ -184,6 +224,8 @@ def describe_up(
     lines += plan_lines(root, running, diff)
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
+    if slurm_conf.enabled(config):
+        lines += _would_start(root, slurm_controller.SERVICE, slurm_controller.launcher_argv(root))
     image = image or config.nodes.default_image
     build = rebuild or store.current(root, image) is None
     if build:
@@ -219,6 +261,9 @@ def down(root: Sysroot) -> list[str]:
             logger.info(f"Stopped VM {spec.name}")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
+    for node in registry.load_registry(root):
+        if supervisor.stop(root, slurm_join.join_record(node.name)):
+            logger.info(f"Stopped the Slurm join of {node.name}")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def names_for(prefix: str) -> tuple[str, str]:
     return topo.name("fe"), topo.name("br0")
 
 
-def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
-    """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices).
+def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: Sequence[str] = ()) -> str:
+    """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices),
+    and MODULES added to its modules (kept there for later runs).
 
     Round-trip YAML, so an admin's comments and edits of the lab's config survive a change of prefix.
     """
@@ -76,14 +78,19 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
         # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
         boot["cmdline"] = "console=ttyS0,115200 quiet"
         data["modules"] = yaml.load(json.dumps(LAB_MODULES))
+    have = data.setdefault("modules", yaml.load(json.dumps(LAB_MODULES)))
+    for module in modules:
+        if module not in have:
+            have.append(module)
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
 
 
-def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
+def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> tuple[Plan, str]:
     """ROOT/etc/kestrel from the shipped defaults on the first run (no config yet), and a config that names this
-    lab's devices: the plan (pure given the disk) and the config's text."""
+    lab's devices and has MODULES on: the plan (pure given the disk) and the config's text."""
+    modules = modules or []
     old = root.read(CONFIG_PATH)
     wanted = []
     if old is None:
@@ -98,16 +105,16 @@ def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
                         mode=path.stat().st_mode & 0o7777,
                     )
                 )
-        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True)
+        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, True, modules)
     else:
-        text = lab_config_text(old.decode(), prefix, fresh=False)
+        text = lab_config_text(old.decode(), prefix, False, modules)
     wanted.append(Desired(CONFIG_PATH, text.encode(), mode=None if old is not None else 0o644))
     return plan_files(root, wanted), text
 
 
-def prepare_tree(root: Sysroot, prefix: str) -> Path:
+def prepare_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> Path:
     """Carry out plan_tree, once the config it makes is known to be valid."""
-    plan, text = plan_tree(root, prefix)
+    plan, text = plan_tree(root, prefix, modules)
     config_path = root.path(CONFIG_PATH)
     load_config(config_path, text)
     apply_changes(root, plan)

@@ -22,7 +22,10 @@ def lab() -> Iterator[str]:
     try:
         # The tree, the services and the image first; the user before any node boots, since a user added
         # later is pushed to running nodes and into the image.
-        kestrel("kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--rebuild", timeout=1800)
+        # The slurm module on (kept in the lab's config for the later up): slurmctld, munged, slurmd in the image.
+        kestrel(
+            "kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--rebuild", "--modules", "slurm", timeout=1800
+        )
         if USER not in kestrel("kestrel-users", "list").stdout:
             kestrel("kestrel-users", "add", USER)
         up = kestrel("kestrel-lab", "up", "--nodes", "2", "--timeout", "600", timeout=900)
