@@ -212,8 +212,10 @@ class Slurm(_Section):
     port: Port = 6817
     # A node's RealMemory is its `slurmd -C` memory minus this: its root is a tmpfs overlay in the same RAM.
     memory_headroom_mb: Annotated[StrictInt, Field(ge=0, le=1048576)] = 256
-    # False where slurmd cannot use cgroups (containers, cgroup v1 without systemd): proctrack/linuxproc, task/none.
-    cgroups: StrictBool = True
+    # True: proctrack/cgroup + task/cgroup (and a cgroup.conf). Off by default: on bookworm's Slurm 22.05 a
+    # configless node's slurmstepd failed to set up cgroup/v2 (measured in the lab), and containers or cgroup v1
+    # without systemd cannot use them at all: proctrack/linuxproc + task/none.
+    cgroups: StrictBool = False
     max_nodes: Annotated[StrictInt, Field(ge=1, le=65000)] = 1024  # MaxNodeCount: dynamic nodes that may join
     slurmd_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60  # seconds before a silent node is DOWN
 

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 from kestrel.config import Config
 
 SLURM_CONF = "/etc/slurm/slurm.conf"
+CGROUP_CONF = "/etc/slurm/cgroup.conf"
 MUNGE_KEY = "/etc/munge/munge.key"
 STATE_DIR = "/var/lib/slurm/slurmctld"
 LOG_DIR = "/var/log/slurm"

@@ -46,9 +46,12 @@ def slurm_conf(root: Sysroot, config: Config, nodes: list[Node], controller: str
 
 
 def desired_files(root: Sysroot, config: Config, nodes: list[Node]) -> list[Desired]:
-    """slurm.conf (a change reconfigures slurmctld) and, for systemd, slurmctld's drop-in."""
+    """slurm.conf (a change reconfigures slurmctld), cgroup.conf with slurm.cgroups (configless nodes fetch it
+    only when slurmctld starts: a restart), and, for systemd, slurmctld's drop-in."""
     text = slurm_conf(root, config, nodes, controller_name(config))
+    cgroup = [Desired(conf.CGROUP_CONF, encode(render(root, "cgroup.conf")), on_change=(SERVICE, Action.RESTART))]
     return [
+        *(cgroup if config.slurm.cgroups else []),
         Desired(conf.SLURM_CONF, encode(text), on_change=(SERVICE, Action.RELOAD)),
         Desired(SLURMCTLD_DROPIN, encode(render(root, "slurmctld.service.conf")), on_change=(SERVICE, Action.RESTART)),
     ]
@@ -89,12 +92,21 @@ def _owner(user: str) -> tuple[int, int]:
 
 def launcher_argv(root: Sysroot) -> list[str]:
     """munged and slurmctld in one process group (the lab), meant for a private /run: munge's socket at its
-    usual path there, so the slurm.conf that nodes fetch names no path of the frontend's tree."""
+    usual path there, so the slurm.conf that nodes fetch names no path of the frontend's tree.
+
+    slurmctld looks up a job's user (getpwuid) to make its credential; the lab's cluster users live only in the
+    tree's /etc/passwd and /etc/group, so slurmctld's mount namespace sees the host's files with them appended,
+    kept current every few seconds (written in place: the bind mounts hold the inodes)."""
     munged = runner.which("munged") or "munged"
     slurmctld = runner.which("slurmctld") or "slurmctld"
     script = (
-        'install -d -o munge -g munge -m 0755 /run/munge && runuser -u munge -- "$1" -F --key-file="$3" '
-        '--log-file="$4" --seed-file="$5" & '
+        "install -d -o munge -g munge -m 0755 /run/munge || exit 1; "
+        'runuser -u munge -- "$1" -F --key-file="$3" --log-file="$4" --seed-file="$5" & '
+        "for f in passwd group; do touch /run/host-$f /run/kestrel-$f && mount --bind /etc/$f /run/host-$f || exit 1; "
+        'done; merge() { for f in passwd group; do cat /run/host-$f "$1/etc/$f" > /run/kestrel-$f.new 2>/dev/null; '
+        "cmp -s /run/kestrel-$f.new /run/kestrel-$f || cat /run/kestrel-$f.new > /run/kestrel-$f; done; }; "
+        'merge "$7"; for f in passwd group; do mount --bind /run/kestrel-$f /etc/$f || exit 1; done; '
+        '(while sleep 3; do merge "$7"; done) & '
         "i=0; while [ ! -S /run/munge/munge.socket.2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; "
         'exec "$2" -D -f "$6"'
     )
@@ -109,4 +121,5 @@ def launcher_argv(root: Sysroot) -> list[str]:
         root.sys(f"{MUNGE_LOG}/munged.log"),
         root.sys(f"{MUNGE_STATE}/munged.seed"),
         root.sys(conf.SLURM_CONF),
+        str(root.root),
     ]

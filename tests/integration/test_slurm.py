@@ -4,7 +4,7 @@ line Kestrel makes from its `slurmd -C`; `srun -N2 hostname` answers from both.
 
 The nodes are namespaces of this host, not machines: each gets its own network, host name and /run (its munge
 socket, slurmd's pid), a tmpfs for slurmd's spool and log, and a munged of its own with the frontend's key. The
-host has no systemd and mixed cgroup v1 mounts, so the tree renders `slurm.cgroups: false` (proctrack/linuxproc).
+host has no systemd and mixed cgroup v1 mounts: the default `slurm.cgroups: false` (proctrack/linuxproc) holds.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def tree() -> Iterator[Sysroot]:
 def cluster(topology: Topology, tree: Sysroot) -> Iterator[Sysroot]:
     text = tree.path("/etc/kestrel/kestrel.yaml").read_text()
     text = text.replace("modules: [core, nfsroot, sshd, openmpi]", "modules: [core, nfsroot, sshd, slurm]")
-    config_path = write_config(tree, text + "slurm:\n  cgroups: false\n  slurmd_timeout: 10\n")
+    config_path = write_config(tree, text + "slurm:\n  slurmd_timeout: 10\n")
     config = load_config(config_path)
     fe = topology.add_netns("fe")
     topology.add_bridge(fe, "br0", str(config.network.address))

@@ -40,7 +40,7 @@ def slurm_tree(tree: Sysroot, extra: str = "") -> Path:
     return path
 
 
-@pytest.mark.parametrize(("case", "extra"), [("slurm.conf", ""), ("slurm-no-cgroups.conf", "  cgroups: false\n")])
+@pytest.mark.parametrize(("case", "extra"), [("slurm.conf", ""), ("slurm-cgroups.conf", "  cgroups: true\n")])
 def test_slurm_conf_has_a_partition_per_group(tree: Sysroot, update_golden: bool, case: str, extra: str) -> None:
     config = load_config(slurm_tree(tree, extra))
     text = controller.slurm_conf(tree, config, registry.load_registry(tree), "frontend")
@@ -49,6 +49,8 @@ def test_slurm_conf_has_a_partition_per_group(tree: Sysroot, update_golden: bool
     assert "PartitionName=gpu Nodes=group_gpu Default=NO" in text
     assert "NodeName=" not in text  # dynamic nodes: a NodeName line would need a slurmctld restart to add
     if extra:
+        assert "ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup,task/affinity" in text
+    else:
         assert "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none" in text and "cannot use cgroups" in text
 
 
@@ -122,3 +124,4 @@ def test_munge_key_is_made_once_0400_owned_by_munge(tree: Sysroot) -> None:
     dnsmasq = tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
     assert "srv-host=_slurmctld._tcp.cluster.local,frontend.cluster.local,6817" in dnsmasq
     assert tree.path(controller.SLURMCTLD_DROPIN).read_text().count("munge.service") == 2
+    assert not tree.path(conf.CGROUP_CONF).exists()  # only with slurm.cgroups
