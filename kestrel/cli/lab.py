@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from kestrel import names, runner
+from kestrel import runner
 from kestrel.cli.common import (
     Context,
     dry_run_options,
@@ -23,14 +23,25 @@ from kestrel.cli.common import (
     run,
 )
 from kestrel.config import CONFIG_PATH
-from kestrel.errors import InputError, KestrelError
+from kestrel.errors import KestrelError
 from kestrel.frontend import registration
 from kestrel.lab import cluster as lab
 from kestrel.lab import tree
+from kestrel.names import parse_label
 from kestrel.nodes import fanout
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
+
+
+def parse_modules(value: str | None) -> list[str]:
+    """--modules a,b: module names (checked like the config's), in order, without repeats."""
+    found: list[str] = []
+    for part in (value or "").split(","):
+        name = part.strip()
+        if name and name not in found:
+            found.append(parse_label(name, "module name (--modules)"))
+    return found
 
 
 def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,15 +84,14 @@ def command() -> None:
 @click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
+@click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True, help="Seconds to wait for SSH.")
 @click.option(
     "--modules",
-    "modules_text",
-    metavar="A,B",
-    default="",
-    help="Modules to turn on (comma list, e.g. slurm): added to the lab's config and kept for later ups; "
-    "the image is rebuilt with them.",
+    "modules",
+    callback=lambda _c, _p, value: parse_modules(value),
+    help="Modules to add to the lab's config, a comma list (kept for later ups), e.g. web,gateway,slurm; "
+    "an image built without one of them is rebuilt.",
 )
-@click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True, help="Seconds to wait for SSH.")
 @dry_run_options
 @pass_context
 def up(
@@ -90,12 +100,11 @@ def up(
     image: str | None,
     prefix: str | None,
     rebuild: bool,
-    modules_text: str,
     timeout: float,
+    modules: list[str],
     dry_run: bool,
     diff: bool,
 ) -> None:
-    modules = parse_modules(modules_text)
     if dry_run:
         lines = lab.describe_up(
             ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules
@@ -123,17 +132,6 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   kestrel-lab ssh {first}                            # a shell on a node
   kestrel-vm stop {first}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
   kestrel-lab down                               # stop everything, remove the namespace""")
-
-
-def parse_modules(text: str) -> list[str]:
-    """--modules a,b: module names (each a name, checked before it reaches the config)."""
-    found = [part.strip() for part in text.split(",") if part.strip()]
-    for module in found:
-        try:
-            names.check_name(module, "module")
-        except ValueError as e:
-            raise InputError(f"--modules: {e}") from None
-    return found
 
 
 @command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +9,10 @@ from pathlib import Path
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx, units
+from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, registry
+from kestrel.nodes import hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -65,6 +65,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "leases": root.sys(config.network.leases_file),
         "dns_hosts": root.sys(DNS_HOSTS),
         "lease_hook": root.sys(LEASE_HOOK),
+        "queue": root.sys(leasequeue.QUEUE_DIR),
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
         "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),
@@ -138,7 +139,7 @@ def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
 
 
 # Node files that go away with their node (node_files plans them).
-NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*")]
+NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*"), *gateway.OWNED]
 _OWNED = [
     *NODE_OWNED,
     (f"{HTTP_ROOT}/boot", "*.ipxe"),
@@ -164,6 +165,7 @@ def _directories(config: Config) -> list[str]:
         nfs.GANESHA_STATE,
         NGINX_STATE,
         str(Path(config.network.leases_file).parent),
+        leasequeue.QUEUE_DIR,
     ]
 
 
@@ -182,6 +184,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
         network=str(config.network.network),
         network_address=str(config.network.network.network_address),
         forward_dns=root.uses_systemd,
+        gateway_site=gateway.nginx_include(root, config),
     )
 
 
@@ -190,20 +193,7 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     ctx = _context(root, config, images)
     out = [
         Desired(dnsmasq.CONF_PATH, encode(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
-        Desired(
-            LEASE_HOOK,
-            encode(
-                render(
-                    root,
-                    "lease-hook",
-                    python=sys.executable,
-                    tree=str(root.root),
-                    config_path=str(config_path),
-                    registry=root.sys(registry.REGISTRY_PATH),
-                )
-            ),
-            mode=0o755,
-        ),
+        Desired(LEASE_HOOK, encode(render(root, "lease-hook", **ctx)), mode=0o755),
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
     ]
     if not root.uses_systemd:  # the lab's own nginx; a real frontend's is Debian's, which includes the site
@@ -227,7 +217,7 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
 
 def node_files(root: Sysroot, config: Config, nodes: list[Node], images: Images, states: States) -> list[Desired]:
     """Only the files that follow from the nodes (what a registry change rewrites, on the lease hook's path):
-    both hosts files, the hostfiles and the per-MAC pxelinux menus."""
+    both hosts files, the hostfiles, the per-MAC pxelinux menus and the gateway's config."""
     return _node_files(root, config, nodes, images, states, _context(root, config, images))
 
 
@@ -245,6 +235,7 @@ def _node_files(
     ]
     if config.boot.method is BootMethod.PXELINUX:
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
+    out += gateway.desired_files(root, config, nodes, states)
     return out + hostfiles.desired_hostfiles(root, config, nodes, states)
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend import dnsmasq, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
+from kestrel.gateway import backends as gateway_backends
+from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
@@ -40,7 +42,7 @@ from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("dnsmasq", "nginx", "nfs-ganesha", slurm_controller.SERVICE)
+SERVICES = ("registrar", "dnsmasq", "nginx", "nfs-ganesha", "haproxy", slurm_controller.SERVICE)
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -77,19 +79,28 @@ def up(
 
 
 def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = None) -> tuple[Path, Config]:
-    """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed), and
-    slurmctld with munged when the slurm module is on."""
+    """The tree, the namespace with its bridge, the frontend's files, dnsmasq, nginx, the gateway's HAProxy and
+    slurmctld with munged when their modules are on (no image needed)."""
     prefix = _prefix(root, prefix)
-    config_path = tree.prepare_tree(root, prefix, modules)
+    config_path = tree.prepare_tree(root, prefix, modules or [])
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
+    # Before dnsmasq, which queues an `old` event for every lease it loads.
+    _start(root, "registrar", dnsmasq.registrar_argv(root, config_path), config, ready_log=registrar.READY)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
+    if _runs_haproxy(config):
+        ready = (gateway.listen_addresses(config)[0], config.gateway.port)
+        _start(root, "haproxy", gateway.haproxy_argv(root), config, ready_at=ready)
     if slurm_conf.enabled(config):
         argv = slurm_controller.launcher_argv(root)
         _start(root, slurm_controller.SERVICE, argv, config, ready_port=config.slurm.port, private_run=True)
     return config_path, config
+
+
+def _runs_haproxy(config: Config) -> bool:
+    return gateway_backends.is_enabled(config) and gateway.service_of(config) == "haproxy"
 
 
 def _modules(root: Sysroot) -> list[str] | None:
@@ -153,8 +164,11 @@ def _start(
     *,
     ready_log: str | None = None,
     ready_port: int | None = None,
+    ready_at: tuple[str, int] | None = None,
     private_run: bool = False,
 ) -> None:
+    """Start NAME unless it runs; ready when READY_LOG is in its log, or READY_PORT (on the frontend's address)
+    or READY_AT (host, port) answers."""
     if supervisor.find(root, name):
         return
     record = supervisor.start(root, name, argv, netns=config.network.netns, private_run=private_run)
@@ -162,7 +176,9 @@ def _start(
     if ready_log:
         ok = supervisor.wait_for_log(record, ready_log, 20)
     if ready_port:
-        ok = wait_port(config.network.netns, str(config.network.ip), ready_port, 30)
+        ready_at = (str(config.network.ip), ready_port)
+    if ready_at:
+        ok = wait_port(config.network.netns, *ready_at, 30)
     if not ok or not supervisor.find(root, name):
         tail = Path(record.log).read_text(errors="replace")[-600:] if Path(record.log).exists() else ""
         supervisor.stop(root, name)
@@ -206,7 +222,7 @@ def describe_up(
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
     prefix = _prefix(root, prefix)
-    tree_plan, text = tree.plan_tree(root, prefix, modules)
+    tree_plan, text = tree.plan_tree(root, prefix, modules or [])
     config_path = root.path(CONFIG_PATH)
     config = load_config(config_path, text)
     ns, bridge = tree.names_for(prefix)
@@ -222,6 +238,7 @@ def describe_up(
     # the services the lab runs are its own: only those running now are reloaded, the others are started below
     running = Plan(frontend.steps, [a for a in frontend.actions if supervisor.find(root, a.service)])
     lines += plan_lines(root, running, diff)
+    lines += _would_start(root, "registrar", dnsmasq.registrar_argv(root, config_path))
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
     if slurm_conf.enabled(config):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,9 +58,9 @@ def names_for(prefix: str) -> tuple[str, str]:
     return topo.name("fe"), topo.name("br0")
 
 
-def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: Sequence[str] = ()) -> str:
+def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: list[str] | None = None) -> str:
     """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices),
-    and MODULES added to its modules (kept there for later runs).
+    MODULES added to its modules (kept for later ups: kestrel-lab up --modules).
 
     Round-trip YAML, so an admin's comments and edits of the lab's config survive a change of prefix.
     """
@@ -78,8 +77,8 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: Sequence[st
         # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
         boot["cmdline"] = "console=ttyS0,115200 quiet"
         data["modules"] = yaml.load(json.dumps(LAB_MODULES))
-    have = data.setdefault("modules", yaml.load(json.dumps(LAB_MODULES)))
-    for module in modules:
+    for module in modules or []:
+        have = data.setdefault("modules", yaml.load(json.dumps(LAB_MODULES)))
         if module not in have:
             have.append(module)
     out = io.StringIO()
@@ -90,7 +89,6 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: Sequence[st
 def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> tuple[Plan, str]:
     """ROOT/etc/kestrel from the shipped defaults on the first run (no config yet), and a config that names this
     lab's devices and has MODULES on: the plan (pure given the disk) and the config's text."""
-    modules = modules or []
     old = root.read(CONFIG_PATH)
     wanted = []
     if old is None:
@@ -105,9 +103,9 @@ def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> t
                         mode=path.stat().st_mode & 0o7777,
                     )
                 )
-        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, True, modules)
+        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True, modules=modules)
     else:
-        text = lab_config_text(old.decode(), prefix, False, modules)
+        text = lab_config_text(old.decode(), prefix, fresh=False, modules=modules)
     wanted.append(Desired(CONFIG_PATH, text.encode(), mode=None if old is not None else 0o644))
     return plan_files(root, wanted), text
 

@@ -12,6 +12,9 @@ from kestrel.net import netns
 from tests.conftest import need_root
 from tests.e2e.lab import ROOT, USER, kestrel
 
+# Modules on in the lab beyond its defaults, for the e2e files that test them.
+MODULES = "web,gateway,slurm"
+
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[str]:
@@ -22,9 +25,8 @@ def lab() -> Iterator[str]:
     try:
         # The tree, the services and the image first; the user before any node boots, since a user added
         # later is pushed to running nodes and into the image.
-        # The slurm module on (kept in the lab's config for the later up): slurmctld, munged, slurmd in the image.
         kestrel(
-            "kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--rebuild", "--modules", "slurm", timeout=1800
+            "kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--modules", MODULES, "--rebuild", timeout=1800
         )
         if USER not in kestrel("kestrel-users", "list").stdout:
             kestrel("kestrel-users", "add", USER)

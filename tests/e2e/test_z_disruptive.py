@@ -6,16 +6,13 @@ import time
 
 import pytest
 
-from tests.e2e.lab import kestrel, on, wait_states
+from tests.e2e.lab import kestrel, on
 
 
 def test_power_off_then_wake_on_lan(lab: str) -> None:
-    """Also Slurm's view: the stopped node goes DOWN, and is idle again once it is back, with no hand edit."""
     kestrel("kestrel-vm", "stop", "node02")
     gone = kestrel("kestrel-nodes", "exec", "--connect-timeout", "3", "node02", "--", "true", check=False)
     assert gone.returncode == 1
-    down = wait_states({"node02": "down*", "node01": "idle"}, 300)
-    print(f"node02 DOWN in Slurm {down:.0f} s after it stopped")
     wake = kestrel("kestrel-nodes", "wake", "node02")
     assert "Sent magic packet for node02 (" in wake.stderr
     deadline = time.monotonic() + 600
@@ -26,7 +23,4 @@ def test_power_off_then_wake_on_lan(lab: str) -> None:
         time.sleep(5)
     else:
         pytest.fail("node02 did not answer SSH within 600 s of its magic packet")
-    # The lease hook's slurm-join pushes the key and starts slurmd once SSH answers.
-    idle = wait_states({"node02": "idle"}, 60)
-    print(f"node02 idle in Slurm {idle:.1f} s after its SSH was ready")
     assert on("node02", "hostname") == "node02: node02\n"
