@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
-  shellcheck"
+  shellcheck chromium"
 
 # The packages not installed yet, one argument each (the script takes no arguments of its own).
 set --

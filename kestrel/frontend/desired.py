@@ -12,7 +12,7 @@ from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, registry
+from kestrel.nodes import bootlog, hostfiles, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -28,6 +28,7 @@ DNS_HOSTS = "/etc/kestrel/hosts"
 LEASE_HOOK = "/usr/local/lib/kestrel/lease-hook"
 ETC_HOSTS = "/etc/hosts"
 NGINX_STATE = "/var/lib/kestrel/nginx"
+MONITOR_UNIT = "/etc/systemd/system/kestrel-monitor.service"  # a real frontend's status monitor (systemd)
 
 # (host file, name in the TFTP root, required for the method)
 _LOADERS = {
@@ -87,6 +88,8 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
         "rootovl",
         "net.ifnames=0",
         "panic=30",
+        # the initramfs fetches this once the root is mounted: the status's root-mounted stage
+        f"kestrel.mounted={http_url(config)}{bootlog.MOUNTED_PATH}",
         config.boot.cmdline,
         image.cmdline,
     ]
@@ -193,6 +196,11 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
         Desired(nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
+    if root.uses_systemd:
+        unit = render(
+            root, "kestrel-monitor.service", python=sys.executable, tree=str(root.root), config_path=str(config_path)
+        )
+        out.append(Desired(MONITOR_UNIT, encode(unit), on_change=("kestrel-monitor", Action.RESTART)))
     if root.read(registry.REGISTRY_PATH) is None:
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
         out.append(Desired(registry.REGISTRY_PATH, encode(registry.format_registry([]))))

@@ -19,6 +19,7 @@ _HOST = {
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
+    "kestrel-monitor": ("kestrel-monitor", ["systemctl", "restart", "kestrel-monitor"]),
 }
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand.
 _WARN_ONLY = {"ssh"}
@@ -48,6 +49,8 @@ def systemd_commands(a: ServiceAction) -> list[list[str]]:
     argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
     if a.service == "nfs-ganesha":
         return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
+    if a.service == "kestrel-monitor":  # Kestrel's own unit: it changed, so systemd re-reads it; it starts at boot
+        return [["systemctl", "daemon-reload"], ["systemctl", "enable", "kestrel-monitor"], argv]
     return [argv]
 
 

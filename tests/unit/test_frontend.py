@@ -12,7 +12,7 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
-from kestrel.frontend import dnsmasq, nfs, nginx, services
+from kestrel.frontend import desired, dnsmasq, nfs, nginx, services
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.plan import Action, ServiceAction
 from kestrel.sysroot import ServiceMode, Sysroot
@@ -143,12 +143,16 @@ def test_real_frontend_golden_tree_and_systemd_actions(
     assert systemctl.ran == [
         ["systemctl", "restart", "dnsmasq"],
         ["systemctl", "restart", "nginx"],
+        ["systemctl", "daemon-reload"],  # Kestrel's own unit, the status monitor: enabled, (re)started
+        ["systemctl", "enable", "kestrel-monitor"],
+        ["systemctl", "restart", "kestrel-monitor"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
     ]
-    assert said[-3:] == [
+    assert said[-4:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
         f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+        f"Restarted kestrel-monitor ({desired.MONITOR_UNIT} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
     ]
 
