@@ -354,7 +354,7 @@ def wake_command(
     )
 
 
-for _operation in (operations.status_command, operations.monitor_command):
+for _operation in operations.COMMANDS:
     command.add_command(_operation)
 
 

@@ -8,8 +8,9 @@ import click
 
 from kestrel.cli.common import Context, json_option, pass_context, print_json, print_table
 from kestrel.errors import InputError
-from kestrel.nodes import probes, registry
-from kestrel.status import monitor, page, report
+from kestrel.nodes import fanout, probes, registry, ssh
+from kestrel.nodes.power import Power
+from kestrel.status import monitor, page, report, rollout
 
 STATUS_COLUMNS = ["name", "state", "stage", "since", "last_seen", "image", "version", "drift", "uptime", "load"]
 
@@ -84,3 +85,54 @@ def status_command(
 @pass_context
 def monitor_command(ctx: Context, once: bool) -> None:
     monitor.run_monitor(ctx.root, ctx.config, once=once)
+
+
+def _power_targets(ctx: Context, names: tuple[str, ...], group: str | None, everything: bool) -> list[ssh.Target]:
+    if not (names or group or everything):
+        raise InputError("name the nodes, or give --group G or --all")
+    if everything and (names or group):
+        raise InputError("--all takes no node names and no --group")
+    return fanout.select_targets(ctx.root, list(names), group)
+
+
+def _power_command(action: Power, waits_for: str) -> click.Command:
+    @click.command(
+        str(action),
+        help=f"{'Power off' if action is Power.POWEROFF else 'Reboot'} nodes over SSH, gracefully (systemd on the "
+        f"node). --wait returns once they are {waits_for}. A node that cannot be reached is named, in one line.",
+    )
+    @click.argument("node_names", metavar="[NODES]...", nargs=-1)
+    @click.option("--group", help="Every node of this group.")
+    @click.option("--all", "everything", is_flag=True, help="Every registered node.")
+    @click.option("--wait", is_flag=True, help=f"Return once they are {waits_for}.")
+    @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds --wait waits.")
+    @pass_context
+    def power_command(
+        ctx: Context, node_names: tuple[str, ...], group: str | None, everything: bool, wait: bool, timeout: float
+    ) -> None:
+        targets = _power_targets(ctx, node_names, group, everything)
+        rollout.power_nodes(ctx.root, ctx.config, targets, action, wait=wait, timeout=timeout)
+
+    return power_command
+
+
+poweroff_command = _power_command(Power.POWEROFF, "down (no longer answering SSH)")
+reboot_command = _power_command(Power.REBOOT, "back from a new boot and SSH-ready")
+
+
+@click.command(
+    "rollout",
+    help="Reboot the up nodes whose booted image version is not the current one (status: 'reboot to update'), "
+    "--batch at a time; each batch must be back, SSH-ready on the current version, before the next. Stops at "
+    "the first node that does not come back.",
+)
+@click.option("--group", help="Only this group.")
+@click.option("--batch", type=click.IntRange(1, 10000), default=1, show_default=True, help="Nodes rebooted at once.")
+@click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds a batch may take.")
+@pass_context
+def rollout_command(ctx: Context, group: str | None, batch: int, timeout: float) -> None:
+    rows = current_status(ctx, (), group)
+    rollout.rollout(ctx.root, ctx.config, rows, batch=batch, timeout=timeout)
+
+
+COMMANDS = [status_command, monitor_command, poweroff_command, reboot_command, rollout_command]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
+from kestrel import runner
 from kestrel.errors import InputError
+from kestrel.nodes import ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.stages import Event, Stage
 from kestrel.sysroot import Sysroot
@@ -54,6 +56,17 @@ def parse_answer(output: str) -> Answer:
         )
     except (KeyError, ValueError):
         raise ValueError(f"unexpected answer to the probe: {output[:120]!r}") from None
+
+
+def probe(pool: ssh.Pool, target: ssh.Target, timeout: float) -> Answer | str:
+    """One SSH read of PROBE_COMMAND on TARGET through POOL: its answer, or why it gave none (a short sentence)."""
+    result = runner.run([PROBE_COMMAND], via=pool.on(target), timeout=timeout, check=False)
+    if not result.ok:
+        return result.why()
+    try:
+        return parse_answer(result.stdout)
+    except ValueError as e:
+        return str(e)
 
 
 def answered(probes: Probes, mac: str, now: float, answer: Answer) -> Probes:

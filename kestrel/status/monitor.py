@@ -45,16 +45,7 @@ def probe_timeout(config: Config) -> float:
 
 
 def probe_one(pool: ssh.Pool, node: Node, timeout: float) -> Answer | str:
-    """One SSH read of PROBE_COMMAND on NODE: its answer, or why it gave none (one short sentence)."""
-    result = runner.run(
-        [probes.PROBE_COMMAND], via=pool.on(ssh.Target(node.name, str(node.ip))), timeout=timeout, check=False
-    )
-    if not result.ok:
-        return result.why()
-    try:
-        return probes.parse_answer(result.stdout)
-    except ValueError as e:
-        return str(e)
+    return probes.probe(pool, ssh.Target(node.name, str(node.ip)), timeout)
 
 
 def apply_answer(found: Probes, mac: str, at: float, answer: Answer | str) -> Probes:

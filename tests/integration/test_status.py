@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import struct
-import time
 from pathlib import Path
 
 from kestrel import runner, supervisor
@@ -22,12 +21,12 @@ from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot
 from tests.conftest import REPO, eventually, need_root
 from tests.integration import sshnodes
+from tests.integration.test_exec import VENV, kestrel
 from tests.integration.test_frontend_services import dhcp
 from tests.unit.test_frontend import publish_fake_image
 
 FE = "10.10.0.1"
 MAC = "52:54:00:10:00:01"
-VENV = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))
 SCREENSHOT = REPO / "docs" / "status-page.png"
 
 
@@ -52,21 +51,20 @@ def test_a_node_walks_the_stages_and_the_page_follows(topology: Topology, tmp_pa
         for name, argv in (("dnsmasq", dnsmasq.foreground_argv(root)), ("nginx", nginx.foreground_argv(root))):
             supervisor.start(root, name, argv, netns=c.frontend)
         assert eventually(lambda: "started, version" in _text(root.path(dnsmasq.LOG_PATH)), 20)
-        monitor = supervisor.start(root, "monitor", _program("kestrel-nodes", root, "monitor"), netns=c.frontend)
+        argv = [str(VENV / "kestrel-nodes"), "--root", str(root.root), "monitor"]
+        monitor = supervisor.start(root, "monitor", argv, netns=c.frontend)
         assert supervisor.wait_for_log(monitor, "Monitoring 1 nodes", 30), _text(Path(monitor.log))
         assert eventually(lambda: _page(root) is not None, 10)
         assert _cli_stage(c, root) == "registered" and _page(root) == "registered"
 
-        latencies = _walk(c, root, ns, dev, tmp_path)
-        assert max(latencies.values()) < 2.0, latencies
-        (tmp_path / "latencies.json").write_text(json.dumps(latencies))
+        _walk(c, root, ns, dev, tmp_path)  # bench/bench_status.py measures how soon a stage shows
 
-        rows = json.loads(_program_run(c, root, "status", "--json").stdout)
+        rows = json.loads(_status(c, "--json"))
         assert [(r["name"], r["state"], r["stage"], r["booted_version"], r["drift"]) for r in rows] == [
             ("node01", "up", "ssh-ready", "1", False)
         ]
         assert rows[0]["uptime_seconds"] >= 0 and len(rows[0]["load"]) == 3
-        table = _program_run(c, root, "status").stdout.splitlines()
+        table = _status(c).splitlines()
         assert table[0].split() == ["NAME", "STATE", "STAGE", "SINCE", "LAST_SEEN", "IMAGE", "VERSION", "DRIFT"] + [
             "UPTIME",
             "LOAD",
@@ -79,14 +77,12 @@ def test_a_node_walks_the_stages_and_the_page_follows(topology: Topology, tmp_pa
         # a new image version: the node now drifts ("reboot to update"), on the command line and on the page
         publish_fake_image(root, sshnodes.IMAGE, "2")
         assert eventually(lambda: "reboot to update" in _text(root.path("/srv/kestrel/http/status/index.html")), 2)
-        assert "reboot to update" in _program_run(c, root, "status").stdout
+        assert "reboot to update" in _status(c)
 
         # the node stops answering (its link goes down, as a crashed machine): marked down within down_after (4 s),
         # in the state file and the hostfiles too
         runner.run(["ip", "-n", ns, "link", "set", dev, "down"])
-        stopped = time.monotonic()
-        assert eventually(lambda: _page(root) == "down", 6, 0.1), _text(Path(monitor.log))
-        assert time.monotonic() - stopped < 4 + 1
+        assert eventually(lambda: _page(root) == "down", 4 + 1, 0.1), _text(Path(monitor.log))
         assert not nodestate.load_states(root)[MAC].is_up
         assert "node01" not in _text(root.path("/etc/kestrel/hostfiles/openmpi"))
         assert _cli_stage(c, root) == "down"
@@ -95,9 +91,8 @@ def test_a_node_walks_the_stages_and_the_page_follows(topology: Topology, tmp_pa
             supervisor.stop(root, name, timeout=5)
 
 
-def _walk(c: sshnodes.Cluster, root: Sysroot, ns: str, dev: str, tmp_path: Path) -> dict[str, float]:
-    """Each step of a boot, then how long until the page showed its stage (the CLI is checked on the way)."""
-    latencies = {}
+def _walk(c: sshnodes.Cluster, root: Sysroot, ns: str, dev: str, tmp_path: Path) -> None:
+    """Each step of a boot, then its stage on the page and on the command line."""
     http = f"http://{FE}"
     steps = [
         ("dhcp-lease", lambda: dhcp(None, ns, dev, tmp_path)),  # type: ignore[arg-type]
@@ -109,12 +104,8 @@ def _walk(c: sshnodes.Cluster, root: Sysroot, ns: str, dev: str, tmp_path: Path)
     ]
     for stage, step in steps:
         step()
-        done = time.monotonic()
         assert eventually(lambda stage=stage: _page(root) == stage, 5, 0.05), (stage, _page(root))  # type: ignore[misc]
-        latencies[stage] = round(time.monotonic() - done, 2)
-        if stage != "ssh-ready":
-            assert _cli_stage(c, root) == stage
-    return latencies
+        assert _cli_stage(c, root) == stage
 
 
 def _start_sshd(c: sshnodes.Cluster, root: Sysroot, ns: str) -> None:
@@ -129,7 +120,7 @@ def _browser_checks(ns: str, tmp_path: Path) -> None:
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={home}"]
     dom = runner.run([*flags, "--dump-dom", url], via=runner.Netns(ns), timeout=120).stdout
     assert '<tr id="node-node01" data-stage="ssh-ready">' in dom, dom
-    assert '<table class="nodes" data-state="up">' in dom and "<h2 id=\"up\">Up (1)</h2>" in dom
+    assert '<table class="nodes" data-state="up">' in dom and '<h2 id="up">Up (1)</h2>' in dom
     assert "1 nodes:" in dom and 'class="images"' in dom
     shot = tmp_path / "status.png"
     runner.run([*flags, "--window-size=1100,520", f"--screenshot={shot}", url], via=runner.Netns(ns), timeout=120)
@@ -148,16 +139,14 @@ def _curl(ns: str, url: str) -> None:
     runner.run(["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url], via=runner.Netns(ns))
 
 
-def _program(program: str, root: Sysroot, *args: str) -> list[str]:
-    return [str(VENV / "bin" / program), "--root", str(root.root), *args]
-
-
-def _program_run(c: sshnodes.Cluster, root: Sysroot, *args: str) -> runner.Result:
-    return runner.run(_program("kestrel-nodes", root, *args), via=runner.Netns(c.frontend), timeout=60)
+def _status(c: sshnodes.Cluster, *args: str) -> str:
+    proc = kestrel(c, "kestrel-nodes", "status", *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def _cli_stage(c: sshnodes.Cluster, root: Sysroot) -> str:
-    return str(json.loads(_program_run(c, root, "status", "--json").stdout)[0]["stage"])
+    return str(json.loads(_status(c, "--json"))[0]["stage"])
 
 
 def _page(root: Sysroot) -> str | None:
