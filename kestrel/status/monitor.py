@@ -76,7 +76,7 @@ def is_running(root: Sysroot, config: Config, now: float | None = None) -> bool:
 class Monitor:
     root: Sysroot
     config: Config
-    pool: ssh.Pool
+    pool: ssh.Pool | None  # None: no key to probe with, stages come from the logs only
     probes: Probes
     workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=_WORKERS))
     inflight: dict[str, Future[tuple[float, Answer | str]]] = field(default_factory=dict)
@@ -152,6 +152,8 @@ class Monitor:
         return bool(updates)
 
     def _schedule(self, nodes: list[Node], progress: dict[str, stages.Progress]) -> None:
+        if self.pool is None:
+            return
         mono = time.monotonic()
         timeout = probe_timeout(self.config)
         for n in nodes:
@@ -178,7 +180,8 @@ class Monitor:
 
     def close(self) -> None:
         self.workers.shutdown(wait=False, cancel_futures=True)
-        self.pool.close()
+        if self.pool:
+            self.pool.close()
 
 
 def _timed_probe(pool: ssh.Pool, node: Node, timeout: float) -> tuple[float, Answer | str]:
@@ -211,7 +214,11 @@ def start_supervised(root: Sysroot, config_path: str) -> bool:
 
 def run_monitor(root: Sysroot, config: Config, *, once: bool = False) -> None:
     """Follow the cluster until stopped (SIGTERM); ONCE: one round of probes, then the page, then return."""
-    pool = ssh.root_pool(root, config.nodes.ssh_key, probe_timeout(config), config.network.netns)
+    try:
+        pool: ssh.Pool | None = ssh.root_pool(root, config.nodes.ssh_key, probe_timeout(config), config.network.netns)
+    except ssh.RemoteError as e:
+        logger.warning(f"{e}: no SSH probes (no liveness, no uptime), boot stages from the logs only")
+        pool = None
     monitor = Monitor(root, config, pool, probes.load_probes(root))
     logger.info(
         f"Monitoring {len(registry.load_registry(root))} nodes: down after {config.nodes.down_after} s without "

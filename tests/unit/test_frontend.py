@@ -12,7 +12,7 @@ import pytest
 
 from kestrel.config import load_config
 from kestrel.errors import InputError
-from kestrel.frontend import desired, dnsmasq, nfs, nginx, services
+from kestrel.frontend import dnsmasq, nfs, nginx, services
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.plan import Action, ServiceAction
 from kestrel.sysroot import ServiceMode, Sysroot
@@ -142,19 +142,21 @@ def test_real_frontend_golden_tree_and_systemd_actions(
     assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
     assert systemctl.ran == [
         ["systemctl", "restart", "dnsmasq"],
-        ["systemctl", "restart", "nginx"],
-        ["systemctl", "daemon-reload"],  # Kestrel's own unit, the status monitor: enabled, (re)started
-        ["systemctl", "enable", "kestrel-monitor"],
-        ["systemctl", "restart", "kestrel-monitor"],
+        ["systemctl", "reload", "nginx"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
+        ["systemctl", "daemon-reload"],  # Kestrel's own unit: the status monitor
+        ["systemctl", "restart", "kestrel-monitor.service"],
     ]
     assert said[-4:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
-        f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
-        f"Restarted kestrel-monitor ({desired.MONITOR_UNIT} changed)",
+        f"Reloaded nginx ({nginx.SITE_PATH} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
+        "Restarted kestrel-monitor.service (/etc/systemd/system/kestrel-monitor.service changed)",
     ]
+    # Debian's own nginx includes the site: no standalone config; the mode is recorded for every later program
+    assert not tree.path(nginx.STANDALONE_PATH).exists()
+    assert Sysroot(tmp_path).services is ServiceMode.SYSTEMD
 
     # a new node: dnsmasq re-reads its hosts (reload); a new image version: ganesha re-reads its exports (reload)
     with tree.path("/etc/kestrel/nodes").open("a") as f:
