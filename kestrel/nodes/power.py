@@ -42,8 +42,11 @@ def request(pool: ssh.Pool, targets: list[ssh.Target], power: Power, timeout: fl
     results = fanout.run_many(pool, targets, _COMMANDS[power], parallel=parallel, timeout=timeout)
     out = []
     for t, r in zip(targets, results, strict=True):
-        boot_id = r.stdout.strip().splitlines()[0] if r.ok and r.stdout.strip() else None
-        out.append(Sent(t, boot_id, None if boot_id else r.why()))
+        words = r.stdout.split()
+        boot_id = words[0] if words and len(words[0]) == 36 else None
+        # The node may close the connection before the exit status arrives: it printed its boot id, so it was asked.
+        sent = r.ok or (boot_id is not None and r.returncode is None)
+        out.append(Sent(t, boot_id if sent else None, None if sent else r.why()))
     return out
 
 

@@ -72,12 +72,11 @@ def test_a_node_walks_the_stages_and_the_page_follows(topology: Topology, tmp_pa
         assert table[1].split()[:3] == ["node01", "up", "ssh-ready"]
         assert nodestate.load_states(root)[MAC].is_up  # the monitor recorded the answer (hostfiles follow)
 
-        _browser_checks(ns, tmp_path)
-
         # a new image version: the node now drifts ("reboot to update"), on the command line and on the page
         publish_fake_image(root, sshnodes.IMAGE, "2")
         assert eventually(lambda: "reboot to update" in _text(root.path("/srv/kestrel/http/status/index.html")), 2)
         assert "reboot to update" in _status(c)
+        _browser_checks(ns, tmp_path)
 
         # the node stops answering (its link goes down, as a crashed machine): marked down within down_after (4 s),
         # in the state file and the hostfiles too
@@ -120,6 +119,8 @@ def _browser_checks(ns: str, tmp_path: Path) -> None:
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={home}"]
     dom = runner.run([*flags, "--dump-dom", url], via=runner.Netns(ns), timeout=120).stdout
     assert '<tr id="node-node01" data-stage="ssh-ready">' in dom, dom
+    row = dom[dom.index('<tr id="node-node01"') :].split("</tr>")[0]
+    assert '<span class="drift">reboot to update</span>' in row and "<td>1</td>" in row, row
     assert '<table class="nodes" data-state="up">' in dom and '<h2 id="up">Up (1)</h2>' in dom
     assert "1 nodes:" in dom and 'class="images"' in dom
     shot = tmp_path / "status.png"
