@@ -133,8 +133,16 @@ class KvmMode(StrEnum):
     NO = "no"
 
 
+class VmKind(StrEnum):
+    """What runs a virtual node: qemu boots the image from the network; a container runs the image itself."""
+
+    QEMU = "qemu"
+    CONTAINER = "container"
+
+
 class Vm(_Section):
-    """qemu nodes (kestrel-vm): defaults for new VMs; the bridge is network.interface."""
+    """Virtual nodes (kestrel-vm): defaults for new VMs and container nodes; the bridge is network.interface.
+    A container node gets memory and cpus as cgroup limits."""
 
     kvm: KvmMode = KvmMode.AUTO
     memory: Annotated[StrictInt, Field(ge=128, le=1048576)] = 1024

@@ -22,7 +22,7 @@ from kestrel.cli.common import (
     print_table,
     run,
 )
-from kestrel.config import CONFIG_PATH
+from kestrel.config import CONFIG_PATH, VmKind
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
 from kestrel.lab import cluster as lab
@@ -69,7 +69,14 @@ def command() -> None:
     help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
     "start N nodes and wait until they answer SSH."
 )
-@click.option("--nodes", "count", type=click.IntRange(0, 64), default=2, show_default=True, help="qemu nodes.")
+@click.option("--nodes", "count", type=click.IntRange(0, 200), default=2, show_default=True, help="Nodes of --kind.")
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in VmKind]),
+    default=VmKind.QEMU.value,
+    show_default=True,
+    help="qemu nodes (boot from the network) or container nodes (run the image); the other kind's stay.",
+)
 @click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
@@ -83,13 +90,15 @@ def up(
     prefix: str | None,
     rebuild: bool,
     timeout: float,
+    kind: str,
     dry_run: bool,
     diff: bool,
 ) -> None:
     if dry_run:
-        print_dry_run(lab.describe_up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff))
+        lines = lab.describe_up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, kind=kind)
+        print_dry_run(lines)
         return
-    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout)
+    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, kind=kind)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
     checks = registration.check(ctx.root, config, targets) if targets else []
@@ -145,7 +154,7 @@ def status(ctx: Context, as_json: bool) -> None:
     vms = info["vms"]
     assert isinstance(vms, list)
     if vms:
-        print_table(vms, ["name", "state", "pid", "mac"])
+        print_table(vms, ["name", "kind", "state", "pid", "mac"])
 
 
 @command.command(help='Shell exports pointing kestrel-* at the lab: eval "$(kestrel-lab env)".')
