@@ -60,6 +60,14 @@ class BootMethod(StrEnum):
     PXELINUX = "pxelinux"
 
 
+class DhcpMode(StrEnum):
+    """How dnsmasq serves DHCP on the cluster network."""
+
+    AUTHORITATIVE = "authoritative"  # the only DHCP server there: addresses, names, boot files
+    PROXY = "proxy"  # next to the site's DHCP server: only PXE/iPXE boot answers, no addresses
+    OFF = "off"  # no DHCP at all (TFTP and DNS only): another server points the nodes here
+
+
 class NfsServer(StrEnum):
     KERNEL = "kernel"
     GANESHA = "ganesha"
@@ -73,6 +81,7 @@ class Cluster(_Section):
 
 class Network(_Section):
     interface: IfName = "eth1"
+    dhcp: DhcpMode = DhcpMode.AUTHORITATIVE
     address: IPv4Interface = IPv4Interface("10.10.0.1/24")
     dhcp_range: tuple[IPv4Address, IPv4Address] = (IPv4Address("10.10.0.100"), IPv4Address("10.10.0.199"))
     lease_time: Annotated[str, AfterValidator(_lease_time)] = "12h"

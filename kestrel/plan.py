@@ -29,11 +29,13 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class ServiceAction:
-    """ACTION of SERVICE, and the REASON shown with it (which file changed)."""
+    """ACTION of SERVICE, and the REASON shown with it (which file changed). A stopped systemd service is started
+    (and enabled) unless START is false (its files went away)."""
 
     service: str
     action: Action
     reason: str
+    start: bool = True
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 LOCK_PATH = "/var/lib/kestrel/lock"
 LOG_DIR = "/var/log/kestrel"  # daemon logs, phase logs, VM consoles
 RUN_DIR = "/run/kestrel"  # records of the processes Kestrel supervises
+# A tree rendered in another mode than its usual one says so here, so every later program on it agrees.
+SERVICE_MODE_PATH = "/var/lib/kestrel/service-mode"
 BLOCK_BEGIN = "# BEGIN kestrel"
 BLOCK_END = "# END kestrel"
 
@@ -34,17 +36,17 @@ class ServiceMode(StrEnum):
 class Sysroot:
     """A system tree: / on a real frontend, any folder for tests, the lab and --dry-run renders.
 
-    SERVICES is systemd for / and supervised for any other tree unless given: ServiceMode.SYSTEMD renders a
-    tree as a real frontend (its service actions are then systemctl commands on this machine, which a test
-    stubs).
+    SERVICES is systemd for / and supervised for any other tree unless given or recorded in the tree
+    (SERVICE_MODE_PATH, written by the frontend's plan): ServiceMode.SYSTEMD renders a tree as a real
+    frontend (its service actions are then systemctl commands on this machine, which a test stubs).
     """
 
     def __init__(self, root: Path | str = "/", services: ServiceMode | None = None) -> None:
         self.root = Path(root).resolve()
-        self.services = services or _usual_services(self.root)
+        self.services = services or _recorded_services(self.root) or usual_services(self.root)
 
     def __repr__(self) -> str:
-        mode = "" if self.services is _usual_services(self.root) else f", ServiceMode.{self.services.name}"
+        mode = "" if self.services is usual_services(self.root) else f", ServiceMode.{self.services.name}"
         return f"Sysroot({str(self.root)!r}{mode})"
 
     @property
@@ -102,8 +104,19 @@ class Sysroot:
 _held: dict[str, int] = {}
 
 
-def _usual_services(root: Path) -> ServiceMode:
+def usual_services(root: Path) -> ServiceMode:
     return ServiceMode.SYSTEMD if root == Path("/") else ServiceMode.SUPERVISED
+
+
+def _recorded_services(root: Path) -> ServiceMode | None:
+    try:
+        text = root.joinpath(SERVICE_MODE_PATH.lstrip("/")).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return ServiceMode(text)
+    except ValueError:
+        raise InputError(f"{root / SERVICE_MODE_PATH.lstrip('/')}: {text!r} is not systemd or supervised") from None
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

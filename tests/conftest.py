@@ -68,10 +68,13 @@ class Recorder:
     """Stands in for the runner module of a module under test: records the commands instead of running them
     (monkeypatch.setattr(services, "runner", Recorder()): systemctl on a tree rendered as a real frontend)."""
 
-    def __init__(self) -> None:
+    def __init__(self, active: bool = True) -> None:
         self.ran: list[list[str]] = []
+        self.active = active  # what `systemctl is-active` answers (a question, not recorded)
 
     def run(self, argv: list[str], **kw: object) -> runner.Result:
+        if argv[:2] == ["systemctl", "is-active"]:
+            return runner.Result(list(argv), returncode=0 if self.active else 3)
         self.ran.append(list(argv))
         return runner.Result(list(argv), returncode=0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend import dnsmasq, nfs, nginx, units
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
 from kestrel.nodes import hostfiles, registry
@@ -17,7 +17,7 @@ from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
 from kestrel.plan import Action, Desired, Plan, plan_files
-from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, decode, encode, replace_block
+from kestrel.sysroot import LOG_DIR, RUN_DIR, SERVICE_MODE_PATH, Sysroot, decode, encode, replace_block, usual_services
 from kestrel.templates import render
 
 Images = list[PublishedImage]
@@ -138,6 +138,9 @@ _OWNED = [
     ("/etc/ganesha", "kestrel.conf"),
     ("/etc/ganesha", "kestrel-exports.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
+    ("/etc/kestrel", "nginx.conf"),
+    (str(Path(SERVICE_MODE_PATH).parent), Path(SERVICE_MODE_PATH).name),
+    units.OWNED,
 ]
 
 
@@ -167,6 +170,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
         netmask=config.network.network.netmask,
         range=config.network.dhcp_range,
         network=str(config.network.network),
+        network_address=str(config.network.network.network_address),
         forward_dns=root.uses_systemd,
     )
 
@@ -191,12 +195,20 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
             mode=0o755,
         ),
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
-        Desired(nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)),
     ]
+    if not root.uses_systemd:  # the lab's own nginx; a real frontend's is Debian's, which includes the site
+        out.append(
+            Desired(
+                nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)
+            )
+        )
+    if root.services is not usual_services(root.root):
+        out.append(Desired(SERVICE_MODE_PATH, encode(f"{root.services}\n")))
     if root.read(registry.REGISTRY_PATH) is None:
         # dnsmasq wants its hostsfile to exist; the registry itself belongs to kestrel-nodes.
         out.append(Desired(registry.REGISTRY_PATH, encode(registry.format_registry([]))))
     out += _nfs_files(root, config, images, ctx)
+    out += units.unit_files(root, config)
     out += _boot_files(root, config, images, ctx)
     return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
 
@@ -241,11 +253,13 @@ def _nfs_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx:
     )
     listed = render(root, "ganesha-exports.conf", **ctx | {"exports": found})
     unit = render(root, "nfs-ganesha.service.conf", config_file=root.sys(nfs.GANESHA_PATH))
-    return [
+    out = [
         Desired(nfs.GANESHA_PATH, encode(text), on_change=("nfs-ganesha", Action.RESTART)),
         Desired(nfs.GANESHA_EXPORTS, encode(listed), on_change=("nfs-ganesha", Action.RELOAD)),
-        Desired(nfs.GANESHA_DROPIN, encode(unit), on_change=("nfs-ganesha", Action.RESTART)),
     ]
+    if root.uses_systemd:  # points Debian's unit at Kestrel's config; the lab starts ganesha itself
+        out.append(Desired(nfs.GANESHA_DROPIN, encode(unit), on_change=("nfs-ganesha", Action.RESTART)))
+    return out
 
 
 def _boot_files(root: Sysroot, config: Config, images: list[PublishedImage], ctx: dict) -> list[Desired]:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from kestrel import names
-from kestrel.config import Config
+from kestrel.config import Config, DhcpMode
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
 from kestrel.nodes import fanout, knownhosts, leases, registry, ssh
@@ -112,8 +112,14 @@ def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -
     """
     mac = names.parse_mac(mac)
     address = names.parse_ip(ip)
-    if action not in ("add", "old", "del"):
-        raise InputError(f"lease event {action!r} is not add, old or del")
+    if action not in ("add", "old", "del", "arp-add", "arp-del"):
+        raise InputError(f"lease event {action!r} is not add, old, del, arp-add or arp-del")
+    if action.startswith("arp-"):
+        # Without leases of its own (proxy DHCP, DHCP off) dnsmasq sees nodes only in the ARP table: a machine
+        # seen there is as good as a lease. An entry that ages out says nothing about the node.
+        if action == "arp-del" or config.network.dhcp is DhcpMode.AUTHORITATIVE:
+            return None
+        action = "add"
     known = {n.mac: n for n in registry.load_registry(root)}
     if action == "old" and mac in known:
         return known[mac]

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterable
 
 from kestrel import runner, supervisor
+from kestrel.frontend import units
 from kestrel.plan import Action, Plan, ServiceAction, apply_changes, touches_service
 from kestrel.sysroot import Sysroot
 
@@ -20,7 +21,8 @@ _HOST = {
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
 }
-# A failed reload of these is only a warning: the file is written, the admin reloads by hand.
+# A failed reload of these is only a warning: the file is written, the admin reloads by hand. Kestrel never
+# starts them either: they are the admin's services, Kestrel only drops a file in their configuration.
 _WARN_ONLY = {"ssh"}
 # Supervised services that re-read their files on SIGHUP; the others are restarted.
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
@@ -42,22 +44,43 @@ def perform(root: Sysroot, actions: Iterable[ServiceAction]) -> None:
             _perform_supervised(root, a)
 
 
-def systemd_commands(a: ServiceAction) -> list[list[str]]:
-    """The commands that carry out A on a real frontend (systemctl reload or restart of its unit)."""
-    unit, reload_argv = _HOST[a.service]
-    argv = reload_argv if a.action is Action.RELOAD or a.service == "nfs-kernel" else ["systemctl", "restart", unit]
-    if a.service == "nfs-ganesha":
-        return [["systemctl", "daemon-reload"], argv]  # Kestrel's drop-in may have changed
-    return [argv]
+def unit_of(service: str) -> str:
+    """The systemd unit of a service action's name."""
+    return service if units.is_unit(service) else _HOST[service][0]
+
+
+def systemd_commands(a: ServiceAction, active: bool = True) -> list[list[str]]:
+    """The commands that carry out A on a real frontend: systemctl reload or restart of its unit when ACTIVE,
+    else enable --now (a service Kestrel configures runs at every boot, started the first time its files
+    are written)."""
+    unit = unit_of(a.service)
+    # Kestrel's drop-in (ganesha) or unit files may have changed
+    reload_units = [["systemctl", "daemon-reload"]] if a.service == "nfs-ganesha" or units.is_unit(a.service) else []
+    if not active:
+        return [*reload_units, ["systemctl", "enable", "--now", unit]]
+    if a.action is Action.RELOAD and not units.is_unit(a.service):
+        return [*reload_units, _HOST[a.service][1]]
+    if a.service == "nfs-kernel":
+        return [_HOST[a.service][1]]
+    return [*reload_units, ["systemctl", "restart", unit]]
+
+
+def is_active(unit: str) -> bool:
+    return runner.run(["systemctl", "is-active", "--quiet", unit], check=False).ok
 
 
 def _perform_on_host(a: ServiceAction) -> None:
-    for argv in systemd_commands(a):
+    active = is_active(unit_of(a.service))
+    if not active and (not a.start or a.service in _WARN_ONLY):
+        logger.info(f"Skipped {a.action} of {a.service}: not running")
+        return
+    for argv in systemd_commands(a, active):
         result = runner.run(argv, check=a.service not in _WARN_ONLY)
         if not result.ok:
             logger.warning(f"could not {a.action} {a.service} ({result.why()}); {a.action} it by hand")
             return
-    logger.info(f"{'Reloaded' if a.action is Action.RELOAD else 'Restarted'} {a.service} ({a.reason})")
+    done = "Started" if not active else ("Reloaded" if a.action is Action.RELOAD else "Restarted")
+    logger.info(f"{done} {a.service} ({a.reason})")
 
 
 def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:

@@ -142,15 +142,18 @@ def test_real_frontend_golden_tree_and_systemd_actions(
     assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
     assert systemctl.ran == [
         ["systemctl", "restart", "dnsmasq"],
-        ["systemctl", "restart", "nginx"],
+        ["systemctl", "reload", "nginx"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
     ]
     assert said[-3:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
-        f"Restarted nginx ({nginx.STANDALONE_PATH} changed)",
+        f"Reloaded nginx ({nginx.SITE_PATH} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
     ]
+    # Debian's own nginx includes the site: no standalone config; the mode is recorded for every later program
+    assert not tree.path(nginx.STANDALONE_PATH).exists()
+    assert Sysroot(tmp_path).services is ServiceMode.SYSTEMD
 
     # a new node: dnsmasq re-reads its hosts (reload); a new image version: ganesha re-reads its exports (reload)
     with tree.path("/etc/kestrel/nodes").open("a") as f:
