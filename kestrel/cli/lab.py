@@ -110,6 +110,7 @@ def up(
     if bad:
         raise KestrelError(f"the lab is up but not healthy on {', '.join(bad)} (kestrel-nodes check shows why)")
     first = progress[0].name if progress else "node01"
+    machine = progress[0].vm if progress else "node01"
     logger.info(f"""
 The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   eval "$(kestrel-lab env)"                      # point kestrel-* at the lab
@@ -117,7 +118,7 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   kestrel-users add alice                        # a cluster user (home on NFS, own SSH key)
   kestrel-nodes exec --user alice {first} -- mpirun -np {max(2, len(progress))} hostname
   kestrel-lab ssh {first}                            # a shell on a node
-  kestrel-vm stop {first}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
+  kestrel-vm stop {machine}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
   kestrel-lab down                               # stop everything, remove the namespace""")
 
 

@@ -26,6 +26,7 @@ CONTAINER_PATTERN = "ct{index:02d}"
 class NodeProgress:
     vm: str
     mac: str
+    kind: str = VmKind.QEMU.value
     name: str = ""
     ip: str = ""
     registered: float | None = None
@@ -53,7 +54,7 @@ def start_nodes(root: Sysroot, config: Config, count: int, kind: str = VmKind.QE
         )
         if power.start(root, config, spec):
             logger.info(f"Started {'container node' if power.is_container(spec) else 'VM'} {name} ({spec.mac})")
-        progress.append(NodeProgress(name, spec.mac))
+        progress.append(NodeProgress(name, spec.mac, kind))
         started = time.monotonic()
         while kind == VmKind.QEMU and time.monotonic() - started < 60 and not _registered(root, spec.mac):
             time.sleep(0.5)
@@ -91,7 +92,10 @@ def follow(root: Sysroot, config: Config, progress: list[NodeProgress], elapsed:
             logger.info(f"{p.name}: booted [{elapsed:.0f} s]")
     if fresh:
         _sync_known_hosts(root)
-    ready = [p for p in progress if p.ssh is None and p.registered is not None and (p.booted or elapsed > 60)]
+    # A container node is tried as soon as it is registered: its SSH is seconds away (under the image's systemd
+    # its init's "ready" goes to the journal, not to the console).
+    soon = [p for p in progress if p.booted or p.kind == VmKind.CONTAINER or elapsed > 60]
+    ready = [p for p in soon if p.ssh is None and p.registered is not None]
     if not ready:
         return
     # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.

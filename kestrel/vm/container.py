@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kestrel import runner, supervisor, templates
-from kestrel.config import Config
+from kestrel.config import Config, ContainerInit
 from kestrel.errors import CommandError, InputError
 from kestrel.images import store
 from kestrel.net import netns
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 CONTAINERS_DIR = f"{RUN_DIR}/containers"
 INIT_PATH = "/var/lib/kestrel/container-init"  # rendered from the template container-init
 INIT_IN_NODE = "/usr/local/sbin/kestrel-node-init"
+UNIT_PATH = "/var/lib/kestrel/container-node.service"  # vm.container_init: systemd; template container-node.service
+UNIT_IN_NODE = "/etc/systemd/system/kestrel-node.service"
 VETH_PREFIX = "kc-"
 NODE_IF = "eth0"  # the name the image's MPI settings expect (openmpi: btl_tcp_if_include = eth0)
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -253,15 +255,18 @@ def _make_cgroups(m: Manifest, spec: definitions.VmSpec) -> None:
 
 
 def _render_init(root: Sysroot) -> Path:
-    text = templates.render(root, "container-init")
-    apply_changes(root, plan_files(root, [Desired(INIT_PATH, text.encode(), mode=0o755)]))
+    """The init, and the unit that runs it under the image's systemd (vm.container_init: systemd)."""
+    init = Desired(INIT_PATH, templates.render(root, "container-init").encode(), mode=0o755)
+    unit = Desired(UNIT_PATH, templates.render(root, "container-node.service").encode(), mode=0o644)
+    apply_changes(root, plan_files(root, [init, unit]))
     return root.path(INIT_PATH)
 
 
 def nspawn_argv(root: Sysroot, config: Config, m: Manifest, init: Path) -> list[str]:
     """systemd-nspawn running the image's own programs under the node's init as PID 2 (nspawn's stub init
-    reaps as PID 1). No machined or system bus here: --register=no --keep-unit. nspawn does not grant
-    CAP_NET_ADMIN in a namespace it did not make, and the DHCP client needs it."""
+    reaps as PID 1), or under the image's systemd (vm.container_init). No machined or system bus here:
+    --register=no --keep-unit. nspawn does not grant CAP_NET_ADMIN in a namespace it did not make, and the
+    DHCP client needs it."""
     binds = [f"--bind-ro={init}:{INIT_IN_NODE}"]
     home = root.path(config.nfs.home)
     if home.is_dir():
@@ -269,6 +274,13 @@ def nspawn_argv(root: Sysroot, config: Config, m: Manifest, init: Path) -> list[
     shared = root.path(hostfiles.HOSTFILES_DIR)
     if shared.is_dir():
         binds.append(f"--bind-ro={shared}:{hostfiles.HOSTFILES_DIR}")
+    if config.vm.container_init == ContainerInit.SYSTEMD:
+        # The image's systemd as PID 1, with the init as a unit that only gets the address and the name; the
+        # image's own ssh.service starts after it. systemd in a container takes systemd.wants= as an argument.
+        binds.append(f"--bind-ro={root.path(UNIT_PATH)}:{UNIT_IN_NODE}")
+        payload = ["--boot", f"systemd.wants={Path(UNIT_IN_NODE).name}"]
+    else:
+        payload = ["--as-pid2", INIT_IN_NODE]
     return [
         runner.which("systemd-nspawn") or "systemd-nspawn",
         "--quiet",
@@ -285,8 +297,7 @@ def nspawn_argv(root: Sysroot, config: Config, m: Manifest, init: Path) -> list[
         *binds,
         f"--setenv=KESTREL_NODE_IF={NODE_IF}",
         f"--setenv=KESTREL_NODE_ROOT={m.lower}",
-        "--as-pid2",
-        INIT_IN_NODE,
+        *payload,
     ]
 
 

@@ -64,7 +64,7 @@ def _cluster(root: Sysroot, prefix: str) -> None:
     run(root, "kestrel-images", "build", "default")
     image = root.path("/srv/kestrel/images/default").resolve()
 
-    run(root, "kestrel-lab", "up", "--nodes", "8", "--kind", "container", "--timeout", "120")
+    run(root, "kestrel-lab", "up", "--nodes", "8", "--kind", "container", "--timeout", "150")
     specs = vm_definitions.list_vms(root)
     assert [(s.name, s.kind) for s in specs] == [(f"ct{i:02d}", "container") for i in range(1, 9)]
     nodes = registry.load_registry(root)
@@ -102,12 +102,12 @@ def _cluster(root: Sysroot, prefix: str) -> None:
     assert not [p for p in map(Path, manifest.cgroups) if p.exists()]
     assert container.veth_name("ct01") not in netns.runner.run(["ip", "-n", f"{prefix}fe", "link"]).stdout
 
-    # an image rollout: a restarted node runs the new version, the image's old version stays as it was
+    # an image rollout: a restarted node (woken by its magic packet) runs the new version, the old one is unchanged
     run(root, "kestrel-images", "shell", "default", stdin="echo v2 > /etc/kestrel-version\n")
     new_image = root.path("/srv/kestrel/images/default").resolve()
     assert new_image != image
-    run(root, "kestrel-vm", "start", "ct01")
     node = next(n for n in nodes if n.mac == ct01.mac)
+    run(root, "kestrel-nodes", "wake", node.name)
     assert eventually(lambda: _answers(root, node.name) == f"{node.name}: v2\n", 60), _answers(root, node.name)
     assert not (image / "etc/kestrel-version").exists()
 
