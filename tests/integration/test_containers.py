@@ -64,6 +64,13 @@ def _cluster(root: Sysroot, prefix: str) -> None:
     run(root, "kestrel-images", "build", "default")
     image = root.path("/srv/kestrel/images/default").resolve()
 
+    planned = run(root, "kestrel-vm", "start", "ctdry", "--kind", "container", "--dry-run").stdout.splitlines()
+    assert planned[0].endswith("/var/lib/kestrel/vms/ctdry.json") and planned[-1].startswith(
+        f"Would start container node ctdry on image root {image}: unshare -m"
+    )
+    assert f"Would run ip netns add {prefix}fe-ctdry" in planned
+    assert not root.path("/var/lib/kestrel/vms/ctdry.json").exists() and not netns.exists(f"{prefix}fe-ctdry")
+
     run(root, "kestrel-lab", "up", "--nodes", "8", "--kind", "container", "--timeout", "150")
     specs = vm_definitions.list_vms(root)
     assert [(s.name, s.kind) for s in specs] == [(f"ct{i:02d}", "container") for i in range(1, 9)]
