@@ -1,8 +1,134 @@
 #!/bin/sh
-# Installs what Kestrel needs on a Debian 12 machine: the apt packages (without letting apt start any
-# service on the host) and a virtualenv in .venv with Kestrel installed in it. Idempotent; run as root.
+# Installs Kestrel on a Debian 12 machine. Idempotent; run as root.
+#   ./setup.sh               a development copy: the apt packages the tests drive (apt starts no service on this
+#                            host) and a virtualenv in .venv with Kestrel installed from this folder (editable)
+#   ./setup.sh --frontend    a real frontend: Debian's dnsmasq, nginx, NFS server (kernel, or nfs-ganesha where
+#                            the kernel has no nfsd) and rpcbind under systemd; Kestrel from its wheel in a venv
+#                            under /opt/kestrel, its programs linked into /usr/local/sbin; /etc/kestrel seeded
+#                            (an admin's file is never overwritten); bash completion. Again: an upgrade.
+#   ./setup.sh --uninstall   removes what --frontend added (kestrel uninstall, then the programs); keeps
+#                            /etc/kestrel, /var/lib/kestrel, images, homes and the Debian packages
 set -eu
 cd "$(dirname "$0")"
+
+OPT=/opt/kestrel
+BIN=/usr/local/sbin
+COMPLETIONS=/usr/local/share/bash-completion/completions
+MANIFEST=/var/lib/kestrel/installed-files   # what --frontend put outside /opt/kestrel, for --uninstall
+
+frontend_packages() {
+  nfs="nfs-kernel-server"
+  # nfsd is a kernel feature: without it (containers, some cloud kernels) the userspace server is the one
+  if ! grep -qw nfsd /proc/filesystems && ! modprobe -q nfsd 2>/dev/null; then nfs="nfs-ganesha nfs-ganesha-vfs"; fi
+  if grep -qs '^ *server: *ganesha' /etc/kestrel/kestrel.yaml; then nfs="nfs-ganesha nfs-ganesha-vfs"; fi
+  echo "dnsmasq nginx-light $nfs rpcbind nfs-common ipxe pxelinux syslinux-common syslinux-efi mmdebstrap \
+    python3-venv curl iproute2 openssh-client bash-completion"
+}
+
+missing_packages() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+frontend_install() {
+  # shellcheck disable=SC2046  # one package a word
+  set -- $(missing_packages $(frontend_packages))
+  if [ "$#" -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "$@"
+  fi
+  # Kestrel from its wheel, outside this folder: built from a clean copy (a build writes into its source)
+  work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+  if [ -n "${KESTREL_WHEEL:-}" ]; then
+    cp "$KESTREL_WHEEL" "$work/"
+  else
+    mkdir "$work/src"
+    tar -cf - --exclude=.git --exclude=.venv --exclude=build --exclude=dist --exclude='*.egg-info' \
+      --exclude=__pycache__ --exclude=scratch . | tar -xf - -C "$work/src"
+  fi
+  [ -x "$OPT/bin/python" ] || python3 -m venv "$OPT"
+  if [ -z "${KESTREL_WHEEL:-}" ]; then
+    "$OPT/bin/pip" wheel -q --disable-pip-version-check --no-deps -w "$work" "$work/src"
+  fi
+  wheel=$(ls "$work"/kestrel-*.whl)
+  "$OPT/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+  "$OPT/bin/pip" install -q --disable-pip-version-check "$wheel"
+  mkdir -p "$(dirname "$MANIFEST")" "$COMPLETIONS"
+  : > "$MANIFEST.new"
+  for program in "$OPT"/bin/kestrel*; do
+    name=$(basename "$program")
+    ln -sfn "$program" "$BIN/$name"; echo "$BIN/$name" >> "$MANIFEST.new"
+  done
+  # bash completion of every program, from its click command
+  "$OPT/bin/python" -I -c '
+import importlib, importlib.metadata as md, sys
+from click.shell_completion import BashComplete
+for ep in md.distribution("kestrel").entry_points:
+    module = importlib.import_module(ep.module)
+    command = getattr(module, "command", None) or module.cli
+    var = "_" + ep.name.upper().replace("-", "_") + "_COMPLETE"
+    path = f"{sys.argv[1]}/{ep.name}"
+    open(path, "w").write(BashComplete(command, {}, ep.name, var).source())
+    print(path)
+' "$COMPLETIONS" >> "$MANIFEST.new"
+  install_man_pages
+  mv "$MANIFEST.new" "$MANIFEST"
+  seed_etc_kestrel
+  if [ ! -e /root/.ssh/id_ed25519 ]; then
+    mkdir -p /root/.ssh; chmod 700 /root/.ssh; ssh-keygen -q -t ed25519 -N '' -C "kestrel frontend" -f /root/.ssh/id_ed25519
+  fi
+  interface=$(sed -n 's/^ *interface: *\([^ #]*\).*/\1/p' /etc/kestrel/kestrel.yaml | head -n 1)
+  if [ -n "$interface" ] && [ -e "/sys/class/net/$interface" ]; then
+    "$BIN/kestrel-reconfigure" --frontend   # an upgrade: files and units follow the new version
+  fi
+  echo "Kestrel $("$OPT/bin/python" -c 'import importlib.metadata as m; print(m.version("kestrel"))') is installed in $OPT."
+  echo "Next: edit /etc/kestrel/kestrel.yaml (network.interface: the NIC facing the nodes, network.address),"
+  echo "then: kestrel-images build default && kestrel-reconfigure --all && kestrel doctor"
+}
+
+install_man_pages() {
+  # man pages generated from the click commands, where this Kestrel can make them
+  if "$OPT/bin/python" -c 'import kestrel.cli.manpages' 2>/dev/null; then
+    "$OPT/bin/python" -m kestrel.cli.manpages /usr/local/share/man/man8 >> "$MANIFEST.new"
+  fi
+}
+
+seed_etc_kestrel() {
+  # the shipped default /etc/kestrel, file by file; an existing file is the admin's and stays, the shipped
+  # version lands beside it as NAME.dpkg-dist when it differs (Kestrel ignores those)
+  data=$("$OPT/bin/python" -c 'from kestrel import shipped; print(shipped.ETC_KESTREL)')
+  (cd "$data" && find . -type f) | while read -r f; do
+    target="/etc/kestrel/${f#./}"
+    mkdir -p "$(dirname "$target")"
+    if [ ! -e "$target" ]; then
+      cp "$data/$f" "$target"
+      if [ "${f#./}" = kestrel.yaml ] && ! grep -qw nfsd /proc/filesystems && ! modprobe -q nfsd 2>/dev/null; then
+        sed -i 's/^\( *server:\) kernel /\1 ganesha/' "$target"   # this kernel has no nfsd
+      fi
+    elif ! cmp -s "$data/$f" "$target"; then
+      cp "$data/$f" "$target.dpkg-dist"
+    fi
+  done
+}
+
+frontend_uninstall() {
+  if [ -x "$OPT/bin/kestrel" ]; then "$OPT/bin/kestrel" uninstall; fi
+  if [ -f "$MANIFEST" ]; then
+    while read -r f; do rm -f "$f"; done < "$MANIFEST"
+    rm -f "$MANIFEST"
+  fi
+  rm -rf "$OPT" /usr/local/lib/kestrel
+  echo "Kestrel is removed. Kept: /etc/kestrel, /var/lib/kestrel, /srv/kestrel, the homes, /root/.ssh and the"
+  echo "Debian packages (dnsmasq, nginx, the NFS server: apt purge them if nothing else needs them)."
+}
+
+case "${1:-}" in
+  --frontend) [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }; frontend_install; exit 0 ;;
+  --uninstall) [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root" >&2; exit 1; }; frontend_uninstall; exit 0 ;;
+  "") ;;
+  *) echo "usage: setup.sh [--frontend | --uninstall]" >&2; exit 2 ;;
+esac
 
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
@@ -11,7 +137,7 @@ PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-commo
 # systemd-container: systemd-nspawn runs container nodes (kestrel-vm start --kind container). Installed, like
 # everything here, with --no-install-recommends: its recommended libnss-mymachines edits /etc/nsswitch.conf.
 
-# The packages not installed yet, one argument each (the script takes no arguments of its own).
+# The packages not installed yet, one argument each.
 set --
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || set -- "$@" "$p"

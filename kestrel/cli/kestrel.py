@@ -23,7 +23,12 @@ def command() -> None:
 )
 @global_options
 @json_option
-@click.option("--wait", default=2.0, show_default=True, help="Seconds to wait for DHCP servers to answer the probe.")
+@click.option(
+    "--wait",
+    default=4.0,
+    show_default=True,
+    help="Seconds to wait for DHCP servers to answer the probe (dnsmasq pings an address for 3 s before offering it).",
+)
 @pass_context
 def doctor_command(ctx: Context, as_json: bool, wait: float) -> None:
     checks = doctor.diagnose(ctx.root, ctx.config, probe_wait=wait)

@@ -53,7 +53,7 @@ class Port:
     protocol: str  # udp or tcp
 
 
-def diagnose(root: Sysroot, config: Config, probe_wait: float = 2.0) -> list[Check]:
+def diagnose(root: Sysroot, config: Config, probe_wait: float = 4.0) -> list[Check]:
     """Every check, in the order an admin would fix them: the network, the services, what they serve."""
     checks = [interface_check(root, config)]
     checks += service_checks(root, config)
@@ -191,7 +191,8 @@ def listening(config: Config) -> set[tuple[str, str, int]]:
             if len(fields) >= 4:
                 address, _, port = fields[3].rpartition(":")
                 if port.isdigit():
-                    found.add((protocol, address.split("%")[0].strip("[]"), int(port)))
+                    bare = address.split("%")[0].strip("[]").removeprefix("::ffff:")  # IPv4 on an IPv6 socket
+                    found.add((protocol, bare, int(port)))
     return found
 
 

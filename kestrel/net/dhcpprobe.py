@@ -69,7 +69,7 @@ def parse_offer(packet: bytes, xid: int, source: str) -> Offer | None:
     )
 
 
-def probe(interface: str, *, wait: float = 2.0, pxe: bool = False, ipxe: bool = False) -> list[Offer]:
+def probe(interface: str, *, wait: float = 4.0, pxe: bool = False, ipxe: bool = False) -> list[Offer]:
     """Broadcast a DISCOVER on INTERFACE (from a random, locally administered MAC) and return every OFFER
     received within WAIT seconds. Needs root (port 68, SO_BINDTODEVICE)."""
     mac = bytes([0x02]) + os.urandom(5)
