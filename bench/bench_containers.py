@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from kestrel import runner
+from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.frontend.node_changes import change_nodes
 from kestrel.lab import cluster as lab
@@ -94,12 +94,19 @@ def set_vm(root: Sysroot, **values: str) -> Config:
 
 
 def forget(root: Sysroot, config: Config, macs: set[str]) -> None:
-    """Take MACS out of the registry, so their next lease registers them again (no shortcut in any round)."""
+    """Take MACS out of the registry and out of dnsmasq's leases (dnsmasq stopped meanwhile), so their next lease
+    registers them again and a dnsmasq restart does not register them from their old leases."""
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
         return [n for n in nodes if n.mac not in macs], {m: s for m, s in states.items() if m not in macs}
 
+    supervisor.stop(root, "dnsmasq")
+    path = root.path(config.network.leases_file)
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines(keepends=True) if not set(line.split()[1:2]) & macs]
+        path.write_text("".join(kept))
     change_nodes(root, config, change)
+    lab.up_frontend(root, None)
 
 
 def follow(root: Sysroot, config: Config, timings: list[Timing], qemu: bool = False) -> None:

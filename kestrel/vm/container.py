@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -205,12 +206,13 @@ def describe_start(root: Sysroot, config: Config, spec: definitions.VmSpec, *, n
     if network_ready:
         _check_bridge(spec)
     manifest = new_manifest(root, spec, lower)
-    argv = launch_argv(manifest, nspawn_argv(root, config, manifest, root.path(INIT_PATH)))
+    nspawn = nspawn_argv(root, config, manifest, root.path(INIT_PATH))
     return [
         f"Would write {manifest_path(root, spec.name)}",
         *(f"Would run {' '.join(c)}" for c in network_commands(manifest, spec)),
         *(f"Would create cgroup {c}" for c in manifest.cgroups),
-        f"Would start container node {spec.name} on image root {lower}: {' '.join(argv)}",
+        f"Would start container node {spec.name} on image root {lower}: unshare -m (cgroups, tmpfs and overlay "
+        f"on {manifest.rundir}), then {shlex.join(nspawn)}",
     ]
 
 

@@ -66,7 +66,7 @@ def _cluster(root: Sysroot, prefix: str) -> None:
 
     planned = run(root, "kestrel-vm", "start", "ctdry", "--kind", "container", "--dry-run").stdout.splitlines()
     assert planned[0].endswith("/var/lib/kestrel/vms/ctdry.json") and planned[-1].startswith(
-        f"Would start container node ctdry on image root {image}: unshare -m"
+        f"Would start container node ctdry on image root {image}: unshare -m (cgroups"
     )
     assert f"Would run ip netns add {prefix}fe-ctdry" in planned
     assert not root.path("/var/lib/kestrel/vms/ctdry.json").exists() and not netns.exists(f"{prefix}fe-ctdry")
