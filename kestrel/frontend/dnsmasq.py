@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 from kestrel import runner
 from kestrel.errors import InputError
@@ -28,6 +29,11 @@ def check_config(root: Sysroot, content: bytes) -> None:
 def foreground_argv(root: Sysroot) -> list[str]:
     """dnsmasq in the foreground with only Kestrel's config (the lab and tests supervise it)."""
     return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root", "--log-facility=-"]
+
+
+def registrar_argv(root: Sysroot, config_path: Path) -> list[str]:
+    """The registrar that applies the lease events dnsmasq's dhcp-script queues (supervised or a systemd unit)."""
+    return runner.kestrel_argv("nodes", "--root", str(root.root), "--config", str(config_path), "registrar")
 
 
 def _dnsmasq() -> str:

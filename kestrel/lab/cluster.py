@@ -24,7 +24,7 @@ from pathlib import Path
 from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend import dnsmasq, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.gateway import backends as gateway_backends
 from kestrel.gateway import files as gateway
@@ -40,7 +40,7 @@ from kestrel.vm import definitions as vm_definitions
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("dnsmasq", "nginx", "nfs-ganesha", "haproxy")
+SERVICES = ("registrar", "dnsmasq", "nginx", "nfs-ganesha", "haproxy")
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -82,6 +82,8 @@ def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = N
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
+    # Before dnsmasq, which queues an `old` event for every lease it loads.
+    _start(root, "registrar", dnsmasq.registrar_argv(root, config_path), config, ready_log=registrar.READY)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
     if _runs_haproxy(config):
@@ -210,6 +212,7 @@ def describe_up(
     # the services the lab runs are its own: only those running now are reloaded, the others are started below
     running = Plan(frontend.steps, [a for a in frontend.actions if supervisor.find(root, a.service)])
     lines += plan_lines(root, running, diff)
+    lines += _would_start(root, "registrar", dnsmasq.registrar_argv(root, config_path))
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
     if _runs_haproxy(config):

@@ -81,6 +81,7 @@ def test_up_and_down_dry_runs_write_nothing(tmp_path: Path) -> None:
     assert f"Would create {r}/etc/dnsmasq.d/kestrel.conf" in lines
     assert not any(line.startswith(("Would restart", "Would reload")) for line in lines)  # nothing runs yet
     assert [line.split(":")[0] for line in lines if line.startswith("Would start")] == [
+        "Would start registrar",
         "Would start dnsmasq",
         "Would start nginx",
         "Would start nfs-ganesha",
