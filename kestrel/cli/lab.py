@@ -25,6 +25,7 @@ from kestrel.cli.common import (
 from kestrel.config import CONFIG_PATH, VmKind
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
+from kestrel.gateway import backends, files
 from kestrel.lab import cluster as lab
 from kestrel.lab import tree
 from kestrel.names import parse_label
@@ -140,6 +141,9 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   kestrel-lab ssh {first}                            # a shell on a node
   kestrel-vm stop {machine}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
   kestrel-lab down                               # stop everything, remove the namespace""")
+    if backends.is_enabled(config):
+        url = f"http://{files.listen_addresses(config)[0]}:{config.gateway.port}/"
+        logger.info(f"The gateway: ip netns exec {config.network.netns} curl {url}; kestrel-gateway status")
 
 
 @command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")
