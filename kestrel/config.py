@@ -177,6 +177,8 @@ class Nodes(_Section):
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"
     ssh_port: Port = 22
     ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
+    # A node that answered SSH and stops answering is marked down within this many seconds (status monitor).
+    down_after: Annotated[StrictInt, Field(ge=4, le=86400)] = 60
 
 
 class SwitchServer(_Section):

@@ -34,6 +34,7 @@ from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry
 from kestrel.plan import Plan, plan_lines
+from kestrel.status import monitor, page
 from kestrel.sysroot import Sysroot
 from kestrel.vm import container, listener, power
 from kestrel.vm import definitions as vm_definitions
@@ -69,6 +70,8 @@ def up(
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         logger.info("Started the Wake-on-LAN listener")
+    if monitor.start_supervised(root, str(config_path)):
+        logger.info(f"Started the status monitor: {root.sys(page.STATUS_DIR)}/index.html, kestrel-nodes status")
     progress = nodes.start_nodes(root, config, count, kind)
     nodes.wait_nodes(root, config, progress, timeout)
     return progress
@@ -226,6 +229,8 @@ def describe_up(
     lines += _would_start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), again=build)
     if not supervisor.find(root, listener.LISTENER):
         lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
+    if not supervisor.find(root, monitor.MONITOR):
+        lines.append("Would start the status monitor (kestrel-nodes monitor)")
     for name in nodes.vm_names(config, count, kind):
         spec, plan = vm_definitions.plan_define(
             root, config, name, bridge=config.network.interface, netns=config.network.netns, kind=kind
@@ -256,6 +261,8 @@ def down(root: Sysroot) -> list[str]:
         if power.stop(root, spec.name):
             logger.info(f"Stopped {'container node' if power.is_container(spec) else 'VM'} {spec.name}")
     problems = power.stop_leftovers(root)
+    if supervisor.stop(root, monitor.MONITOR):
+        logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
     for name in reversed(SERVICES):
@@ -270,7 +277,7 @@ def down(root: Sysroot) -> list[str]:
             else:
                 logger.info(f"Removed network namespace {ns}")
         tree.save_state(root, None)
-    for name in (*SERVICES, listener.LISTENER):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
     problems += [
@@ -285,7 +292,7 @@ def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
     tree.check_lab_root(root)
     state = tree.load_state(root)
     lines = [line for spec in vm_definitions.list_vms(root) for line in power.describe_stop(root, spec.name)]
-    for name in (listener.LISTENER, *reversed(SERVICES)):
+    for name in (monitor.MONITOR, listener.LISTENER, *reversed(SERVICES)):
         record = supervisor.find(root, name)
         lines += [f"Would stop {name} (pid {record.pid})"] if record else []
     if state:
@@ -303,7 +310,7 @@ def status(root: Sysroot) -> dict[str, object]:
     state = tree.load_state(root)
     config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
     services = {}
-    for name in (*SERVICES, listener.LISTENER):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         record = supervisor.find(root, name)
         services[name] = record.pid if record else None
     vms = power.vm_rows(root)
