@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kestrel import runner, supervisor
@@ -84,17 +84,22 @@ class Monitor:
     facts: dict[str, nodestate.Facts] = field(default_factory=dict)
     signature: tuple[object, ...] = ()
     saved_at: float = 0.0
+    files: report.Inputs | None = None  # what the files said at the last change
+    progress: dict[str, stages.Progress] | None = None
 
     def tick(self, schedule: bool = True) -> bool:
         """One look: collect probes, mark nodes, start due probes, rewrite the page if anything changed."""
         now = time.time()
         changed = self._collect()
         signature = self._signature()
-        if signature != self.signature:
+        if signature != self.signature or self.files is None:
+            # the logs are parsed again only when a file changed, not on every look
+            self.files = report.read_inputs(self.root, self.config, now, self.probes)
             changed, self.signature = True, signature
-        inputs = report.read_inputs(self.root, self.config, now, self.probes)
-        progress = report.progress_by_mac(inputs)
-        changed |= self._liveness(inputs, progress, now)
+        inputs, progress = self._progress(changed)
+        if self._liveness(inputs, progress, now):
+            changed = True
+            inputs, progress = self._progress(True)
         if schedule:
             self._schedule(inputs.nodes, progress)
         if changed or now - self.saved_at > probe_interval(self.config):
@@ -103,6 +108,14 @@ class Monitor:
         if changed:
             page.write_page(self.root, self.config, report.compute(inputs, now), now)
         return changed
+
+    def _progress(self, changed: bool) -> tuple[report.Inputs, dict[str, stages.Progress]]:
+        """The inputs with the current probes, and each node's progress (derived again only after a change)."""
+        assert self.files is not None
+        inputs = replace(self.files, probes=self.probes)
+        if changed or self.progress is None:
+            self.progress = report.progress_by_mac(inputs)
+        return inputs, self.progress
 
     def _collect(self) -> bool:
         changed = False
