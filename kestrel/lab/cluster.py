@@ -31,7 +31,7 @@ from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry
+from kestrel.nodes import keeper, registry
 from kestrel.plan import Plan, plan_lines
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
@@ -248,6 +248,8 @@ def down(root: Sysroot) -> list[str]:
             logger.info(f"Stopped VM {spec.name}")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
+    if supervisor.stop(root, keeper.NAME):
+        logger.info("Stopped the SSH keeper")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")
