@@ -1,5 +1,5 @@
 """kestrel-nodes: the registry (register, list, add, remove, set), hostfiles, lease events and their registrar,
-exec, check, wake."""
+exec, check, wake; status, monitor, poweroff, reboot and rollout come from cli.operations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from kestrel.cli import common
+from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registrar, registration
@@ -377,6 +377,10 @@ def wake_command(
     wake.send_magic(
         ctx.config, [mac for _, mac in targets], stagger=stagger, labels={mac: label for label, mac in targets if label}
     )
+
+
+for _operation in operations.COMMANDS:
+    command.add_command(_operation)
 
 
 def main() -> None:

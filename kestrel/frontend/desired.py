@@ -12,7 +12,7 @@ from kestrel.frontend import dnsmasq, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, leasequeue, registry
+from kestrel.nodes import bootlog, hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -88,6 +88,8 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
         "rootovl",
         "net.ifnames=0",
         "panic=30",
+        # the initramfs fetches this once the root is mounted: the status's root-mounted stage
+        f"kestrel.mounted={http_url(config)}{bootlog.MOUNTED_PATH}",
         config.boot.cmdline,
         image.cmdline,
     ]
