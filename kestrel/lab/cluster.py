@@ -32,7 +32,7 @@ from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import keeper, registry, ssh
 from kestrel.plan import Plan, plan_lines
 from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import controller as slurm_controller
@@ -295,6 +295,8 @@ def down(root: Sysroot) -> list[str]:
         logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
+    if supervisor.stop(root, keeper.NAME):
+        logger.info("Stopped the SSH keeper")
     for node in registry.load_registry(root):
         if supervisor.stop(root, slurm_join.join_record(node.name)):
             logger.info(f"Stopped the Slurm join of {node.name}")
