@@ -130,10 +130,11 @@ case "${1:-}" in
   *) echo "usage: setup.sh [--frontend | --uninstall]" >&2; exit 2 ;;
 esac
 
+# systemd-container: tests boot a Debian server with systemd as PID 1 (systemd-nspawn) as a real frontend
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
-  shellcheck"
+  shellcheck systemd-container"
 
 # The packages not installed yet, one argument each.
 set --

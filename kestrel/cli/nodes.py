@@ -211,7 +211,7 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
     click.echo(hostfiles.render_hostfile(ctx.root, ctx.config, hostfiles.Format(fmt), entries), nl=False)
 
 
-@command.command("lease-event", hidden=True, help="dnsmasq's dhcp-script: add|old|del MAC IP [NAME].")
+@command.command("lease-event", hidden=True, help="dnsmasq's dhcp-script: add|old|del|arp-add|arp-del MAC IP [NAME].")
 @click.argument("action")
 @click.argument("mac")
 @click.argument("ip")
