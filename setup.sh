@@ -21,7 +21,10 @@ frontend_packages() {
   # nfsd is a kernel feature: without it (containers, some cloud kernels) the userspace server is the one
   if ! grep -qw nfsd /proc/filesystems && ! modprobe -q nfsd 2>/dev/null; then nfs="nfs-ganesha nfs-ganesha-vfs"; fi
   if grep -qs '^ *server: *ganesha' /etc/kestrel/kestrel.yaml; then nfs="nfs-ganesha nfs-ganesha-vfs"; fi
-  echo "dnsmasq nginx-light $nfs rpcbind nfs-common ipxe pxelinux syslinux-common syslinux-efi mmdebstrap \
+  # the gateway module's load balancer (with engine: nginx it is the nginx above; HAProxy then stays idle)
+  gateway=""
+  if grep -qsE '^modules:.*[[ ,]gateway *[],]' /etc/kestrel/kestrel.yaml; then gateway="haproxy"; fi
+  echo "dnsmasq nginx-light $nfs $gateway rpcbind nfs-common ipxe pxelinux syslinux-common syslinux-efi mmdebstrap \
     python3-venv curl iproute2 openssh-client bash-completion"
 }
 
@@ -134,7 +137,7 @@ esac
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
-  shellcheck systemd-container"
+  shellcheck haproxy chromium wrk systemd-container"
 
 # The packages not installed yet, one argument each.
 set --

@@ -190,6 +190,34 @@ class SwitchConfig(_Section):
         return self
 
 
+class GatewayEngine(StrEnum):
+    HAPROXY = "haproxy"
+    NGINX = "nginx"
+
+
+class Balance(StrEnum):
+    ROUNDROBIN = "roundrobin"
+    LEASTCONN = "leastconn"
+
+
+class Gateway(_Section):
+    """The gateway module: a load balancer on the frontend over the web servers of one node group."""
+
+    group: Name | None = None  # None: nodes.default_group
+    port: Port = 8080
+    listen: list[IPv4Address] = []  # empty: the frontend's cluster address
+    engine: GatewayEngine = GatewayEngine.HAPROXY
+    balance: Balance = Balance.ROUNDROBIN
+    backend_port: Port = 80  # where the nodes' web servers (the web module) listen
+    check_interval_ms: Annotated[StrictInt, Field(ge=100, le=60000)] = 1000  # active checks (haproxy)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Gateway:
+        if len(set(self.listen)) != len(self.listen):
+            raise ValueError("listen: an address is given twice")
+        return self
+
+
 class Users(_Section):
     """Cluster users: same uid on the frontend and every node, homes under nfs.home."""
 
@@ -216,6 +244,7 @@ class Config(_Section):
     users: Users = Users()
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     switch: SwitchConfig | None = None
+    gateway: Gateway = Gateway()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

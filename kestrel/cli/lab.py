@@ -27,10 +27,21 @@ from kestrel.errors import KestrelError
 from kestrel.frontend import registration
 from kestrel.lab import cluster as lab
 from kestrel.lab import tree
+from kestrel.names import parse_label
 from kestrel.nodes import fanout
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
+
+
+def parse_modules(value: str | None) -> list[str]:
+    """--modules a,b: module names (checked like the config's), in order, without repeats."""
+    found: list[str] = []
+    for part in (value or "").split(","):
+        name = part.strip()
+        if name and name not in found:
+            found.append(parse_label(name, "module name (--modules)"))
+    return found
 
 
 def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +85,12 @@ def command() -> None:
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
 @click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True, help="Seconds to wait for SSH.")
+@click.option(
+    "--modules",
+    "modules",
+    callback=lambda _c, _p, value: parse_modules(value),
+    help="Modules to add to the lab's config, a comma list (kept for later ups), e.g. web,gateway.",
+)
 @dry_run_options
 @pass_context
 def up(
@@ -83,13 +100,17 @@ def up(
     prefix: str | None,
     rebuild: bool,
     timeout: float,
+    modules: list[str],
     dry_run: bool,
     diff: bool,
 ) -> None:
     if dry_run:
-        print_dry_run(lab.describe_up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff))
+        lines = lab.describe_up(
+            ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules
+        )
+        print_dry_run(lines)
         return
-    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout)
+    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, modules=modules)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
     checks = registration.check(ctx.root, config, targets) if targets else []

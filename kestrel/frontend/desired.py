@@ -10,6 +10,7 @@ from pathlib import Path
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx, units
+from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
 from kestrel.nodes import hostfiles, registry
@@ -130,7 +131,7 @@ def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
 
 
 # Node files that go away with their node (node_files plans them).
-NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*")]
+NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*"), *gateway.OWNED]
 _OWNED = [
     *NODE_OWNED,
     (f"{HTTP_ROOT}/boot", "*.ipxe"),
@@ -172,6 +173,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
         network=str(config.network.network),
         network_address=str(config.network.network.network_address),
         forward_dns=root.uses_systemd,
+        gateway_site=gateway.nginx_include(root, config),
     )
 
 
@@ -215,7 +217,7 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
 
 def node_files(root: Sysroot, config: Config, nodes: list[Node], images: Images, states: States) -> list[Desired]:
     """Only the files that follow from the nodes (what a registry change rewrites, on the lease hook's path):
-    both hosts files, the hostfiles and the per-MAC pxelinux menus."""
+    both hosts files, the hostfiles, the per-MAC pxelinux menus and the gateway's config."""
     return _node_files(root, config, nodes, images, states, _context(root, config, images))
 
 
@@ -233,6 +235,7 @@ def _node_files(
     ]
     if config.boot.method is BootMethod.PXELINUX:
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
+    out += gateway.desired_files(root, config, nodes, states)
     return out + hostfiles.desired_hostfiles(root, config, nodes, states)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from kestrel import runner, supervisor
 from kestrel.frontend import units
+from kestrel.gateway import engine
 from kestrel.plan import Action, Plan, ServiceAction, apply_changes, touches_service
 from kestrel.sysroot import Sysroot
 
@@ -20,11 +21,15 @@ _HOST = {
     "nfs-kernel": ("nfs-kernel-server", ["exportfs", "-ra"]),
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
+    "haproxy": ("haproxy", ["systemctl", "reload", "haproxy"]),
 }
+# Services whose unit has a Kestrel drop-in: systemd reads it again before any action.
+_DROPIN = {"nfs-ganesha", "haproxy"}
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand. Kestrel never
 # starts them either: they are the admin's services, Kestrel only drops a file in their configuration.
 _WARN_ONLY = {"ssh"}
-# Supervised services that re-read their files on SIGHUP; the others are restarted.
+# Supervised services that re-read their files on SIGHUP; HAProxy reloads on SIGUSR2 (gateway.engine); the
+# others are restarted.
 _SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
 
 
@@ -55,7 +60,7 @@ def systemd_commands(a: ServiceAction, active: bool = True) -> list[list[str]]:
     are written)."""
     unit = unit_of(a.service)
     # Kestrel's drop-in (ganesha) or unit files may have changed
-    reload_units = [["systemctl", "daemon-reload"]] if a.service == "nfs-ganesha" or units.is_unit(a.service) else []
+    reload_units = [["systemctl", "daemon-reload"]] if a.service in _DROPIN or units.is_unit(a.service) else []
     if not active:
         return [*reload_units, ["systemctl", "enable", "--now", unit]]
     if a.action is Action.RELOAD and not units.is_unit(a.service):
@@ -74,20 +79,38 @@ def _perform_on_host(a: ServiceAction) -> None:
     if not active and (not a.start or a.service in _WARN_ONLY):
         logger.info(f"Skipped {a.action} of {a.service}: not running")
         return
+    master = _haproxy_master() if a.service == "haproxy" and active and a.action is Action.RELOAD else None
+    before = engine.workers(master) if master else set()
     for argv in systemd_commands(a, active):
         result = runner.run(argv, check=a.service not in _WARN_ONLY)
         if not result.ok:
             logger.warning(f"could not {a.action} {a.service} ({result.why()}); {a.action} it by hand")
             return
+    if master and not engine.wait_new_worker(master, before):
+        logger.warning("haproxy started no worker on its new config: see journalctl -u haproxy")
     done = "Started" if not active else ("Reloaded" if a.action is Action.RELOAD else "Restarted")
     logger.info(f"{done} {a.service} ({a.reason})")
 
 
+def _haproxy_master() -> int | None:
+    """The pid of the HAProxy master that systemd runs (None: not running)."""
+    result = runner.run(["systemctl", "show", "--property", "MainPID", "--value", "haproxy"], check=False)
+    pid = result.stdout.strip() if result.ok else ""
+    return int(pid) if pid.isdigit() and pid != "0" else None
+
+
 def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:
-    """A process Kestrel itself started for ROOT: SIGHUP where the service re-reads its files on it, else a restart."""
-    if a.action is Action.RELOAD and a.service in _SIGHUP:
+    """A process Kestrel itself started for ROOT: SIGHUP where the service re-reads its files on it, HAProxy's
+    own reload, else a restart."""
+    record = supervisor.find(root, a.service)
+    if a.action is Action.RELOAD and a.service == "haproxy" and record:
+        if not engine.reload_haproxy(record.pid):
+            logger.warning(f"haproxy started no worker on its new config: see {record.log}")
+            return
+    elif a.action is Action.RELOAD and a.service in _SIGHUP:
         supervisor.send(root, a.service, signal.SIGHUP)
-        logger.info(f"Reloaded {a.service} ({a.reason})")
     else:
         supervisor.restart(root, a.service)
         logger.info(f"Restarted {a.service} ({a.reason})")
+        return
+    logger.info(f"Reloaded {a.service} ({a.reason})")

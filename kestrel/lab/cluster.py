@@ -25,6 +25,8 @@ from kestrel.config import CONFIG_PATH, Config, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
+from kestrel.gateway import backends as gateway_backends
+from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
@@ -37,17 +39,25 @@ from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("dnsmasq", "nginx", "nfs-ganesha")
+SERVICES = ("dnsmasq", "nginx", "nfs-ganesha", "haproxy")
 
 
 # -- up -------------------------------------------------------------------------------------------------
 
 
 def up(
-    root: Sysroot, count: int, image: str | None, prefix: str | None, *, rebuild: bool = False, timeout: float = 900.0
+    root: Sysroot,
+    count: int,
+    image: str | None,
+    prefix: str | None,
+    *,
+    rebuild: bool = False,
+    timeout: float = 900.0,
+    modules: list[str] | None = None,
 ) -> list[nodes.NodeProgress]:
-    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes."""
-    config_path, config = up_frontend(root, prefix)
+    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes.
+    MODULES are added to the lab's config (and stay there for later ups)."""
+    config_path, config = up_frontend(root, prefix, modules)
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):
@@ -61,16 +71,24 @@ def up(
     return progress
 
 
-def up_frontend(root: Sysroot, prefix: str | None) -> tuple[Path, Config]:
-    """The tree, the namespace with its bridge, the frontend's files, dnsmasq and nginx (no image needed)."""
+def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = None) -> tuple[Path, Config]:
+    """The tree, the namespace with its bridge, the frontend's files, dnsmasq, nginx and the gateway's HAProxy if
+    the module is on (no image needed)."""
     prefix = _prefix(root, prefix)
-    config_path = tree.prepare_tree(root, prefix)
+    config_path = tree.prepare_tree(root, prefix, modules or [])
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
+    if _runs_haproxy(config):
+        ready = (gateway.listen_addresses(config)[0], config.gateway.port)
+        _start(root, "haproxy", gateway.haproxy_argv(root), config, ready_at=ready)
     return config_path, config
+
+
+def _runs_haproxy(config: Config) -> bool:
+    return gateway_backends.is_enabled(config) and gateway.service_of(config) == "haproxy"
 
 
 def _prefix(root: Sysroot, prefix: str | None) -> str:
@@ -114,8 +132,11 @@ def _start(
     *,
     ready_log: str | None = None,
     ready_port: int | None = None,
+    ready_at: tuple[str, int] | None = None,
     private_run: bool = False,
 ) -> None:
+    """Start NAME unless it runs; ready when READY_LOG is in its log, or READY_PORT (on the frontend's address)
+    or READY_AT (host, port) answers."""
     if supervisor.find(root, name):
         return
     record = supervisor.start(root, name, argv, netns=config.network.netns, private_run=private_run)
@@ -123,7 +144,9 @@ def _start(
     if ready_log:
         ok = supervisor.wait_for_log(record, ready_log, 20)
     if ready_port:
-        ok = wait_port(config.network.netns, str(config.network.ip), ready_port, 30)
+        ready_at = (str(config.network.ip), ready_port)
+    if ready_at:
+        ok = wait_port(config.network.netns, *ready_at, 30)
     if not ok or not supervisor.find(root, name):
         tail = Path(record.log).read_text(errors="replace")[-600:] if Path(record.log).exists() else ""
         supervisor.stop(root, name)
@@ -162,11 +185,12 @@ def describe_up(
     rebuild: bool = False,
     timeout: float = 900.0,
     diff: bool = False,
+    modules: list[str] | None = None,
 ) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
     prefix = _prefix(root, prefix)
-    tree_plan, text = tree.plan_tree(root, prefix)
+    tree_plan, text = tree.plan_tree(root, prefix, modules or [])
     config_path = root.path(CONFIG_PATH)
     config = load_config(config_path, text)
     ns, bridge = tree.names_for(prefix)
@@ -184,6 +208,8 @@ def describe_up(
     lines += plan_lines(root, running, diff)
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
+    if _runs_haproxy(config):
+        lines += _would_start(root, "haproxy", gateway.haproxy_argv(root))
     image = image or config.nodes.default_image
     build = rebuild or store.current(root, image) is None
     if build:

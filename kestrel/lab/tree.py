@@ -58,8 +58,9 @@ def names_for(prefix: str) -> tuple[str, str]:
     return topo.name("fe"), topo.name("br0")
 
 
-def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
-    """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices).
+def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: list[str] | None = None) -> str:
+    """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices),
+    MODULES added to its modules (kept for later ups: kestrel-lab up --modules).
 
     Round-trip YAML, so an admin's comments and edits of the lab's config survive a change of prefix.
     """
@@ -76,14 +77,18 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool) -> str:
         # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
         boot["cmdline"] = "console=ttyS0,115200 quiet"
         data["modules"] = yaml.load(json.dumps(LAB_MODULES))
+    for module in modules or []:
+        have = data.setdefault("modules", yaml.load(json.dumps(LAB_MODULES)))
+        if module not in have:
+            have.append(module)
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
 
 
-def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
+def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> tuple[Plan, str]:
     """ROOT/etc/kestrel from the shipped defaults on the first run (no config yet), and a config that names this
-    lab's devices: the plan (pure given the disk) and the config's text."""
+    lab's devices and has MODULES on: the plan (pure given the disk) and the config's text."""
     old = root.read(CONFIG_PATH)
     wanted = []
     if old is None:
@@ -98,16 +103,16 @@ def plan_tree(root: Sysroot, prefix: str) -> tuple[Plan, str]:
                         mode=path.stat().st_mode & 0o7777,
                     )
                 )
-        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True)
+        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True, modules=modules)
     else:
-        text = lab_config_text(old.decode(), prefix, fresh=False)
+        text = lab_config_text(old.decode(), prefix, fresh=False, modules=modules)
     wanted.append(Desired(CONFIG_PATH, text.encode(), mode=None if old is not None else 0o644))
     return plan_files(root, wanted), text
 
 
-def prepare_tree(root: Sysroot, prefix: str) -> Path:
+def prepare_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> Path:
     """Carry out plan_tree, once the config it makes is known to be valid."""
-    plan, text = plan_tree(root, prefix)
+    plan, text = plan_tree(root, prefix, modules)
     config_path = root.path(CONFIG_PATH)
     load_config(config_path, text)
     apply_changes(root, plan)

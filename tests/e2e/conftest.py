@@ -12,6 +12,9 @@ from kestrel.net import netns
 from tests.conftest import need_root
 from tests.e2e.lab import ROOT, USER, kestrel
 
+# Modules on in the lab beyond its defaults, for the e2e files that test them.
+MODULES = "web,gateway"
+
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[str]:
@@ -22,7 +25,9 @@ def lab() -> Iterator[str]:
     try:
         # The tree, the services and the image first; the user before any node boots, since a user added
         # later is pushed to running nodes and into the image.
-        kestrel("kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--rebuild", timeout=1800)
+        kestrel(
+            "kestrel-lab", "up", "--nodes", "0", "--prefix", prefix, "--modules", MODULES, "--rebuild", timeout=1800
+        )
         if USER not in kestrel("kestrel-users", "list").stdout:
             kestrel("kestrel-users", "add", USER)
         up = kestrel("kestrel-lab", "up", "--nodes", "2", "--timeout", "600", timeout=900)
