@@ -9,8 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import eventually
 from tests.e2e.lab import BIN, ROOT
 from tests.integration import frontend_container as fc
@@ -85,6 +83,3 @@ def test_a_node_boots_from_a_systemd_frontend(lab: str, tmp_path: Path) -> None:
 def _console(host: Path) -> str:
     console = host / f"var/log/kestrel/vm-{VM}.console"
     return console.read_text(errors="replace")[-3000:] if console.exists() else "no console"
-
-
-pytestmark = pytest.mark.timeout(900)
