@@ -133,11 +133,13 @@ case "${1:-}" in
   *) echo "usage: setup.sh [--frontend | --uninstall]" >&2; exit 2 ;;
 esac
 
-# systemd-container: tests boot a Debian server with systemd as PID 1 (systemd-nspawn) as a real frontend
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
   shellcheck haproxy chromium wrk systemd-container"
+# systemd-container: systemd-nspawn runs container nodes (kestrel-vm start --kind container) and the real-frontend
+# test's Debian server with systemd as PID 1. Installed, like
+# everything here, with --no-install-recommends: its recommended libnss-mymachines edits /etc/nsswitch.conf.
 
 # The packages not installed yet, one argument each.
 set --

@@ -142,12 +142,29 @@ class KvmMode(StrEnum):
     NO = "no"
 
 
+class VmKind(StrEnum):
+    """What runs a virtual node: qemu boots the image from the network; a container runs the image itself."""
+
+    QEMU = "qemu"
+    CONTAINER = "container"
+
+
+class ContainerInit(StrEnum):
+    """What runs a container node: Kestrel's minimal init (the image's DHCP client, then its sshd) or the image's
+    systemd (nspawn --boot), which costs more memory and start time (docs/ARCHITECTURE.md has the figures)."""
+
+    MINIMAL = "minimal"
+    SYSTEMD = "systemd"
+
+
 class Vm(_Section):
-    """qemu nodes (kestrel-vm): defaults for new VMs; the bridge is network.interface."""
+    """Virtual nodes (kestrel-vm): defaults for new VMs and container nodes; the bridge is network.interface.
+    A container node gets memory and cpus as cgroup limits."""
 
     kvm: KvmMode = KvmMode.AUTO
     memory: Annotated[StrictInt, Field(ge=128, le=1048576)] = 1024
     cpus: Annotated[StrictInt, Field(ge=1, le=256)] = 1
+    container_init: ContainerInit = ContainerInit.MINIMAL
 
 
 class Nodes(_Section):
@@ -160,6 +177,8 @@ class Nodes(_Section):
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"
     ssh_port: Port = 22
     ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
+    # A node that answered SSH and stops answering is marked down within this many seconds (status monitor).
+    down_after: Annotated[StrictInt, Field(ge=4, le=86400)] = 60
 
 
 class SwitchServer(_Section):

@@ -1,4 +1,5 @@
-"""kestrel-nodes: the registry (register, list, add, remove, set), hostfiles, lease events, exec, check, wake."""
+"""kestrel-nodes: the registry (register, list, add, remove, set), hostfiles, lease events and their registrar,
+exec, check, wake; status, monitor, poweroff, reboot and rollout come from cli.operations."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Any
 
 import click
 
-from kestrel.cli import common
+from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
-from kestrel.frontend import node_changes, registration
+from kestrel.frontend import node_changes, registrar, registration
 from kestrel.nodes import fanout, hostfiles, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
@@ -211,7 +212,9 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
     click.echo(hostfiles.render_hostfile(ctx.root, ctx.config, hostfiles.Format(fmt), entries), nl=False)
 
 
-@command.command("lease-event", hidden=True, help="dnsmasq's dhcp-script: add|old|del|arp-add|arp-del MAC IP [NAME].")
+@command.command(
+    "lease-event", hidden=True, help="Apply one lease event at once: add|old|del|arp-add|arp-del MAC IP [NAME]."
+)
 @click.argument("action")
 @click.argument("mac")
 @click.argument("ip")
@@ -220,6 +223,20 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
     registration.lease_event(ctx.root, ctx.config, action, mac, ip)
+
+
+@command.command(
+    "registrar",
+    help="Apply the lease events dnsmasq's hook queues, in batches, until stopped "
+    "(run beside dnsmasq: by kestrel-lab, or the kestrel-registrar unit). --once: apply what is queued and exit.",
+)
+@click.option("--once", is_flag=True, help="Apply the queued events, then exit.")
+@pass_context
+def registrar_command(ctx: Context, once: bool) -> None:
+    if once:
+        registrar.drain(ctx.root, ctx.config_path)
+    else:
+        registrar.serve(ctx.root, ctx.config_path)
 
 
 class _CommandAfterDashes(click.Command):
@@ -351,6 +368,10 @@ def wake_command(
     wake.send_magic(
         ctx.config, [mac for _, mac in targets], stagger=stagger, labels={mac: label for label, mac in targets if label}
     )
+
+
+for _operation in operations.COMMANDS:
+    command.add_command(_operation)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from kestrel.frontend import dnsmasq, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, registry
+from kestrel.nodes import bootlog, hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -64,6 +63,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "leases": root.sys(config.network.leases_file),
         "dns_hosts": root.sys(DNS_HOSTS),
         "lease_hook": root.sys(LEASE_HOOK),
+        "queue": root.sys(leasequeue.QUEUE_DIR),
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
         "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),
@@ -88,6 +88,8 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
         "rootovl",
         "net.ifnames=0",
         "panic=30",
+        # the initramfs fetches this once the root is mounted: the status's root-mounted stage
+        f"kestrel.mounted={http_url(config)}{bootlog.MOUNTED_PATH}",
         config.boot.cmdline,
         image.cmdline,
     ]
@@ -156,6 +158,7 @@ def _directories(config: Config) -> list[str]:
         nfs.GANESHA_STATE,
         NGINX_STATE,
         str(Path(config.network.leases_file).parent),
+        leasequeue.QUEUE_DIR,
     ]
 
 
@@ -182,20 +185,7 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     ctx = _context(root, config, images)
     out = [
         Desired(dnsmasq.CONF_PATH, encode(render(root, "dnsmasq.conf", **ctx)), on_change=("dnsmasq", Action.RESTART)),
-        Desired(
-            LEASE_HOOK,
-            encode(
-                render(
-                    root,
-                    "lease-hook",
-                    python=sys.executable,
-                    tree=str(root.root),
-                    config_path=str(config_path),
-                    registry=root.sys(registry.REGISTRY_PATH),
-                )
-            ),
-            mode=0o755,
-        ),
+        Desired(LEASE_HOOK, encode(render(root, "lease-hook", **ctx)), mode=0o755),
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
     ]
     if not root.uses_systemd:  # the lab's own nginx; a real frontend's is Debian's, which includes the site

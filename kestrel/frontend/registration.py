@@ -3,6 +3,7 @@ and liveness from SSH visits (kestrel-nodes check); each lands through node_chan
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -11,8 +12,9 @@ from kestrel import names
 from kestrel.config import Config, DhcpMode
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
-from kestrel.nodes import fanout, knownhosts, leases, registry, ssh
+from kestrel.nodes import fanout, knownhosts, leasequeue, leases, registry, ssh
 from kestrel.nodes import state as nodestate
+from kestrel.nodes.leasequeue import LeaseEvent
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.plan import Plan
@@ -105,47 +107,70 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
 
 
 def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -> Node | None:
-    """add: the node is up (a new MAC is registered if nodes.auto_register); del: down; old: only registers.
+    """One lease event applied at once (kestrel-nodes lease-event); the hook queues them for the registrar."""
+    return lease_events(root, config, [leasequeue.parse_event(action, mac, ip, int(time.time()))])[0]
 
-    dnsmasq runs its script serially and sends `old` for every lease when it starts, so a known MAC with
-    `old` returns before taking the lock.
+
+def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> list[Node | None]:
+    """EVENTS in order, in one change of the nodes: add marks a node up (a new MAC is registered if
+    nodes.auto_register), del of its address down, old only registers. One write of each file, one reload.
+
+    dnsmasq sends `old` for every lease when it starts: when no event can change anything (known MACs with
+    `old`), nothing is locked or planned. The node of each event, None where it changed nothing.
     """
-    mac = names.parse_mac(mac)
-    address = names.parse_ip(ip)
-    if action not in ("add", "old", "del", "arp-add", "arp-del"):
-        raise InputError(f"lease event {action!r} is not add, old, del, arp-add or arp-del")
-    if action.startswith("arp-"):
-        # Without leases of its own (proxy DHCP, DHCP off) dnsmasq sees nodes only in the ARP table: a machine
-        # seen there is as good as a lease. An entry that ages out says nothing about the node.
-        if action == "arp-del" or config.network.dhcp is DhcpMode.AUTHORITATIVE:
-            return None
-        action = "add"
+    effective = [_as_lease_event(e, config) for e in events]
     known = {n.mac: n for n in registry.load_registry(root)}
-    if action == "old" and mac in known:
-        return known[mac]
-    if mac not in known and (action == "del" or not config.nodes.auto_register):
-        return None
-    result: list[Node] = []
+    if not any(e and _may_change(e, e.mac in known, config.nodes.auto_register) for e in effective):
+        return [known.get(e.mac) if e and e.action == "old" else None for e in effective]
+    result: list[Node | None] = []
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
-        node = next((n for n in nodes if n.mac == mac), None)
-        if node is None:
-            lease = leases.Lease(0, mac, address, None, None)
-            nodes, new, refused = registry.register_leases(nodes, config, [lease])
-            if refused:
-                raise InputError(refused[0])
-            node = new[0]
-            logger.info(f"Registered {node.name} ({node.mac}, {node.ip})")
-        if action == "add":
-            states = nodestate.mark(states, mac, True, int(time.time()))
-        elif action == "del" and node.ip == address:
-            # A node moved from its dynamic lease to its static address gets `del` for the old lease.
-            states = nodestate.mark(states, mac, False, int(time.time()))
-        result.append(node)
+        for e in effective:
+            node = None
+            if e is not None:
+                nodes, states, node = _apply_event(nodes, states, config, e)
+            result.append(node)
         return nodes, states
 
     change_nodes(root, config, change)
-    return result[0] if result else None
+    return result
+
+
+def _as_lease_event(e: LeaseEvent, config: Config) -> LeaseEvent | None:
+    """E as the lease event it stands for. Without leases of its own (proxy DHCP, DHCP off) dnsmasq sees nodes
+    only in the ARP table: a machine seen there is as good as a lease. An entry that ages out says nothing."""
+    if not e.action.startswith("arp-"):
+        return e
+    if e.action == "arp-del" or config.network.dhcp is DhcpMode.AUTHORITATIVE:
+        return None
+    return dataclasses.replace(e, action="add")
+
+
+def _may_change(e: LeaseEvent, known: bool, auto_register: bool) -> bool:
+    if known:
+        return e.action != "old"
+    return e.action != "del" and auto_register
+
+
+def _apply_event(
+    nodes: list[Node], states: States, config: Config, e: LeaseEvent
+) -> tuple[list[Node], States, Node | None]:
+    node = next((n for n in nodes if n.mac == e.mac), None)
+    if node is None and not _may_change(e, False, config.nodes.auto_register):
+        return nodes, states, None
+    if node is None:
+        nodes, new, refused = registry.register_leases(nodes, config, [leases.Lease(0, e.mac, e.ip, None, None)])
+        if refused:
+            logger.warning(refused[0])
+            return nodes, states, None
+        node = new[0]
+        logger.info(f"Registered {node.name} ({node.mac}, {node.ip})")
+    if e.action == "add":
+        states = nodestate.mark(states, e.mac, True, e.time)
+    elif e.action == "del" and node.ip == e.ip:
+        # A node moved from its dynamic lease to its static address gets `del` for the old lease.
+        states = nodestate.mark(states, e.mac, False, e.time)
+    return nodes, states, node
 
 
 def check(root: Sysroot, config: Config, targets: list[ssh.Target], parallel: int = 10) -> list[fanout.Check]:

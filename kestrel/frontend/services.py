@@ -109,6 +109,11 @@ def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:
             return
     elif a.action is Action.RELOAD and a.service in _SIGHUP:
         supervisor.send(root, a.service, signal.SIGHUP)
+        # dnsmasq 2.90 (Debian 12) segfaults on a SIGHUP once it has answered a host of its dhcp-hostsfile whose
+        # line has set: tags (every registry line has), often at the second reload: registrations in a row (a
+        # storm of container nodes) hit it. Its leases are on disk; a new one picks up where it stopped.
+        if a.service == "dnsmasq" and (revived := supervisor.revive(root, a.service, after=0.5)):
+            logger.warning(f"dnsmasq died on its reload (a dnsmasq 2.90 bug): started it again (pid {revived.pid})")
     else:
         supervisor.restart(root, a.service)
         logger.info(f"Restarted {a.service} ({a.reason})")

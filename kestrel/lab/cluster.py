@@ -1,4 +1,5 @@
-"""The one-machine cluster: frontend services and qemu nodes inside a network namespace, run from the lab's tree.
+"""The one-machine cluster: frontend services, qemu and container nodes inside a network namespace, run from the
+lab's tree.
 
 Layout: one namespace PREFIXfe holds the cluster bridge PREFIXbr0 (the frontend's address, an IPv6 ULA for
 router advertisements), dnsmasq, nginx, nfs-ganesha + rpcbind (private /run) and every node's qemu with its
@@ -21,9 +22,9 @@ import time
 from pathlib import Path
 
 from kestrel import runner, supervisor
-from kestrel.config import CONFIG_PATH, Config, load_config
+from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx
+from kestrel.frontend import dnsmasq, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.gateway import backends as gateway_backends
 from kestrel.gateway import files as gateway
@@ -33,13 +34,14 @@ from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry
 from kestrel.plan import Plan, plan_lines
+from kestrel.status import monitor, page
 from kestrel.sysroot import Sysroot
+from kestrel.vm import container, listener, power
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("dnsmasq", "nginx", "nfs-ganesha", "haproxy")
+SERVICES = ("registrar", "dnsmasq", "nginx", "nfs-ganesha", "haproxy")
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -54,9 +56,11 @@ def up(
     rebuild: bool = False,
     timeout: float = 900.0,
     modules: list[str] | None = None,
+    kind: str = VmKind.QEMU.value,
 ) -> list[nodes.NodeProgress]:
-    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes.
-    MODULES are added to the lab's config (and stay there for later ups)."""
+    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT nodes of KIND (the
+    nodes of the other kind stay as they are). MODULES are added to the lab's config (and stay there for later
+    ups)."""
     config_path, config = up_frontend(root, prefix, modules)
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
@@ -66,7 +70,9 @@ def up(
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         logger.info("Started the Wake-on-LAN listener")
-    progress = nodes.start_nodes(root, config, count)
+    if monitor.start_supervised(root, str(config_path)):
+        logger.info(f"Started the status monitor: {root.sys(page.STATUS_DIR)}/index.html, kestrel-nodes status")
+    progress = nodes.start_nodes(root, config, count, kind)
     nodes.wait_nodes(root, config, progress, timeout)
     return progress
 
@@ -79,6 +85,8 @@ def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = N
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
+    # Before dnsmasq, which queues an `old` event for every lease it loads.
+    _start(root, "registrar", dnsmasq.registrar_argv(root, config_path), config, ready_log=registrar.READY)
     _start(root, "dnsmasq", dnsmasq.foreground_argv(root), config, ready_log="started, version")
     _start(root, "nginx", nginx.foreground_argv(root), config, ready_port=config.boot.http_port)
     if _runs_haproxy(config):
@@ -186,6 +194,7 @@ def describe_up(
     timeout: float = 900.0,
     diff: bool = False,
     modules: list[str] | None = None,
+    kind: str = VmKind.QEMU.value,
 ) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
@@ -206,6 +215,7 @@ def describe_up(
     # the services the lab runs are its own: only those running now are reloaded, the others are started below
     running = Plan(frontend.steps, [a for a in frontend.actions if supervisor.find(root, a.service)])
     lines += plan_lines(root, running, diff)
+    lines += _would_start(root, "registrar", dnsmasq.registrar_argv(root, config_path))
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
     if _runs_haproxy(config):
@@ -219,13 +229,19 @@ def describe_up(
     lines += _would_start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), again=build)
     if not supervisor.find(root, listener.LISTENER):
         lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
-    for name in nodes.vm_names(config, count):
+    if not supervisor.find(root, monitor.MONITOR):
+        lines.append("Would start the status monitor (kestrel-nodes monitor)")
+    for name in nodes.vm_names(config, count, kind):
         spec, plan = vm_definitions.plan_define(
-            root, config, name, bridge=config.network.interface, netns=config.network.netns
+            root, config, name, bridge=config.network.interface, netns=config.network.netns, kind=kind
         )
-        lines += plan_lines(root, plan, diff) + qemu.describe_start(root, spec, network_ready=network_ready)
+        if power.is_container(spec) and build:
+            lines += plan_lines(root, plan, diff) + [f"Would start container node {name} on the new image"]
+            continue
+        lines += plan_lines(root, plan, diff) + power.describe_start(root, config, spec, network_ready=network_ready)
     if count:
-        lines.append(f"Would wait until {', '.join(nodes.vm_names(config, count))} answer SSH (at most {timeout:g} s)")
+        names = ", ".join(nodes.vm_names(config, count, kind))
+        lines.append(f"Would wait until {names} answer SSH (at most {timeout:g} s)")
     return lines
 
 
@@ -237,18 +253,21 @@ def _would_start(root: Sysroot, name: str, argv: list[str], again: bool = False)
 
 
 def down(root: Sysroot) -> list[str]:
-    """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
+    """Stop every VM and container node (removing what each made), the listener and the services (by recorded
+    pid), delete the namespace; return leftovers."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
     for spec in vm_definitions.list_vms(root):
-        if qemu.stop_vm(root, spec.name):
-            logger.info(f"Stopped VM {spec.name}")
+        if power.stop(root, spec.name):
+            logger.info(f"Stopped {'container node' if power.is_container(spec) else 'VM'} {spec.name}")
+    problems = power.stop_leftovers(root)
+    if supervisor.stop(root, monitor.MONITOR):
+        logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")
-    problems: list[str] = []
     if state:
         topo = Topology(state.prefix, namespaces=list(state.namespaces))
         problems += topo.destroy()
@@ -258,9 +277,13 @@ def down(root: Sysroot) -> list[str]:
             else:
                 logger.info(f"Removed network namespace {ns}")
         tree.save_state(root, None)
-    for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in vm_definitions.list_vms(root))):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
+    problems += [
+        f"VM {s.name} is still running" for s in vm_definitions.list_vms(root) if power.is_running(root, s.name)
+    ]
+    problems += [f"container node {m.name} left {m.netns} and more" for m in container.list_manifests(root)]
     return problems
 
 
@@ -268,8 +291,8 @@ def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
     """What down would do (--dry-run): the VMs, the listener and the services it would stop, the namespace."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
-    lines = [line for spec in vm_definitions.list_vms(root) for line in qemu.describe_stop(root, spec.name)]
-    for name in (listener.LISTENER, *reversed(SERVICES)):
+    lines = [line for spec in vm_definitions.list_vms(root) for line in power.describe_stop(root, spec.name)]
+    for name in (monitor.MONITOR, listener.LISTENER, *reversed(SERVICES)):
         record = supervisor.find(root, name)
         lines += [f"Would stop {name} (pid {record.pid})"] if record else []
     if state:
@@ -287,16 +310,28 @@ def status(root: Sysroot) -> dict[str, object]:
     state = tree.load_state(root)
     config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
     services = {}
-    for name in (*SERVICES, listener.LISTENER):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         record = supervisor.find(root, name)
         services[name] = record.pid if record else None
+    vms = power.vm_rows(root)
+    kinds = {str(v["mac"]): str(v["kind"]) for v in vms}
+    names = {str(v["mac"]): str(v["name"]) for v in vms}
     return {
         "root": str(root.root),
         "namespace": state.namespaces[0] if state and state.namespaces else None,
         "up": bool(state and all(netns.exists(n) for n in state.namespaces)),
         "network": str(config.network.address) if config else None,
         "services": services,
-        "vms": qemu.vm_rows(root),
+        "vms": vms,
         "images": [i.name for i in store.published_images(root)],
-        "nodes": [{"name": n.name, "mac": n.mac, "ip": str(n.ip)} for n in registry.load_registry(root)],
+        "nodes": [
+            {
+                "name": n.name,
+                "mac": n.mac,
+                "ip": str(n.ip),
+                "kind": kinds.get(n.mac, "physical"),
+                "vm": names.get(n.mac),
+            }
+            for n in registry.load_registry(root)
+        ],
     }

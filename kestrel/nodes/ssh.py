@@ -4,6 +4,7 @@ node) and a bounded fan-out."""
 from __future__ import annotations
 
 import errno
+import logging
 import select
 import socket
 import threading
@@ -24,6 +25,10 @@ from kestrel.sysroot import Sysroot
 ROOT_KEY = "/root/.ssh/id_ed25519"
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"
+
+# Never paramiko's own lines on stderr (a failed connection is the caller's one-line error); output.setup routes
+# them to Kestrel's handler with -vv.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class RemoteError(KestrelError):

@@ -60,16 +60,18 @@ def _dry_runs(root: Sysroot, prefix: str) -> None:
     ns, r = f"{prefix}fe", root.root
     busy = ("var/log/kestrel",)  # dnsmasq and nginx log meanwhile
     up = dry_run("lab", r, "up", "--dry-run", "--nodes", "1", busy=busy)
-    assert not any(line.startswith(("Would start dnsmasq", "Would start nginx", "Would create network")) for line in up)
+    started = ("Would start registrar", "Would start dnsmasq", "Would start nginx", "Would create network")
+    assert not any(line.startswith(started) for line in up)
     assert up[:2] == ["Would build image default: kestrel-images build default (its --dry-run says how)", up[1]] and up[
         1
     ].startswith("Would start nfs-ganesha: ")
     assert f"Would run ip -n {ns} tuntap add dev kv-node01 mode tap" in up
-    records = {name: supervisor.find(root, name) for name in ("dnsmasq", "nginx")}
+    records = {name: supervisor.find(root, name) for name in ("registrar", "dnsmasq", "nginx")}
     pids = {name: record.pid for name, record in records.items() if record is not None}
     assert dry_run("lab", r, "down", "--dry-run", busy=busy) == [
         f"Would stop nginx (pid {pids['nginx']})",
         f"Would stop dnsmasq (pid {pids['dnsmasq']})",
+        f"Would stop registrar (pid {pids['registrar']})",
         f"Would delete network namespace {ns} (and stop what still runs in it)",
         f"Would remove {r}/run/kestrel/lab.json",
     ]

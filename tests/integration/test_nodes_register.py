@@ -1,4 +1,4 @@
-"""Nodes join by booting: real dnsmasq + lease hook + dhclient, and SSH verification against a real sshd."""
+"""Nodes join by booting: real dnsmasq + lease hook + registrar + dhclient, and SSH verification against a real sshd."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kestrel import runner, supervisor
-from kestrel.frontend import dnsmasq
+from kestrel.frontend import dnsmasq, registrar
 from kestrel.net.netns import Topology
 from kestrel.nodes import ssh
 from kestrel.nodes import state as nodestate
@@ -50,6 +50,12 @@ def cluster(tree: Sysroot, topology: Topology) -> Iterator[Cluster]:
             supervisor.stop(tree, name, timeout=5)
 
 
+def start_dnsmasq(c: Cluster) -> None:
+    """dnsmasq and, beside it, the registrar that applies what its lease hook queues."""
+    start(c, "registrar", dnsmasq.registrar_argv(c.root, c.config_path), ready=registrar.READY)
+    start(c, "dnsmasq", dnsmasq.foreground_argv(c.root), ready="started")
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float) -> float:
     """Seconds until PREDICATE holds; AssertionError after TIMEOUT."""
     began = time.monotonic()
@@ -61,7 +67,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> float:
 
 
 def test_a_booting_node_is_registered_by_the_lease_hook(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
+    start_dnsmasq(cluster)
     mac = "52:54:00:4e:00:01"
     ns, dev = cluster.add_client("c1", mac)
     lease = dhcp(cluster, ns, dev, tmp_path)
@@ -105,7 +111,7 @@ def test_a_booting_node_is_registered_by_the_lease_hook(cluster: Cluster, tmp_pa
 
 
 def test_dnsmasq_restart_replays_old_leases_without_changes(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
+    start_dnsmasq(cluster)
     mac = "52:54:00:4e:00:02"
     ns, dev = cluster.add_client("c2", mac)
     dhcp(cluster, ns, dev, tmp_path)
@@ -119,6 +125,26 @@ def test_dnsmasq_restart_replays_old_leases_without_changes(cluster: Cluster, tm
     time.sleep(2)
     assert {p: cluster.root.path(p).stat().st_mtime_ns for p in watched} == before
     assert len(listing(cluster)) == 1
+
+
+def test_a_batch_of_queued_events_reloads_dnsmasq_once(cluster: Cluster) -> None:
+    """100 events queued while the registrar is down: one batch, one SIGHUP, every node in dnsmasq's DNS."""
+    start(cluster, "dnsmasq", dnsmasq.foreground_argv(cluster.root), ready="started")
+    hook = cluster.root.sys("/usr/local/lib/kestrel/lease-hook")
+    for i in range(100):
+        runner.run([hook, "add", f"52:54:00:4f:00:{i:02x}", f"10.10.0.{100 + i}"])
+    log = Path(supervisor.find(cluster.root, "dnsmasq").log)  # type: ignore[union-attr]
+    hosts_reads = "read " + cluster.root.sys("/etc/kestrel/hosts")
+    reads = log.read_text().count(hosts_reads)
+    start(cluster, "registrar", dnsmasq.registrar_argv(cluster.root, cluster.config_path), ready=registrar.READY)
+    registrar_log = Path(supervisor.find(cluster.root, "registrar").log)  # type: ignore[union-attr]
+    wait_for(lambda: "Applied 100 lease events" in registrar_log.read_text(), 20)
+    wait_for(lambda: log.read_text().count(hosts_reads) > reads, 5)
+    time.sleep(1)
+    assert log.read_text().count(hosts_reads) == reads + 1
+    assert registrar_log.read_text().count("Applied ") == 1
+    looked = runner.run(["busybox", "nslookup", "node100.cluster.local", FE_IP], via=runner.Netns(cluster.fe))
+    assert "10.10.0.199" in looked.stdout, looked.stdout
 
 
 # What node a runs on, fixed by the test, not read from this machine; one CPU, as every machine has at least

@@ -145,11 +145,18 @@ def test_real_frontend_golden_tree_and_systemd_actions(
         ["systemctl", "reload", "nginx"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "kestrel-monitor.service"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "kestrel-registrar.service"],
     ]
-    assert said[-3:] == [
+    registrar_unit = "/etc/systemd/system/kestrel-registrar.service"
+    assert said[-5:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
         f"Reloaded nginx ({nginx.SITE_PATH} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
+        "Restarted kestrel-monitor.service (/etc/systemd/system/kestrel-monitor.service changed)",
+        f"Restarted kestrel-registrar.service ({registrar_unit} changed)",
     ]
     # Debian's own nginx includes the site: no standalone config; the mode is recorded for every later program
     assert not tree.path(nginx.STANDALONE_PATH).exists()

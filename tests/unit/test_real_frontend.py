@@ -96,9 +96,15 @@ def test_units_come_from_templates_through_the_plan(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(services, "runner", systemctl)
     run(tree, make_case(tree, "ipxe-http", "ganesha"))
     made = sorted(p.name for p in tree.path(units.UNIT_DIR).glob("kestrel-*"))
-    assert made == ["kestrel-test.service", "kestrel-test.timer"]
+    assert made == [
+        "kestrel-monitor.service",
+        "kestrel-registrar.service",
+        "kestrel-test.service",
+        "kestrel-test.timer",
+    ]
     assert "-I -m kestrel.cli.nodes check" in tree.path(f"{units.UNIT_DIR}/kestrel-test.service").read_text()
     assert ["systemctl", "enable", "--now", "kestrel-test.timer"] in systemctl.ran
+    assert ["systemctl", "enable", "--now", "kestrel-registrar.service"] in systemctl.ran
 
     # uninstall: units stopped and removed, drop-ins removed, the hosts block cut, the admin's data kept
     systemctl.active = True
