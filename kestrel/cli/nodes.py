@@ -14,7 +14,7 @@ from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registrar, registration
-from kestrel.nodes import fanout, hostfiles, registry, wake
+from kestrel.nodes import fanout, hostfiles, keeper, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
 from kestrel.users import homes
@@ -237,6 +237,17 @@ def registrar_command(ctx: Context, once: bool) -> None:
         registrar.drain(ctx.root, ctx.config_path)
     else:
         registrar.serve(ctx.root, ctx.config_path)
+
+
+@command.command(
+    "keeper",
+    hidden=True,
+    help="Keep one SSH connection per node open for Kestrel's commands (exec starts it; it ends when idle).",
+)
+@click.option("--idle", type=click.FloatRange(1), default=keeper.IDLE, show_default=True, help="Seconds idle.")
+@pass_context
+def keeper_command(ctx: Context, idle: float) -> None:
+    keeper.serve(ctx.root, idle)
 
 
 class _CommandAfterDashes(click.Command):

@@ -32,7 +32,7 @@ from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry
+from kestrel.nodes import keeper, registry
 from kestrel.plan import Plan, plan_lines
 from kestrel.status import monitor, page
 from kestrel.sysroot import Sysroot
@@ -265,6 +265,8 @@ def down(root: Sysroot) -> list[str]:
         logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
+    if supervisor.stop(root, keeper.NAME):
+        logger.info("Stopped the SSH keeper")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")
