@@ -55,7 +55,7 @@ def apply_answer(found: Probes, mac: str, at: float, answer: Answer | str) -> Pr
 def probe_all(root: Sysroot, config: Config, nodes: list[Node], found: Probes) -> Probes:
     """One probe of every node in parallel (kestrel-nodes status without a running monitor)."""
     timeout = probe_timeout(config)
-    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
+    with make_pool(root, config) as pool:
         with ThreadPoolExecutor(max_workers=_WORKERS) as workers:
             answers = list(workers.map(lambda n: (n.mac, time.time(), probe_one(pool, n, timeout)), nodes))
     for mac, at, answer in answers:
@@ -85,11 +85,13 @@ class Monitor:
     signature: tuple[object, ...] = ()
     saved_at: float = 0.0
     files: report.Inputs | None = None  # what the files said at the last change
+    known_hosts: tuple[object, ...] = ()
     progress: dict[str, stages.Progress] | None = None
 
     def tick(self, schedule: bool = True) -> bool:
         """One look: collect probes, mark nodes, start due probes, rewrite the page if anything changed."""
         now = time.time()
+        self._renew_pool()
         changed = self._collect()
         signature = self._signature()
         if signature != self.signature or self.files is None:
@@ -108,6 +110,17 @@ class Monitor:
         if changed:
             page.write_page(self.root, self.config, report.compute(inputs, now), now)
         return changed
+
+    def _renew_pool(self) -> None:
+        """A pool trusts the host keys known_hosts listed when it was made: after a change (new nodes, new
+        images), later probes go through a new pool."""
+        keys = tuple(_stat(p) for p in ssh.known_hosts_files(self.root))
+        if not self.known_hosts or keys == self.known_hosts or self.pool is None:
+            self.known_hosts = keys
+            return
+        self.known_hosts, old = keys, self.pool
+        self.pool = make_pool(self.root, self.config)
+        old.close()  # probes in flight on it end with a connection error: probed again at once
 
     def _progress(self, changed: bool) -> tuple[report.Inputs, dict[str, stages.Progress]]:
         """The inputs with the current probes, and each node's progress (derived again only after a change)."""
@@ -210,6 +223,10 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return (st.st_size, st.st_mtime_ns)
 
 
+def make_pool(root: Sysroot, config: Config) -> ssh.Pool:
+    return ssh.root_pool(root, config.nodes.ssh_key, probe_timeout(config), config.network.netns)
+
+
 MONITOR = "monitor"  # its supervisor record (the lab)
 
 
@@ -228,7 +245,7 @@ def start_supervised(root: Sysroot, config_path: str) -> bool:
 def run_monitor(root: Sysroot, config: Config, *, once: bool = False) -> None:
     """Follow the cluster until stopped (SIGTERM); ONCE: one round of probes, then the page, then return."""
     try:
-        pool: ssh.Pool | None = ssh.root_pool(root, config.nodes.ssh_key, probe_timeout(config), config.network.netns)
+        pool: ssh.Pool | None = make_pool(root, config)
     except ssh.RemoteError as e:
         logger.warning(f"{e}: no SSH probes (no liveness, no uptime), boot stages from the logs only")
         pool = None
