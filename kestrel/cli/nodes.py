@@ -214,7 +214,9 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
     click.echo(hostfiles.render_hostfile(ctx.root, ctx.config, hostfiles.Format(fmt), entries), nl=False)
 
 
-@command.command("lease-event", hidden=True, help="Apply one lease event at once: add|old|del MAC IP [NAME].")
+@command.command(
+    "lease-event", hidden=True, help="Apply one lease event at once: add|old|del|arp-add|arp-del MAC IP [NAME]."
+)
 @click.argument("action")
 @click.argument("mac")
 @click.argument("ip")
