@@ -136,7 +136,10 @@ esac
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
-  shellcheck haproxy chromium wrk"
+  shellcheck haproxy chromium wrk systemd-container slurmctld slurmd slurm-client munge"
+# systemd-container: systemd-nspawn runs container nodes (kestrel-vm start --kind container) and the real-frontend
+# test's Debian server with systemd as PID 1. Installed, like
+# everything here, with --no-install-recommends: its recommended libnss-mymachines edits /etc/nsswitch.conf.
 
 # The packages not installed yet, one argument each.
 set --

@@ -26,14 +26,13 @@ from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url, kernel_cmdl
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import store
 from kestrel.lab import cluster as lab
-from kestrel.lab import nodes as lab_nodes
 from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import registry, ssh
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import qemu
+from kestrel.vm import power, qemu
 
 BOOT_TIMEOUT = 420.0
 
@@ -76,7 +75,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     try:
         while time.monotonic() - start < BOOT_TIMEOUT:
             elapsed = time.monotonic() - start
-            if result["login"] is None and lab_nodes.booted(root, name):
+            if result["login"] is None and power.booted(root, name):
                 result["login"] = elapsed
             node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
             if node and elapsed > 30:
@@ -88,7 +87,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
                         break
             time.sleep(1)
     finally:
-        qemu.remove_vm(root, name)
+        power.remove(root, name)
     return result
 
 

@@ -148,12 +148,29 @@ class KvmMode(StrEnum):
     NO = "no"
 
 
+class VmKind(StrEnum):
+    """What runs a virtual node: qemu boots the image from the network; a container runs the image itself."""
+
+    QEMU = "qemu"
+    CONTAINER = "container"
+
+
+class ContainerInit(StrEnum):
+    """What runs a container node: Kestrel's minimal init (the image's DHCP client, then its sshd) or the image's
+    systemd (nspawn --boot), which costs more memory and start time (docs/ARCHITECTURE.md has the figures)."""
+
+    MINIMAL = "minimal"
+    SYSTEMD = "systemd"
+
+
 class Vm(_Section):
-    """qemu nodes (kestrel-vm): defaults for new VMs; the bridge is network.interface."""
+    """Virtual nodes (kestrel-vm): defaults for new VMs and container nodes; the bridge is network.interface.
+    A container node gets memory and cpus as cgroup limits."""
 
     kvm: KvmMode = KvmMode.AUTO
     memory: Annotated[StrictInt, Field(ge=128, le=1048576)] = 1024
     cpus: Annotated[StrictInt, Field(ge=1, le=256)] = 1
+    container_init: ContainerInit = ContainerInit.MINIMAL
 
 
 class Nodes(_Section):
@@ -166,6 +183,8 @@ class Nodes(_Section):
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"
     ssh_port: Port = 22
     ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
+    # A node that answered SSH and stops answering is marked down within this many seconds (status monitor).
+    down_after: Annotated[StrictInt, Field(ge=4, le=86400)] = 60
 
 
 class SwitchServer(_Section):
@@ -238,6 +257,22 @@ class Users(_Section):
         return self
 
 
+class Slurm(_Section):
+    """The slurm module (modules: [..., slurm]): slurmctld and munge on the frontend, slurmd on the nodes."""
+
+    # SlurmctldHost's name: slurmctld starts only on the host of that name (default: this host's own name).
+    controller: Hostname | None = None
+    port: Port = 6817
+    # A node's RealMemory is its `slurmd -C` memory minus this: its root is a tmpfs overlay in the same RAM.
+    memory_headroom_mb: Annotated[StrictInt, Field(ge=0, le=1048576)] = 256
+    # True: proctrack/cgroup + task/cgroup (and a cgroup.conf). Off by default: on bookworm's Slurm 22.05 a
+    # configless node's slurmstepd failed to set up cgroup/v2 (measured in the lab), and containers or cgroup v1
+    # without systemd cannot use them at all: proctrack/linuxproc + task/none.
+    cgroups: StrictBool = False
+    max_nodes: Annotated[StrictInt, Field(ge=1, le=65000)] = 1024  # MaxNodeCount: dynamic nodes that may join
+    slurmd_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60  # seconds before a silent node is DOWN
+
+
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
@@ -251,6 +286,7 @@ class Config(_Section):
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     switch: SwitchConfig | None = None
     gateway: Gateway = Gateway()
+    slurm: Slurm = Slurm()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -62,3 +62,8 @@ def setup(output: Output) -> None:
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
     logger.setLevel(output.level)
+    # paramiko logs a failed connection from its own thread ("Error reading SSH protocol banner", then a traceback)
+    # and Python's last-resort handler would print it: Kestrel reports the failure itself in one line; -vv shows it.
+    library = logging.getLogger("paramiko")
+    library.handlers = [handler if output.verbosity >= 2 else logging.NullHandler()]
+    library.propagate = False

@@ -94,6 +94,24 @@ def restart(root: Sysroot, name: str) -> Record | None:
     return start(root, name, record.argv, netns=record.netns, private_run=record.private_run, env=record.env)
 
 
+def revive(root: Sysroot, name: str, after: float = 0.0) -> Record | None:
+    """Start NAME again from its record if it died on its own (its record is still there) within AFTER seconds;
+    None if it runs (or was stopped on purpose, which removes the record)."""
+    path = _record_path(root, name)
+    deadline = time.monotonic() + after
+    while True:
+        try:
+            record = Record(**json.loads(path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+        if find(root, name) is None:
+            break
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+    return start(root, name, record.argv, netns=record.netns, private_run=record.private_run, env=record.env)
+
+
 def wait_for_log(record: Record, text: str, timeout: float) -> bool:
     """True once TEXT appears in the record's log (daemons that say when they are ready)."""
     deadline = time.monotonic() + timeout

@@ -22,9 +22,10 @@ from kestrel.cli.common import (
     print_table,
     run,
 )
-from kestrel.config import CONFIG_PATH
+from kestrel.config import CONFIG_PATH, VmKind
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
+from kestrel.gateway import backends, files
 from kestrel.lab import cluster as lab
 from kestrel.lab import tree
 from kestrel.names import parse_label
@@ -80,7 +81,14 @@ def command() -> None:
     help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
     "start N nodes and wait until they answer SSH."
 )
-@click.option("--nodes", "count", type=click.IntRange(0, 64), default=2, show_default=True, help="qemu nodes.")
+@click.option("--nodes", "count", type=click.IntRange(0, 200), default=2, show_default=True, help="Nodes of --kind.")
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in VmKind]),
+    default=VmKind.QEMU.value,
+    show_default=True,
+    help="qemu nodes (boot from the network) or container nodes (run the image); the other kind's stay.",
+)
 @click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
@@ -89,7 +97,8 @@ def command() -> None:
     "--modules",
     "modules",
     callback=lambda _c, _p, value: parse_modules(value),
-    help="Modules to add to the lab's config, a comma list (kept for later ups), e.g. web,gateway.",
+    help="Modules to add to the lab's config, a comma list (kept for later ups), e.g. web,gateway,slurm; "
+    "an image built without one of them is rebuilt.",
 )
 @dry_run_options
 @pass_context
@@ -100,17 +109,18 @@ def up(
     prefix: str | None,
     rebuild: bool,
     timeout: float,
+    kind: str,
     modules: list[str],
     dry_run: bool,
     diff: bool,
 ) -> None:
     if dry_run:
         lines = lab.describe_up(
-            ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules
+            ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules, kind=kind
         )
         print_dry_run(lines)
         return
-    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, modules=modules)
+    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, modules=modules, kind=kind)
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
     checks = registration.check(ctx.root, config, targets) if targets else []
@@ -122,6 +132,7 @@ def up(
     if bad:
         raise KestrelError(f"the lab is up but not healthy on {', '.join(bad)} (kestrel-nodes check shows why)")
     first = progress[0].name if progress else "node01"
+    machine = progress[0].vm if progress else "node01"
     logger.info(f"""
 The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   eval "$(kestrel-lab env)"                      # point kestrel-* at the lab
@@ -129,8 +140,11 @@ The lab is up: {len(progress)} nodes, tree {ctx.root.root}. Next:
   kestrel-users add alice                        # a cluster user (home on NFS, own SSH key)
   kestrel-nodes exec --user alice {first} -- mpirun -np {max(2, len(progress))} hostname
   kestrel-lab ssh {first}                            # a shell on a node
-  kestrel-vm stop {first}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
+  kestrel-vm stop {machine}; kestrel-nodes wake {first}     # power off, Wake-on-LAN
   kestrel-lab down                               # stop everything, remove the namespace""")
+    if backends.is_enabled(config):
+        url = f"http://{files.listen_addresses(config)[0]}:{config.gateway.port}/"
+        logger.info(f"The gateway: ip netns exec {config.network.netns} curl {url}; kestrel-gateway status")
 
 
 @command.command(help="Stop every process the lab started and remove its namespace (the tree and image stay).")
@@ -166,7 +180,7 @@ def status(ctx: Context, as_json: bool) -> None:
     vms = info["vms"]
     assert isinstance(vms, list)
     if vms:
-        print_table(vms, ["name", "state", "pid", "mac"])
+        print_table(vms, ["name", "kind", "state", "pid", "mac"])
 
 
 @command.command(help='Shell exports pointing kestrel-* at the lab: eval "$(kestrel-lab env)".')

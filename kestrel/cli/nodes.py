@@ -1,5 +1,5 @@
 """kestrel-nodes: the registry (register, list, add, remove, set), hostfiles, lease events and their registrar,
-exec, check, wake."""
+exec, check, wake; status, monitor, poweroff, reboot and rollout come from cli.operations."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 
 import click
 
-from kestrel.cli import common
+from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registrar, registration
-from kestrel.nodes import fanout, hostfiles, registry, wake
+from kestrel.nodes import fanout, hostfiles, keeper, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import join as slurm_join
 from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -212,7 +214,9 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
     click.echo(hostfiles.render_hostfile(ctx.root, ctx.config, hostfiles.Format(fmt), entries), nl=False)
 
 
-@command.command("lease-event", hidden=True, help="Apply one lease event at once: add|old|del MAC IP [NAME].")
+@command.command(
+    "lease-event", hidden=True, help="Apply one lease event at once: add|old|del|arp-add|arp-del MAC IP [NAME]."
+)
 @click.argument("action")
 @click.argument("mac")
 @click.argument("ip")
@@ -220,7 +224,10 @@ def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool
 @pass_context
 def lease_event_command(ctx: Context, action: str, mac: str, ip: str, hostname: str | None) -> None:
     # The client's HOSTNAME is never used: names come from nodes.name_pattern.
-    registration.lease_event(ctx.root, ctx.config, action, mac, ip)
+    node = registration.lease_event(ctx.root, ctx.config, action, mac, ip)
+    # A lease (new, or renewed by a node that boots again) is a node starting: it joins Slurm once it answers SSH.
+    if node is not None and action in ("add", "old") and slurm_conf.enabled(ctx.config):
+        slurm_join.spawn_join(ctx.root, ctx.config_path, node.name)
 
 
 @command.command(
@@ -235,6 +242,17 @@ def registrar_command(ctx: Context, once: bool) -> None:
         registrar.drain(ctx.root, ctx.config_path)
     else:
         registrar.serve(ctx.root, ctx.config_path)
+
+
+@command.command(
+    "keeper",
+    hidden=True,
+    help="Keep one SSH connection per node open for Kestrel's commands (exec starts it; it ends when idle).",
+)
+@click.option("--idle", type=click.FloatRange(1), default=keeper.IDLE, show_default=True, help="Seconds idle.")
+@pass_context
+def keeper_command(ctx: Context, idle: float) -> None:
+    keeper.serve(ctx.root, idle)
 
 
 class _CommandAfterDashes(click.Command):
@@ -343,6 +361,28 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
 
 
 @command.command(
+    "slurm-join",
+    help="Push the munge key and each node's own Slurm line (from its `slurmd -C`) over SSH, then start munged "
+    "and slurmd: the node joins Slurm as a dynamic node (the slurm module; the lease hook does it at boot).",
+)
+@click.argument("node_names", metavar="[NODES]...", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=0, show_default=True, help="Seconds to wait for SSH.")
+@pass_context
+def slurm_join_command(ctx: Context, node_names: tuple[str, ...], group: str | None, wait: float) -> None:
+    if not slurm_conf.enabled(ctx.config):
+        raise InputError(f"{ctx.config_path}: modules: the slurm module is not enabled")
+    targets = fanout.select_targets(ctx.root, list(node_names), group)
+    results = slurm_join.join_nodes(ctx.root, ctx.config, targets, wait=wait)
+    for r in results:
+        if r.line is not None:
+            logger.info(f"{r.node}: {'joined' if r.restarted else 'already in'} Slurm ({r.line})")
+    bad = [r for r in results if r.line is None]
+    if bad:
+        raise KestrelError("; ".join(f"{r.node}: not joined ({r.why})" for r in bad))
+
+
+@command.command(
     "wake",
     help="Send Wake-on-LAN magic packets to nodes (by name, --group, --all or --mac) on the "
     "cluster network's broadcast. KestrelHPC's --wake-node/--wake-mac/--wake-group work too.",
@@ -366,6 +406,10 @@ def wake_command(
     wake.send_magic(
         ctx.config, [mac for _, mac in targets], stagger=stagger, labels={mac: label for label, mac in targets if label}
     )
+
+
+for _operation in operations.COMMANDS:
+    command.add_command(_operation)
 
 
 def main() -> None:

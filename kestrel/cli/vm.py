@@ -1,4 +1,5 @@
-"""kestrel-vm: qemu nodes that boot from the network (start, stop, list, console, the Wake-on-LAN listener)."""
+"""kestrel-vm: qemu nodes that boot from the network and container nodes that run the image (start, stop, list,
+console, the Wake-on-LAN listener)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ import click
 from kestrel import supervisor
 from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
-from kestrel.config import KvmMode
+from kestrel.config import KvmMode, VmKind
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import listener, qemu
+from kestrel.vm import listener, power
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
-@click.group(help="qemu nodes that boot from the cluster network (PXE), with their serial consoles.")
+@click.group(
+    help="Virtual nodes: qemu nodes that boot from the cluster network (PXE), with their serial consoles, and "
+    "container nodes that run the published image itself (--kind container)."
+)
 @global_options
 def command() -> None:
     pass
@@ -42,6 +46,12 @@ def _spec(ctx: Context, name: str) -> vm_definitions.VmSpec:
 @click.option("--bridge", help="Cluster bridge for the tap [default: config network.interface].")
 @click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
 @click.option("--kvm", type=click.Choice([m.value for m in KvmMode]), help="Hardware acceleration.")
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in VmKind]),
+    help="qemu (boots from the network) or container (runs the image in namespaces) [default: qemu].",
+)
+@click.option("--image", help="The image a container node runs [default: nodes.default_image].")
 @click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Boot this kernel directly, not PXE.")
 @click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="initrd for --kernel.")
 @click.option("--append", help="Kernel command line for --kernel.")
@@ -50,12 +60,17 @@ def _spec(ctx: Context, name: str) -> vm_definitions.VmSpec:
 def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -> None:
     if dry_run:
         spec, plan = vm_definitions.plan_define(ctx.root, ctx.config, name, **given)
-        common.print_dry_run(plan_lines(ctx.root, plan, diff) + qemu.describe_start(ctx.root, spec))
+        common.print_dry_run(plan_lines(ctx.root, plan, diff) + power.describe_start(ctx.root, ctx.config, spec))
         return
     spec = vm_definitions.define_vm(ctx.root, ctx.config, name, **given)
-    record = qemu.start_vm(ctx.root, spec)
+    record = power.start(ctx.root, ctx.config, spec)
     if record is None:
         logger.info(f"{spec.name} is already running")
+    elif power.is_container(spec):
+        logger.info(
+            f"Started container node {spec.name} (pid {record.pid}, MAC {spec.mac} on {spec.bridge}); "
+            f"console: kestrel-vm console {spec.name}"
+        )
     else:
         logger.info(
             f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
@@ -63,7 +78,7 @@ def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -
         )
 
 
-@command.command(help="Power NAME off (its qemu process, nothing else); the definition stays.")
+@command.command(help="Power NAME off (its qemu or container, nothing else); the definition stays.")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--remove", is_flag=True, help="Also forget the VM's definition.")
 @common.dry_run_options
@@ -73,30 +88,31 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
         lines = []
         for name in names:
             _spec(ctx, name)
-            lines += qemu.describe_stop(ctx.root, name)
+            lines += power.describe_stop(ctx.root, name)
             lines += plan_lines(ctx.root, vm_definitions.plan_remove(ctx.root, name), diff) if remove else []
         common.print_dry_run(lines)
         return
     for name in names:
         _spec(ctx, name)
-        stopped = qemu.remove_vm(ctx.root, name) if remove else qemu.stop_vm(ctx.root, name)
+        stopped = power.remove(ctx.root, name) if remove else power.stop(ctx.root, name)
         logger.info(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
 
 
-@command.command(name="list", help="The defined VMs and whether they run.")
+@command.command(name="list", help="The defined VMs and container nodes and whether they run.")
 @json_option
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
-    print_rows(qemu.vm_rows(ctx.root), ["name", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"], as_json)
+    columns = ["name", "kind", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"]
+    print_rows(power.vm_rows(ctx.root), columns, as_json)
 
 
-@command.command(help="Print NAME's serial console log (with --follow, keep printing).")
+@command.command(help="Print NAME's serial console log, or a container node's output (-f: keep printing).")
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output until interrupted.")
 @pass_context
 def console(ctx: Context, name: str, follow: bool) -> None:
     _spec(ctx, name)
-    path = qemu.console_path(ctx.root, name)
+    path = power.console_path(ctx.root, name)
     if not path.exists():
         raise InputError(f"{name} has no console log yet ({path}): start it first")
     with open(path, "rb") as f:
@@ -111,7 +127,7 @@ def console(ctx: Context, name: str, follow: bool) -> None:
                 time.sleep(0.5)
 
 
-@command.command(help="Start stopped VMs when their Wake-on-LAN magic packet crosses the bridge.")
+@command.command(help="Start stopped VMs and container nodes when their magic packet crosses the bridge.")
 @click.option("--bridge", help="Bridge to listen on [default: config network.interface].")
 @click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
 @click.option("--background", is_flag=True, help="Run as a supervised process of ROOT and return.")
@@ -129,7 +145,7 @@ def listen(ctx: Context, bridge: str | None, netns: str | None, background: bool
         logger.info("A listener is already running" if record is None else f"Started the listener (pid {record.pid})")
         return
     try:
-        listener.listen(ctx.root, bridge, netns)
+        listener.listen(ctx.root, ctx.config, bridge, netns)
     except KeyboardInterrupt:
         pass
 

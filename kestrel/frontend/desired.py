@@ -12,11 +12,13 @@ from kestrel.frontend import dnsmasq, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import hostfiles, leasequeue, registry
+from kestrel.nodes import bootlog, hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
 from kestrel.plan import Action, Desired, Plan, plan_files
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import controller as slurm_controller
 from kestrel.sysroot import LOG_DIR, RUN_DIR, SERVICE_MODE_PATH, Sysroot, decode, encode, replace_block, usual_services
 from kestrel.templates import render
 
@@ -88,6 +90,8 @@ def kernel_cmdline(root: Sysroot, config: Config, image: PublishedImage) -> str:
         "rootovl",
         "net.ifnames=0",
         "panic=30",
+        # the initramfs fetches this once the root is mounted: the status's root-mounted stage
+        f"kestrel.mounted={http_url(config)}{bootlog.MOUNTED_PATH}",
         config.boot.cmdline,
         image.cmdline,
     ]
@@ -125,9 +129,15 @@ def export_id(name: str, version: str, used: set[int]) -> int:
 def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
     nodes = registry.load_registry(root)
     images = [i for i in store.published_images(root) if i.bootable]
-    return plan_files(
+    plan = plan_files(
         root, desired_files(root, config, config_path, nodes, images), owned=_OWNED, directories=_directories(config)
     )
+    if slurm_conf.enabled(config):
+        # its folders and key first: slurmctld needs them before slurm.conf makes it reload
+        key = slurm_controller.key_plan(root)
+        plan.steps[:0] = [*slurm_controller.directories(root), *key.steps]
+        plan.merge(Plan([], key.actions))
+    return plan
 
 
 # Node files that go away with their node (node_files plans them).
@@ -139,6 +149,7 @@ _OWNED = [
     ("/etc/ganesha", "kestrel.conf"),
     ("/etc/ganesha", "kestrel-exports.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
+    (str(Path(slurm_controller.SLURMCTLD_DROPIN).parent), "kestrel.conf"),
     ("/etc/kestrel", "nginx.conf"),
     (str(Path(SERVICE_MODE_PATH).parent), Path(SERVICE_MODE_PATH).name),
     units.OWNED,
@@ -171,6 +182,7 @@ def _context(root: Sysroot, config: Config, images: list[PublishedImage]) -> dic
         http_url=http_url(config),
         netmask=config.network.network.netmask,
         range=config.network.dhcp_range,
+        slurm=slurm_conf.enabled(config),
         network=str(config.network.network),
         network_address=str(config.network.network.network_address),
         forward_dns=root.uses_systemd,
@@ -200,6 +212,8 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     out += _nfs_files(root, config, images, ctx)
     out += units.unit_files(root, config)
     out += _boot_files(root, config, images, ctx)
+    if slurm_conf.enabled(config):
+        out += slurm_controller.desired_files(root, config, nodes)
     return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
 
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from kestrel import runner
 from kestrel.errors import InputError
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import LOG_DIR, Sysroot
 
 CONF_PATH = "/etc/dnsmasq.d/kestrel.conf"
+# dnsmasq's own log, with times (log-facility): the status reads DHCPACK and TFTP events from it. Supervised, its
+# output goes to the same file.
+LOG_PATH = f"{LOG_DIR}/dnsmasq.log"
 
 
 def check_config(root: Sysroot, content: bytes) -> None:
@@ -28,7 +31,7 @@ def check_config(root: Sysroot, content: bytes) -> None:
 
 def foreground_argv(root: Sysroot) -> list[str]:
     """dnsmasq in the foreground with only Kestrel's config (the lab and tests supervise it)."""
-    return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root", "--log-facility=-"]
+    return [_dnsmasq(), "--keep-in-foreground", f"--conf-file={root.sys(CONF_PATH)}", "--user=root"]
 
 
 def registrar_argv(root: Sysroot, config_path: Path) -> list[str]:

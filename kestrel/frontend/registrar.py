@@ -17,6 +17,8 @@ from kestrel.config import Config, load_config
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
 from kestrel.nodes import leasequeue
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import join as slurm_join
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -27,14 +29,21 @@ RETRY = 5.0  # seconds before a failed batch is tried again
 READY = "Registrar waiting for lease events"  # the log line the lab waits for
 
 
-def apply_batch(root: Sysroot, config: Config, limit: int = BATCH) -> int:
-    """Apply the events at the head of the queue as one change; how many queued files it consumed."""
+def apply_batch(root: Sysroot, config: Config, limit: int = BATCH, config_path: Path | None = None) -> int:
+    """Apply the events at the head of the queue as one change; how many queued files it consumed.
+
+    With the slurm module (and CONFIG_PATH), a node whose lease is new or renewed is booting: it joins Slurm
+    once it answers SSH, in the background (slurm.join.spawn_join)."""
     pending = leasequeue.read_pending(root, limit)
     for w in pending.warnings:
         logger.warning(w)
     if pending.events:
-        registration.lease_events(root, config, pending.events)
+        found = registration.lease_events(root, config, pending.events)
         logger.info(f"Applied {len(pending.events)} lease event{'s' * (len(pending.events) != 1)}")
+        if config_path is not None and slurm_conf.enabled(config):
+            booting = {n.name for e, n in zip(pending.events, found, strict=True) if n and e.action in ("add", "old")}
+            for name in sorted(booting):
+                slurm_join.spawn_join(root, config_path, name)
     leasequeue.acknowledge(pending.files)
     return len(pending.files)
 
@@ -42,7 +51,7 @@ def apply_batch(root: Sysroot, config: Config, limit: int = BATCH) -> int:
 def drain(root: Sysroot, config_path: Path) -> int:
     """Apply every queued event, batch after batch (kestrel-nodes registrar --once); how many were consumed."""
     total = 0
-    while consumed := apply_batch(root, load_config(config_path)):
+    while consumed := apply_batch(root, load_config(config_path), config_path=config_path):
         total += consumed
     return total
 
@@ -63,7 +72,11 @@ def serve(root: Sysroot, config_path: Path) -> None:
     logger.info(f"{READY} in {root.sys(leasequeue.QUEUE_DIR)}")
     while not stopping:
         try:
-            consumed = apply_batch(root, load_config(config_path)) if leasequeue.queued_files(root) else 0
+            consumed = (
+                apply_batch(root, load_config(config_path), config_path=config_path)
+                if leasequeue.queued_files(root)
+                else 0
+            )
         except (KestrelError, OSError) as e:
             logger.warning(f"lease events not applied, trying again in {RETRY:g} s: {e}")
             _sleep(RETRY, stopping)

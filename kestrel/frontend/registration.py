@@ -125,10 +125,19 @@ def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> lis
     result: list[Node | None] = []
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
-        for e in effective:
-            node = None
-            if e is not None:
-                nodes, states, node = _apply_event(nodes, states, config, e)
+        nodes, registered_at = _register_new(nodes, config, effective)
+        by_mac = {n.mac: n for n in nodes}
+        states = dict(states)
+        for i, e in enumerate(effective):
+            node = by_mac.get(e.mac) if e else None
+            if e is None or node is None or i < registered_at.get(e.mac, 0):
+                result.append(None)  # not a lease event, or a new MAC before the event that registers it
+                continue
+            if e.action == "add":
+                _mark(states, e.mac, True, e.time)
+            elif e.action == "del" and node.ip == e.ip:
+                # A node moved from its dynamic lease to its static address gets `del` for the old lease.
+                _mark(states, e.mac, False, e.time)
             result.append(node)
         return nodes, states
 
@@ -152,25 +161,31 @@ def _may_change(e: LeaseEvent, known: bool, auto_register: bool) -> bool:
     return e.action != "del" and auto_register
 
 
-def _apply_event(
-    nodes: list[Node], states: States, config: Config, e: LeaseEvent
-) -> tuple[list[Node], States, Node | None]:
-    node = next((n for n in nodes if n.mac == e.mac), None)
-    if node is None and not _may_change(e, False, config.nodes.auto_register):
-        return nodes, states, None
-    if node is None:
-        nodes, new, refused = registry.register_leases(nodes, config, [leases.Lease(0, e.mac, e.ip, None, None)])
-        if refused:
-            logger.warning(refused[0])
-            return nodes, states, None
-        node = new[0]
-        logger.info(f"Registered {node.name} ({node.mac}, {node.ip})")
-    if e.action == "add":
-        states = nodestate.mark(states, e.mac, True, e.time)
-    elif e.action == "del" and node.ip == e.ip:
-        # A node moved from its dynamic lease to its static address gets `del` for the old lease.
-        states = nodestate.mark(states, e.mac, False, e.time)
-    return nodes, states, node
+def _mark(states: States, mac: str, up: bool, when: int) -> None:
+    """nodestate.mark in place: one node's entry, not a copy of every node's per event."""
+    states[mac] = nodestate.mark({mac: states[mac]} if mac in states else {}, mac, up, when)[mac]
+
+
+def _register_new(
+    nodes: list[Node], config: Config, events: list[LeaseEvent | None]
+) -> tuple[list[Node], dict[str, int]]:
+    """Every new MAC that one of EVENTS registers, in one pass (names and addresses allocated in event order, as
+    one event after the other would), and the index of the event that registers each."""
+    known = {n.mac for n in nodes}
+    first: dict[str, int] = {}
+    fresh: list[leases.Lease] = []
+    for i, e in enumerate(events):
+        if e and e.mac not in known and e.mac not in first and _may_change(e, False, config.nodes.auto_register):
+            first[e.mac] = i
+            fresh.append(leases.Lease(0, e.mac, e.ip, None, None))
+    if not first:
+        return nodes, {}
+    nodes, new, refused = registry.register_leases(nodes, config, fresh)
+    for w in refused:
+        logger.warning(w)
+    for n in new:
+        logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
+    return nodes, first
 
 
 def check(root: Sysroot, config: Config, targets: list[ssh.Target], parallel: int = 10) -> list[fanout.Check]:

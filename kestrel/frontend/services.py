@@ -24,15 +24,17 @@ _HOST = {
     "nfs-ganesha": ("nfs-ganesha", ["systemctl", "reload", "nfs-ganesha"]),
     "ssh": ("ssh", ["systemctl", "reload", "ssh"]),
     "haproxy": ("haproxy", ["systemctl", "reload", "haproxy"]),
+    "slurmctld": ("slurmctld", ["systemctl", "reload", "slurmctld"]),
+    "munge": ("munge", ["systemctl", "restart", "munge"]),
 }
 # Services whose unit has a Kestrel drop-in: systemd reads it again before any action.
-_DROPIN = {"nfs-ganesha", "haproxy"}
+_DROPIN = {"nfs-ganesha", "haproxy", "slurmctld"}
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand. Kestrel never
 # starts them either: they are the admin's services, Kestrel only drops a file in their configuration.
 _WARN_ONLY = {"ssh"}
-# Supervised services that re-read their files on SIGHUP; HAProxy reloads on SIGUSR2 (gateway.engine); the
-# others are restarted.
-_SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha"}
+# Supervised services that re-read their files on SIGHUP (slurmctld: `scontrol reconfigure`); HAProxy reloads on
+# SIGUSR2 (gateway.engine); the others are restarted.
+_SIGHUP = {"dnsmasq", "nginx", "nfs-ganesha", "slurmctld"}
 
 
 # Service actions owed: written before a plan's files, removed once its actions are done, so that a writer
@@ -144,6 +146,11 @@ def _perform_supervised(root: Sysroot, a: ServiceAction) -> None:
             return
     elif a.action is Action.RELOAD and a.service in _SIGHUP:
         supervisor.send(root, a.service, signal.SIGHUP)
+        # dnsmasq 2.90 (Debian 12) segfaults on a SIGHUP once it has answered a host of its dhcp-hostsfile whose
+        # line has set: tags (every registry line has), often at the second reload: registrations in a row (a
+        # storm of container nodes) hit it. Its leases are on disk; a new one picks up where it stopped.
+        if a.service == "dnsmasq" and (revived := supervisor.revive(root, a.service, after=0.5)):
+            logger.warning(f"dnsmasq died on its reload (a dnsmasq 2.90 bug): started it again (pid {revived.pid})")
     else:
         supervisor.restart(root, a.service)
         logger.info(f"Restarted {a.service} ({a.reason})")

@@ -3,14 +3,16 @@ HAProxy's systemd drop-in; the command line of a supervised HAProxy (the lab).""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from kestrel import runner
 from kestrel.config import Config, GatewayEngine
+from kestrel.errors import InputError
 from kestrel.gateway.backends import group_of, is_enabled, select_backends
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
-from kestrel.plan import Action, Desired
+from kestrel.plan import Action, Desired, Plan
 from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, encode
 from kestrel.templates import render
 
@@ -85,3 +87,25 @@ def haproxy_argv(root: Sysroot) -> list[str]:
     """HAProxy in master-worker mode in the foreground with only Kestrel's config (the lab supervises it):
     SIGUSR2 makes the master start new workers on the new config while the old ones finish their connections."""
     return [runner.which("haproxy") or "haproxy", "-W", "-db", "-f", root.sys(HAPROXY_PATH)]
+
+
+def check_plan(root: Sysroot, plan: Plan) -> None:
+    """Refuse a new HAProxy config that `haproxy -c` refuses (an admin's template, say), before it replaces the one
+    in use. Checked with the plan's 503 page beside it, since the config names the page HAProxy loads."""
+    new = {c.path: c.new for c in plan.changes}
+    text = new.get(HAPROXY_PATH)
+    if text is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="kestrel-haproxy-") as tmp:
+        page, cfg = Path(tmp, "503.html"), Path(tmp, "haproxy.cfg")
+        page.write_bytes(new.get(PAGE_503) or root.read(PAGE_503) or b"")
+        cfg.write_bytes(text.replace(root.sys(PAGE_503).encode(), str(page).encode()))
+        proc = runner.run([runner.which("haproxy") or "haproxy", "-c", "-f", str(cfg)], check=False)
+    if proc.returncode is None:  # it did not run (not installed): not the config's fault
+        proc.check()
+    if not proc.ok:
+        # the first alert names the line; the ones after it only sum up
+        alerts = [line for line in (proc.stderr + proc.stdout).splitlines() if "[ALERT]" in line]
+        why = alerts[0].split(" : ", 1)[-1].removeprefix("config : ") if alerts else "no reason given"
+        why = why.replace(str(cfg), "new config")
+        raise InputError(f"{root.sys(HAPROXY_PATH)}: haproxy -c refused the new config ({why}); the old one stays")

@@ -1,4 +1,5 @@
-"""The one-machine cluster: frontend services and qemu nodes inside a network namespace, run from the lab's tree.
+"""The one-machine cluster: frontend services, qemu and container nodes inside a network namespace, run from the
+lab's tree.
 
 Layout: one namespace PREFIXfe holds the cluster bridge PREFIXbr0 (the frontend's address, an IPv6 ULA for
 router advertisements), dnsmasq, nginx, nfs-ganesha + rpcbind (private /run) and every node's qemu with its
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from kestrel import runner, supervisor
-from kestrel.config import CONFIG_PATH, Config, load_config
+from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend import dnsmasq, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
@@ -31,15 +32,19 @@ from kestrel.images import store
 from kestrel.lab import nodes, tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry
+from kestrel.nodes import keeper, registry, ssh
 from kestrel.plan import Plan, plan_lines
+from kestrel.slurm import conf as slurm_conf
+from kestrel.slurm import controller as slurm_controller
+from kestrel.slurm import join as slurm_join
+from kestrel.status import monitor, page
 from kestrel.sysroot import Sysroot
+from kestrel.vm import container, listener, power
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import listener, qemu
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("registrar", "dnsmasq", "nginx", "nfs-ganesha", "haproxy")
+SERVICES = ("registrar", "dnsmasq", "nginx", "nfs-ganesha", "haproxy", slurm_controller.SERVICE)
 
 
 # -- up -------------------------------------------------------------------------------------------------
@@ -54,10 +59,14 @@ def up(
     rebuild: bool = False,
     timeout: float = 900.0,
     modules: list[str] | None = None,
+    kind: str = VmKind.QEMU.value,
 ) -> list[nodes.NodeProgress]:
-    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT qemu nodes.
-    MODULES are added to the lab's config (and stay there for later ups)."""
+    """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT nodes of KIND (the
+    nodes of the other kind stay as they are). MODULES are added to the lab's config (and stay there for later
+    ups); an image built without one of them is rebuilt."""
+    before = _modules(root)
     config_path, config = up_frontend(root, prefix, modules)
+    rebuild = rebuild or (before is not None and set(config.modules) - set(before) != set())
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):
@@ -66,14 +75,18 @@ def up(
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         logger.info("Started the Wake-on-LAN listener")
-    progress = nodes.start_nodes(root, config, count)
+    if monitor.start_supervised(root, str(config_path)):
+        logger.info(f"Started the status monitor: {root.sys(page.STATUS_DIR)}/index.html, kestrel-nodes status")
+    progress = nodes.start_nodes(root, config, count, kind)
     nodes.wait_nodes(root, config, progress, timeout)
+    if slurm_conf.enabled(config) and progress:
+        _join_slurm(root, config, progress)
     return progress
 
 
 def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = None) -> tuple[Path, Config]:
-    """The tree, the namespace with its bridge, the frontend's files, dnsmasq, nginx and the gateway's HAProxy if
-    the module is on (no image needed)."""
+    """The tree, the namespace with its bridge, the frontend's files, dnsmasq, nginx, the gateway's HAProxy and
+    slurmctld with munged when their modules are on (no image needed)."""
     prefix = _prefix(root, prefix)
     config_path = tree.prepare_tree(root, prefix, modules or [])
     config = load_config(config_path)
@@ -86,11 +99,34 @@ def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = N
     if _runs_haproxy(config):
         ready = (gateway.listen_addresses(config)[0], config.gateway.port)
         _start(root, "haproxy", gateway.haproxy_argv(root), config, ready_at=ready)
+    if slurm_conf.enabled(config):
+        argv = slurm_controller.launcher_argv(root)
+        _start(root, slurm_controller.SERVICE, argv, config, ready_port=config.slurm.port, private_run=True)
     return config_path, config
 
 
 def _runs_haproxy(config: Config) -> bool:
     return gateway_backends.is_enabled(config) and gateway.service_of(config) == "haproxy"
+
+
+def _modules(root: Sysroot) -> list[str] | None:
+    """The modules of the lab's config as it is now (None: no config yet)."""
+    path = root.path(CONFIG_PATH)
+    return load_config(path).modules if path.exists() else None
+
+
+def _join_slurm(root: Sysroot, config: Config, progress: list[nodes.NodeProgress]) -> None:
+    """The booted nodes get the munge key and start slurmd. The lease hook started a join for each in the background
+    already: wait for those, then join what is left (a node that joined says so and is left alone)."""
+    targets = [ssh.Target(p.name, p.ip) for p in progress if p.name]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and any(supervisor.find(root, slurm_join.join_record(t.name)) for t in targets):
+        time.sleep(1)
+    for joined in slurm_join.join_nodes(root, config, targets):
+        if joined.line is None:
+            logger.warning(f"{joined.node}: did not join Slurm ({joined.why})")
+        else:
+            logger.info(f"{joined.node}: {'joined' if joined.restarted else 'in'} Slurm ({joined.line})")
 
 
 def _prefix(root: Sysroot, prefix: str | None) -> str:
@@ -188,6 +224,7 @@ def describe_up(
     timeout: float = 900.0,
     diff: bool = False,
     modules: list[str] | None = None,
+    kind: str = VmKind.QEMU.value,
 ) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
@@ -211,8 +248,8 @@ def describe_up(
     lines += _would_start(root, "registrar", dnsmasq.registrar_argv(root, config_path))
     lines += _would_start(root, "dnsmasq", dnsmasq.foreground_argv(root))
     lines += _would_start(root, "nginx", nginx.foreground_argv(root))
-    if _runs_haproxy(config):
-        lines += _would_start(root, "haproxy", gateway.haproxy_argv(root))
+    if slurm_conf.enabled(config):
+        lines += _would_start(root, slurm_controller.SERVICE, slurm_controller.launcher_argv(root))
     image = image or config.nodes.default_image
     build = rebuild or store.current(root, image) is None
     if build:
@@ -222,13 +259,19 @@ def describe_up(
     lines += _would_start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), again=build)
     if not supervisor.find(root, listener.LISTENER):
         lines.append(f"Would start the Wake-on-LAN listener on {config.network.interface}")
-    for name in nodes.vm_names(config, count):
+    if not supervisor.find(root, monitor.MONITOR):
+        lines.append("Would start the status monitor (kestrel-nodes monitor)")
+    for name in nodes.vm_names(config, count, kind):
         spec, plan = vm_definitions.plan_define(
-            root, config, name, bridge=config.network.interface, netns=config.network.netns
+            root, config, name, bridge=config.network.interface, netns=config.network.netns, kind=kind
         )
-        lines += plan_lines(root, plan, diff) + qemu.describe_start(root, spec, network_ready=network_ready)
+        if power.is_container(spec) and build:
+            lines += plan_lines(root, plan, diff) + [f"Would start container node {name} on the new image"]
+            continue
+        lines += plan_lines(root, plan, diff) + power.describe_start(root, config, spec, network_ready=network_ready)
     if count:
-        lines.append(f"Would wait until {', '.join(nodes.vm_names(config, count))} answer SSH (at most {timeout:g} s)")
+        names = ", ".join(nodes.vm_names(config, count, kind))
+        lines.append(f"Would wait until {names} answer SSH (at most {timeout:g} s)")
     return lines
 
 
@@ -240,18 +283,26 @@ def _would_start(root: Sysroot, name: str, argv: list[str], again: bool = False)
 
 
 def down(root: Sysroot) -> list[str]:
-    """Stop every VM, the listener and the services (by recorded pid), delete the namespace; return leftovers."""
+    """Stop every VM and container node (removing what each made), the listener and the services (by recorded
+    pid), delete the namespace; return leftovers."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
     for spec in vm_definitions.list_vms(root):
-        if qemu.stop_vm(root, spec.name):
-            logger.info(f"Stopped VM {spec.name}")
+        if power.stop(root, spec.name):
+            logger.info(f"Stopped {'container node' if power.is_container(spec) else 'VM'} {spec.name}")
+    problems = power.stop_leftovers(root)
+    if supervisor.stop(root, monitor.MONITOR):
+        logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
         logger.info("Stopped the Wake-on-LAN listener")
+    if supervisor.stop(root, keeper.NAME):
+        logger.info("Stopped the SSH keeper")
+    for node in registry.load_registry(root):
+        if supervisor.stop(root, slurm_join.join_record(node.name)):
+            logger.info(f"Stopped the Slurm join of {node.name}")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")
-    problems: list[str] = []
     if state:
         topo = Topology(state.prefix, namespaces=list(state.namespaces))
         problems += topo.destroy()
@@ -261,9 +312,13 @@ def down(root: Sysroot) -> list[str]:
             else:
                 logger.info(f"Removed network namespace {ns}")
         tree.save_state(root, None)
-    for name in (*SERVICES, listener.LISTENER, *(qemu.record_name(s.name) for s in vm_definitions.list_vms(root))):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
+    problems += [
+        f"VM {s.name} is still running" for s in vm_definitions.list_vms(root) if power.is_running(root, s.name)
+    ]
+    problems += [f"container node {m.name} left {m.netns} and more" for m in container.list_manifests(root)]
     return problems
 
 
@@ -271,8 +326,8 @@ def describe_down(root: Sysroot, diff: bool = False) -> list[str]:
     """What down would do (--dry-run): the VMs, the listener and the services it would stop, the namespace."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
-    lines = [line for spec in vm_definitions.list_vms(root) for line in qemu.describe_stop(root, spec.name)]
-    for name in (listener.LISTENER, *reversed(SERVICES)):
+    lines = [line for spec in vm_definitions.list_vms(root) for line in power.describe_stop(root, spec.name)]
+    for name in (monitor.MONITOR, listener.LISTENER, *reversed(SERVICES)):
         record = supervisor.find(root, name)
         lines += [f"Would stop {name} (pid {record.pid})"] if record else []
     if state:
@@ -290,16 +345,28 @@ def status(root: Sysroot) -> dict[str, object]:
     state = tree.load_state(root)
     config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
     services = {}
-    for name in (*SERVICES, listener.LISTENER):
+    for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         record = supervisor.find(root, name)
         services[name] = record.pid if record else None
+    vms = power.vm_rows(root)
+    kinds = {str(v["mac"]): str(v["kind"]) for v in vms}
+    names = {str(v["mac"]): str(v["name"]) for v in vms}
     return {
         "root": str(root.root),
         "namespace": state.namespaces[0] if state and state.namespaces else None,
         "up": bool(state and all(netns.exists(n) for n in state.namespaces)),
         "network": str(config.network.address) if config else None,
         "services": services,
-        "vms": qemu.vm_rows(root),
+        "vms": vms,
         "images": [i.name for i in store.published_images(root)],
-        "nodes": [{"name": n.name, "mac": n.mac, "ip": str(n.ip)} for n in registry.load_registry(root)],
+        "nodes": [
+            {
+                "name": n.name,
+                "mac": n.mac,
+                "ip": str(n.ip),
+                "kind": kinds.get(n.mac, "physical"),
+                "vm": names.get(n.mac),
+            }
+            for n in registry.load_registry(root)
+        ],
     }

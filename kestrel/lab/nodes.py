@@ -1,4 +1,5 @@
-"""The lab's qemu nodes: started one after another, then followed through registration, boot and SSH."""
+"""The lab's nodes: qemu nodes started one after another, container nodes all at once, then every node followed
+through registration, boot and SSH."""
 
 from __future__ import annotations
 
@@ -7,20 +8,25 @@ import time
 from dataclasses import dataclass
 
 from kestrel import runner
-from kestrel.config import Config
+from kestrel.config import Config, VmKind
 from kestrel.errors import CommandError
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import fanout, registry, ssh
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import qemu
+from kestrel.vm import power
 
 logger = logging.getLogger(__name__)
+
+# Container nodes are named apart from qemu nodes: the registry names each node by the order its lease came in,
+# and container nodes start all at once, so a container's name is its machine's, like a physical asset tag.
+CONTAINER_PATTERN = "ct{index:02d}"
 
 
 @dataclass
 class NodeProgress:
     vm: str
     mac: str
+    kind: str = VmKind.QEMU.value
     name: str = ""
     ip: str = ""
     registered: float | None = None
@@ -32,21 +38,25 @@ class NodeProgress:
         return self.ssh is not None
 
 
-def vm_names(config: Config, count: int) -> list[str]:
-    return [config.nodes.name_pattern.format(index=config.nodes.first_index + i) for i in range(count)]
+def vm_names(config: Config, count: int, kind: str = VmKind.QEMU.value) -> list[str]:
+    pattern = CONTAINER_PATTERN if kind == VmKind.CONTAINER else config.nodes.name_pattern
+    return [pattern.format(index=config.nodes.first_index + i) for i in range(count)]
 
 
-def start_nodes(root: Sysroot, config: Config, count: int) -> list[NodeProgress]:
-    """Start the nodes one after another, each once the previous one is registered, so VM and node names agree."""
+def start_nodes(root: Sysroot, config: Config, count: int, kind: str = VmKind.QEMU.value) -> list[NodeProgress]:
+    """Start COUNT nodes of KIND. qemu nodes one after another, each once the previous one is registered, so VM
+    and node names agree; container nodes all at once (they register in whatever order their leases come)."""
     progress = []
-    for name in vm_names(config, count):
+    for name in vm_names(config, count, kind):
         # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
-        spec = vm_definitions.define_vm(root, config, name, bridge=config.network.interface, netns=config.network.netns)
-        if qemu.start_vm(root, spec):
-            logger.info(f"Started VM {name} ({spec.mac}); its console: kestrel-vm console {name}")
-        progress.append(NodeProgress(name, spec.mac))
+        spec = vm_definitions.define_vm(
+            root, config, name, bridge=config.network.interface, netns=config.network.netns, kind=kind
+        )
+        if power.start(root, config, spec):
+            logger.info(f"Started {'container node' if power.is_container(spec) else 'VM'} {name} ({spec.mac})")
+        progress.append(NodeProgress(name, spec.mac, kind))
         started = time.monotonic()
-        while time.monotonic() - started < 60 and not _registered(root, spec.mac):
+        while kind == VmKind.QEMU and time.monotonic() - started < 60 and not _registered(root, spec.mac):
             time.sleep(0.5)
     return progress
 
@@ -63,38 +73,42 @@ def wait_nodes(root: Sysroot, config: Config, progress: list[NodeProgress], time
         if elapsed > timeout:
             late = ", ".join(p.vm for p in progress if not p.done)
             raise CommandError(f"not SSH-ready after {timeout:g} s: {late} (kestrel-vm console NAME shows why)")
-        for p in progress:
-            _step(root, config, p, elapsed)
-        time.sleep(2)
+        follow(root, config, progress, elapsed)
+        time.sleep(1)
 
 
-def _step(root: Sysroot, config: Config, p: NodeProgress, elapsed: float) -> None:
-    if p.registered is None:
-        node = _registered(root, p.mac)
-        if node is None:
-            return
-        p.name, p.ip, p.registered = node.name, str(node.ip), elapsed
-        logger.info(f"{p.vm}: registered as {p.name} ({p.ip}) [{elapsed:.0f} s]")
+def follow(root: Sysroot, config: Config, progress: list[NodeProgress], elapsed: float) -> None:
+    """One look at every node that is not SSH-ready yet: the registry once, SSH in parallel."""
+    by_mac = {n.mac: n for n in registry.load_registry(root)}
+    fresh = False
+    for p in progress:
+        node = by_mac.get(p.mac)
+        if p.registered is None and node is not None:
+            p.name, p.ip, p.registered = node.name, str(node.ip), elapsed
+            logger.info(f"{p.vm}: registered as {p.name} ({p.ip}) [{elapsed:.0f} s]")
+            fresh = True
+        if p.registered is not None and p.booted is None and power.booted(root, p.vm):
+            p.booted = elapsed
+            logger.info(f"{p.name}: booted [{elapsed:.0f} s]")
+    if fresh:
         _sync_known_hosts(root)
-    if p.booted is None and booted(root, p.vm):
-        p.booted = elapsed
-        logger.info(f"{p.name}: booted, login prompt on the console [{elapsed:.0f} s]")
-    if p.ssh is None and (p.booted is not None or elapsed > 60):
-        # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
-        with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
-            result = runner.run(["true"], via=pool.on(ssh.Target(p.name, p.ip)), timeout=10, check=False)
+    # A container node is tried as soon as it is registered: its SSH is seconds away (under the image's systemd
+    # its init's "ready" goes to the journal, not to the console).
+    soon = [p for p in progress if p.booted or p.kind == VmKind.CONTAINER or elapsed > 60]
+    ready = [p for p in soon if p.ssh is None and p.registered is not None]
+    if not ready:
+        return
+    # A fresh pool each time: it reads known_hosts when made, and new nodes were just added there.
+    with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
+        results = fanout.fan_out(
+            [ssh.Target(p.name, p.ip) for p in ready],
+            lambda t: runner.run(["true"], via=pool.on(t), timeout=10, check=False),
+            parallel=16,
+        )
+    for p, result in zip(ready, results, strict=True):
         if result.ok:
             p.ssh = elapsed
             logger.info(f"{p.name}: SSH ready [{elapsed:.0f} s]")
-
-
-def booted(root: Sysroot, vm: str) -> bool:
-    """A login prompt on the serial console since the VM's last start."""
-    try:
-        text = qemu.console_path(root, vm).read_text(errors="replace")
-    except FileNotFoundError:
-        return False
-    return " login:" in text[text.rfind("=== kestrel-vm:") :]
 
 
 def _sync_known_hosts(root: Sysroot) -> None:

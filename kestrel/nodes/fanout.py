@@ -15,7 +15,7 @@ from typing import TypeVar
 from kestrel import names, runner
 from kestrel.config import Config
 from kestrel.errors import InputError
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import keeper, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
@@ -57,16 +57,30 @@ def exec_on(
     command_timeout: float = 600.0,
 ) -> list[runner.Result]:
     """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY;
-    the results in the order of TARGETS."""
+    the results in the order of TARGETS. Through the tree's SSH keeper (connections kept between commands),
+    or, where it cannot run, over connections of this process."""
     if not command.strip():
         raise InputError("no command given (kestrel-nodes exec [NODES...] -- COMMAND)")
     timeout = float(connect_timeout or config.nodes.ssh_timeout)
     if user == "root":
-        pool = ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns)
-    else:
-        assert key is not None, "a cluster user's key"
-        pool = ssh.Pool(user, key, ssh.known_hosts_files(root), timeout, config.network.netns)
-    with pool:
+        key = root.path(config.nodes.ssh_key)
+    assert key is not None, "a cluster user's key"
+    known = ssh.known_hosts_files(root)
+    request = keeper.Request(
+        user,
+        str(key),
+        [str(p) for p in known],
+        timeout,
+        config.network.netns,
+        [(t.name, t.address, t.port) for t in targets],
+        command,
+        parallel,
+        command_timeout,
+    )
+    kept = keeper.run_kept(root, request)
+    if kept is not None:
+        return kept
+    with ssh.Pool(user, key, known, timeout, config.network.netns) as pool:
         return run_many(pool, targets, command, parallel=parallel, timeout=command_timeout)
 
 

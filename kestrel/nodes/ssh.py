@@ -4,6 +4,7 @@ node) and a bounded fan-out."""
 from __future__ import annotations
 
 import errno
+import logging
 import select
 import socket
 import threading
@@ -24,6 +25,10 @@ from kestrel.sysroot import Sysroot
 ROOT_KEY = "/root/.ssh/id_ed25519"
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"
+
+# Never paramiko's own lines on stderr (a failed connection is the caller's one-line error); output.setup routes
+# them to Kestrel's handler with -vv.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class RemoteError(KestrelError):
@@ -120,18 +125,24 @@ class Pool:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target))
         t = self.connect_timeout
-        client.connect(
-            target.address,
-            target.port,
-            username=self.user,
-            pkey=self.key,
-            timeout=t,
-            banner_timeout=t,
-            auth_timeout=t,
-            look_for_keys=False,
-            allow_agent=False,
-            sock=open_socket(target.address, target.port, t, self.netns_name),
-        )
+        try:
+            client.connect(
+                target.address,
+                target.port,
+                username=self.user,
+                pkey=self.key,
+                timeout=t,
+                banner_timeout=t,
+                auth_timeout=t,
+                look_for_keys=False,
+                allow_agent=False,
+                sock=open_socket(target.address, target.port, t, self.netns_name),
+            )
+        except BaseException:
+            # paramiko leaves the connection open after a refused host key or key: closed here, or each failed
+            # attempt would hold one of sshd's unauthenticated slots (MaxStartups) until its LoginGraceTime
+            client.close()
+            raise
         with self._lock:
             self._clients[target] = client
         return client

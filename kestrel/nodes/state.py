@@ -11,11 +11,18 @@ from kestrel.errors import InputError
 from kestrel.sysroot import Sysroot
 
 STATE_PATH = "/var/lib/kestrel/nodes.json"
-# One SSH visit reads every fact as KEY=VALUE lines; fixed text, nothing interpolated. The root is the NFS root
-# the node booted (its kernel command line): the image version it runs on, which must not be deleted.
+# One SSH visit reads every fact as KEY=VALUE lines; fixed text, nothing interpolated. The root is the image root
+# the node runs on (a container node's init writes it down; else the NFS root of its kernel command line): the
+# image version, which must not be deleted. A container's own cgroup limits (memory, CPU quota: cgroup2 or v1,
+# seen through its cgroup namespace) are its real size; a booted node has none and counts its hardware.
 FACTS_COMMAND = (
     "echo cpus=$(nproc); echo memory_kb=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo); "
-    "echo root=$(tr ' ' '\\n' </proc/cmdline | sed -n 's/^nfsroot=[^:]*:\\([^,]*\\).*/\\1/p')"
+    "echo root=$(cat /run/kestrel-node/root 2>/dev/null || "
+    "tr ' ' '\\n' </proc/cmdline | sed -n 's/^nfsroot=[^:]*:\\([^,]*\\).*/\\1/p'); "
+    "echo memory_limit=$(cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null "
+    "| head -n1); "
+    "echo cpu_limit=$(cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
+    "echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us 2>/dev/null))"
 )
 
 
@@ -92,14 +99,22 @@ def keep_only(states: States, macs: set[str]) -> States:
 
 
 def parse_facts(output: str) -> Facts:
-    """The KEY=VALUE lines of FACTS_COMMAND (other lines are ignored): cpus=4, memory_kb=16384000, root=PATH."""
+    """The KEY=VALUE lines of FACTS_COMMAND (other lines are ignored): cpus=4, memory_kb=16384000, root=PATH,
+    memory_limit=BYTES|max, cpu_limit=QUOTA PERIOD (a limit below what the node counts wins)."""
     values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     try:
         cpus, memory_kb = int(values["cpus"]), int(values["memory_kb"])
     except (KeyError, ValueError):
         raise ValueError(f"unexpected answer to the facts command: {output[:120]!r}") from None
+    memory_mb = memory_kb // 1024
+    limit = values.get("memory_limit", "").strip()
+    if limit.isdigit() and int(limit) // (1024 * 1024) < memory_mb:
+        memory_mb = max(1, int(limit) // (1024 * 1024))
+    quota = values.get("cpu_limit", "").split()
+    if len(quota) == 2 and quota[0].isdigit() and quota[1].isdigit() and int(quota[1]) > 0:
+        cpus = max(1, min(cpus, -(-int(quota[0]) // int(quota[1]))))
     root = values.get("root", "").strip()
-    return Facts(cpus=cpus, memory_mb=memory_kb // 1024, root=root if root.startswith("/") else None)
+    return Facts(cpus=cpus, memory_mb=memory_mb, root=root if root.startswith("/") else None)
 
 
 def macs_by_root(states: States) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 
 from kestrel import names
-from kestrel.config import Config, KvmMode
+from kestrel.config import Config, KvmMode, VmKind
 from kestrel.errors import InputError
 from kestrel.plan import FileChange, Plan, apply_changes, plan_removal
 from kestrel.sysroot import Sysroot
@@ -23,7 +23,8 @@ TAP_PREFIX = "kv-"
 
 @dataclass(frozen=True)
 class VmSpec:
-    """How to run one VM. kernel/initrd/append: direct kernel boot instead of PXE (benchmarks, debugging)."""
+    """How to run one VM. kernel/initrd/append: direct kernel boot instead of PXE (benchmarks, debugging).
+    KIND container: the node runs IMAGE (None: nodes.default_image) in containers, no kernel of its own."""
 
     name: str
     mac: str
@@ -36,6 +37,8 @@ class VmSpec:
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
+    kind: str = VmKind.QEMU.value
+    image: str | None = None
 
     @property
     def tap(self) -> str:
@@ -83,6 +86,8 @@ def _updated(spec: VmSpec, given: dict[str, object]) -> VmSpec:
             changes["mac"] = names.normalize_mac(str(changes["mac"]))
         except ValueError as e:
             raise InputError(f"--mac: {e}") from None
+    if "image" in changes:
+        changes["image"] = names.parse_label(str(changes["image"]), "--image")
     for key in ("bridge", "netns"):
         if key in changes:
             try:

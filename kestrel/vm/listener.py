@@ -1,4 +1,5 @@
-"""The Wake-on-LAN listener: qemu has no Wake-on-LAN, so this starts the stopped VM a magic packet names.
+"""The Wake-on-LAN listener: qemu has no Wake-on-LAN (nor has a container), so this starts the stopped VM or
+container node a magic packet names.
 
 It reads every frame on the bridge (AF_PACKET, so UDP/7, UDP/9 and raw EtherType 0x0842 all count and the
 bridge needs no address), which makes `kestrel-nodes wake` work for virtual nodes too.
@@ -13,11 +14,12 @@ import time
 from collections.abc import Callable
 
 from kestrel import runner, supervisor
-from kestrel.errors import CommandError
+from kestrel.config import Config
+from kestrel.errors import CommandError, InputError
 from kestrel.net import netns
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
-from kestrel.vm import qemu
+from kestrel.vm import power
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +56,18 @@ def open_listener(bridge: str, ns: str | None) -> socket.socket:
         raise CommandError(f"cannot listen on {bridge}{where}: {e.strerror or e}") from None
 
 
-def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None) -> list[str]:
+def wake_vms(root: Sysroot, config: Config, macs: set[str], bridge: str, ns: str | None) -> list[str]:
     """Start the stopped VMs on BRIDGE/NS whose MAC is in MACS; return their names."""
     started = []
     for spec in vm_definitions.list_vms(root):
         if spec.mac not in macs or spec.bridge != bridge or spec.netns != ns:
             continue
-        if qemu.is_running(root, spec.name):
+        if power.is_running(root, spec.name):
             logger.info(f"Magic packet for {spec.name} ({spec.mac}): already running")
             continue
         try:
-            qemu.start_vm(root, spec)
-        except CommandError as e:
+            power.start(root, config, spec)
+        except (CommandError, InputError) as e:
             logger.info(f"Magic packet for {spec.name} ({spec.mac}): cannot start it: {e}")
             continue
         logger.info(f"Magic packet for {spec.name} ({spec.mac}): started")
@@ -73,7 +75,9 @@ def wake_vms(root: Sysroot, macs: set[str], bridge: str, ns: str | None) -> list
     return started
 
 
-def listen(root: Sysroot, bridge: str, ns: str | None, until: Callable[[], bool] = lambda: False) -> None:
+def listen(
+    root: Sysroot, config: Config, bridge: str, ns: str | None, until: Callable[[], bool] = lambda: False
+) -> None:
     """Wake VMs on magic packets seen on BRIDGE until UNTIL() is true (checked about once a second)."""
     sock = open_listener(bridge, ns)
     logger.info(f"Listening for magic packets on {bridge}" + (f" in network namespace {ns}" if ns else ""))
@@ -90,7 +94,7 @@ def listen(root: Sysroot, bridge: str, ns: str | None, until: Callable[[], bool]
             fresh = {m for m in macs if now - recent.get(m, -10.0) > 1.0}
             recent.update({m: now for m in fresh})
             if fresh:
-                wake_vms(root, fresh, bridge, ns)
+                wake_vms(root, config, fresh, bridge, ns)
     finally:
         sock.close()
 

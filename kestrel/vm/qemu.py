@@ -17,7 +17,6 @@ from kestrel import runner, supervisor
 from kestrel.config import KvmMode
 from kestrel.errors import CommandError
 from kestrel.net import netns
-from kestrel.plan import apply_changes
 from kestrel.sysroot import LOG_DIR, Sysroot
 from kestrel.vm import definitions
 
@@ -87,15 +86,6 @@ def qemu_argv(spec: definitions.VmSpec, console: str, kvm: bool) -> list[str]:
 
 def console_path(root: Sysroot, name: str) -> Path:
     return root.path(f"{LOG_DIR}/vm-{definitions.check_vm_name(name)}.console")
-
-
-def remove_vm(root: Sysroot, name: str) -> bool:
-    """Stop the VM, then forget its definition; False if it had none."""
-    stop_vm(root, name)
-    with root.lock():
-        plan = definitions.plan_remove(root, name)
-        apply_changes(root, plan)
-    return not plan.is_empty
 
 
 def record_name(name: str) -> str:
@@ -180,23 +170,3 @@ def _ip(spec: definitions.VmSpec) -> list[str]:
 
 def _link_exists(spec: definitions.VmSpec, device: str) -> bool:
     return runner.run([*_ip(spec), "link", "show", "dev", device], check=False).returncode == 0
-
-
-def vm_rows(root: Sysroot) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for spec in definitions.list_vms(root):
-        record = supervisor.find(root, record_name(spec.name))
-        rows.append(
-            {
-                "name": spec.name,
-                "state": "running" if record else "stopped",
-                "pid": record.pid if record else "",
-                "mac": spec.mac,
-                "bridge": spec.bridge,
-                "netns": spec.netns or "",
-                "memory": spec.memory,
-                "cpus": spec.cpus,
-                "console": str(console_path(root, spec.name)),
-            }
-        )
-    return rows

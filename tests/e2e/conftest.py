@@ -13,7 +13,7 @@ from tests.conftest import need_root
 from tests.e2e.lab import ROOT, USER, kestrel
 
 # Modules on in the lab beyond its defaults, for the e2e files that test them.
-MODULES = "web,gateway"
+MODULES = "web,gateway,slurm"
 
 
 @pytest.fixture(scope="session")

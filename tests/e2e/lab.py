@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -30,3 +31,21 @@ def kestrel(program: str, *args: str, timeout: float = 300, check: bool = True) 
 
 def on(node: str, command: str, user: str = "root", timeout: float = 120) -> str:
     return kestrel("kestrel-nodes", "exec", "--user", user, node, "--", command, timeout=timeout).stdout
+
+
+def states(node: str = "node01") -> dict[str, str]:
+    """sinfo on NODE as the cluster user: node name -> state (idle, down*, ...)."""
+    out = on(node, "timeout 30 sinfo -h -N -o '%N %T'", user=USER)
+    return {parts[1]: parts[2] for parts in (line.split() for line in out.splitlines()) if len(parts) == 3}
+
+
+def wait_states(wanted: dict[str, str], seconds: float) -> float:
+    """Seconds until sinfo shows WANTED (node -> state), at most SECONDS."""
+    started = time.monotonic()
+    seen: dict[str, str] = {}
+    while time.monotonic() - started < seconds:
+        seen = states()
+        if all(seen.get(n) == s for n, s in wanted.items()):
+            return time.monotonic() - started
+        time.sleep(2)
+    raise AssertionError(f"sinfo shows {seen}, not {wanted}, after {seconds:g} s")

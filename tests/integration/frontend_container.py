@@ -8,15 +8,19 @@ dependencies (downloaded on the host, also cached)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kestrel.images.bootstrap import cache_dir
+from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from tests.conftest import REPO
 
@@ -150,3 +154,40 @@ def shut_down(box: Container) -> None:
             folder.rmdir()
         if base.is_dir():
             base.rmdir()
+
+
+@contextlib.contextmanager
+def frontend(work: Path, ipv6: str | None = None) -> Iterator[tuple[Topology, Container, str, str]]:
+    """A fresh copy of the cached root under WORK, with this repository (tracked files, as an admin clones it) in
+    /root/kestrel and the wheelhouse in /root/wheelhouse, booted on the bridge (10.10.0.1/24, and IPV6 if given)
+    of a new kt- namespace: (topology, container, bridge, namespace). Everything goes at the end."""
+    root = work / "root"
+    subprocess.run(["cp", "-a", "--reflink=auto", str(cached_root()), str(root)], check=True)
+    _copy_repository(root / "root/kestrel")
+    subprocess.run(["cp", "-r", str(wheelhouse()), str(root / "root/wheelhouse")], check=True)
+    topo = Topology(prefix=f"kt-{secrets.token_hex(2)[:3]}")
+    box = None
+    try:
+        fe = topo.add_netns("fe")
+        bridge = topo.add_bridge(fe, "br", "10.10.0.1/24")
+        if ipv6:
+            subprocess.run(["ip", "-n", fe, "addr", "add", ipv6, "dev", bridge, "nodad"], check=True)
+        box = boot(fe, root, topo.name("cg"))
+        yield topo, box, bridge, fe
+    finally:
+        if box is not None:
+            shut_down(box)
+        problems = topo.destroy()
+        assert not problems, problems
+
+
+def _copy_repository(target: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        src, dst = REPO / name, target / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(src.readlink())
+        elif src.is_file():
+            dst.write_bytes(src.read_bytes())
+            dst.chmod(src.stat().st_mode & 0o777)

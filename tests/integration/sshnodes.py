@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kestrel import runner, supervisor
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import keeper, registry, ssh
 from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
 
@@ -150,6 +150,7 @@ def start_sshd(root: Sysroot, image: Path, node: SshNode, facts: Facts | None = 
 
 
 def stop(cluster: Cluster) -> None:
+    supervisor.stop(cluster.root, keeper.NAME, timeout=5)  # kestrel-nodes exec started it
     for n in cluster.nodes:
         if n.netns:
             supervisor.stop(cluster.root, f"sshd-{n.name}", timeout=5)

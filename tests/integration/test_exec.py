@@ -122,3 +122,23 @@ def test_ssh_failures_read_like_any_command(topology: Topology, tmp_path: Path) 
             assert both[1].ok and both[1].stdout.split() == [up.address] and both[0].returncode is None
     finally:
         sshnodes.stop(cluster)
+
+
+def test_exec_keeps_one_connection_per_node_between_commands(topology: Topology, tmp_path: Path) -> None:
+    """The SSH keeper: a second exec runs over the connections the first opened (sshd accepts each key once)."""
+    cluster = sshnodes.build(topology, Sysroot(tmp_path), count=3)
+    try:
+        assert kestrel(cluster, "kestrel-users", "sync", "--no-push").returncode == 0
+        for _ in range(3):
+            proc = kestrel(cluster, "kestrel-nodes", "exec", "--", "echo", "$SSH_CONNECTION")
+            assert proc.returncode == 0, proc.stderr
+            assert len(proc.stdout.splitlines()) == 3
+        for node in cluster.nodes:
+            log = cluster.root.path(f"/var/log/kestrel/sshd-{node.name}.log").read_text()
+            assert log.count("Accepted publickey for root") == 1, log
+        ports = {line.split()[2] for line in proc.stdout.splitlines()}
+        assert len(ports) == 3  # one source port per node, the same each time
+        assert "SSH keeper listening" in cluster.root.path("/var/log/kestrel/ssh-keeper.log").read_text()
+    finally:
+        sshnodes.stop(cluster)
+    assert not cluster.root.path("/run/kestrel/ssh-keeper.json").exists()

@@ -9,7 +9,6 @@ nfs-ganesha, not the kernel server: this machine's kernel has no nfsd (no CONFIG
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address
@@ -20,7 +19,7 @@ import pytest
 from kestrel.net import dhcpprobe
 from kestrel.net.netns import Topology, call_in
 from kestrel.sysroot import Sysroot
-from tests.conftest import REPO, eventually, need_root
+from tests.conftest import eventually, need_root
 from tests.integration import frontend_container as fc
 from tests.unit.test_frontend import publish_fake_image
 
@@ -46,37 +45,8 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     need_root()
-    base = fc.cached_root()
-    wheels = fc.wheelhouse()
-    work = tmp_path_factory.mktemp("frontend")
-    root = work / "root"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
-    # the repository as an admin clones it (tracked files only), and pip's wheelhouse
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    source = root / "root/kestrel"
-    for name in filter(None, files.decode().split("\0")):
-        src = REPO / name
-        if src.is_file() and not src.is_symlink():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            (source / name).write_bytes(src.read_bytes())
-            (source / name).chmod(src.stat().st_mode & 0o777)
-        elif src.is_symlink():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            (source / name).symlink_to(src.readlink())
-    subprocess.run(["cp", "-r", str(wheels), str(root / "root/wheelhouse")], check=True)
-
-    topo = Topology(prefix=f"kt-{secrets.token_hex(2)[:3]}")
-    box = None
-    try:
-        fe = topo.add_netns("fe")
-        bridge = topo.add_bridge(fe, "br", "10.10.0.1/24")
-        box = fc.boot(fe, root, topo.name("cg"))
+    with fc.frontend(tmp_path_factory.mktemp("frontend")) as (topo, box, bridge, fe):
         yield Lab(topo, box, bridge, fe)
-    finally:
-        if box is not None:
-            fc.shut_down(box)
-        problems = topo.destroy()
-        assert not problems, problems
 
 
 def test_setup_frontend_then_systemd_runs_the_services(lab: Lab) -> None:

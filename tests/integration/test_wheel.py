@@ -125,7 +125,8 @@ def test_tiny_image_with_shipped_and_admin_phase_scripts(install: Install, tiny:
     assert (image / "etc/chroot-saw").read_text() == "tiny configure 10.10.0.1\n"  # admin, in the chroot
     assert (image / "etc/frontend-wrote").read_text() == "cluster.local\n"  # admin, on the frontend
     assert (image / "var/install-runs").read_text() == "run\n"
-    assert (image / "etc/environment").read_text() == "HYDRA_HOST_FILE=/etc/kestrel/hostfiles/mpich\n"  # shipped
+    environment = "FI_PROVIDER=sockets\nHYDRA_HOST_FILE=/etc/kestrel/hostfiles/mpich\n"
+    assert (image / "etc/environment").read_text() == environment  # shipped
     assert not (image / "etc/must-not-exist").exists()
     assert chroot.mounts_under(root.root) == []
 

@@ -146,13 +146,16 @@ def test_real_frontend_golden_tree_and_systemd_actions(
         ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "nfs-ganesha"],
         ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "kestrel-monitor.service"],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "kestrel-registrar.service"],
     ]
     registrar_unit = "/etc/systemd/system/kestrel-registrar.service"
-    assert said[-4:] == [
+    assert said[-5:] == [
         f"Restarted dnsmasq ({dnsmasq.CONF_PATH} changed)",
         f"Reloaded nginx ({nginx.SITE_PATH} changed)",
         f"Restarted nfs-ganesha ({nfs.GANESHA_PATH} changed)",
+        "Restarted kestrel-monitor.service (/etc/systemd/system/kestrel-monitor.service changed)",
         f"Restarted kestrel-registrar.service ({registrar_unit} changed)",
     ]
     # Debian's own nginx includes the site: no standalone config; the mode is recorded for every later program

@@ -119,6 +119,23 @@ def test_module_off_renders_nothing_and_removes_what_it_had(tmp_path: Path) -> N
     assert files.desired_files(root, load_config(path), NODES, {}) == []
 
 
+def test_a_haproxy_config_haproxy_refuses_is_never_installed(tmp_path: Path) -> None:
+    root = Sysroot(tmp_path / "t")
+    path = write_config(root, BASE)
+    reconfigure_frontend(root, load_config(path), path)
+    before = root.path(files.HAPROXY_PATH).read_text()
+    admin = root.path("/etc/kestrel/templates/gateway-haproxy.cfg")
+    admin.parent.mkdir(parents=True, exist_ok=True)
+    admin.write_text("frontend broken\n    bind 10.10.0.1:8080\n    no-such-keyword here\n")
+    with pytest.raises(InputError) as e:
+        reconfigure_frontend(root, load_config(path), path)
+    assert str(e.value) == (
+        f"{root.sys(files.HAPROXY_PATH)}: haproxy -c refused the new config (parsing [new config:3] : unknown "
+        "keyword 'no-such-keyword' in 'frontend' section); the old one stays"
+    )
+    assert root.path(files.HAPROXY_PATH).read_text() == before
+
+
 STATS = """\
 # pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,\
 act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,\

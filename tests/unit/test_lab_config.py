@@ -86,12 +86,14 @@ def test_up_and_down_dry_runs_write_nothing(tmp_path: Path) -> None:
         "Would start nginx",
         "Would start nfs-ganesha",
         "Would start the Wake-on-LAN listener on kt-drybr0",
+        "Would start the status monitor (kestrel-nodes monitor)",
         "Would start VM node01",
     ]
-    assert lines[-8] == "Would build image default: kestrel-images build default (its --dry-run says how)"
-    assert lines[-7].startswith("Would start nfs-ganesha: sh -c ")
-    assert lines[-6:-2] == [
+    assert lines[-9] == "Would build image default: kestrel-images build default (its --dry-run says how)"
+    assert lines[-8].startswith("Would start nfs-ganesha: sh -c ")
+    assert lines[-7:-2] == [
         "Would start the Wake-on-LAN listener on kt-drybr0",
+        "Would start the status monitor (kestrel-nodes monitor)",
         f"Would create {r}/var/lib/kestrel/vms/node01.json",
         "Would run ip -n kt-dryfe tuntap add dev kv-node01 mode tap",
         "Would run ip -n kt-dryfe link set kv-node01 master kt-drybr0 up",

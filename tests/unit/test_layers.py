@@ -1,6 +1,7 @@
 """The package's layers: no module imports a higher layer; every sub-package and module says what it is.
 
-base (the modules directly in kestrel/) -> net -> nodes -> images -> users -> gateway -> frontend -> vm -> lab -> cli.
+base (the modules directly in kestrel/) -> net -> nodes -> images -> users -> gateway -> slurm -> frontend -> status
+-> vm -> lab -> cli.
 A module may import its own layer or a lower one. Imports are read with `ast` at any depth (inside
 functions and `if TYPE_CHECKING:` blocks too): `import kestrel.x`, `from kestrel import x`,
 `from kestrel.x import y`, relative imports, and importlib.import_module("kestrel.x") with a literal name.
@@ -16,7 +17,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "kestrel"
 # Lowest first; "" is the base layer: the modules directly in kestrel/ (and `kestrel` itself).
-LAYERS = ["", "net", "nodes", "images", "users", "gateway", "frontend", "vm", "lab", "cli"]
+LAYERS = ["", "net", "nodes", "images", "users", "gateway", "slurm", "frontend", "status", "vm", "lab", "cli"]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 
 

@@ -70,7 +70,7 @@ def test_bad_script_names_are_refused(tmp_path: Path, bad: str) -> None:
 def test_shipped_modules_are_well_named() -> None:
     root = Sysroot("/nonexistent-kestrel-root")
     modules = {s.module for p in scripts.PHASES for s in scripts.discover(root, Side.NODE, p)}
-    assert modules == {"core", "nfsroot", "sshd", "openmpi", "mpich", "web"}
+    assert modules == {"core", "nfsroot", "sshd", "openmpi", "mpich", "web", "slurm"}
     kernel = [s for s in scripts.discover(root, Side.NODE, "packages") if s.name == "nfsroot_kernel"][0]
     assert "linux-image-amd64" in scripts.read_package_list(kernel)
 

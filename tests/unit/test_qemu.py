@@ -91,7 +91,7 @@ def test_cli_list_and_unknown_vm(tree: Sysroot) -> None:
     runner = CliRunner()
     out = runner.invoke(command, ["--root", str(tree.root), "list"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.splitlines()[1].split()[:3] == ["node01", "stopped", vm_definitions.vm_mac("node01")]
+    assert out.stdout.splitlines()[1].split()[:4] == ["node01", "qemu", "stopped", vm_definitions.vm_mac("node01")]
     out = runner.invoke(command, ["--root", str(tree.root), "console", "node09"])
     assert out.exit_code != 0 and "no VM named 'node09'" in str(out.exception)
 

@@ -96,7 +96,12 @@ def test_units_come_from_templates_through_the_plan(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(services, "runner", systemctl)
     run(tree, make_case(tree, "ipxe-http", "ganesha"))
     made = sorted(p.name for p in tree.path(units.UNIT_DIR).glob("kestrel-*"))
-    assert made == ["kestrel-registrar.service", "kestrel-test.service", "kestrel-test.timer"]  # + the shipped one
+    assert made == [
+        "kestrel-monitor.service",
+        "kestrel-registrar.service",
+        "kestrel-test.service",
+        "kestrel-test.timer",
+    ]
     assert "-I -m kestrel.cli.nodes check" in tree.path(f"{units.UNIT_DIR}/kestrel-test.service").read_text()
     assert ["systemctl", "enable", "--now", "kestrel-test.timer"] in systemctl.ran
     assert ["systemctl", "enable", "--now", "kestrel-registrar.service"] in systemctl.ran
@@ -178,3 +183,14 @@ def test_probe_packets_round_trip() -> None:
     assert site is not None and not site.is_proxy and site.server == IPv4Address("10.10.0.254")
     assert dhcpprobe.parse_offer(offer_for(packet, "10.10.0.1", "0.0.0.0", b"x"), 0x9999, "10.10.0.1") is None
     assert dhcpprobe.parse_offer(packet, 0x1234, "10.10.0.1") is None  # a DISCOVER is not an offer
+
+
+def test_doctor_reads_the_interface_from_ip(tree: Sysroot) -> None:
+    path = tree.path("/etc/kestrel/kestrel.yaml")
+    text = path.read_text().replace("interface: eth1", "interface: lo").replace("10.10.0.", "127.0.0.")
+    path.write_text(text.replace("address: 127.0.0.1/24", "address: 127.0.0.1/8"))
+    assert doctor.interface_check(tree, load_config(path)).line() == "ok   interface lo: is up and has 127.0.0.1/8"
+    path.write_text(text.replace("interface: lo", "interface: kt-none0"))
+    check = doctor.interface_check(tree, load_config(path))
+    assert check.line().startswith("FAIL interface kt-none0: no such interface -> set network.interface in ")
+    assert "lo" not in check.remedy.split("here: ")[-1].split(", ")  # the NICs it offers are real ones

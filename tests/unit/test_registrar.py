@@ -131,7 +131,8 @@ def test_a_batch_of_100_events_writes_each_managed_file_once(frontend: Sysroot) 
     wrote = [line.split(" ", 1)[1] for line in said if line.startswith(("Wrote ", "Created "))]
     assert sorted(wrote) == sorted(frontend.sys(p) for p in MANAGED)
     assert said.count("Applied 100 lease events") == 1
-    assert len(load_registry(frontend)) == 100
+    nodes = load_registry(frontend)
+    assert [(n.name, n.mac, str(n.ip)) for n in nodes] == [(f"node{i + 1:02d}", mac(i), ip(i)) for i in range(100)]
     assert frontend.path("/etc/kestrel/hostfiles/openmpi").read_text().count(" slots=1\n") == 100
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kestrel import templates
+from kestrel.sysroot import Sysroot
 from tests.conftest import REPO
 
 SHELLS = {"sh", "bash", "dash"}
@@ -83,3 +85,12 @@ def test_rendered_lease_hook_passes_shellcheck(tmp_path: Path) -> None:
     assert shell_of(hook) == "sh", hook.read_text()
     proc = shellcheck([hook])
     assert proc.returncode == 0, hook.read_text() + "\n" + proc.stdout + proc.stderr
+
+
+def test_rendered_container_init_passes_shellcheck(tmp_path: Path) -> None:
+    """A container node's init is a template too: shellcheck reads it as kestrel-vm renders it."""
+    init = tmp_path / "container-init"
+    init.write_text(templates.render(Sysroot(tmp_path), "container-init"))
+    assert shell_of(init) == "sh"
+    proc = shellcheck([init])
+    assert proc.returncode == 0, init.read_text() + "\n" + proc.stdout + proc.stderr
