@@ -1,4 +1,4 @@
-"""The session's lab: up once for every e2e file, down (and checked gone) at the end."""
+"""The lab of the e2e tier: up once for every e2e file, down (and checked gone) after the last one, so no qemu node runs during the other tiers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.e2e.lab import ROOT, USER, kestrel
 MODULES = "web,gateway,slurm"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab() -> Iterator[str]:
     need_root()
     prefix = f"kt-{secrets.token_hex(2)[:3]}"
