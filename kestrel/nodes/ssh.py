@@ -147,6 +147,11 @@ class Pool:
             self._clients[target] = client
         return client
 
+    def holds(self, target: Target) -> bool:
+        """Whether a connection to TARGET is kept (it may have died since)."""
+        with self._lock:
+            return target in self._clients
+
     def on(self, target: Target) -> On:
         """The Via that runs commands on TARGET through this pool."""
         return On(self, target)
@@ -203,19 +208,36 @@ class On:
         if how.env is not None or how.cwd is not None or how.output is not None or how.interactive:
             raise KestrelError("internal: SSH runs a command with no environment, folder, log file or terminal")
         try:
-            client = self.pool.client(self.target)
-            ended = _exec(client, " ".join(argv), how.timeout, None if how.input is None else how.input.encode())
+            chan = self._session(how.timeout)
+            ended = _exec(chan, " ".join(argv), how.timeout, None if how.input is None else how.input.encode())
         except (OSError, paramiko.SSHException, EOFError) as e:
             ended = runner.Ended(None, error=describe_error(e, self.pool))
         if ended.returncode is None:
             self.pool.drop(self.target)
         return ended
 
+    def _session(self, timeout: float | None) -> paramiko.Channel:
+        """A channel to TARGET. A kept connection whose node rebooted since is only found dead here (the new
+        boot resets it): no command started on it, so it is dropped and the node connected to again, once."""
+        kept = self.pool.holds(self.target)
+        try:
+            return _open_session(self.pool.client(self.target), timeout)
+        except (OSError, paramiko.SSHException, EOFError):
+            if not kept:
+                raise
+            self.pool.drop(self.target)
+            return _open_session(self.pool.client(self.target), timeout)
 
-def _exec(client: paramiko.SSHClient, command: str, timeout: float | None, input: bytes | None) -> runner.Ended:
+
+def _open_session(client: paramiko.SSHClient, timeout: float | None) -> paramiko.Channel:
     transport = client.get_transport()
-    assert transport is not None
-    chan = transport.open_session(timeout=timeout)
+    if transport is None:
+        raise paramiko.SSHException("not connected")
+    return transport.open_session(timeout=timeout)
+
+
+def _exec(chan: paramiko.Channel, command: str, timeout: float | None, input: bytes | None) -> runner.Ended:
+    transport = chan.get_transport()
     try:
         chan.exec_command(command)
         if input is not None:

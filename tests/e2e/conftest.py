@@ -1,4 +1,5 @@
-"""The lab of the e2e tier: up once for every e2e file, down (and checked gone) after the last one, so no qemu node runs during the other tiers."""
+"""The lab of the e2e tier: up once for every e2e file, down (and checked gone) after the last one, so no qemu
+node runs during the other tiers."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ def bad_cmdline(r: random.Random) -> str:
 
 
 def bad_url(r: random.Random) -> str:
-    bad = [c for c in INJECT if c not in (",", ":", "{", ";", "$(id)")]
+    bad = [c for c in INJECT if c not in (",", ":", "{", ";", ";reboot", "$(id)")]  # a URL may hold these
     return r.choice(
         [
             lambda: "http://deb.debian.org/debian" + r.choice(bad),
