@@ -120,6 +120,7 @@ class _Keeper(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.pools: dict[tuple[object, ...], ssh.Pool] = {}
         self.lock = threading.Lock()
         self.last = time.monotonic()
+        self.busy = 0  # requests running: a command may outlast IDLE, and ending the keeper would cut it
 
     def pool(self, r: Request) -> ssh.Pool:
         """One pool per identity; a changed known_hosts file (a node or an image added) makes a new one."""
@@ -149,12 +150,18 @@ class _Handler(socketserver.StreamRequestHandler):
         if uid != os.getuid():
             return
         self.server.last = time.monotonic()
+        with self.server.lock:
+            self.server.busy += 1
         try:
             r = Request(**json.loads(self.rfile.readline(_MAX_REQUEST)))
             results = _run(self.server.pool(r), r)
         except (ValueError, TypeError, KestrelError) as e:
             logger.warning(f"SSH keeper: bad request ({e})")
             return
+        finally:
+            with self.server.lock:
+                self.server.busy -= 1
+                self.server.last = time.monotonic()
         answer = [[x.returncode, x.stdout, x.stderr, x.error, x.seconds] for x in results]
         self.wfile.write(json.dumps(answer).encode() + b"\n")
         self.server.last = time.monotonic()
@@ -193,7 +200,7 @@ def serve(root: Sysroot, idle: float = IDLE) -> None:
     thread.start()
     logger.info(f"{READY} on {path}")
     try:
-        while time.monotonic() - keeper.last < idle:
+        while keeper.busy or time.monotonic() - keeper.last < idle:
             time.sleep(1.0)
     finally:
         keeper.shutdown()
