@@ -1,4 +1,5 @@
-"""Benchmark: `kestrel-nodes exec -- true` on N sshd nodes in namespaces vs sequential OpenSSH, in the same run.
+"""Benchmark: `kestrel-nodes exec -- true` and `kestrel-nodes check` on N sshd nodes in namespaces vs sequential
+OpenSSH, in the same run.
 
 Run as root: .venv/bin/python bench/bench_exec.py [--nodes 50] [--rounds 3]
 Client and servers share this machine's cores; every figure is the median wall time of the rounds, taken
@@ -53,7 +54,9 @@ def main() -> None:
         try:
             cluster = sshnodes.build(topo, root, count=args.nodes)
             front = ["ip", "netns", "exec", cluster.frontend]
-            kestrel = [*front, str(VENV / "kestrel-nodes"), "--root", tmp, "exec"]
+            nodes_program = [*front, str(VENV / "kestrel-nodes"), "--root", tmp]
+            kestrel = [*nodes_program, "exec"]
+            check = [*nodes_program, "check", "--parallel", str(args.nodes)]
             timed([*front, str(VENV / "kestrel-users"), "--root", tmp, "sync", "--no-push"])
             ips = [n.ip for n in cluster.nodes]
             env = {
@@ -74,6 +77,8 @@ def main() -> None:
                     [*kestrel, "--parallel", str(args.nodes), "--", "true"],
                     None,
                 ),
+                f"check, own connections, --parallel {args.nodes}": (check, own),
+                f"check, kept connections, --parallel {args.nodes}": (check, None),
             }
             timed([*kestrel, "--", "true"])  # warm-up: starts the keeper, which connects to every node
             times: dict[str, list[float]] = {name: [] for name in cases}

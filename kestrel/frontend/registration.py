@@ -191,9 +191,7 @@ def _register_new(
 def check(root: Sysroot, config: Config, targets: list[ssh.Target], parallel: int = 10) -> list[fanout.Check]:
     """Ping, SSH and the home mount of every target; nodes that answer SSH are marked up, the others down
     (down nodes leave the default hostfiles)."""
-    timeout = float(config.nodes.ssh_timeout)
-    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns) as pool:
-        results = fanout.fan_out(targets, lambda t: fanout.check_one(pool, t, config.nfs.home, timeout), parallel)
+    results = fanout.check_all(root, config, targets, parallel)
     checks = [c for c, _ in results]
     if results:
         try:

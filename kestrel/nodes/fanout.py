@@ -128,20 +128,18 @@ def home_command(home: str) -> str:
     return f"findmnt -n -o FSTYPE,SOURCE --mountpoint {shlex.quote(home)} || echo none"
 
 
-def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> tuple[Check, Facts | None]:
-    """One node: ping, then one SSH visit that reads its home mount and its facts (CPUs, memory, booted root)."""
-    start = time.monotonic()
-    c = Check(target)
-    c.ping_ok, c.ping = ping(target.address, netns_name=pool.netns_name)
-    result = runner.run(
-        [f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})"],
-        via=pool.on(target),
-        timeout=timeout,
-        check=False,
-    )
-    c.ssh_ok = result.error is None
-    c.ssh = "ok" if c.ssh_ok else result.why()
-    found = next((line[5:] for line in result.stdout.splitlines() if line.startswith("home=")), "")
+def check_command(home: str) -> str:
+    """One SSH visit of `check`: the node's facts (CPUs, memory, booted root) and its home mount."""
+    return f"{nodestate.FACTS_COMMAND}; echo home=$({home_command(home)})"
+
+
+def read_check(target: ssh.Target, pinged: tuple[bool, str], visit: runner.Result) -> tuple[Check, Facts | None]:
+    """The Check of one node from its ping and its SSH visit (check_command)."""
+    c = Check(target, seconds=visit.seconds)
+    c.ping_ok, c.ping = pinged
+    c.ssh_ok = visit.error is None
+    c.ssh = "ok" if c.ssh_ok else visit.why()
+    found = next((line[5:] for line in visit.stdout.splitlines() if line.startswith("home=")), "")
     fields = found.split()
     if not c.ssh_ok:
         c.home = "-"
@@ -153,9 +151,29 @@ def check_one(pool: ssh.Pool, target: ssh.Target, home: str, timeout: float) -> 
     facts = None
     if c.ssh_ok:
         with contextlib.suppress(ValueError):
-            facts = nodestate.parse_facts(result.stdout)
-    c.seconds = time.monotonic() - start
+            facts = nodestate.parse_facts(visit.stdout)
     return c, facts
+
+
+def check_all(
+    root: Sysroot, config: Config, targets: list[ssh.Target], parallel: int = 10
+) -> list[tuple[Check, Facts | None]]:
+    """Ping every target and visit it over SSH (through the SSH keeper, as exec does), both in parallel."""
+    if not targets:
+        return []
+    timeout = float(config.nodes.ssh_timeout)
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pinger:
+        pings = [pinger.submit(ping, t.address, 1.0, config.network.netns) for t in targets]
+        visits = exec_on(
+            root,
+            config,
+            targets,
+            check_command(config.nfs.home),
+            parallel=parallel,
+            connect_timeout=timeout,
+            command_timeout=timeout,
+        )
+        return [read_check(t, p.result(), v) for t, p, v in zip(targets, pings, visits, strict=True)]
 
 
 def fan_out(targets: Sequence[ssh.Target], work: Callable[[ssh.Target], T], parallel: int = 10) -> list[T]:
