@@ -26,7 +26,8 @@ JOIN_WAIT = 900
 logger = logging.getLogger(__name__)
 
 # Runs on the node as root: the key from stdin (base64), the defaults file from $1, each written aside and
-# renamed; munged and slurmd restart only when something changed or slurmd is not running.
+# renamed; munged and slurmd restart only when something changed or slurmd is not running: through systemd, or
+# on a node without it (a container node's minimal init) as their units would start them.
 _JOIN_SCRIPT = """set -e
 umask 077
 new=/etc/munge/.munge.key.kestrel defaults=/etc/default/.slurmd.kestrel changed=
@@ -38,9 +39,24 @@ printf '%s' "$1" > "$defaults"
 chmod 0644 "$defaults"
 if cmp -s "$defaults" /etc/default/slurmd; then rm -f "$defaults"
 else mv -f "$defaults" /etc/default/slurmd; changed=1; fi
-if [ -n "$changed" ] || ! systemctl -q is-active slurmd; then
-  systemctl restart munge
-  systemctl restart slurmd
+if [ -d /run/systemd/system ]; then
+  if [ -n "$changed" ] || ! systemctl -q is-active slurmd; then
+    systemctl restart munge
+    systemctl restart slurmd
+    echo restarted
+  fi
+elif [ -n "$changed" ] || ! kill -0 "$(cat /run/slurmd.pid 2>/dev/null)" 2>/dev/null; then
+  # no systemd (a container node's minimal init): the daemons as their units run them
+  for pidfile in /run/slurmd.pid /run/munge/munged.pid; do
+    pid=$(cat "$pidfile" 2>/dev/null) || continue
+    kill "$pid" 2>/dev/null || continue
+    tries=50
+    while kill -0 "$pid" 2>/dev/null && [ "$tries" -gt 0 ]; do sleep 0.1; tries=$((tries - 1)); done
+  done
+  install -d -o munge -g munge -m 0755 /run/munge
+  runuser -u munge -- /usr/sbin/munged
+  . /etc/default/slurmd
+  /usr/sbin/slurmd -s -Z --conf "$KESTREL_SLURMD_CONF"
   echo restarted
 fi
 """
