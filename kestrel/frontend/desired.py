@@ -149,6 +149,7 @@ _OWNED = [
     ("/etc/ganesha", "kestrel.conf"),
     ("/etc/ganesha", "kestrel-exports.conf"),
     (str(Path(nfs.GANESHA_DROPIN).parent), "kestrel.conf"),
+    (str(Path(dnsmasq.DROPIN).parent), "kestrel.conf"),
     (str(Path(slurm_controller.SLURMCTLD_DROPIN).parent), "kestrel.conf"),
     ("/etc/kestrel", "nginx.conf"),
     (str(Path(SERVICE_MODE_PATH).parent), Path(SERVICE_MODE_PATH).name),
@@ -198,7 +199,10 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
         Desired(LEASE_HOOK, encode(render(root, "lease-hook", **ctx)), mode=0o755),
         Desired(nginx.SITE_PATH, encode(render(root, "nginx-site.conf", **ctx)), on_change=("nginx", Action.RELOAD)),
     ]
-    if not root.uses_systemd:  # the lab's own nginx; a real frontend's is Debian's, which includes the site
+    if root.uses_systemd:  # restarts Debian's dnsmasq when it dies; the lab revives its own (services.apply)
+        dropin = encode(render(root, "dnsmasq.service.conf"))
+        out.append(Desired(dnsmasq.DROPIN, dropin, on_change=("dnsmasq", Action.RESTART)))
+    else:  # the lab's own nginx; a real frontend's is Debian's, which includes the site
         out.append(
             Desired(
                 nginx.STANDALONE_PATH, encode(render(root, "nginx.conf", **ctx)), on_change=("nginx", Action.RESTART)

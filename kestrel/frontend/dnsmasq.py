@@ -10,6 +10,8 @@ from kestrel.errors import InputError
 from kestrel.sysroot import LOG_DIR, Sysroot
 
 CONF_PATH = "/etc/dnsmasq.d/kestrel.conf"
+# On a real frontend: Debian's dnsmasq unit is restarted when it dies (templates/dnsmasq.service.conf says why).
+DROPIN = "/etc/systemd/system/dnsmasq.service.d/kestrel.conf"
 # dnsmasq's own log, with times (log-facility): the status reads DHCPACK and TFTP events from it. Supervised, its
 # output goes to the same file.
 LOG_PATH = f"{LOG_DIR}/dnsmasq.log"

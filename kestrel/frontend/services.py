@@ -29,6 +29,8 @@ _HOST = {
 }
 # Services whose unit has a Kestrel drop-in: systemd reads it again before any action.
 _DROPIN = {"nfs-ganesha", "haproxy", "slurmctld"}
+# ... before a restart only: dnsmasq reloads on every registered node, its drop-in changes with a restart.
+_DROPIN_ON_RESTART = {"dnsmasq"}
 # A failed reload of these is only a warning: the file is written, the admin reloads by hand. Kestrel never
 # starts them either: they are the admin's services, Kestrel only drops a file in their configuration.
 _WARN_ONLY = {"ssh"}
@@ -97,7 +99,8 @@ def systemd_commands(a: ServiceAction, active: bool = True) -> list[list[str]]:
     are written)."""
     unit = unit_of(a.service)
     # Kestrel's drop-in (ganesha) or unit files may have changed
-    reload_units = [["systemctl", "daemon-reload"]] if a.service in _DROPIN or units.is_unit(a.service) else []
+    dropin = a.service in _DROPIN or (a.service in _DROPIN_ON_RESTART and (a.action is Action.RESTART or not active))
+    reload_units = [["systemctl", "daemon-reload"]] if dropin or units.is_unit(a.service) else []
     if not active:
         return [*reload_units, ["systemctl", "enable", "--now", unit]]
     if a.action is Action.RELOAD and not units.is_unit(a.service):

@@ -15,6 +15,7 @@ from kestrel.users.rootaccess import SSHD_DROPIN
 # Kestrel's files in the system's configuration, and what reads each one.
 _FILES = [
     (dnsmasq.CONF_PATH, "dnsmasq", Action.RESTART),
+    (dnsmasq.DROPIN, "dnsmasq", Action.RESTART),
     (nginx.SITE_PATH, "nginx", Action.RELOAD),
     (nfs.EXPORTS_PATH, "nfs-kernel", Action.RELOAD),
     (nfs.GANESHA_DROPIN, "nfs-ganesha", Action.RESTART),

@@ -141,6 +141,7 @@ def test_real_frontend_golden_tree_and_systemd_actions(
     check_golden(tree, "real-frontend", update_golden)
     assert "no-resolv" not in tree.path("/etc/dnsmasq.d/kestrel.conf").read_text()
     assert systemctl.ran == [
+        ["systemctl", "daemon-reload"],
         ["systemctl", "restart", "dnsmasq"],
         ["systemctl", "reload", "nginx"],
         ["systemctl", "daemon-reload"],
@@ -181,7 +182,7 @@ def test_real_frontend_golden_tree_and_systemd_actions(
     ("service", "action", "commands"),
     [
         ("dnsmasq", Action.RELOAD, [["systemctl", "reload", "dnsmasq"]]),
-        ("dnsmasq", Action.RESTART, [["systemctl", "restart", "dnsmasq"]]),
+        ("dnsmasq", Action.RESTART, [["systemctl", "daemon-reload"], ["systemctl", "restart", "dnsmasq"]]),
         ("nginx", Action.RELOAD, [["systemctl", "reload", "nginx"]]),
         ("nginx", Action.RESTART, [["systemctl", "restart", "nginx"]]),
         ("nfs-kernel", Action.RELOAD, [["exportfs", "-ra"]]),
