@@ -35,10 +35,10 @@ def frontend(tree: Sysroot) -> Sysroot:
     return tree
 
 
-def hook(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    """The rendered lease hook, as dnsmasq runs it."""
+def hook(root: Sysroot, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The rendered lease hook, as dnsmasq runs it (ENV: the DNSMASQ_* variables it sets)."""
     argv = [root.sys("/usr/local/lib/kestrel/lease-hook"), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=10, env={})
+    return subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env or {})
 
 
 def mac(i: int) -> str:
@@ -100,12 +100,18 @@ def test_the_hook_refuses_malformed_arguments(frontend: Sysroot, args: list[str]
     assert queued(frontend) == []
 
 
-def test_old_of_a_registered_mac_is_not_queued(frontend: Sysroot) -> None:
+def test_old_of_a_registered_mac_is_queued_only_when_its_lease_is_renewed(frontend: Sysroot) -> None:
     hook(frontend, "add", mac(1), ip(1))
     drain(frontend)
-    hook(frontend, "old", mac(1), ip(1))
-    hook(frontend, "old", mac(2), ip(2))  # a new MAC: registered by the registrar
+    replayed = {"DNSMASQ_DATA_MISSING": "1"}  # dnsmasq's start: every lease of its lease file, once
+    hook(frontend, "old", mac(1), ip(1), env=replayed)
+    hook(frontend, "old", mac(2), ip(2), env=replayed)  # a new MAC: registered by the registrar
     assert queued(frontend) == [f"old {mac(2)} {ip(2)}\n"]
+    drain(frontend)
+    # a renewal (script-on-renewal): the node rebooted with its lease, it joins Slurm again
+    hook(frontend, "old", mac(1), ip(1), env={"DNSMASQ_TIME_REMAINING": "43200"})
+    assert queued(frontend) == [f"old {mac(1)} {ip(1)}\n"]
+    assert "script-on-renewal\n" in frontend.path("/etc/dnsmasq.d/kestrel.conf").read_text()
 
 
 def test_add_then_del_of_one_mac_in_one_batch_ends_down(frontend: Sysroot) -> None:
