@@ -24,7 +24,10 @@ frontend_packages() {
   # the gateway module's load balancer (with engine: nginx it is the nginx above; HAProxy then stays idle)
   gateway=""
   if grep -qsE '^modules:.*[[ ,]gateway *[],]' /etc/kestrel/kestrel.yaml; then gateway="haproxy"; fi
-  echo "dnsmasq nginx-light $nfs $gateway rpcbind nfs-common ipxe pxelinux syslinux-common syslinux-efi mmdebstrap \
+  # the firewall module's nft
+  firewall=""
+  if grep -qsE '^modules:.*[[ ,]firewall *[],]' /etc/kestrel/kestrel.yaml; then firewall="nftables"; fi
+  echo "dnsmasq nginx-light $nfs $gateway $firewall rpcbind nfs-common ipxe pxelinux syslinux-common syslinux-efi mmdebstrap \
     python3-venv curl iproute2 openssh-client bash-completion"
 }
 
@@ -136,7 +139,8 @@ esac
 PACKAGES="dnsmasq-base nginx-light nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common iproute2 \
   isc-dhcp-client curl pxelinux syslinux-common syslinux-efi ipxe qemu-system-x86 qemu-utils ipxe-qemu seabios \
   mmdebstrap debootstrap openssh-server openssh-client busybox-static python3-venv tcpdump procps iputils-ping \
-  shellcheck haproxy chromium wrk systemd-container slurmctld slurmd slurm-client munge"
+  shellcheck haproxy chromium wrk systemd-container slurmctld slurmd slurm-client munge nftables libnfs-utils"
+# nftables: the firewall module; libnfs-utils: its tests' NFS client (nfs-ls: this kernel may have no NFS client).
 # systemd-container: systemd-nspawn runs container nodes (kestrel-vm start --kind container) and the real-frontend
 # test's Debian server with systemd as PID 1. Installed, like
 # everything here, with --no-install-recommends: its recommended libnss-mymachines edits /etc/nsswitch.conf.

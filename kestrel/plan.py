@@ -147,12 +147,16 @@ class RunCommand:
 
     argv: tuple[str, ...]
     says: str  # the line logged when done, e.g. "Created /home/alice/.ssh/id_ed25519"
+    input: bytes | None = None  # its standard input (`nft -f -`: the transaction); --diff shows it
 
     def lines(self, root: Sysroot, diff: bool) -> list[str]:
-        return [f"Would run {shlex.join(self.argv)}"]
+        out = [f"Would run {shlex.join(self.argv)}" + (" with this input:" if diff and self.input else "")]
+        if diff and self.input:
+            out += ["  " + line for line in self.input.decode("utf-8", "replace").splitlines()]
+        return out
 
     def apply(self, root: Sysroot) -> str:
-        runner.run(list(self.argv))
+        runner.run(list(self.argv), input=self.input)
         return self.says
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx, units
+from kestrel.frontend import dnsmasq, firewall, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
@@ -137,11 +137,17 @@ def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
         key = slurm_controller.key_plan(root)
         plan.steps[:0] = [*slurm_controller.directories(root), *key.steps]
         plan.merge(Plan([], key.actions))
+    if step := firewall.load_step(root, config, nodes):
+        plan.add(step)  # after the files: the table loaded is the one just written
     return plan
 
 
 # Node files that go away with their node (node_files plans them).
-NODE_OWNED = [(f"{TFTP_ROOT}/pxelinux.cfg", "01-*"), *gateway.OWNED]
+NODE_OWNED = [
+    (f"{TFTP_ROOT}/pxelinux.cfg", "01-*"),
+    *gateway.OWNED,
+    (str(Path(firewall.FIREWALL_PATH).parent), Path(firewall.FIREWALL_PATH).name),
+]
 _OWNED = [
     *NODE_OWNED,
     (f"{HTTP_ROOT}/boot", "*.ipxe"),
@@ -223,7 +229,7 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
 
 def node_files(root: Sysroot, config: Config, nodes: list[Node], images: Images, states: States) -> list[Desired]:
     """Only the files that follow from the nodes (what a registry change rewrites, on the lease hook's path):
-    both hosts files, the hostfiles, the per-MAC pxelinux menus and the gateway's config."""
+    both hosts files, the hostfiles, the per-MAC pxelinux menus, the gateway's config and the firewall's table."""
     return _node_files(root, config, nodes, images, states, _context(root, config, images))
 
 
@@ -242,6 +248,7 @@ def _node_files(
     if config.boot.method is BootMethod.PXELINUX:
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
     out += gateway.desired_files(root, config, nodes, states)
+    out += firewall.desired_files(root, config, nodes)
     return out + hostfiles.desired_hostfiles(root, config, nodes, states)
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from kestrel.config import Config
-from kestrel.frontend import desired, services
+from kestrel.frontend import desired, firewall, services
 from kestrel.images import store
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
@@ -20,14 +20,19 @@ Change = Callable[[list[Node], States], tuple[list[Node], States]]
 
 
 def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States) -> Plan:
-    """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus."""
+    """The files that follow from the nodes: registry, state, both hosts files, hostfiles, per-MAC boot menus, and
+    the firewall's node set loaded where it lives (one nft transaction: a new node may mount at once, a removed
+    one no longer)."""
     published = [i for i in store.published_images(root) if i.bootable]
     wanted = [
         Desired(registry.REGISTRY_PATH, registry.format_registry(nodes).encode(), on_change=("dnsmasq", Action.RELOAD)),
         Desired(nodestate.STATE_PATH, nodestate.format_states(states)),
     ]
     wanted += desired.node_files(root, config, nodes, published, states)
-    return plan_files(root, wanted, owned=desired.NODE_OWNED)
+    plan = plan_files(root, wanted, owned=desired.NODE_OWNED)
+    if step := firewall.load_step(root, config, nodes):
+        plan.add(step)  # the firewall's node set, once its file is written
+    return plan
 
 
 def change_nodes(root: Sysroot, config: Config, change: Change, *, dry_run: bool = False) -> Plan:

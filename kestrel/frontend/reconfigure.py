@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kestrel.config import Config
-from kestrel.frontend import dnsmasq, services
+from kestrel.frontend import dnsmasq, firewall, services
 from kestrel.frontend.desired import plan_frontend
 from kestrel.gateway import files as gateway
 from kestrel.plan import Plan, describe_plan
@@ -30,12 +30,13 @@ def reconfigure_frontend(
 
 
 def checked_plan(root: Sysroot, config: Config, config_path: Path) -> Plan:
-    """The frontend's plan, refused if dnsmasq (or HAProxy, the gateway's) would refuse its new config. Reads only
-    (a writer holds the lock around it and the apply; a dry run of a tree that nothing wrote yet, like the lab's
-    first, needs none)."""
+    """The frontend's plan, refused if dnsmasq (or HAProxy, the gateway's, or nft, the firewall's) would refuse its
+    new config. Reads only (a writer holds the lock around it and the apply; a dry run of a tree that nothing
+    wrote yet, like the lab's first, needs none)."""
     plan = plan_frontend(root, config, config_path)
     for change in plan.changes:
         if change.path == dnsmasq.CONF_PATH and change.new is not None:
             dnsmasq.check_config(root, change.new)
     gateway.check_plan(root, plan)
+    firewall.check_plan(root, config, plan)
     return plan
