@@ -9,7 +9,16 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 
 from kestrel import names
 from kestrel.yamlfile import load_model
@@ -173,11 +182,22 @@ class Vm(_Section):
     container_init: ContainerInit = ContainerInit.MINIMAL
 
 
+APPROVE = "approve"
+
+
+def _auto_register(value: object) -> bool | str:
+    """true: a machine that takes a lease is a node; approve: it waits in the pending list for
+    kestrel-nodes approve; false: nodes are registered only by command."""
+    if value is True or value is False or value == APPROVE:
+        return value
+    raise ValueError(f"must be true, false or approve (got {value!r})")
+
+
 class Nodes(_Section):
     name_pattern: Annotated[str, AfterValidator(_name_pattern)] = "node{index:02d}"
     default_image: Name = "default"
     default_group: GroupName = "compute"
-    auto_register: StrictBool = True
+    auto_register: Annotated[bool | str, PlainValidator(_auto_register)] = True
     first_index: Annotated[StrictInt, Field(ge=0, le=999_999)] = 1
     # The frontend's private key (under --root): a machine that accepts it over SSH is a node.
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"

@@ -14,7 +14,7 @@ from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import node_changes, registrar, registration
-from kestrel.nodes import fanout, hostfiles, keeper, registry, wake
+from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
 from kestrel.slurm import conf as slurm_conf
@@ -200,6 +200,60 @@ def set_command(
         ctx.root, ctx.config, name, dry_run=dry_run, image=image, group=group, ip=ip, new_name=new_name
     )
     _report(ctx, plan, dry_run, diff, [f"Would change {name}"])
+
+
+@command.command("pending", help="Machines that took a lease and wait for approval (nodes.auto_register: approve).")
+@json_option
+@pass_context
+def pending_command(ctx: Context, as_json: bool) -> None:
+    machines = sorted(pending.load_pending(ctx.root).values(), key=lambda m: (m.first_seen, m.mac))
+    rows = [{"mac": m.mac, "ip": str(m.ip), "first_seen": m.first_seen, "last_seen": m.last_seen} for m in machines]
+    print_rows(rows, ["mac", "ip", "first_seen", "last_seen"], as_json, lambda r: r)
+
+
+@command.command(
+    "approve",
+    help="Register pending machines (by MAC, or all): each becomes a node at its leased address "
+    "(or the next of network.static_pool) and may mount NFS at once.",
+)
+@click.argument("macs", metavar="MAC...|all", nargs=-1, required=True)
+@click.option("--name", help="Its host name (one MAC only) [default: the next free nodes.name_pattern].")
+@click.option("--group", help="[default: nodes.default_group]")
+@click.option("--image", help="[default: nodes.default_image]")
+@common.dry_run_options
+@pass_context
+def approve_command(
+    ctx: Context,
+    macs: tuple[str, ...],
+    name: str | None,
+    group: str | None,
+    image: str | None,
+    dry_run: bool,
+    diff: bool,
+) -> None:
+    if "all" in macs and len(macs) > 1:
+        raise InputError("approve: give MACs or all, not both")
+    made, plan = node_changes.approve(
+        ctx.root, ctx.config, list(macs), dry_run=dry_run, name=name, group=group, image=image
+    )
+    _report(ctx, plan, dry_run, diff, [f"Would register {n.name} ({n.mac}, {n.ip})" for n in made])
+    if not dry_run:
+        for n in made:
+            logger.info(f"Registered {n.name} ({n.mac}, {n.ip})")
+
+
+@command.command("reject", help="Forget pending machines (one that asks for a lease again is pending again).")
+@click.argument("macs", metavar="MAC...|all", nargs=-1, required=True)
+@common.dry_run_options
+@pass_context
+def reject_command(ctx: Context, macs: tuple[str, ...], dry_run: bool, diff: bool) -> None:
+    if "all" in macs and len(macs) > 1:
+        raise InputError("reject: give MACs or all, not both")
+    gone, plan = node_changes.reject(ctx.root, ctx.config, list(macs), dry_run=dry_run)
+    _report(ctx, plan, dry_run, diff, [f"Would forget {mac}" for mac in gone])
+    if not dry_run:
+        for mac in gone:
+            logger.info(f"Rejected {mac}")
 
 
 @command.command("hostfile", help="Print a hostfile of the nodes that are up (--all: every registered node).")

@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable
 
 from kestrel.config import Config
+from kestrel.errors import InputError
 from kestrel.frontend import desired, firewall, services
 from kestrel.images import store
-from kestrel.nodes import registry
+from kestrel.nodes import pending, registry
 from kestrel.nodes import state as nodestate
+from kestrel.nodes.leases import Lease
+from kestrel.nodes.pending import Pending
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.plan import Action, Desired, Plan, plan_files
@@ -35,16 +38,30 @@ def plan_nodes(root: Sysroot, config: Config, nodes: list[Node], states: States)
     return plan
 
 
-def change_nodes(root: Sysroot, config: Config, change: Change, *, dry_run: bool = False) -> Plan:
+def change_nodes(
+    root: Sysroot,
+    config: Config,
+    change: Change,
+    *,
+    dry_run: bool = False,
+    waiting: Callable[[Pending], Pending] | None = None,
+) -> Plan:
     """The one way nodes change: under the lock, CHANGE the registry and state, write what differs, reload dnsmasq.
 
-    Each file is replaced atomically, so a crash leaves every file old or new; the next change converges.
-    DRY_RUN: only plan (describe_plan says what it would do).
+    WAITING changes the pending list (nodes.auto_register: approve) in the same plan; a registered MAC always
+    leaves it. Each file is replaced atomically, so a crash leaves every file old or new; the next change
+    converges. DRY_RUN: only plan (describe_plan says what it would do).
     """
     with contextlib.nullcontext() if dry_run else root.lock():  # a dry run writes nothing, not even the lock
         nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
         states = nodestate.keep_only(states, {n.mac for n in nodes})
         plan = plan_nodes(root, config, nodes, states)
+        old = pending.load_pending(root)
+        new = waiting(old) if waiting else old
+        registered = {n.mac for n in nodes}
+        new = {mac: m for mac, m in new.items() if mac not in registered}
+        if new != old:
+            plan.merge(plan_files(root, [Desired(pending.PENDING_PATH, pending.format_pending(new), mode=0o600)]))
         if not dry_run:
             services.apply(root, plan)
         return plan
@@ -75,6 +92,52 @@ def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = Fals
     return change_nodes(
         root, config, _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run
     )
+
+
+def approve(
+    root: Sysroot,
+    config: Config,
+    macs: list[str],
+    *,
+    dry_run: bool = False,
+    name: str | None = None,
+    group: str | None = None,
+    image: str | None = None,
+) -> tuple[list[Node], Plan]:
+    """kestrel-nodes approve: the pending machines of MACS ("all": every one) become nodes at their leased address
+    (or the next of network.static_pool), with NAME (one machine only), GROUP and IMAGE if given."""
+    made: list[Node] = []
+
+    def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
+        chosen = pending.select(pending.load_pending(root), macs)
+        if name is not None and len(chosen) != 1:
+            raise InputError(f"--name {name!r} names one node: approve one MAC with it, not {len(chosen)}")
+        for machine in chosen:
+            leased = [Lease(0, machine.mac, machine.ip, None, None)]
+            nodes, new, refused = registry.register_leases(nodes, config, leased, image=image, group=group)
+            if refused:
+                raise InputError(refused[0])
+            if name is not None:
+                nodes = registry.set_node(nodes, config, new[0].name, new_name=name)
+                new = [registry.find_node(nodes, name)]
+            made.extend(new)
+        return nodes, states
+
+    plan = change_nodes(root, config, change, dry_run=dry_run)
+    return made, plan
+
+
+def reject(root: Sysroot, config: Config, macs: list[str], *, dry_run: bool = False) -> tuple[list[str], Plan]:
+    """kestrel-nodes reject: forget pending machines (one that asks for a lease again is pending again)."""
+    chosen = [m.mac for m in pending.select(pending.load_pending(root), macs)]
+    plan = change_nodes(
+        root,
+        config,
+        lambda nodes, states: (nodes, states),
+        dry_run=dry_run,
+        waiting=lambda p: {mac: m for mac, m in p.items() if mac not in chosen},
+    )
+    return chosen, plan
 
 
 def mark_states(

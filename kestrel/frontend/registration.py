@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 from kestrel import names
-from kestrel.config import Config, DhcpMode
+from kestrel.config import APPROVE, Config, DhcpMode
 from kestrel.errors import CommandError, InputError
 from kestrel.frontend.node_changes import change_nodes, mark_states
 from kestrel.inputfile import LEASES_LIMIT, read_input
-from kestrel.nodes import fanout, knownhosts, leasequeue, leases, registry, ssh
+from kestrel.nodes import fanout, knownhosts, leasequeue, leases, pending, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.leasequeue import LeaseEvent
+from kestrel.nodes.pending import Pending
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import Facts, States
 from kestrel.plan import Plan
@@ -113,7 +114,8 @@ def lease_event(root: Sysroot, config: Config, action: str, mac: str, ip: str) -
 
 def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> list[Node | None]:
     """EVENTS in order, in one change of the nodes: add marks a node up (a new MAC is registered if
-    nodes.auto_register), del of its address down, old only registers. One write of each file, one reload.
+    nodes.auto_register is true, pending if approve), del of its address down, old only registers. One write
+    of each file, one reload.
 
     dnsmasq sends `old` for every lease when it starts: when no event can change anything (known MACs with
     `old`), nothing is locked or planned. The node of each event, None where it changed nothing.
@@ -123,6 +125,15 @@ def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> lis
     if not any(e and _may_change(e, e.mac in known, config.nodes.auto_register) for e in effective):
         return [known.get(e.mac) if e and e.action == "old" else None for e in effective]
     result: list[Node | None] = []
+    # nodes.auto_register: approve: a new MAC waits in the pending list (a lease and the boot files, nothing more)
+    waiting = [e for e in effective if e and e.mac not in known and e.action != "del"]
+
+    def wait(found: Pending) -> Pending:
+        if config.nodes.auto_register != APPROVE:
+            return found
+        for e in waiting:
+            found = pending.seen(found, e.mac, e.ip, e.time)
+        return found
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
         nodes, registered_at = _register_new(nodes, config, effective)
@@ -141,7 +152,7 @@ def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> lis
             result.append(node)
         return nodes, states
 
-    change_nodes(root, config, change)
+    change_nodes(root, config, change, waiting=wait)
     return result
 
 
@@ -155,10 +166,12 @@ def _as_lease_event(e: LeaseEvent, config: Config) -> LeaseEvent | None:
     return dataclasses.replace(e, action="add")
 
 
-def _may_change(e: LeaseEvent, known: bool, auto_register: bool) -> bool:
+def _may_change(e: LeaseEvent, known: bool, auto_register: bool | str) -> bool:
+    """Whether E may change a file: a known MAC's add or del; an unknown MAC's add or old registers it (true) or
+    puts it in the pending list (approve)."""
     if known:
         return e.action != "old"
-    return e.action != "del" and auto_register
+    return e.action != "del" and auto_register is not False
 
 
 def _mark(states: States, mac: str, up: bool, when: int) -> None:
@@ -175,7 +188,8 @@ def _register_new(
     first: dict[str, int] = {}
     fresh: list[leases.Lease] = []
     for i, e in enumerate(events):
-        if e and e.mac not in known and e.mac not in first and _may_change(e, False, config.nodes.auto_register):
+        registers = config.nodes.auto_register is True and e is not None and e.action != "del"
+        if e and e.mac not in known and e.mac not in first and registers:
             first[e.mac] = i
             fresh.append(leases.Lease(0, e.mac, e.ip, None, None))
     if not first:

@@ -15,10 +15,11 @@ import pytest
 
 from kestrel import runner, supervisor
 from kestrel.config import load_config
-from kestrel.frontend import dnsmasq, firewall, nfs, nginx, node_changes
+from kestrel.frontend import dnsmasq, firewall, nfs, nginx, node_changes, registrar
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.net import netns
 from kestrel.net.netns import Topology
+from kestrel.nodes import pending, registry
 from kestrel.sysroot import Sysroot
 from tests.integration.test_frontend_services import dhcp
 from tests.unit.test_frontend import publish_fake_image
@@ -233,3 +234,19 @@ def test_counters_of_unchanged_nodes_survive_a_registry_change(frontend: Fronten
     after = firewall.read_live(frontend.root, frontend.config)
     assert after is not None and len(after.accepted) == 2
     assert after.accepted[(NODE_MAC, firewall.IPv4Address(NODE_IP))] == before > 0
+
+
+def test_a_pending_machine_boots_but_mounts_only_once_approved(frontend: Frontend, tmp_path: Path) -> None:
+    frontend.config_path.write_text(
+        frontend.config_path.read_text().replace("auto_register: true", "auto_register: approve")
+    )
+    ns, dev = frontend.machine("pd", STRANGER_MAC)
+    dhcp(frontend, ns, dev, tmp_path)  # type: ignore[arg-type]
+    registrar.drain(frontend.root, frontend.config_path)  # the events dnsmasq's hook queued
+    assert registry.load_registry(frontend.root) == []
+    assert list(pending.load_pending(frontend.root)) == [STRANGER_MAC]
+    got = runner.run(["curl", "-sS", "--max-time", "10", f"http://{FE_IP}/boot.ipxe"], via=runner.Netns(ns))
+    assert got.stdout.startswith("#!ipxe")
+    assert not nfs_ls(ns, frontend.root.sys("/home"), seconds=2).ok
+    node_changes.approve(frontend.root, frontend.config, [STRANGER_MAC])
+    assert nfs_ls(ns, frontend.root.sys("/home"), seconds=1).ok

@@ -102,12 +102,12 @@ BAD = [
     (
         "wrong type",
         GOOD.replace("auto_register: true", "auto_register: maybe"),
-        "F:8: nodes.auto_register: input should be a valid boolean (got 'maybe')",
+        "F:8: nodes.auto_register: must be true, false or approve (got 'maybe')",
     ),
     (
         "yes is not a boolean in YAML 1.2",
         GOOD.replace("auto_register: true", "auto_register: yes"),
-        "F:8: nodes.auto_register: input should be a valid boolean (got 'yes')",
+        "F:8: nodes.auto_register: must be true, false or approve (got 'yes')",
     ),
     (
         "bad boot method",
