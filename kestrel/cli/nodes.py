@@ -13,12 +13,13 @@ import click
 from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
-from kestrel.frontend import node_changes, registrar, registration
+from kestrel.frontend import firewall, node_changes, registrar, registration
 from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
 from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import join as slurm_join
+from kestrel.status import page, report
 from kestrel.users import homes
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -401,17 +402,33 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
         }
         for c in checks
     ]
+    columns = ["node", "address", "ping", "ssh", "home", "time"]
+    live = firewall.read_live(ctx.root, ctx.config) if firewall.enabled(ctx.config) else None
+    if live is not None:  # the firewall module: what its table accepted from each node and refused
+        pairs = {n.name: (n.mac, n.ip) for n in registry.load_registry(ctx.root)}
+        for row in rows:
+            if row["node"] in pairs:
+                row["firewall"] = report.firewall_json(firewall.counts(live, *pairs[row["node"]]))
+        columns.append("firewall")
     print_rows(
         rows,
-        ["node", "address", "ping", "ssh", "home", "time"],
+        columns,
         as_json,
-        lambda r: r | {"time": f"{r['seconds']:.2f} s"},
+        lambda r: (
+            r
+            | {"time": f"{r['seconds']:.2f} s"}
+            | ({"firewall": _firewall_text(r["firewall"])} if "firewall" in r else {"firewall": "-"})
+        ),
     )
     bad = [c for c in checks if not c.ok]
     if bad:
         raise KestrelError(
             f"{len(bad)} of {len(checks)} nodes failed: " + ", ".join(f"{c.target.name} ({c.problems()})" for c in bad)
         )
+
+
+def _firewall_text(found: dict[str, Any]) -> str:
+    return page.firewall_text((found["accepted_packets"], found["refused_packets"]))
 
 
 @command.command(

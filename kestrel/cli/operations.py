@@ -66,7 +66,8 @@ def status_command(
             print_json([r.as_json() for r in rows])
         else:
             now = time.time()
-            print_table([page.shown(r, now, relative=True) for r in rows], STATUS_COLUMNS)
+            columns = STATUS_COLUMNS + (["firewall"] if any(r.firewall is not None for r in rows) else [])
+            print_table([page.shown(r, now, relative=True) for r in rows], columns)
         if not watch:
             return
         try:

@@ -126,6 +126,13 @@ def _element(elem: Any) -> tuple[Pair | None, int]:
         return None, 0
 
 
+def counts(live: Live, mac: str, ip: IPv4Address) -> tuple[int | None, int]:
+    """A node's packets: accepted as its registered pair (None: its pair is not in the set), and refused from its
+    MAC or its address within the last hour (another MAC on its address, or its MAC on another address)."""
+    refused = sum(n for (m, a), n in live.refused.items() if m == mac or a == ip)
+    return live.accepted.get((mac, ip)), refused
+
+
 def read_live(root: Sysroot, config: Config) -> Live | None:
     """The table now (None: nowhere to look, or no table)."""
     argv = nft_argv(root, config, "-j", "list", "table", FAMILY, TABLE)

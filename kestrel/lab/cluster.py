@@ -24,7 +24,7 @@ from pathlib import Path
 from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, nfs, nginx, registrar
+from kestrel.frontend import dnsmasq, firewall, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.gateway import backends as gateway_backends
 from kestrel.gateway import files as gateway
@@ -63,10 +63,11 @@ def up(
 ) -> list[nodes.NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT nodes of KIND (the
     nodes of the other kind stay as they are). MODULES are added to the lab's config (and stay there for later
-    ups); an image built without one of them is rebuilt."""
+    ups); an image built without one of them is rebuilt (not for firewall: it lives in the frontend's namespace)."""
     before = _modules(root)
     config_path, config = up_frontend(root, prefix, modules)
-    rebuild = rebuild or (before is not None and set(config.modules) - set(before) != set())
+    # a module of the frontend alone (firewall) puts nothing into the image
+    rebuild = rebuild or (before is not None and set(config.modules) - set(before) - {firewall.MODULE} != set())
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):

@@ -49,7 +49,17 @@ def shown(row: NodeStatus, now: float, relative: bool) -> dict[str, Any]:
         "drift": "reboot to update" if row.drift else "",
         "uptime": duration(row.uptime) if row.uptime is not None else "-",
         "load": " ".join(f"{v:.2f}" for v in row.load) if row.load else "-",
+        "firewall": firewall_text(row.firewall),
     }
+
+
+def firewall_text(found: tuple[int | None, int] | None) -> str:
+    """The firewall module's packets of a node: '120 in' (its pair is in the set), 'not in set', '+ N refused'."""
+    if found is None:
+        return "-"
+    accepted, refused = found
+    text = "not in set" if accepted is None else f"{accepted} in"
+    return text + (f", {refused} refused" if refused else "")
 
 
 def duration(seconds: float) -> str:
@@ -71,6 +81,7 @@ def desired_page(root: Sysroot, config: Config, rows: list[NodeStatus], now: flo
         "status.html",
         cluster=config.cluster.name,
         rows=[shown(r, now, relative=False) for r in rows],
+        firewall=any(r.firewall is not None for r in rows),
         states=STATES,
         counts=counts,
         chain=[str(s) for s in CHAIN],

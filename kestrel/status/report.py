@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kestrel.config import Config
-from kestrel.frontend import dnsmasq, nginx
+from kestrel.frontend import dnsmasq, firewall, nginx
 from kestrel.images import store
 from kestrel.nodes import bootlog, leases, probes, registry, stages
 from kestrel.nodes import state as nodestate
@@ -39,6 +39,8 @@ class NodeStatus:
     current_version: str | None
     uptime: float | None
     load: tuple[float, float, float] | None
+    # the firewall module's packets: (accepted from its MAC + address pair, None if not in the set; refused)
+    firewall: tuple[int | None, int] | None = None
 
     @property
     def drift(self) -> bool | None:
@@ -63,7 +65,11 @@ class NodeStatus:
             "drift": self.drift,
             "uptime_seconds": None if self.uptime is None else int(self.uptime),
             "load": list(self.load) if self.load else None,
-        }
+        } | ({} if self.firewall is None else {"firewall": firewall_json(self.firewall)})
+
+
+def firewall_json(found: tuple[int | None, int]) -> dict[str, Any]:
+    return {"accepted_packets": found[0], "in_node_set": found[0] is not None, "refused_packets": found[1]}
 
 
 def iso(at: float | None) -> str | None:
@@ -89,6 +95,7 @@ class Inputs:
     events: list[Event]
     probes: Probes
     current: dict[str, str]  # image -> current version
+    firewall: firewall.Live | None = None  # the firewall module's table, read from nft
 
 
 def read_inputs(root: Sysroot, config: Config, now: float, probed: Probes | None = None) -> Inputs:
@@ -104,6 +111,7 @@ def read_inputs(root: Sysroot, config: Config, now: float, probed: Probes | None
         events,
         probes.load_probes(root) if probed is None else probed,
         {i.name: i.version for i in store.published_images(root)},
+        firewall.read_live(root, config) if firewall.enabled(config) else None,
     )
 
 
@@ -148,6 +156,7 @@ def compute(inputs: Inputs, now: float) -> list[NodeStatus]:
                 current_version=inputs.current.get(n.image),
                 uptime=now - probe.booted_at if up and probe.booted_at else None,
                 load=probe.load if up else None,
+                firewall=firewall.counts(inputs.firewall, n.mac, n.ip) if inputs.firewall else None,
             )
         )
     return rows

@@ -4,6 +4,7 @@ and by ONC RPC calls on a kept TCP connection (an NFS client's existing connecti
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import time
@@ -20,8 +21,10 @@ from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import pending, registry
+from kestrel.status import page, report
 from kestrel.sysroot import Sysroot
 from tests.integration.test_frontend_services import dhcp
+from tests.treestate import kestrel
 from tests.unit.test_frontend import publish_fake_image
 
 FE_IP = "10.10.0.1"
@@ -196,6 +199,17 @@ def test_a_registered_node_mounts_its_image_and_home_and_another_mac_cannot(fron
     live = firewall.read_live(frontend.root, frontend.config)
     assert live is not None and live.accepted[(NODE_MAC, firewall.IPv4Address(NODE_IP))] > 0
     assert (STRANGER_MAC, firewall.IPv4Address(NODE_IP)) in live.refused
+    # what an admin sees: the status view and kestrel-nodes check, per node
+    [row] = report.status(frontend.root, frontend.config)
+    assert row.firewall is not None and row.firewall[0] and row.firewall[1] > 0
+    assert f"{row.firewall[0]} in, {row.firewall[1]} refused" in page.shown(row, 0, True)["firewall"]
+    key = frontend.root.path("/root/.ssh/id_ed25519")
+    key.parent.mkdir(parents=True)
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    check = kestrel("nodes", frontend.root.root, "check", "node01", "--json")
+    assert check.returncode == 1, check.stderr  # no sshd on the "node"
+    [checked] = json.loads(check.stdout)
+    assert checked["firewall"]["in_node_set"] and checked["firewall"]["refused_packets"] > 0
 
 
 def test_grant_and_revoke_take_effect_when_the_command_returns(frontend: Frontend) -> None:
