@@ -127,8 +127,8 @@ def ssh_banner(ns: str, seconds: float = 3) -> bytes | None:
 class RpcConnection:
     """One TCP connection to NFS (port 2049) made in a namespace; NULL calls on it, as a mounted client keeps one."""
 
-    def __init__(self, ns: str) -> None:
-        self.sock = netns.call_in(ns, socket.create_connection, (FE_IP, 2049), 3)
+    def __init__(self, ns: str, timeout: float = 3) -> None:
+        self.sock = netns.call_in(ns, socket.create_connection, (FE_IP, 2049), timeout)
         self.xid = 1
 
     def null(self, seconds: float) -> bool:
