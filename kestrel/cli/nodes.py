@@ -13,7 +13,7 @@ import click
 from kestrel.cli import common, operations
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
-from kestrel.frontend import firewall, node_changes, registrar, registration
+from kestrel.frontend import firewall, hostkeys, node_changes, registrar, registration
 from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
@@ -429,6 +429,27 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
 
 def _firewall_text(found: dict[str, Any]) -> str:
     return page.firewall_text((found["accepted_packets"], found["refused_packets"]))
+
+
+@command.command(
+    "host-keys",
+    help="Push each node's image SSH host keys to it over SSH (the firewall module keeps them out of the "
+    "exported image; the registrar does this when a node boots). A node with only its boot key is accepted "
+    "for this if the frontend's neighbour table gives its registered MAC.",
+)
+@click.argument("node_names", metavar="[NODES]...", nargs=-1)
+@click.option("--group", help="Every node of this group.")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=0, show_default=True, help="Seconds to wait for SSH.")
+@pass_context
+def host_keys_command(ctx: Context, node_names: tuple[str, ...], group: str | None, wait: float) -> None:
+    targets = fanout.select_targets(ctx.root, list(node_names), group)
+    results = hostkeys.deliver(ctx.root, ctx.config, targets, wait=wait)
+    for r in results:
+        if r.ok:
+            logger.info(f"{r.node}: {'host keys delivered' if r.changed else 'has its host keys'}")
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise KestrelError("; ".join(f"{r.node}: host keys not delivered ({r.why})" for r in bad))
 
 
 @command.command(

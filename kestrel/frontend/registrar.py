@@ -15,7 +15,7 @@ from types import FrameType
 
 from kestrel.config import Config, load_config
 from kestrel.errors import KestrelError
-from kestrel.frontend import registration
+from kestrel.frontend import hostkeys, registration
 from kestrel.nodes import leasequeue
 from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import join as slurm_join
@@ -33,15 +33,19 @@ def apply_batch(root: Sysroot, config: Config, limit: int = BATCH, config_path: 
     """Apply the events at the head of the queue as one change; how many queued files it consumed.
 
     With the slurm module (and CONFIG_PATH), a node whose lease is new or renewed is booting: it joins Slurm
-    once it answers SSH, in the background (slurm.join.spawn_join)."""
+    once it answers SSH, in the background (slurm.join.spawn_join); with the firewall module it gets its image's
+    host keys first, the same way (hostkeys.spawn)."""
     pending = leasequeue.read_pending(root, limit)
     for w in pending.warnings:
         logger.warning(w)
     if pending.events:
         found = registration.lease_events(root, config, pending.events)
         logger.info(f"Applied {len(pending.events)} lease event{'s' * (len(pending.events) != 1)}")
+        booting = {n.name for e, n in zip(pending.events, found, strict=True) if n and e.action in ("add", "old")}
+        if config_path is not None and hostkeys.enabled(config):
+            for name in sorted(booting):
+                hostkeys.spawn(root, config_path, name)
         if config_path is not None and slurm_conf.enabled(config):
-            booting = {n.name for e, n in zip(pending.events, found, strict=True) if n and e.action in ("add", "old")}
             for name in sorted(booting):
                 slurm_join.spawn_join(root, config_path, name)
     leasequeue.acknowledge(pending.files)

@@ -24,7 +24,7 @@ from pathlib import Path
 from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, firewall, nfs, nginx, registrar
+from kestrel.frontend import dnsmasq, hostkeys, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.gateway import backends as gateway_backends
 from kestrel.gateway import files as gateway
@@ -63,11 +63,10 @@ def up(
 ) -> list[nodes.NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT nodes of KIND (the
     nodes of the other kind stay as they are). MODULES are added to the lab's config (and stay there for later
-    ups); an image built without one of them is rebuilt (not for firewall: it lives in the frontend's namespace)."""
+    ups); an image built without one of them is rebuilt (firewall too: its images hold no host private key)."""
     before = _modules(root)
     config_path, config = up_frontend(root, prefix, modules)
-    # a module of the frontend alone (firewall) puts nothing into the image
-    rebuild = rebuild or (before is not None and set(config.modules) - set(before) - {firewall.MODULE} != set())
+    rebuild = rebuild or (before is not None and set(config.modules) - set(before) != set())
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
     if built and supervisor.find(root, "nfs-ganesha"):
@@ -301,6 +300,8 @@ def down(root: Sysroot) -> list[str]:
     for node in registry.load_registry(root):
         if supervisor.stop(root, slurm_join.join_record(node.name)):
             logger.info(f"Stopped the Slurm join of {node.name}")
+        if supervisor.stop(root, hostkeys.record(node.name)):
+            logger.info(f"Stopped the host key delivery to {node.name}")
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")

@@ -9,7 +9,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +80,18 @@ class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
     patterns ('node*', '10.10.0.*', '!frontend'), which paramiko's own lookup does not understand.
     """
 
-    def __init__(self, entries: list[knownhosts.Entry], target: Target) -> None:
+    def __init__(
+        self, entries: list[knownhosts.Entry], target: Target, vouch: Callable[[Target], bool] | None = None
+    ) -> None:
         self.entries = entries
         self.target = target
+        self.vouch = vouch
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         offered = knownhosts.HostKey(key.get_name(), key.get_base64())
-        if not knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
+        if knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
+            return
+        if self.vouch is None or not self.vouch(self.target):
             raise paramiko.SSHException(
                 f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts"
             )
@@ -103,8 +108,12 @@ class Pool:
         connect_timeout: float = 5.0,
         netns_name: str | None = None,
         trusted: Iterable[knownhosts.Entry] = (),
+        vouch: Callable[[Target], bool] | None = None,
     ) -> None:
-        """Host keys are trusted if TRUSTED or one of the KNOWN_HOSTS files lists them; never on first use."""
+        """Host keys are trusted if TRUSTED or one of the KNOWN_HOSTS files lists them; never on first use, but
+        where VOUCH(target) says the host is the one meant by other means (the delivery of host keys to a
+        node that has only its boot key: hostkeys)."""
+        self.vouch = vouch
         self.user = user
         self.netns_name = netns_name
         self.connect_timeout = connect_timeout
@@ -123,7 +132,7 @@ class Pool:
         if have and transport and transport.is_active():
             return have
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target))
+        client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target, self.vouch))
         t = self.connect_timeout
         try:
             client.connect(

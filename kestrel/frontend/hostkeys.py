@@ -1,0 +1,132 @@
+"""SSH host keys delivered after boot (with the firewall module): no host private key in the exported image.
+
+The image holds only the public host keys (the frontend's known_hosts and the nodes' own still list them); the
+private ones stay on the frontend, in /var/lib/kestrel/ssh/IMAGE (where sshd_host-keys keeps them stable across
+builds). A node boots with a throwaway key made at boot under /run (tmpfs), so its sshd starts; once it answers,
+the frontend connects with its root key (which the image authorises) and pushes the image's keys, then sshd
+reloads and shows the stable key. This one connection cannot check the node's host key (it has only the boot
+key): it is accepted only if the frontend's neighbour table gives the node's registered MAC for its address,
+which the firewall (MAC + address pairs) also requires. Every later connection pins the image's keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kestrel import runner, supervisor
+from kestrel.config import Config
+from kestrel.errors import CommandError
+from kestrel.frontend import firewall
+from kestrel.nodes import fanout, knownhosts, registry, ssh
+from kestrel.sysroot import Sysroot
+from kestrel.users.hosttrust import known_hosts_body
+
+logger = logging.getLogger(__name__)
+
+KEYS_DIR = "/var/lib/kestrel/ssh"  # KEYS_DIR/IMAGE/ssh_host_*_key(.pub), made by the image script sshd_host-keys
+BOOT_KEY = "/run/kestrel/boot_host_ed25519_key"  # the node's throwaway key (phases/node sshd_host-keys)
+WAIT = 900  # seconds a booting node has to answer SSH before a background push gives up
+
+# Runs on the node as root: KEY_NAME BASE64 lines on stdin; each key written aside and renamed, sshd told to
+# read its keys again (SIGHUP) only when one changed.
+_SCRIPT = """set -e
+umask 077
+changed=
+while read -r name data; do
+  case "$name" in ssh_host_*_key) ;; *) echo "bad key name" >&2; exit 2 ;; esac
+  printf '%s' "$data" | base64 -d > "/etc/ssh/.$name.kestrel"
+  if cmp -s "/etc/ssh/.$name.kestrel" "/etc/ssh/$name"; then rm -f "/etc/ssh/.$name.kestrel"
+  else mv -f "/etc/ssh/.$name.kestrel" "/etc/ssh/$name"; changed=1; fi
+done
+if [ -n "$changed" ]; then
+  if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)"; else systemctl reload ssh; fi
+  echo delivered
+fi
+"""
+
+
+def enabled(config: Config) -> bool:
+    """Host keys are delivered after boot with the firewall module (which puts none in the image)."""
+    return firewall.enabled(config)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    node: str
+    ok: bool
+    why: str = ""
+    changed: bool = False
+
+
+def private_keys(root: Sysroot, image: str) -> dict[str, bytes]:
+    folder = root.path(f"{KEYS_DIR}/{image}")
+    found = {p.name: p.read_bytes() for p in sorted(folder.glob("ssh_host_*_key")) if p.is_file()}
+    if not found:
+        raise CommandError(f"{root.sys(f'{KEYS_DIR}/{image}')}: no host keys of image {image} (build it first)")
+    return found
+
+
+def neighbour_mac(config: Config, address: str) -> str | None:
+    """The MAC the frontend's neighbour table holds for ADDRESS (in network.netns), None if none."""
+    argv = ["ip", "neigh", "show", address]
+    if config.network.netns:
+        argv = ["ip", "-n", config.network.netns, "neigh", "show", address]
+    words = runner.run(argv, check=False, timeout=10).stdout.split()
+    return words[words.index("lladdr") + 1].lower() if "lladdr" in words else None
+
+
+def deliver(root: Sysroot, config: Config, targets: list[ssh.Target], *, wait: float = 0.0) -> list[Delivered]:
+    """Push each node's image host keys to TARGETS (registered nodes), waiting up to WAIT s for one to answer."""
+    nodes = {n.name: n for n in registry.load_registry(root)}
+    timeout = float(config.nodes.ssh_timeout)
+
+    def vouch(target: ssh.Target) -> bool:
+        node = nodes.get(target.name)
+        return node is not None and str(node.ip) == target.address and neighbour_mac(config, target.address) == node.mac
+
+    entries = knownhosts.parse(known_hosts_body(root, config))
+    key = root.path(config.nodes.ssh_key)
+    known = ssh.known_hosts_files(root)
+    with ssh.Pool("root", key, known, timeout, config.network.netns, entries, vouch=vouch) as pool:
+        return fanout.fan_out(targets, lambda t: _deliver(root, pool, t, nodes, wait), 10)
+
+
+def _deliver(
+    root: Sysroot, pool: ssh.Pool, target: ssh.Target, nodes: dict[str, registry.Node], wait: float
+) -> Delivered:
+    node = nodes.get(target.name)
+    if node is None:
+        return Delivered(target.name, False, "not registered")
+    try:
+        keys = private_keys(root, node.image)
+    except CommandError as e:
+        return Delivered(target.name, False, str(e))
+    lines = "".join(f"{name} {base64.b64encode(data).decode()}\n" for name, data in keys.items())
+    deadline = time.monotonic() + wait
+    while True:
+        done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
+        if done.ok or done.returncode is not None or time.monotonic() > deadline:
+            break
+        time.sleep(2)  # no connection yet: still booting
+    if not done.ok:
+        return Delivered(target.name, False, done.why())
+    return Delivered(target.name, True, changed="delivered" in done.stdout)
+
+
+def record(node: str) -> str:
+    """The supervised process of a background delivery (one per node)."""
+    return f"host-keys-{node}"
+
+
+def spawn(root: Sysroot, config_path: Path, node: str) -> None:
+    """`kestrel-nodes host-keys NODE --wait` in the background, unless one runs already (the registrar starts it
+    for a node whose lease is new or renewed: a node that boots)."""
+    if supervisor.find(root, record(node)):
+        return
+    argv = runner.kestrel_argv("nodes", "--root", str(root.root), "--config", str(config_path))
+    supervisor.start(root, record(node), [*argv, "host-keys", node, "--wait", str(WAIT)])
