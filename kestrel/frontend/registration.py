@@ -11,6 +11,7 @@ from pathlib import Path
 from kestrel import names
 from kestrel.config import APPROVE, Config, DhcpMode
 from kestrel.errors import CommandError, InputError
+from kestrel.frontend import hostkeys
 from kestrel.frontend.node_changes import change_nodes, mark_states
 from kestrel.inputfile import LEASES_LIMIT, read_input
 from kestrel.nodes import fanout, knownhosts, leasequeue, leases, pending, registry, ssh
@@ -89,7 +90,15 @@ def visit(root: Sysroot, config: Config, found: list[leases.Lease]) -> dict[str,
     by_target = {ssh.Target(str(lease.ip), str(lease.ip), config.nodes.ssh_port): lease for lease in found}
     timeout = float(config.nodes.ssh_timeout)
     images_keys = knownhosts.parse(known_hosts_body(root, config))
-    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, trusted=images_keys) as pool:
+
+    def vouch(target: ssh.Target) -> bool:
+        """With the firewall module a node shows its boot key until it is registered and gets the image's: the
+        MAC that answers for the leased address must be the lease's."""
+        lease = by_target.get(target)
+        return lease is not None and hostkeys.neighbour_mac(config, target.address) == lease.mac
+
+    chosen = vouch if hostkeys.enabled(config) else None
+    with ssh.root_pool(root, config.nodes.ssh_key, timeout, config.network.netns, images_keys, chosen) as pool:
         results = fanout.run_many(pool, list(by_target), nodestate.FACTS_COMMAND, parallel=_VISITORS, timeout=timeout)
     out: dict[str, Facts] = {}
     for lease, result in zip(by_target.values(), results, strict=True):

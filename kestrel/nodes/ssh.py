@@ -195,9 +195,10 @@ def root_pool(
     connect_timeout: float = 5.0,
     netns_name: str | None = None,
     trusted: Iterable[knownhosts.Entry] = (),
+    vouch: Callable[[Target], bool] | None = None,
 ) -> Pool:
     """Connections as root with the frontend's key (config nodes.ssh_key)."""
-    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name, trusted)
+    return Pool("root", root.path(key), known_hosts_files(root), connect_timeout, netns_name, trusted, vouch)
 
 
 @dataclass(frozen=True)
