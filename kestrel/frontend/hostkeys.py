@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import shlex
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +110,30 @@ def _deliver(
     lines = "".join(f"{name} {base64.b64encode(data).decode()}\n" for name, data in keys.items())
     deadline = time.monotonic() + wait
     while True:
+        # a booting node: its port 22 polled every 0.2 s (an SSH attempt to a silent address waits ssh_timeout)
+        while time.monotonic() < deadline and not _answers(pool, target):
+            time.sleep(0.2)
         done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
         if done.ok or done.returncode is not None or time.monotonic() > deadline:
             break
-        time.sleep(2)  # no connection yet: still booting
+        time.sleep(0.5)  # sshd answered but the session failed: still starting
     if not done.ok:
         return Delivered(target.name, False, done.why())
     return Delivered(target.name, True, changed="delivered" in done.stdout)
+
+
+def _answers(pool: ssh.Pool, target: ssh.Target) -> bool:
+    try:
+        sock = ssh.open_socket(target.address, target.port, 1.0, pool.netns_name)
+    except (OSError, CommandError):
+        return False
+    if sock is None:  # no namespace: a plain connection
+        try:
+            sock = socket.create_connection((target.address, target.port), 1.0)
+        except OSError:
+            return False
+    sock.close()
+    return True
 
 
 def record(node: str) -> str:
@@ -123,10 +141,11 @@ def record(node: str) -> str:
     return f"host-keys-{node}"
 
 
-def spawn(root: Sysroot, config_path: Path, node: str) -> None:
-    """`kestrel-nodes host-keys NODE --wait` in the background, unless one runs already (the registrar starts it
-    for a node whose lease is new or renewed: a node that boots)."""
+def spawn(root: Sysroot, config_path: Path | None, node: str) -> None:
+    """`kestrel-nodes host-keys NODE --wait` in the background, unless one runs already: the registrar starts it
+    for a node whose lease is new, the status monitor for a node that mounted its root (every boot)."""
     if supervisor.find(root, record(node)):
         return
-    argv = runner.kestrel_argv("nodes", "--root", str(root.root), "--config", str(config_path))
+    argv = runner.kestrel_argv("nodes", "--root", str(root.root))
+    argv += ["--config", str(config_path)] if config_path else []
     supervisor.start(root, record(node), [*argv, "host-keys", node, "--wait", str(WAIT)])

@@ -18,7 +18,7 @@ from pathlib import Path
 from kestrel import runner, supervisor
 from kestrel.config import Config
 from kestrel.errors import CommandError, KestrelError
-from kestrel.frontend import dnsmasq, nginx
+from kestrel.frontend import dnsmasq, hostkeys, nginx
 from kestrel.frontend.node_changes import mark_states
 from kestrel.images import store
 from kestrel.nodes import probes, registry, ssh, stages
@@ -87,6 +87,7 @@ class Monitor:
     files: report.Inputs | None = None  # what the files said at the last change
     known_hosts: tuple[object, ...] = ()
     progress: dict[str, stages.Progress] | None = None
+    keyed: dict[str, float | None] = field(default_factory=dict)  # MAC -> the boot its host keys were pushed for
 
     def tick(self, schedule: bool = True) -> bool:
         """One look: collect probes, mark nodes, start due probes, rewrite the page if anything changed."""
@@ -104,12 +105,24 @@ class Monitor:
             inputs, progress = self._progress(True)
         if schedule:
             self._schedule(inputs.nodes, progress)
+            self._deliver_keys(inputs.nodes, progress)
         if changed or now - self.saved_at > probe_interval(self.config):
             atomic_write(self.root.path(probes.PROBES_PATH), probes.format_probes(self.probes))
             self.saved_at = now
         if changed:
             page.write_page(self.root, self.config, report.compute(inputs, now), now)
         return changed
+
+    def _deliver_keys(self, nodes: list[Node], progress: dict[str, stages.Progress]) -> None:
+        """With the firewall module, a node that mounted its root (a boot: a reboot renews its lease without a
+        lease event) gets its image's host keys pushed once it answers SSH: once per boot."""
+        if not hostkeys.enabled(self.config):
+            return
+        for n in nodes:
+            p = progress[n.mac]
+            if p.stage is Stage.ROOT and self.keyed.get(n.mac) != p.since:
+                self.keyed[n.mac] = p.since
+                hostkeys.spawn(self.root, None, n.name)
 
     def _renew_pool(self) -> None:
         """A pool trusts the host keys known_hosts listed when it was made: after a change (new nodes, new
