@@ -17,10 +17,12 @@ from pydantic import (
     PlainValidator,
     StrictBool,
     StrictInt,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
-from kestrel import names
+from kestrel import names, shipped
 from kestrel.yamlfile import load_model
 
 CONFIG_PATH = "/etc/kestrel/kestrel.yaml"
@@ -43,6 +45,36 @@ def _name_pattern(text: str) -> str:
         except ValueError as e:
             raise ValueError(f"{text!r} must give node names, like 'node{{index:02d}}': {e}") from None
     return text
+
+
+# Modules that are code, not phase scripts (the rest are the MODULE_ prefixes of phase scripts).
+CODE_MODULES = ("gateway",)
+SCRIPT_SIDES = ("frontend", "node")
+SCRIPT_PHASES = ("install", "packages", "post-install", "configure")
+
+
+def known_modules(admin_dir: Path | None) -> list[str]:
+    """The modules a config may enable: CODE_MODULES and the MODULE_ prefix of every phase script, shipped or the
+    admin's under ADMIN_DIR (/etc/kestrel: its frontend/PHASE.d and node/PHASE.d)."""
+    found = set(CODE_MODULES)
+    for top in (shipped.PHASES, admin_dir):
+        for side in SCRIPT_SIDES if top else ():
+            for phase in SCRIPT_PHASES:
+                folder = top / side / f"{phase}.d"
+                if folder.is_dir():
+                    found.update(p.name.split("_", 1)[0] for p in folder.iterdir() if "_" in p.name)
+    return sorted(found)
+
+
+def _check_modules(modules: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    """Every module known (an unknown one, a typo or one that does not exist yet, would silently do nothing)."""
+    if modules is None or not info.context or "admin_dir" not in info.context:
+        return modules
+    known = known_modules(info.context["admin_dir"])
+    for name in modules:
+        if name not in known:
+            raise ValueError(f"unknown module {name!r} (known: {', '.join(known)})")
+    return modules
 
 
 def _lease_time(text: str) -> str:
@@ -293,6 +325,14 @@ class Slurm(_Section):
     slurmd_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60  # seconds before a silent node is DOWN
 
 
+class Images(_Section):
+    """Published node images."""
+
+    # Versions of each image kept on disk (the current one included) for rollback; versions up nodes run on are
+    # kept beyond this number.
+    keep: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+
+
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
@@ -307,6 +347,9 @@ class Config(_Section):
     switch: SwitchConfig | None = None
     gateway: Gateway = Gateway()
     slurm: Slurm = Slurm()
+    images: Images = Images()
+
+    _known_modules = field_validator("modules")(_check_modules)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -364,16 +407,20 @@ class ImageDefinition(_Section):
     cmdline: Cmdline = ""
     bootstrap: Bootstrap = Bootstrap()
 
+    _known_modules = field_validator("modules")(_check_modules)
+
 
 def _overlap(a: tuple[IPv4Address, IPv4Address], b: tuple[IPv4Address, IPv4Address]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def load_config(path: Path, text: str | None = None) -> Config:
-    """Load and validate kestrel.yaml; a missing file is an error (the default ships in etc-kestrel/)."""
-    return load_model(Config, path, text)
+def load_config(path: Path, text: str | None = None, admin_dir: Path | None = None) -> Config:
+    """Load and validate kestrel.yaml; a missing file is an error (the default ships in etc-kestrel/). ADMIN_DIR
+    holds the admin's phase scripts (their modules may be enabled): default, the config's own folder."""
+    return load_model(Config, path, text, context={"admin_dir": admin_dir or path.parent})
 
 
 def load_image_definition(path: Path) -> ImageDefinition:
     names.check_name(path.stem, "image name")
-    return load_model(ImageDefinition, path)
+    # ROOT/etc/kestrel/images/NAME.yaml: the admin's phase scripts are under ROOT/etc/kestrel
+    return load_model(ImageDefinition, path, context={"admin_dir": path.parent.parent})

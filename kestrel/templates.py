@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import traceback
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -28,6 +29,15 @@ def environment(root: Sysroot) -> jinja2.Environment:
     )
     env.filters["shquote"] = lambda value: shlex.quote(str(value))
     return env
+
+
+def unmatched_overrides(root: Sysroot) -> list[Path]:
+    """Files under ADMIN_TEMPLATES that override no shipped template: a misnamed override is never used."""
+    folder = root.path(ADMIN_TEMPLATES)
+    shipped = set(jinja2.PackageLoader("kestrel", "templates").list_templates())
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name not in shipped and not p.name.startswith("."))
 
 
 def render(root: Sysroot, name: str, **context: Any) -> str:

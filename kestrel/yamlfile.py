@@ -109,15 +109,16 @@ def _is_merge_key(open_: list[list[Any]], event: ScalarEvent) -> bool:
     return bool(open_ and open_[-1][2] and open_[-1][3] % 2 == 0 and event.value == "<<" and event.style is None)
 
 
-def load_model(model: type[M], path: Path, text: str | None = None) -> M:
-    """Load PATH as YAML and validate it against MODEL; the first error becomes a located InputError."""
+def load_model(model: type[M], path: Path, text: str | None = None, context: dict[str, Any] | None = None) -> M:
+    """Load PATH as YAML and validate it against MODEL (its validators see CONTEXT); the first error becomes a
+    located InputError."""
     data = load_yaml(path, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{path}:1: (top): expected a mapping of keys, got {_kind(data)}")
     try:
-        return model.model_validate(_plain(data))
+        return model.model_validate(_plain(data), context=context)
     except ValidationError as e:
         err = e.errors(include_url=False)[0]
         loc, why = _refine(data, tuple(err["loc"]), _why(err))

@@ -35,7 +35,7 @@ class Context:
 
     @functools.cached_property
     def config(self) -> Config:
-        return load_config(self.config_path)
+        return load_config(self.config_path, admin_dir=self.root.path("/etc/kestrel"))
 
 
 def output_options(f: F) -> F:

@@ -69,14 +69,17 @@ def list_command(ctx: Context, as_json: bool) -> None:
     )
 
 
-@cli.command("remove", help="Delete image NAME: every version, its boot files, its NFS export.")
+@cli.command(
+    "remove", help="Delete image NAME: every version, its boot files, its NFS export. Refused while up nodes run on it."
+)
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Remove it even under up nodes (they lose their root; named).")
 @dry_run_options
 @pass_context
-def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
+def remove_command(ctx: Context, name: str, force: bool, dry_run: bool, diff: bool) -> None:
     _change(
         ctx,
-        lambda: store.plan_remove_image(ctx.root, name),
+        lambda: store.plan_remove_image(ctx.root, name, force),
         dry_run,
         diff,
         would=f"Would replan the frontend: its boot files and NFS exports of {name} go",
@@ -119,11 +122,15 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
     modules = definitions.image_modules(definition, ctx.config.modules)
     now = store.current(ctx.root, name)
     state = scripts.load_state(ctx.root.path(now["root"]) / scripts.IMAGE_STATE.lstrip("/")) if now else {}
-    print_rows(
-        scripts.explain(ctx.root, scripts.Side.NODE, modules, state),
-        ["phase", "script", "origin", "where", "status", "path"],
-        as_json,
-    )
+    # where the image's modules are set: its definition when it lists them, else kestrel.yaml
+    where = definitions.definition_path(ctx.root, name) if definition.modules is not None else ctx.config_path
+    rows = scripts.explain(ctx.root, scripts.Side.NODE, modules, state)
+    for row in rows:
+        if row["status"] == "module off":
+            row["enable"] = f"{where}: modules: [{', '.join([*modules, row['module']])}]"
+    print_rows(rows, ["phase", "script", "origin", "where", "status", "path"], as_json)
+    for module in sorted({r["module"] for r in rows if "enable" in r}):
+        logger.info(f"Module {module} is off; to enable it, set in {where}: modules: [{', '.join([*modules, module])}]")
 
 
 def follows(name: str, version: str = "the new version") -> str:

@@ -11,6 +11,7 @@ import click
 
 from kestrel.cli import common
 from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
+from kestrel.errors import InputError
 from kestrel.frontend import services
 from kestrel.plan import plan_lines
 from kestrel.sysroot import Sysroot
@@ -104,16 +105,21 @@ def add(
     _add(ctx, name, uid, shell, admin, not no_push, dry_run, diff)
 
 
-@command.command(help="Remove a cluster user everywhere; its home goes too unless --keep-home.")
+@command.command(help="Remove a cluster user everywhere; its home stays unless --delete-home.")
 @click.argument("name")
-@click.option("--keep-home", is_flag=True, help="Keep the home folder and its keys.")
+@click.option("--delete-home", is_flag=True, help="Delete the home folder and its keys too.")
+@click.option("--keep-home", is_flag=True, hidden=True, help="The default (kept for older scripts).")
 @click.option("--no-push", is_flag=True, help="Do not update running nodes now.")
 @common.dry_run_options
 @pass_context
-def remove(ctx: Context, name: str, keep_home: bool, no_push: bool, dry_run: bool, diff: bool) -> None:
+def remove(
+    ctx: Context, name: str, delete_home: bool, keep_home: bool, no_push: bool, dry_run: bool, diff: bool
+) -> None:
+    if delete_home and keep_home:
+        raise InputError("--delete-home and --keep-home: give one of them")
     _carry_out(
         ctx,
-        lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home),
+        lambda: user_changes.plan_remove(ctx.root, ctx.config, name, keep_home=not delete_home),
         not no_push,
         dry_run,
         diff,

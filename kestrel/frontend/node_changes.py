@@ -6,10 +6,10 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from kestrel.config import Config
+from kestrel.config import DEFINITIONS_DIR, Config
 from kestrel.errors import InputError
 from kestrel.frontend import desired, firewall, services
-from kestrel.images import store
+from kestrel.images import definitions, store
 from kestrel.nodes import pending, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.leases import Lease
@@ -73,6 +73,7 @@ def _nodes_only(fn: Callable[[list[Node]], list[Node]]) -> Change:
 
 def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False, **fields: str | None) -> tuple[Node, Plan]:
     """kestrel-nodes add: one node by hand (name, ip, image, group); name and address allocated if absent."""
+    check_image(root, fields.get("image"))
     made: list[Node] = []
 
     def change(nodes: list[Node], states: States) -> tuple[list[Node], States]:
@@ -84,11 +85,27 @@ def add(root: Sysroot, config: Config, mac: str, *, dry_run: bool = False, **fie
     return made[0], plan
 
 
+def defined_images(root: Sysroot) -> list[str]:
+    """Images a node may name: those with a definition (the admin's or shipped) and those published."""
+    found = {i.name for i in store.published_images(root)}
+    for folder in (root.path(DEFINITIONS_DIR), definitions.SHIPPED_IMAGES):
+        found.update(p.stem for p in folder.glob("*.yaml") if folder.is_dir())
+    return sorted(found)
+
+
+def check_image(root: Sysroot, image: str | None) -> None:
+    """An image given by hand (--image) names a defined image: a typo would leave the node without a root."""
+    known = defined_images(root)
+    if image is not None and image not in known:
+        raise InputError(f"--image: no image {image!r} is defined (defined: {', '.join(known) or 'none'})")
+
+
 def remove(root: Sysroot, config: Config, name: str, *, dry_run: bool = False) -> Plan:
     return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), dry_run=dry_run)
 
 
 def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False, **fields: str | None) -> Plan:
+    check_image(root, fields.get("image"))
     return change_nodes(
         root, config, _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run
     )

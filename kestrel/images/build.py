@@ -115,7 +115,8 @@ def _describe_version(job: Job, state: dict[str, str], *, force: bool) -> list[s
     target = phases.Target(root, job.config, job.modules, image=name, extra_packages=list(job.definition.packages))
     lines = phases.pending(target, state, force)
     now = store.current(root, name)
-    prune, pinned = store.plan_prune(root, name, {now["version"]} if now else set())
+    keep = job.config.images.keep
+    prune, pinned = store.plan_prune(root, name, {now["version"]} if now and keep >= 2 else set(), keep - 1)
     return [
         *lines,
         f"Would publish the new version: its manifest, the link {root.sys(f'{store.IMAGES_DIR}/{name}')} "
@@ -158,7 +159,13 @@ def update_image(
 
     job = _job(root, config, name)
     return _new_version(
-        job, now.get("definition", ""), lower=root.path(now["root"]), base=now.get("base"), prepare=prepare, force=force
+        job,
+        now.get("definition", ""),
+        lower=root.path(now["root"]),
+        base=now.get("base"),
+        prepare=prepare,
+        force=force,
+        unchanged=now,
     )
 
 
@@ -197,8 +204,11 @@ def _new_version(
     base: str | None = None,
     prepare: Callable[[Path], None] | None = None,
     force: bool = False,
+    unchanged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version)."""
+    """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version). When the
+    phases changed nothing in LOWER's tree, UNCHANGED (LOWER's manifest) is returned and nothing is published:
+    a run with nothing to do must not push the version to roll back to out of the kept ones."""
     root, name, definition, modules = job.root, job.name, job.definition, job.modules
     started = time.monotonic()
     folder = root.path(store.versions_dir(name))
@@ -226,6 +236,9 @@ def _new_version(
                     if prepare:
                         prepare(merged)
                     phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
+                if unchanged is not None and not cow.changes(lower, scratch / "upper"):
+                    logger.info(f"{name} unchanged: version {unchanged['version']} stays current, nothing published")
+                    return unchanged
                 cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
             kernel, initrd, kernel_version = bootfiles.copy_boot_files(root, name, version, staging)
@@ -251,7 +264,7 @@ def _new_version(
             "definition": digest,
             "base": base,
         }
-        store.publish(root, manifest)
+        store.publish(root, manifest, job.config.images.keep)
     logger.info(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
     return manifest
 

@@ -80,3 +80,47 @@ def _is_opaque(path: Path) -> bool:
         return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
     except OSError:
         return False
+
+
+def changes(lower: Path, upper: Path) -> list[str]:
+    """What the overlay's UPPER changed in LOWER, as relative paths: entries added, deleted (whiteouts of an entry
+    LOWER has, opaque folders), or whose content, type, mode, owner or link target differ. Times are no change:
+    a script that writes a file again with the same bytes changed nothing."""
+    found = []
+    for folder, dirs, files in os.walk(upper):
+        here = Path(folder)
+        rel_dir = here.relative_to(upper)
+        if rel_dir != Path(".") and _is_opaque(here):
+            found.append(str(rel_dir))
+        for name in [*files, *dirs]:
+            path, twin = here / name, lower / rel_dir / name
+            if not _same(path, twin):
+                found.append(str(rel_dir / name))
+    return sorted(found)
+
+
+def _same(path: Path, twin: Path) -> bool:
+    st = path.lstat()
+    try:
+        old = twin.lstat()
+    except FileNotFoundError:
+        return False  # new, or the whiteout of an entry LOWER does not have (a file made and deleted again)
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return False  # a whiteout: deleted
+    if (st.st_mode, st.st_uid, st.st_gid) != (old.st_mode, old.st_uid, old.st_gid):
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return os.readlink(path) == os.readlink(twin)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size == old.st_size and _same_bytes(path, twin)
+    return True  # a folder (its entries are walked), a device or FIFO of the same mode
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True

@@ -11,8 +11,9 @@ The manifest contract read by the frontend: {name, version, root (system path of
 what NFS exports), kernel, initrd (paths relative to the http AND tftp roots, null when the image has no
 kernel), cmdline}. Extra keys, for listings only: built, modules, size, definition, base, kernel_version.
 Publishing writes the version's manifest, switches the symlink, then replaces NAME.json in one rename:
-a reader sees the old version or the new one, never a mix. The previous version is kept (KEEP versions), and so
-is every version an up node booted (nodes.json, learnt over SSH): a rebuild never deletes a running node's root.
+a reader sees the old version or the new one, never a mix. The newest versions are kept (images.keep, default
+KEEP), and so is every version an up node booted (nodes.json, learnt over SSH): a rebuild never deletes a
+running node's root.
 Publishing, rollback and removal are plans (plan_*: pure given the disk), carried out under the lock; a dry run
 prints them.
 """
@@ -30,6 +31,7 @@ from kestrel import names, runner
 from kestrel.errors import InputError, KestrelError
 from kestrel.images.definitions import check_image_name
 from kestrel.inputfile import read_input
+from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes, plan_removal
 from kestrel.sysroot import Sysroot
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 IMAGES_DIR = "/srv/kestrel/images"
 MANIFESTS_DIR = "/var/lib/kestrel/images"
 BOOT_DIRS = ("/srv/kestrel/http", "/srv/kestrel/tftp")
-KEEP = 2
+KEEP = 3  # versions kept of each image by default (images.keep)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
 
 
-def plan_publish(root: Sysroot, manifest: dict[str, Any]) -> tuple[Plan, list[str]]:
+def plan_publish(root: Sysroot, manifest: dict[str, Any], keep: int = KEEP) -> tuple[Plan, list[str]]:
     """Make MANIFEST's version current: its version manifest, the link switch, then NAME.json (in that order, so
     NAME.json never names a version whose link or manifest is missing); then the versions no longer kept go.
     Returns the plan and the older versions it keeps because up nodes run on them."""
@@ -159,29 +161,32 @@ def plan_publish(root: Sysroot, manifest: dict[str, Any]) -> tuple[Plan, list[st
         FileChange(version_manifest_path(name, version), root.read(version_manifest_path(name, version)), text),
         *_switch(root, name, version, text),
     )
-    prune, pinned = plan_prune(root, name, {version} | ({before["version"]} if before else set()))
+    protect = {version} | ({before["version"]} if before and keep >= 2 else set())
+    prune, pinned = plan_prune(root, name, protect, keep)
     plan.merge(prune)
     return plan, pinned
 
 
-def publish(root: Sysroot, manifest: dict[str, Any]) -> None:
+def publish(root: Sysroot, manifest: dict[str, Any], keep: int = KEEP) -> None:
     """Carry out plan_publish under the lock."""
     name = manifest["name"]
     with root.lock():
-        plan, pinned = plan_publish(root, manifest)
+        plan, pinned = plan_publish(root, manifest, keep)
         for version in pinned:
             logger.info(f"Kept {name} version {version}: up nodes run on it (it goes once they are down)")
         apply_changes(root, plan)
 
 
-def plan_prune(root: Sysroot, name: str, keep: set[str]) -> tuple[Plan, list[str]]:
-    """The removal of NAME's kept versions other than KEEP (the new and the previous one: KEEP versions), but
-    those up nodes run on (nodes.json); returns the plan and those pinned versions."""
+def plan_prune(root: Sysroot, name: str, keep: set[str], count: int = KEEP) -> tuple[Plan, list[str]]:
+    """The removal of NAME's kept versions beyond the newest COUNT (images.keep; the versions of KEEP, the new and
+    the current one, always stay), but those up nodes run on (nodes.json); returns the plan and those pinned
+    versions."""
     in_use = nodestate.macs_by_root(nodestate.load_states(root))
     plan, pinned = Plan(), []
-    for old in kept_versions(root, name):
-        if old["version"] in keep:
-            continue
+    versions = kept_versions(root, name)  # oldest first
+    others = [v for v in versions if v["version"] not in keep]
+    room = max(0, count - len(keep))
+    for old in others[: max(0, len(others) - room)]:
         if root.sys(old["root"]) in in_use:
             pinned.append(old["version"])
         else:
@@ -229,10 +234,34 @@ def plan_remove_version(root: Sysroot, name: str, version: str) -> Plan:
     return plan
 
 
-def plan_remove_image(root: Sysroot, name: str) -> Plan:
-    """Every version, boot file and manifest of NAME (the frontend stops serving it on its next plan)."""
+def nodes_on(root: Sysroot, name: str) -> list[str]:
+    """The up nodes that run on a version of NAME (their root is that version's, nodes.json), as 'NODE (VERSION)'."""
+    in_use = nodestate.macs_by_root(nodestate.load_states(root))
+    node_names = {n.mac: n.name for n in registry.load_registry(root)}
+    versions = {v["version"]: v["root"] for v in kept_versions(root, name)}
+    now = current(root, name)
+    if now is not None:
+        versions[now["version"]] = now["root"]
+    return [
+        f"{node_names.get(mac, mac)} ({version})"
+        for version, path in sorted(versions.items())
+        for mac in in_use.get(root.sys(path), [])
+    ]
+
+
+def plan_remove_image(root: Sysroot, name: str, force: bool = False) -> Plan:
+    """Every version, boot file and manifest of NAME (the frontend stops serving it on its next plan). Refused
+    while up nodes run on any version of it, unless FORCE (they lose their root then, and are named)."""
     if current(root, name) is None and not root.path(versions_dir(name)).exists():
         raise InputError(f"image '{name}' does not exist")
+    users = nodes_on(root, name)
+    if users and not force:
+        raise KestrelError(
+            f"image '{name}' is the root of up nodes {', '.join(users)}: removing it pulls their root from under "
+            "them; power them off (or move them to another image) first, or give --force"
+        )
+    if users:
+        logger.warning(f"Nodes lose their root: {', '.join(users)} run on {name}, removed with --force")
     plan = plan_removal(root, manifest_path(name))
     plan.add(
         *_existing(

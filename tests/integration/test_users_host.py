@@ -32,7 +32,7 @@ echo "shadow=$(getent shadow carol | cut -d: -f1,2)"
 echo "home=$(stat -c '%u %a' /home/carol) $(ls /home/carol/.ssh | tr '\\n' ' ')"
 echo "list=$(cat /etc/kestrel/users | grep -v '^#')"
 echo "dryremove=$($users remove carol --dry-run --no-push | runs)$(getent passwd carol | cut -d: -f1)"
-$users remove carol
+$users remove carol --delete-home
 echo "after=$(getent passwd carol || echo gone) $(getent group carol || echo gone) $(ls /home)"
 """
 

@@ -220,7 +220,7 @@ def test_remove_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) 
     tree.path("/home/alice/.ssh").mkdir(parents=True)
     tree.path("/home/alice/.ssh/authorized_keys").write_text(KEY_F)
     before = tree_state(tree.root)
-    proc = users_cli(tree, "remove", "alice", "--dry-run", "--diff", "--no-push")
+    proc = users_cli(tree, "remove", "alice", "--delete-home", "--dry-run", "--diff", "--no-push")
     assert proc.returncode == 0, proc.stderr
     assert_unchanged(before, tree.root)
     r = tree.root
@@ -237,7 +237,7 @@ def test_remove_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) 
     ]
     assert "-alice:x:2000:2000:alice (cluster user):/home/alice:/bin/bash" in said
     assert "-alice:2000:/bin/bash:user" in said
-    keep = users_cli(tree, "remove", "alice", "--dry-run", "--keep-home")
+    keep = users_cli(tree, "remove", "alice", "--dry-run")  # the home stays unless --delete-home
     assert keep.returncode == 0 and f"Would remove {r}/home/alice" not in keep.stdout
     missing = users_cli(tree, "remove", "bob", "--dry-run")
     assert (missing.returncode, missing.stderr) == (

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from kestrel.config import Config
 from kestrel.frontend import desired
 from kestrel.images import listing, store
@@ -14,6 +16,7 @@ from kestrel.nodes import state as nodestate
 from kestrel.nodes.state import Facts, NodeState, State
 from kestrel.sysroot import Sysroot, atomic_write
 from tests.conftest import said
+from tests.treestate import kestrel
 
 MAC = "52:54:00:aa:00:01"
 
@@ -90,13 +93,21 @@ def test_publish_keeps_the_version_an_up_node_runs_until_it_is_down(tree: Sysroo
     with said() as lines:
         store.publish(tree, version(tree, "default", "v2"))
         store.publish(tree, version(tree, "default", "v3"))
-    assert kept(tree) == ["v1", "v2", "v3"]
+        store.publish(tree, version(tree, "default", "v4"))
+    assert kept(tree) == ["v1", "v2", "v3", "v4"]  # images.keep is 3, and v1 runs a node
     assert "Kept default version v1: up nodes run on it (it goes once they are down)" in lines
     tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
     assert listing.list_images(tree)[0]["used_by"] == {"v1": ["node01"]}
     set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"), up=False)
-    store.publish(tree, version(tree, "default", "v4"))
-    assert kept(tree) == ["v3", "v4"]  # the previous one stays for rollback, as always
+    store.publish(tree, version(tree, "default", "v5"))
+    assert kept(tree) == ["v3", "v4", "v5"]  # the newest three: two to roll back to
+
+
+@pytest.mark.parametrize(("keep", "left"), [(1, ["v4"]), (2, ["v3", "v4"]), (3, ["v2", "v3", "v4"])])
+def test_images_keep_is_the_number_of_versions_kept(tree: Sysroot, keep: int, left: list[str]) -> None:
+    for v in ("v1", "v2", "v3", "v4"):
+        store.publish(tree, version(tree, "default", v), keep)
+    assert kept(tree) == left
 
 
 def test_older_kept_versions_stay_exported_under_stable_ids(tree: Sysroot) -> None:
@@ -130,3 +141,20 @@ def test_export_ids_never_collide() -> None:
     assert desired.export_id("default", "v1", taken_to_the_top | {1000, 1001, 1002}) == 1003
     # only the id just below FIRST is free: a full turn finds it
     assert desired.export_id("default", "v1", set(range(1000, 65000)) - {first - 1}) == first - 1
+
+
+def test_images_remove_default_deleted_every_version_while_a_node_was_up_on_it(tree: Sysroot) -> None:
+    store.publish(tree, version(tree, "default", "v1"))
+    store.publish(tree, version(tree, "default", "v2"))
+    set_node(tree, tree.sys(f"{store.versions_dir('default')}/v1"))
+    tree.path("/etc/kestrel/nodes").write_text(f"{MAC},set:img-default,set:grp-compute,10.10.0.11,node01\n")
+    refused = kestrel("images", tree.root, "remove", "default")
+    assert refused.returncode == 1 and refused.stderr.splitlines() == [
+        "kestrel-images: image 'default' is the root of up nodes node01 (v1): removing it pulls their root from "
+        "under them; power them off (or move them to another image) first, or give --force"
+    ]
+    assert kept(tree) == ["v1", "v2"]
+    forced = kestrel("images", tree.root, "remove", "default", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "Warning: Nodes lose their root: node01 (v1) run on default, removed with --force" in forced.stderr
+    assert not tree.path(store.versions_dir("default")).exists()
