@@ -57,8 +57,8 @@ def known_modules(admin_dir: Path | None) -> list[str]:
     """The modules a config may enable: CODE_MODULES and the MODULE_ prefix of every phase script, shipped or the
     admin's under ADMIN_DIR (/etc/kestrel: its frontend/PHASE.d and node/PHASE.d)."""
     found = set(CODE_MODULES)
-    for top in (shipped.PHASES, admin_dir):
-        for side in SCRIPT_SIDES if top else ():
+    for top in [shipped.PHASES] + ([admin_dir] if admin_dir else []):
+        for side in SCRIPT_SIDES:
             for phase in SCRIPT_PHASES:
                 folder = top / side / f"{phase}.d"
                 if folder.is_dir():

@@ -45,7 +45,9 @@ def _add(
 ) -> None:
     _carry_out(
         ctx,
-        lambda: user_changes.plan_add(ctx.root, ctx.config, name, uid, shell, admin),
+        lambda: user_changes.plan_add(
+            ctx.root, ctx.config, name, uid, shell, admin, root_key=push and bool(node_push.running_nodes(ctx.root))
+        ),
         push,
         dry_run,
         diff,

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
+from kestrel import names
 from kestrel.config import DEFINITIONS_DIR, Config
 from kestrel.errors import InputError
 from kestrel.frontend import desired, firewall, services
@@ -95,8 +96,11 @@ def defined_images(root: Sysroot) -> list[str]:
 
 def check_image(root: Sysroot, image: str | None) -> None:
     """An image given by hand (--image) names a defined image: a typo would leave the node without a root."""
+    if image is None:
+        return
+    names.parse_label(image, "image name")
     known = defined_images(root)
-    if image is not None and image not in known:
+    if image not in known:
         raise InputError(f"--image: no image {image!r} is defined (defined: {', '.join(known) or 'none'})")
 
 

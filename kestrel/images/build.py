@@ -236,9 +236,12 @@ def _new_version(
                     if prepare:
                         prepare(merged)
                     phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
-                if unchanged is not None and not cow.changes(lower, scratch / "upper"):
+                changed = cow.changes(lower, scratch / "upper") if unchanged is not None else None
+                if unchanged is not None and not changed:
                     logger.info(f"{name} unchanged: version {unchanged['version']} stays current, nothing published")
                     return unchanged
+                if changed:
+                    logger.debug(f"{name}: {len(changed)} paths changed: {', '.join(changed[:20])}")
                 cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
             kernel, initrd, kernel_version = bootfiles.copy_boot_files(root, name, version, staging)

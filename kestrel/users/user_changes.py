@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from kestrel import runner
 from kestrel.config import Config
-from kestrel.plan import Plan, RunCommand
+from kestrel.nodes.ssh import keygen_argv
+from kestrel.plan import MakeDir, Plan, RunCommand
 from kestrel.sysroot import Sysroot, decode
 from kestrel.users import rootaccess
 from kestrel.users.accountfiles import load_users, plan_accounts
@@ -29,17 +30,33 @@ class UserChange:
     user: ClusterUser | None = None  # the user added or removed
 
 
-def plan_add(root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool) -> UserChange:
-    """NAME on the frontend (account, home with skel, key pair, authorized_keys, known_hosts) and the images."""
+def plan_add(
+    root: Sysroot, config: Config, name: str, uid: int | None, shell: str | None, admin: bool, root_key: bool = False
+) -> UserChange:
+    """NAME on the frontend (account, home with skel, key pair, authorized_keys, known_hosts) and the images.
+    ROOT_KEY: the push to running nodes that follows needs the frontend's root key (nodes.ssh_key); made first
+    if it is missing, so the change is complete or (ssh-keygen failing) not started."""
     users = load_users(root)
     user = new_user(
         users, decode(root.read("/etc/passwd")), decode(root.read("/etc/group")), config.users, name, uid, shell, admin
     )
     users = with_user(users, user)
-    plan = _useradd(config, user) if root.is_host else Plan()
+    plan = plan_root_key(root, config) if root_key else Plan()
+    plan.merge(_useradd(config, user) if root.is_host else Plan())
     plan.merge(plan_home(root, config, user))
     plan.merge(_frontend_files(root, config, users))
     return UserChange(users, plan, plan_images(root, config, users), user)
+
+
+def plan_root_key(root: Sysroot, config: Config) -> Plan:
+    """The frontend's root key pair (nodes.ssh_key) made when missing, as the first image build makes it."""
+    key = config.nodes.ssh_key
+    if root.path(key).exists():
+        return Plan()
+    folder = key.rsplit("/", 1)[0] or "/"
+    plan = Plan() if root.path(folder).is_dir() else Plan([MakeDir(folder, 0o700)])
+    plan.add(RunCommand(tuple(keygen_argv(root.sys(key), "root@kestrel-frontend")), f"Created {root.sys(key)}"))
+    return plan
 
 
 def plan_remove(root: Sysroot, config: Config, name: str, keep_home: bool) -> UserChange:

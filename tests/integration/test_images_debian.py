@@ -91,7 +91,9 @@ def test_default_debian_image(tree: Sysroot) -> None:
     again = kestrel("kestrel-reconfigure", root, "--image", "default")
     assert "Executing : image_core_set-hostname_chroot" in again.stderr
     assert "image_nfsroot_initramfs" not in again.stderr
-    assert current(root)["version"] != m3["version"]
+    # ... which changed nothing in the image: no new version (the versions to roll back to stay)
+    assert f"default unchanged: version {m3['version']} stays current, nothing published" in again.stderr
+    assert current(root) == m3
     assert chroot.mounts_under(root.root) == []
 
 

@@ -139,9 +139,9 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert third.returncode == 0, third.stderr
     v3 = manifest(root)
     assert (root.path(v3["root"]) / "var/install-runs").read_text() == "run\nrun\n"
-    # two versions are kept: the current and the previous one
+    # three versions are kept (images.keep): the current and two to roll back to
     assert sorted(p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()) == sorted(
-        [v2["version"], v3["version"]]
+        [v1["version"], v2["version"], v3["version"]]
     )
 
     listed = json.loads(images(root, "list", "--json").stdout)
@@ -158,10 +158,12 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert back.returncode == 0, back.stderr
     assert manifest(root)["version"] == v2["version"]
     assert os.readlink(root.path("/srv/kestrel/images/tiny")) == f"tiny.versions/{v2['version']}"
-    again = images(root, "rollback", "tiny")
-    assert again.returncode == 1 and "no older version" in again.stderr
+    again = images(root, "rollback", "tiny")  # three kept: version 1 is there to roll back to as well
+    assert again.returncode == 0 and manifest(root)["version"] == v1["version"], again.stderr
+    last = images(root, "rollback", "tiny")
+    assert last.returncode == 1 and "no older version" in last.stderr
 
-    # version 2 (current again) ran the install script before it changed
+    # version 1 (current again) ran the install script before it changed
     explained = json.loads(images(root, "explain", "tiny", "--json").stdout)
     assert {(r["script"], r["origin"], r["status"]) for r in explained if r["module"] == "demo"} == {
         ("demo_count_chroot", "added", "changed"),
@@ -183,11 +185,24 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert reconf.returncode == 0, reconf.stderr
     assert "Executing : frontend_core_mark" in reconf.stderr
     assert "Executing : image_demo_mounts_chroot" in reconf.stderr
-    assert "Executing : image_demo_count_chroot" in reconf.stderr  # changed since version 2: runs again
+    assert "Executing : image_demo_count_chroot" in reconf.stderr  # changed since version 1: runs again
     assert root.path("/frontend-ran").read_text() == "configure\n"
     v4 = manifest(root)
     assert v4["version"] not in (v2["version"], v3["version"])
     assert (root.path(v4["root"]) / "var/install-runs").read_text() == "run\nrun\n"
+    # run again with nothing changed: the configure scripts write the same bytes, so no version is published (two
+    # such runs once pushed the version to roll back to out of the kept ones)
+    kept = sorted(p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir())
+    same = subprocess.run(
+        [str(Path(PROGRAM).with_name("kestrel-reconfigure")), "--root", str(root.root), "--image", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert same.returncode == 0, same.stderr
+    assert f"tiny unchanged: version {v4['version']} stays current, nothing published" in same.stderr.splitlines()
+    assert manifest(root) == v4
+    assert sorted(p.name for p in root.path("/srv/kestrel/images/tiny.versions").iterdir()) == kept
 
     # shell: a chroot into a new version, fed from stdin here; exit 1 discards it, exit 0 publishes it
     discard = images(root, "shell", "tiny", stdin="touch /etc/nope\nexit 1\n")

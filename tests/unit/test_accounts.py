@@ -166,6 +166,9 @@ def test_add_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> 
     ssh = f"{r}/home/alice/.ssh"
     assert [line for line in proc.stdout.splitlines() if line.startswith("Would")] == [
         "Would add cluster user alice (uid 2000)",
+        # the push to node01 that follows needs the frontend's root key: made first (no image build made it yet)
+        f"Would create {r}/root/.ssh/",
+        f"Would run ssh-keygen -q -t ed25519 -N '' -C root@kestrel-frontend -f {r}/root/.ssh/id_ed25519",
         f"Would create {r}/home/alice/",
         f"Would create {r}/home/alice/.profile",
         f"Would create {ssh}/",
@@ -202,10 +205,12 @@ def test_add_dry_run_says_what_it_would_do_and_writes_nothing(tree: Sysroot) -> 
         ["+    PermitRootLogin no"],
     ):
         assert all(line in lines for line in diff), diff
-    # without --diff: the same lines without the diffs, and without --no-push no node is named
+    # without --diff: the same lines without the diffs; with --no-push no node is named, and no root key is made
     quiet = users_cli(tree, "add", "alice", "--admin", "--dry-run", "--no-push")
     assert quiet.stdout.splitlines() == [
-        line for line in proc.stdout.splitlines() if line.startswith("Would") and "running node" not in line
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("Would") and "running node" not in line and "/root/.ssh" not in line
     ]
     assert_unchanged(before, tree.root)
 
@@ -289,7 +294,7 @@ def test_add_and_remove_do_what_their_dry_runs_said(tree: Sysroot) -> None:
     }
     again = users_cli(tree, "sync", "--dry-run", "--no-push")
     assert (again.returncode, again.stdout) == (0, "Nothing to do\n")
-    did_what_it_said(tree, "remove", "alice", "--no-push")
+    did_what_it_said(tree, "remove", "alice", "--delete-home", "--no-push")
     assert not home.exists()
 
 

@@ -85,3 +85,25 @@ def test_admin_script_whose_module_prefix_is_not_enabled(tree: Sysroot) -> None:
     (row,) = [r for r in rows if r["script"] == "demo_hello"]
     assert row["status"] == "module off"
     assert row["enable"] == f"{tree.path(CONFIG)}: modules: [core, nfsroot, sshd, openmpi, demo]"
+
+
+def test_users_add_on_a_fresh_frontend_writes_everything_then_exits_1(tree: Sysroot) -> None:
+    """No root key yet (only the first image build made it) and a registered node to push to: the key is made
+    first, then the account; the push's failure is a warning (the node gets the users from its image)."""
+    ok(tree, "nodes", "add", "--mac", "52:54:00:cc:00:01")
+    out = ok(tree, "users", "add", "alice")
+    key = tree.path("/root/.ssh/id_ed25519")
+    assert f"Created {key}" in out.splitlines()
+    assert key.exists() and key.with_suffix(".pub").exists()
+    assert (key.parent.stat().st_mode & 0o777) == 0o700
+    assert tree.path("/home/alice/.ssh/authorized_keys").exists()
+    assert "alice:2000" in tree.path("/etc/kestrel/users").read_text()
+
+
+def test_users_remove_deletes_the_home_directory_by_default(tree: Sysroot) -> None:
+    ok(tree, "users", "add", "alice", "--no-push")
+    ok(tree, "users", "remove", "alice", "--no-push")
+    assert tree.path("/home/alice/.ssh/id_ed25519").exists()
+    ok(tree, "users", "add", "alice", "--no-push")  # the kept home is reused, keys and all
+    ok(tree, "users", "remove", "alice", "--delete-home", "--no-push")
+    assert not tree.path("/home/alice").exists()

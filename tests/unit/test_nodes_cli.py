@@ -53,6 +53,7 @@ def test_add_set_remove_reach_registry_hosts_and_hostfiles(tree: Sysroot) -> Non
     assert "10.10.0.7\tnode07.cluster.local node07\n" in tree.path("/etc/hosts").read_text()
     assert "10.10.0.2\tnode01.cluster.local node01\n" in tree.path("/etc/kestrel/hosts").read_text()
 
+    tree.path("/etc/kestrel/images/mpi.yaml").write_text("from: default\n")  # --image names a defined image
     ok(tree, "set", "node07", "--name", "login", "--group", "gpu", "--image", "mpi", "--ip", "10.10.0.8")
     assert [(n["name"], n["ip"], n["group"], n["image"], n["state"]) for n in listing(tree)] == [
         ("login", "10.10.0.8", "gpu", "mpi", "unknown"),
