@@ -5,7 +5,10 @@ that is off (explain names the line that enables it)."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+from kestrel.images import cow
 from kestrel.sysroot import Sysroot
 from tests.treestate import kestrel
 from tests.unit.test_hardening_inputs import refused
@@ -107,3 +110,21 @@ def test_users_remove_deletes_the_home_directory_by_default(tree: Sysroot) -> No
     ok(tree, "users", "add", "alice", "--no-push")  # the kept home is reused, keys and all
     ok(tree, "users", "remove", "alice", "--delete-home", "--no-push")
     assert not tree.path("/home/alice").exists()
+
+
+def test_reconfigure_all_with_nothing_changed_published_a_new_version(tmp_path: Path) -> None:
+    """What the configure phase left in the overlay's upper layer is compared with the version it ran on: a file
+    written again with the same bytes (a newer time) is no change, so nothing is published; any other is one."""
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    for tree in (lower, upper):
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc/hostname-mark").write_text("same\n")
+    os.utime(upper / "etc/hostname-mark", (1, 1))
+    (lower / "etc/kept").write_text("not in upper: untouched\n")
+    assert cow.changes(lower, upper) == []
+    (upper / "etc/hostname-mark").write_text("other\n")
+    (upper / "etc/new").write_text("x")
+    assert cow.changes(lower, upper) == ["etc/hostname-mark", "etc/new"]
+    (upper / "etc/hostname-mark").write_text("same\n")
+    (upper / "etc/hostname-mark").chmod(0o600)
+    assert cow.changes(lower, upper) == ["etc/hostname-mark", "etc/new"]  # a mode is a change too
