@@ -48,7 +48,7 @@ def _name_pattern(text: str) -> str:
 
 
 # Modules that are code, not phase scripts (the rest are the MODULE_ prefixes of phase scripts).
-CODE_MODULES = ("gateway",)
+CODE_MODULES = ("firewall", "gateway")
 SCRIPT_SIDES = ("frontend", "node")
 SCRIPT_PHASES = ("install", "packages", "post-install", "configure")
 
