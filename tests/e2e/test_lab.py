@@ -55,8 +55,17 @@ def test_rebuilds_keep_the_root_that_running_nodes_booted(lab: str) -> None:
     kestrel("kestrel-nodes", "check")  # learns the root each node booted, from its kernel command line
     states = json.loads((ROOT / "var/lib/kestrel/nodes.json").read_text())["nodes"]
     assert [s.get("root", "").rsplit("/", 2)[-2:] for s in states.values()] == [["default.versions", booted]] * 2
-    for _ in range(2):  # two new versions: the booted one is no longer current nor the previous one
-        kestrel("kestrel-reconfigure", "--image", "default", timeout=600)
+    # three new versions, each from a configure change (a run that changes nothing publishes none): the booted one
+    # is beyond images.keep (3), kept only because the nodes run on it
+    script = ROOT / "etc/kestrel/node/configure.d/core_e2e-version"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for n in range(3):
+            script.write_text(f'#!/bin/sh\necho {n} > "$KESTREL_IMAGE_ROOT/etc/kestrel-e2e-version"\n')
+            script.chmod(0o755)
+            kestrel("kestrel-reconfigure", "--image", "default", timeout=600)
+    finally:
+        script.unlink()
     now = default()
     assert now["version"] != booted and booted in now["versions"], now
     assert now["used_by"] == {booted: ["node01", "node02"]}, now
