@@ -1,5 +1,6 @@
 """Boot benchmarks on a lab: power-on to SSH-ready by iPXE/HTTP, pxelinux/TFTP and direct kernel boot (same
-NFS root), and a boot storm of N clients fetching kernel+initrd at once over HTTP (nginx) vs TFTP (dnsmasq).
+NFS root), with the timeline of each iPXE/HTTP boot (kestrel.nodes.boottimeline), and a boot storm of N
+clients fetching kernel+initrd at once over HTTP (nginx) vs TFTP (dnsmasq).
 
 Run as root: .venv/bin/python bench/bench_boot.py [--root DIR] [--rounds N] [--clients 32] [--skip-boot] [--skip-storm]
 The lab tree (default /var/lib/kestrel-lab-bench) is brought up with no nodes if it is not up, and down again
@@ -29,7 +30,7 @@ from kestrel.lab import cluster as lab
 from kestrel.lab import tree
 from kestrel.net import netns
 from kestrel.net.netns import Topology
-from kestrel.nodes import registry, ssh
+from kestrel.nodes import boottimeline, registry, ssh
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import power, qemu
@@ -54,8 +55,8 @@ def set_boot_method(root: Sysroot, method: str) -> Config:
     return config
 
 
-def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[str, float | str | None]:
-    """Start one VM, return seconds to DHCP registration, login prompt and SSH-ready; stop it."""
+def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[str, object]:
+    """Start one VM, return seconds to its login prompt and SSH-ready, and its timeline; stop it."""
     extra: dict[str, object] = {}
     if direct:
         image = store.published_images(root)[0]
@@ -69,26 +70,64 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     # A registered node, as at every power-on after the first: iPXE goes straight to its image's script.
     if not any(n.mac == spec.mac for n in registry.load_registry(root)):
         node_changes.add(root, config, spec.mac)
+    console = qemu.console_path(root, name)
+    offset = console.stat().st_size if console.exists() else 0  # the console file is appended to by every boot
+    marks = boottimeline.ConsoleMarks()
     start = time.monotonic()
     qemu.start_vm(root, spec)
-    result: dict[str, float | str | None] = {"login": None, "ssh": None}
+    result: dict[str, object] = {"login": None, "ssh": None}
     try:
-        while time.monotonic() - start < BOOT_TIMEOUT:
-            elapsed = time.monotonic() - start
-            if result["login"] is None and power.booted(root, name):
-                result["login"] = elapsed
-            node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
-            if node and elapsed > 30:
-                with ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
-                    if runner.run(
-                        ["true"], via=pool.on(ssh.Target(str(node.ip), str(node.ip))), timeout=10, check=False
-                    ).ok:
-                        result["ssh"] = time.monotonic() - start
-                        break
-            time.sleep(1)
+        with open(console, "rb") as log, ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
+            log.seek(offset)
+            while time.monotonic() - start < BOOT_TIMEOUT:
+                elapsed = time.monotonic() - start
+                marks.feed(log.read().decode(errors="replace"), elapsed)
+                if result["login"] is None and power.booted(root, name):
+                    result["login"] = elapsed
+                node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
+                target = ssh.Target(str(node.ip), str(node.ip)) if node else None
+                if target and elapsed > 20 and runner.run(["true"], via=pool.on(target), timeout=10, check=False).ok:
+                    ready = time.monotonic() - start
+                    result["ssh"] = ready
+                    result["timeline"] = boottimeline.timeline(marks, systemd_times(pool, target), ready)
+                    result["lost_tries"] = marks.lost_tries
+                    break
+                time.sleep(0.2 if target is None else 1)
     finally:
         power.remove(root, name)
     return result
+
+
+def systemd_times(pool: ssh.Pool, target: ssh.Target) -> boottimeline.SystemdTimes | None:
+    """The node's own systemd-analyze, once its boot has finished (at most 60 s after SSH answers)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        analyze = runner.run(["systemd-analyze"], via=pool.on(target), timeout=30, check=False).stdout
+        chain = runner.run(
+            ["systemd-analyze", "critical-chain", "--no-pager", "ssh.service"],
+            via=pool.on(target),
+            timeout=30,
+            check=False,
+        ).stdout
+        if found := boottimeline.parse_systemd(analyze, chain):
+            return found
+        time.sleep(2)
+    return None
+
+
+def print_timelines(runs: list[dict[str, object]]) -> None:
+    """Per boot, where its time went (the iPXE + HTTP path)."""
+    print("\nTimeline of each iPXE + HTTP boot, seconds (console marks, systemd-analyze on the node)")
+    print(f"{'phase':<38}" + "".join(f"{'boot ' + str(i + 1):>9}" for i in range(len(runs))))
+    for phase in boottimeline.PHASES:
+        cells = []
+        for r in runs:
+            phases = r.get("timeline")
+            value = phases.get(phase) if isinstance(phases, dict) else None
+            cells.append(f"{value:>9.1f}" if isinstance(value, float) else f"{'-':>9}")
+        print(f"{phase:<38}" + "".join(cells))
+    print(f"{'power-on to SSH ready':<38}" + "".join(f"{_s(r['ssh']):>9}" for r in runs))
+    print(f"{'initramfs DHCP tries lost':<38}" + "".join(f"{r.get('lost_tries', '-')!s:>9}" for r in runs))
 
 
 BOOT_PATHS = (
@@ -98,9 +137,9 @@ BOOT_PATHS = (
 )
 
 
-def bench_boots(root: Sysroot, rounds: int) -> dict[str, list[dict[str, float | str | None]]]:
+def bench_boots(root: Sysroot, rounds: int) -> dict[str, list[dict[str, object]]]:
     """ROUNDS interleaved rounds of one boot per path, so a slow spell of the machine hits every path."""
-    found: dict[str, list[dict[str, float | str | None]]] = {label: [] for label, _, _ in BOOT_PATHS}
+    found: dict[str, list[dict[str, object]]] = {label: [] for label, _, _ in BOOT_PATHS}
     for n in range(1, rounds + 1):
         for label, method, direct in BOOT_PATHS:
             config = set_boot_method(root, method)
@@ -111,7 +150,7 @@ def bench_boots(root: Sysroot, rounds: int) -> dict[str, list[dict[str, float | 
     return found
 
 
-def _median(values: list[float | str | None]) -> float | None:
+def _median(values: list[object]) -> float | None:
     numbers = [v for v in values if isinstance(v, float)]
     return statistics.median(numbers) if len(numbers) == len(values) and numbers else None
 
@@ -203,6 +242,7 @@ def main() -> None:
                 ratio = f"{ssh / direct:.2f}x" if ssh is not None and direct is not None else "-"
                 each = " ".join(_s(r["ssh"]) for r in runs)
                 print(f"{label:<22}{_s(_median([r['login'] for r in runs])):>14}{_s(ssh):>12}{ratio:>11}  {each}")
+            print_timelines(boots["iPXE + HTTP"])
         if not args.skip_storm:
             storm = bench_storm(root, config, args.clients)
             print(f"\nBoot storm: {args.clients} clients fetch kernel + initrd at once")
@@ -215,7 +255,7 @@ def main() -> None:
             lab.down(root)
 
 
-def _s(value: float | str | None) -> str:
+def _s(value: object) -> str:
     return f"{value:.1f} s" if isinstance(value, float) else "-"
 
 
