@@ -89,7 +89,8 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
                 if target and elapsed > 20 and runner.run(["true"], via=pool.on(target), timeout=10, check=False).ok:
                     ready = time.monotonic() - start
                     result["ssh"] = ready
-                    result["timeline"] = boottimeline.timeline(marks, systemd_times(pool, target), ready)
+                    times, read_at = node_times(pool, target, start)
+                    result["timeline"] = boottimeline.timeline(marks, times, ready, read_at)
                     result["lost_tries"] = marks.lost_tries
                     break
                 time.sleep(0.2 if target is None else 1)
@@ -98,26 +99,23 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     return result
 
 
-def systemd_times(pool: ssh.Pool, target: ssh.Target) -> boottimeline.SystemdTimes | None:
-    """The node's own systemd-analyze, once its boot has finished (at most 60 s after SSH answers)."""
+def node_times(pool: ssh.Pool, target: ssh.Target, start: float) -> tuple[boottimeline.NodeTimes | None, float]:
+    """The node's own boot timestamps, once sshd is active (at most 60 s after SSH answers), and when (seconds
+    since power-on) they were read."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        analyze = runner.run(["systemd-analyze"], via=pool.on(target), timeout=30, check=False).stdout
-        chain = runner.run(
-            ["systemd-analyze", "critical-chain", "--no-pager", "ssh.service"],
-            via=pool.on(target),
-            timeout=30,
-            check=False,
-        ).stdout
-        if found := boottimeline.parse_systemd(analyze, chain):
-            return found
+    while True:
+        asked = time.monotonic()
+        out = runner.run([boottimeline.NODE_COMMAND], via=pool.on(target), timeout=30, check=False).stdout
+        read_at = (asked + time.monotonic()) / 2 - start
+        found = boottimeline.parse_node(out)
+        if (found and found.sshd) or time.monotonic() > deadline:
+            return found, read_at
         time.sleep(2)
-    return None
 
 
 def print_timelines(runs: list[dict[str, object]]) -> None:
     """Per boot, where its time went (the iPXE + HTTP path)."""
-    print("\nTimeline of each iPXE + HTTP boot, seconds (console marks, systemd-analyze on the node)")
+    print("\nTimeline of each iPXE + HTTP boot, seconds (console marks, the node's systemd timestamps)")
     print(f"{'phase':<38}" + "".join(f"{'boot ' + str(i + 1):>9}" for i in range(len(runs))))
     for phase in boottimeline.PHASES:
         cells = []

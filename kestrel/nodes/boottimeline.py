@@ -1,11 +1,12 @@
 """Where a network boot's time goes (pure): marks on the serial console, stamped as they appeared, and the node's
-own `systemd-analyze` once it is up.
+own systemd timestamps (what systemd-analyze shows) once it is up.
 
 The phases, each from the end of the previous one: firmware and iPXE's DHCP (power-on to iPXE's `Filename:`),
 the boot script, kernel and initrd over HTTP (to `initrd.img... ok`), the kernel up to the initramfs's DHCP
 answer (`IP-Config: DEV complete`, with the tries that got no answer), the rest of the initramfs (NFS root and
-overlay, up to the switch to the real root: the kernel part of `systemd-analyze`), systemd up to sshd (the
-`@` time of ssh.service in `systemd-analyze critical-chain`), and sshd to the first SSH session.
+overlay, up to the switch to the real root: systemd's UserspaceTimestamp), systemd up to sshd (ssh.service's
+ActiveEnterTimestamp), and sshd to the first SSH session. The node's clock starts with its kernel, after the
+kernel has unpacked itself: its uptime, read at a known moment, places its timestamps on the power-on clock.
 """
 
 from __future__ import annotations
@@ -24,20 +25,12 @@ CONSOLE_MARKS = (
 )
 LOST_TRY = re.compile(r"IP-Config: no response after")
 
-# "Startup finished in 14.106s (kernel) + 25.370s (userspace) = 39.476s"; minutes appear as "1min 2.003s"
-_FINISHED = re.compile(r"Startup finished in (.+?) \(kernel\)(?: \+ (.+?) \(initrd\))? \+ (.+?) \(userspace\)")
-# "ssh.service +95ms" / "└─ssh.service @24.418s +95ms" in critical-chain output
-_CHAIN = re.compile(r"ssh\.service @(\S+)")
-_SPAN = re.compile(r"(?:(\d+)min\s*)?(?:(\d+(?:\.\d+)?)s)?(?:\s*(\d+)ms)?$")
-
-
-def seconds(text: str) -> float:
-    """systemd's time span ("1min 2.003s", "24.418s", "950ms") in seconds; ValueError if it is none."""
-    m = _SPAN.match(text.strip())
-    if not m or not any(m.groups()):
-        raise ValueError(f"not a systemd time span: {text!r}")
-    minutes, secs, ms = m.groups()
-    return int(minutes or 0) * 60 + float(secs or 0) + int(ms or 0) / 1000
+# Run on the node once it answers SSH: its uptime, and systemd's own timestamps (microseconds since the kernel
+# started, the data systemd-analyze shows) of the switch to the real root and of sshd becoming active.
+NODE_COMMAND = (
+    "cat /proc/uptime; systemctl show -p UserspaceTimestampMonotonic; "
+    "systemctl show -p ActiveEnterTimestampMonotonic ssh.service"
+)
 
 
 @dataclass
@@ -57,20 +50,25 @@ class ConsoleMarks:
 
 
 @dataclass(frozen=True)
-class SystemdTimes:
-    kernel: float  # kernel start to the switch to the real root (the initramfs included)
+class NodeTimes:
+    """Seconds since the node's kernel started: now (its uptime), the switch to the real root, sshd active."""
+
+    uptime: float
     userspace: float
-    sshd: float | None  # systemd start to ssh.service active
+    sshd: float | None
 
 
-def parse_systemd(analyze: str, chain: str) -> SystemdTimes | None:
-    """`systemd-analyze` and `systemd-analyze critical-chain ssh.service` output, or None if not finished."""
-    m = _FINISHED.search(analyze)
-    if not m:
+def parse_node(output: str) -> NodeTimes | None:
+    """NODE_COMMAND's output, or None if it is not whole (the root not switched yet)."""
+    lines = output.split("\n")
+    try:
+        uptime = float(lines[0].split()[0])
+        values = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+        userspace = int(values["UserspaceTimestampMonotonic"]) / 1e6
+        sshd = int(values.get("ActiveEnterTimestampMonotonic", "0")) / 1e6
+    except (IndexError, KeyError, ValueError):
         return None
-    kernel = seconds(m[1]) + (seconds(m[2]) if m[2] else 0.0)
-    found = _CHAIN.search(chain)
-    return SystemdTimes(kernel, seconds(m[3]), seconds(found[1]) if found else None)
+    return NodeTimes(uptime, userspace, sshd or None) if userspace else None
 
 
 PHASES = (
@@ -83,14 +81,16 @@ PHASES = (
 )
 
 
-def timeline(marks: ConsoleMarks, systemd: SystemdTimes | None, ssh_ready: float) -> dict[str, float | None]:
-    """Each phase's seconds (None where a mark is missing); their sum is power-on to SSH-ready."""
+def timeline(
+    marks: ConsoleMarks, node: NodeTimes | None, ssh_ready: float, read_at: float | None = None
+) -> dict[str, float | None]:
+    """Each phase's seconds (None where a mark is missing); their sum is power-on to SSH-ready. READ_AT is when
+    NODE was read, in seconds since power-on: the kernel started READ_AT - uptime after power-on."""
     at = marks.at
-    fetched = at.get("initrd")
-    dhcp = at.get("initramfs-dhcp")
-    switched = fetched + systemd.kernel if systemd and fetched is not None else None
-    sshd = switched + systemd.sshd if switched is not None and systemd and systemd.sshd is not None else None
-    ends = [at.get("ipxe-dhcp"), fetched, dhcp, switched, sshd, ssh_ready]
+    kernel = read_at - node.uptime if node and read_at is not None else None
+    switched = kernel + node.userspace if node and kernel is not None else None
+    sshd = kernel + node.sshd if node and kernel is not None and node.sshd is not None else None
+    ends = [at.get("ipxe-dhcp"), at.get("initrd"), at.get("initramfs-dhcp"), switched, sshd, ssh_ready]
     out: dict[str, float | None] = {}
     previous: float | None = 0.0
     for name, end in zip(PHASES, ends, strict=True):

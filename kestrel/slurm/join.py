@@ -53,6 +53,7 @@ elif [ -n "$changed" ] || ! kill -0 "$(cat /run/slurmd.pid 2>/dev/null)" 2>/dev/
     tries=50
     while kill -0 "$pid" 2>/dev/null && [ "$tries" -gt 0 ]; do sleep 0.1; tries=$((tries - 1)); done
   done
+  umask 022  # the key's umask would make slurmd's configless cache (/run/slurm/conf) unreadable to users
   install -d -o munge -g munge -m 0755 /run/munge
   runuser -u munge -- /usr/sbin/munged
   . /etc/default/slurmd

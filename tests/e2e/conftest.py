@@ -3,7 +3,9 @@ node runs during the other tiers."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from tests.e2e.lab import ROOT, USER, kestrel
 
 # Modules on in the lab beyond its defaults, for the e2e files that test them.
 MODULES = "web,gateway,slurm"
+# qemu nodes of the lab: 2, which most e2e files need. KESTREL_E2E_QEMU_NODES=0 runs a file that needs none
+# (test_y_containers.py) without a qemu boot, for work on it on a busy machine.
+QEMU_NODES = os.environ.get("KESTREL_E2E_QEMU_NODES", "2")
 
 
 @pytest.fixture(scope="package")
@@ -23,6 +28,9 @@ def lab() -> Iterator[str]:
     prefix = f"kt-{secrets.token_hex(2)[:3]}"
     for stale in ("etc/kestrel/nodes", "var/lib/kestrel/nodes.json", "var/lib/kestrel/dnsmasq.leases"):
         (ROOT / stale).unlink(missing_ok=True)
+    # and slurmctld's saved nodes: the names are handed out again, maybe to other addresses, and a stale dynamic
+    # node shows idle until its new slurmd registers
+    shutil.rmtree(ROOT / "var/lib/slurm/slurmctld", ignore_errors=True)
     try:
         # The tree, the services and the image first; the user before any node boots, since a user added
         # later is pushed to running nodes and into the image.
@@ -31,7 +39,7 @@ def lab() -> Iterator[str]:
         )
         if USER not in kestrel("kestrel-users", "list").stdout:
             kestrel("kestrel-users", "add", USER)
-        up = kestrel("kestrel-lab", "up", "--nodes", "2", "--timeout", "600", timeout=900)
+        up = kestrel("kestrel-lab", "up", "--nodes", QEMU_NODES, "--timeout", "600", timeout=900)
         yield up.stderr
     finally:
         down = kestrel("kestrel-lab", "down", timeout=300, check=False)

@@ -39,12 +39,12 @@ def states(node: str = "node01") -> dict[str, str]:
     return {parts[1]: parts[2] for parts in (line.split() for line in out.splitlines()) if len(parts) == 3}
 
 
-def wait_states(wanted: dict[str, str], seconds: float) -> float:
+def wait_states(wanted: dict[str, str], seconds: float, node: str = "node01") -> float:
     """Seconds until sinfo shows WANTED (node -> state), at most SECONDS."""
     started = time.monotonic()
     seen: dict[str, str] = {}
     while time.monotonic() - started < seconds:
-        seen = states()
+        seen = states(node)
         if all(seen.get(n) == s for n, s in wanted.items()):
             return time.monotonic() - started
         time.sleep(2)

@@ -45,12 +45,13 @@ DIR = "mpi-e2e"  # in the user's shared home
 BINARIES = {"mpich": f"~/{DIR}/cpi-mpich", "openmpi": f"~/{DIR}/cpi-openmpi"}
 
 
-def build_cpi(node: str = "node01") -> None:
-    """cpi.c into the shared home as the cluster user, compiled there with mpicc.mpich and mpicc.openmpi (once)."""
+def build_cpi(node: str = "node01", directory: str = DIR) -> None:
+    """cpi.c into ~/DIRECTORY of the shared home as the cluster user, compiled there with mpicc.mpich and
+    mpicc.openmpi (once)."""
     encoded = base64.b64encode(CPI_C.encode()).decode()
     on(
         node,
-        f"mkdir -p ~/{DIR} && cd ~/{DIR} && echo {encoded} | base64 -d > cpi.c.new && "
+        f"mkdir -p ~/{directory} && cd ~/{directory} && echo {encoded} | base64 -d > cpi.c.new && "
         "{ cmp -s cpi.c.new cpi.c && rm cpi.c.new || mv cpi.c.new cpi.c; } && "
         "{ [ cpi-mpich -nt cpi.c ] || timeout 300 mpicc.mpich -O2 -o cpi-mpich cpi.c; } && "
         "{ [ cpi-openmpi -nt cpi.c ] || timeout 300 mpicc.openmpi -O2 -o cpi-openmpi cpi.c; }",

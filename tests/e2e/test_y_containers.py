@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.lab import ROOT, USER, kestrel, on, wait_states
-from tests.e2e.mpi import BINARIES, build_cpi, check_cpi
+from tests.e2e.mpi import build_cpi, check_cpi
 
 COUNT = 16
 VMS = [f"ct{i:02d}" for i in range(1, COUNT + 1)]
@@ -35,7 +35,7 @@ def containers(lab: str) -> Iterator[list[str]]:
 
 
 def test_sixteen_container_nodes_register_through_dnsmasq(containers: list[str]) -> None:
-    assert len(containers) == COUNT and not {"node01", "node02"} & set(containers)
+    assert len(set(containers)) == COUNT
     log = (ROOT / "var/log/kestrel/dnsmasq.log").read_text()
     registry = json.loads(kestrel("kestrel-nodes", "list", "--json").stdout)
     for node in (n for n in registry if n["name"] in containers):
@@ -45,10 +45,13 @@ def test_sixteen_container_nodes_register_through_dnsmasq(containers: list[str])
 
 
 def test_cpi_across_sixteen_container_nodes_as_a_cluster_user(containers: list[str]) -> None:
-    build_cpi()  # in the shared home, which the container nodes see too
+    # Compiled on a container node, in a folder of its own: a binary that a qemu node has just written over NFS
+    # is still open for writing in the NFS server for a while, and exec of it on the frontend's side (where
+    # container nodes see the homes) fails with "Text file busy".
+    build_cpi(containers[0], "mpi-e2e-containers")
     out = on(
         containers[0],
-        f"timeout 240 mpirun --host {','.join(containers)} -np {COUNT} {BINARIES['openmpi']}",
+        f"timeout 240 mpirun --host {','.join(containers)} -np {COUNT} ~/mpi-e2e-containers/cpi-openmpi",
         user=USER,
         timeout=300,
     )
@@ -56,6 +59,6 @@ def test_cpi_across_sixteen_container_nodes_as_a_cluster_user(containers: list[s
 
 
 def test_slurm_runs_a_step_on_every_container_node(containers: list[str]) -> None:
-    wait_states(dict.fromkeys(containers, "idle"), 180)
+    wait_states(dict.fromkeys(containers, "idle"), 180, node=containers[0])
     out = on(containers[0], f"timeout 120 srun -N{COUNT} hostname", user=USER, timeout=180)
     assert sorted(line.split(": ", 1)[1] for line in out.splitlines()) == containers

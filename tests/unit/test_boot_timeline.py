@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kestrel.nodes.boottimeline import PHASES, ConsoleMarks, parse_systemd, seconds, timeline
+from kestrel.nodes.boottimeline import PHASES, ConsoleMarks, NodeTimes, parse_node, timeline
 
 CONSOLE = [
     (1.0, "iPXE initialising devices...ok\r\n"),
@@ -16,8 +16,8 @@ CONSOLE = [
     (33.0, "IP-Config: eth0 hardware address 52:54:00:05:5b:c6 mtu 1500 DHCP\r\nIP-Config: eth0 complete (dhcp"),
     (50.0, "\r\nnode01 login: "),
 ]
-ANALYZE = "Startup finished in 31.250s (kernel) + 12.5s (userspace) = 43.750s\ngraphical.target reached after 12s"
-CHAIN = "multi-user.target @12.4s\n└─ssh.service @9.750s +250ms\n  └─basic.target @9.6s\n"
+# read 49.5 s after power-on, 40 s after the kernel started: root switched at 33 s, sshd active at 39 s
+NODE = "40.00 38.10\nUserspaceTimestampMonotonic=33000000\nActiveEnterTimestampMonotonic=39000000\n"
 
 
 def marks() -> ConsoleMarks:
@@ -40,35 +40,24 @@ def test_console_marks_are_stamped_when_they_first_appear() -> None:
     assert m.lost_tries == 1
 
 
-@pytest.mark.parametrize(
-    ("text", "value"), [("24.418s", 24.418), ("950ms", 0.95), ("1min 2.5s", 62.5), ("2min", 120.0)]
-)
-def test_systemd_time_spans(text: str, value: float) -> None:
-    assert seconds(text) == pytest.approx(value)
-
-
-def test_a_boot_that_is_not_finished_has_no_systemd_times() -> None:
-    assert (
-        parse_systemd("Bootup is not yet finished (org.freedesktop.systemd1.Manager.FinishTimestampMonotonic=0).", "")
-        is None
-    )
-    with pytest.raises(ValueError):
-        seconds("soon")
+def test_a_node_that_has_not_switched_root_has_no_times() -> None:
+    assert parse_node("3.1 2.0\nUserspaceTimestampMonotonic=0\nActiveEnterTimestampMonotonic=0\n") is None
+    assert parse_node("bash: systemctl: command not found") is None
+    times = parse_node(NODE)
+    assert times == NodeTimes(40.0, 33.0, 39.0)
 
 
 def test_phases_add_up_to_power_on_to_ssh() -> None:
-    systemd = parse_systemd(ANALYZE, CHAIN)
-    assert systemd is not None and systemd.kernel == 31.25 and systemd.sshd == 9.75
-    phases = timeline(marks(), systemd, ssh_ready=49.0)
+    phases = timeline(marks(), parse_node(NODE), ssh_ready=49.0, read_at=49.5)
     assert list(phases) == list(PHASES)
     assert phases == pytest.approx(
         {
             "firmware + iPXE DHCP": 4.0,
             "boot script, kernel, initrd (HTTP)": 3.0,
             "kernel to initramfs DHCP": 26.0,
-            "initramfs: NFS root, overlay": 7.0 + 31.25 - 33.0,
-            "systemd to sshd": 9.75,
-            "sshd to SSH session": 49.0 - 48.0,
+            "initramfs: NFS root, overlay": 9.5 + 33.0 - 33.0,
+            "systemd to sshd": 6.0,
+            "sshd to SSH session": 49.0 - 48.5,
         }
     )
     assert sum(v for v in phases.values() if v is not None) == pytest.approx(49.0)
