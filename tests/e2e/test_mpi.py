@@ -18,7 +18,7 @@ def cpi(lab: str) -> Iterator[None]:
 
 
 def test_cpi_with_mpich_over_ssh(cpi: None) -> None:
-    # Without the nodes' FI_PROVIDER this printed pi and then hung in MPI_Finalize: the timeout would end it.
+    # MPICH 4.0.2 (ch4:ucx) can print pi and then hang in MPI_Finalize (from 4 nodes on): the timeout ends that.
     out = on(
         "node02",
         f"timeout 240 mpiexec.mpich -f /etc/kestrel/hostfiles/mpich -n 2 {BINARIES['mpich']}",
