@@ -162,6 +162,7 @@ def frontend(work: Path, ipv6: str | None = None) -> Iterator[tuple[Topology, Co
     /root/kestrel and the wheelhouse in /root/wheelhouse, booted on the bridge (10.10.0.1/24, and IPV6 if given)
     of a new kt- namespace: (topology, container, bridge, namespace). Everything goes at the end."""
     root = work / "root"
+    work.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(cached_root()), str(root)], check=True)
     _copy_repository(root / "root/kestrel")
     subprocess.run(["cp", "-r", str(wheelhouse()), str(root / "root/wheelhouse")], check=True)
