@@ -11,7 +11,7 @@ from kestrel.config import DEFINITIONS_DIR, Config
 from kestrel.errors import InputError
 from kestrel.frontend import desired, firewall, services
 from kestrel.images import definitions, store
-from kestrel.nodes import pending, registry
+from kestrel.nodes import forgotten, pending, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.leases import Lease
 from kestrel.nodes.pending import Pending
@@ -54,15 +54,19 @@ def change_nodes(
     converges. DRY_RUN: only plan (describe_plan says what it would do).
     """
     with contextlib.nullcontext() if dry_run else root.lock():  # a dry run writes nothing, not even the lock
-        nodes, states = change(registry.load_registry(root), nodestate.load_states(root))
-        states = nodestate.keep_only(states, {n.mac for n in nodes})
+        before = registry.load_registry(root)
+        nodes, states = change(before, nodestate.load_states(root))
+        registered = {n.mac for n in nodes}
+        states = nodestate.keep_only(states, registered)
         plan = plan_nodes(root, config, nodes, states)
         old = pending.load_pending(root)
         new = waiting(old) if waiting else old
-        registered = {n.mac for n in nodes}
         new = {mac: m for mac, m in new.items() if mac not in registered}
         if new != old:
             plan.merge(plan_files(root, [Desired(pending.PENDING_PATH, pending.format_pending(new), mode=0o600)]))
+        gone = forgotten.load_forgotten(root)
+        if (now := forgotten.update(gone, {n.mac for n in before}, registered, int(time.time()))) != gone:
+            plan.merge(plan_files(root, [Desired(forgotten.FORGOTTEN_PATH, forgotten.format_forgotten(now))]))
         if not dry_run:
             services.apply(root, plan)
         return plan

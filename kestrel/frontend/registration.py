@@ -14,7 +14,7 @@ from kestrel.errors import CommandError, InputError
 from kestrel.frontend import hostkeys
 from kestrel.frontend.node_changes import change_nodes, mark_states
 from kestrel.inputfile import LEASES_LIMIT, read_input
-from kestrel.nodes import fanout, knownhosts, leasequeue, leases, pending, registry, ssh
+from kestrel.nodes import fanout, forgotten, knownhosts, leasequeue, leases, pending, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.leasequeue import LeaseEvent
 from kestrel.nodes.pending import Pending
@@ -129,7 +129,9 @@ def lease_events(root: Sysroot, config: Config, events: list[LeaseEvent]) -> lis
     dnsmasq sends `old` for every lease when it starts: when no event can change anything (known MACs with
     `old`), nothing is locked or planned. The node of each event, None where it changed nothing.
     """
+    gone = forgotten.load_forgotten(root)
     effective = [_as_lease_event(e, config) for e in events]
+    effective = [None if e is None or forgotten.ignores(gone, e) else e for e in effective]
     known = {n.mac: n for n in registry.load_registry(root)}
     if not any(e and _may_change(e, e.mac in known, config.nodes.auto_register) for e in effective):
         return [known.get(e.mac) if e and e.action == "old" else None for e in effective]

@@ -60,5 +60,5 @@ def test_cpi_across_sixteen_container_nodes_as_a_cluster_user(containers: list[s
 
 def test_slurm_runs_a_step_on_every_container_node(containers: list[str]) -> None:
     wait_states(dict.fromkeys(containers, "idle"), 180, node=containers[0])
-    out = on(containers[0], f"timeout 120 srun -N{COUNT} hostname", user=USER, timeout=180)
+    out = on(containers[0], f"timeout 120 srun -N{COUNT} -w {','.join(containers)} hostname", user=USER, timeout=180)
     assert sorted(line.split(": ", 1)[1] for line in out.splitlines()) == containers

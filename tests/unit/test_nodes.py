@@ -10,7 +10,7 @@ import pytest
 from kestrel import sysroot
 from kestrel.config import load_config
 from kestrel.frontend import node_changes, registration
-from kestrel.nodes import registry
+from kestrel.nodes import forgotten, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node, load_registry
 from kestrel.nodes.state import Facts, State, States, load_states
@@ -57,6 +57,26 @@ def test_without_auto_register_unknown_macs_are_ignored(tree: Sysroot) -> None:
     assert event(tree, "add", "52:54:00:bb:00:01", "10.10.0.150") == []
     assert load_registry(tree) == []
     assert not tree.path("/etc/kestrel/nodes").exists()
+
+
+def test_a_removed_node_comes_back_only_by_a_new_lease(tree: Sysroot) -> None:
+    """dnsmasq still holds a removed node's lease and reports it as `old` (at start, renewal, reload): that must
+    not register it again; neither may an event queued before the removal. A lease taken afterwards does."""
+    mac, ip = "52:54:00:bb:00:01", "10.10.0.150"
+    event(tree, "add", mac, ip)
+    [node] = load_registry(tree)
+    node_changes.remove(tree, load_config(config_path(tree)), node.name)
+    removed = forgotten.load_forgotten(tree)[mac]
+
+    def replay(action: str, when: int) -> None:
+        registration.lease_events(tree, load_config(config_path(tree)), [leasequeue.parse_event(action, mac, ip, when)])
+
+    replay("old", removed + 60)
+    replay("add", removed - 1)
+    assert load_registry(tree) == []
+    replay("add", removed + 1)
+    assert [n.mac for n in load_registry(tree)] == [mac]
+    assert forgotten.load_forgotten(tree) == {}
 
 
 def test_mark_state_records_facts_and_hostfiles_follow(tree: Sysroot) -> None:
