@@ -77,6 +77,14 @@ def _check_modules(modules: list[str] | None, info: ValidationInfo) -> list[str]
     return modules
 
 
+def _with_core(modules: list[str]) -> list[str]:
+    """kestrel.yaml's modules include core: without it no image gets accounts, a host name or the boot set-up
+    (an image definition may still list its own, like the tests' tiny images)."""
+    if "core" not in modules:
+        raise ValueError(f"core is missing from {modules!r}: every node image needs it (accounts, host name, boot)")
+    return modules
+
+
 def _lease_time(text: str) -> str:
     if text != "infinite" and not (text[:-1].isdigit() and text[-1] in "smhdw" or text.isdigit()):
         raise ValueError(f"{text!r} is not a lease time (like 12h, 45m, 3600 or infinite)")
@@ -350,6 +358,7 @@ class Config(_Section):
     images: Images = Images()
 
     _known_modules = field_validator("modules")(_check_modules)
+    _core_module = field_validator("modules")(_with_core)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -135,6 +135,11 @@ BAD = [
         "F:9: modules[1]: '../../etc' is not a valid name (a-z, 0-9, '_', '.', '-', at most 63)",
     ),
     (
+        "module list without core",
+        GOOD.replace("[core, nfsroot, sshd, openmpi]", "[nfsroot, sshd]"),
+        "F:9: modules: core is missing from ['nfsroot', 'sshd']: every node image needs it (accounts, host name, boot)",
+    ),
+    (
         "relative home",
         GOOD.replace("home: /home", "home: home"),
         "F:7: nfs.home: 'home' is not an absolute path of plain characters (a-z A-Z 0-9 _ . / + @ -)",
