@@ -53,7 +53,12 @@ def test_rollout_after_a_configure_change_moves_both_nodes_to_the_new_version(la
     took = time.monotonic() - started
     # "node01 is back on default 20261202-191334, SSH-ready (97 s)": each batch's reboot, timed from its request
     boots = re.findall(r"^(node0[12]) is back on default (\S+), SSH-ready \((\d+) s\)$", rollout.stderr, re.M)
-    after = status()
+    # the status monitor probes a booting node every second: up there shortly after the rollout saw it answer
+    after, seen = status(), time.monotonic()
+    while any(r["state"] != "up" for r in after.values()) and time.monotonic() - seen < 30:
+        time.sleep(0.5)
+        after = status()
+    lag = time.monotonic() - seen
     current = after["node01"]["current_version"]
     assert current == before["node01"]["current_version"] != before["node01"]["booted_version"], (before, after)
     assert [(n, v) for n, v, _ in boots] == [(n, current) for n in NODES], rollout.stderr
@@ -66,7 +71,8 @@ def test_rollout_after_a_configure_change_moves_both_nodes_to_the_new_version(la
     floor = sum(int(s) for _, _, s in boots)
     print(
         f"rollout --batch 1 of 2 nodes: {took:.0f} s (by hand: 334 s); the two reboots: {floor} s "
-        f"({' + '.join(s for _, _, s in boots)}); both idle in Slurm {idle:.1f} s after the rollout returned"
+        f"({' + '.join(s for _, _, s in boots)}); up in status {lag:.1f} s and idle in Slurm {idle:.1f} s after "
+        "the rollout returned"
     )
 
 
