@@ -23,6 +23,7 @@ from kestrel.sysroot import Sysroot
 
 # The frontend's root key: images authorise its public half for root on the nodes (KestrelHPC's rule).
 ROOT_KEY = "/root/.ssh/id_ed25519"
+_RETRY_PAUSES = (0.5, 1.0)  # seconds before asking again a sshd that dropped the handshake
 KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"
 
@@ -73,6 +74,10 @@ class Target:
         return hosts if self.port == 22 else [f"[{h}]:{self.port}" for h in hosts]
 
 
+class HostKeyRefused(paramiko.SSHException):
+    """The node showed a host key that known_hosts does not list for it."""
+
+
 class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
     """Accept a server key only if Kestrel's known_hosts lists it for the target: never trust on first use.
 
@@ -92,7 +97,7 @@ class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
         if knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
             return
         if self.vouch is None or not self.vouch(self.target):
-            raise paramiko.SSHException(
+            raise HostKeyRefused(
                 f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts"
             )
 
@@ -131,6 +136,23 @@ class Pool:
         transport = have.get_transport() if have else None
         if have and transport and transport.is_active():
             return have
+        for pause in (*_RETRY_PAUSES, None):
+            started = time.monotonic()
+            try:
+                client = self._connect(target)
+                break
+            except (EOFError, ConnectionResetError, paramiko.SSHException) as e:
+                # sshd that closes a connection during the handshake (restarting after boot, or briefly out of
+                # unauthenticated slots) is asked again; a refused key or host key, a timeout, is not.
+                quick = time.monotonic() - started < self.connect_timeout / 2
+                if pause is None or not quick or isinstance(e, (paramiko.AuthenticationException, HostKeyRefused)):
+                    raise
+                time.sleep(pause)
+        with self._lock:
+            self._clients[target] = client
+        return client
+
+    def _connect(self, target: Target) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(_TrustKnownHosts(self.entries, target, self.vouch))
         t = self.connect_timeout
@@ -152,8 +174,6 @@ class Pool:
             # attempt would hold one of sshd's unauthenticated slots (MaxStartups) until its LoginGraceTime
             client.close()
             raise
-        with self._lock:
-            self._clients[target] = client
         return client
 
     def holds(self, target: Target) -> bool:
