@@ -21,6 +21,7 @@ from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import controller as slurm_controller
 from kestrel.sysroot import LOG_DIR, RUN_DIR, SERVICE_MODE_PATH, Sysroot, decode, encode, replace_block, usual_services
 from kestrel.templates import render
+from kestrel.users import homes, userkeys
 
 Images = list[PublishedImage]
 
@@ -139,6 +140,7 @@ def plan_frontend(root: Sysroot, config: Config, config_path: Path) -> Plan:
         plan.merge(Plan([], key.actions))
     if step := firewall.load_step(root, config, nodes):
         plan.add(step)  # after the files: the table loaded is the one just written
+    plan.merge(homes.plan_keys_out_of_homes(root, config))
     return plan
 
 
@@ -160,6 +162,7 @@ _OWNED = [
     ("/etc/kestrel", "nginx.conf"),
     (str(Path(SERVICE_MODE_PATH).parent), Path(SERVICE_MODE_PATH).name),
     units.OWNED,
+    (str(Path(userkeys.CLIENT_CONFIG).parent), Path(userkeys.CLIENT_CONFIG).name),
 ]
 
 
@@ -224,6 +227,8 @@ def desired_files(root: Sysroot, config: Config, config_path: Path, nodes: list[
     out += _boot_files(root, config, images, ctx)
     if slurm_conf.enabled(config):
         out += slurm_controller.desired_files(root, config, nodes)
+    if userkeys.enabled(config):
+        out.append(Desired(userkeys.CLIENT_CONFIG, encode(userkeys.client_config(userkeys.USER_KEYS_DIR))))
     return out + _node_files(root, config, nodes, images, nodestate.load_states(root), ctx)
 
 

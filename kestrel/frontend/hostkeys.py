@@ -25,6 +25,8 @@ from kestrel.errors import CommandError
 from kestrel.frontend import firewall
 from kestrel.nodes import fanout, knownhosts, registry, ssh
 from kestrel.sysroot import Sysroot
+from kestrel.users import userkeys
+from kestrel.users.accountfiles import load_users
 from kestrel.users.hosttrust import known_hosts_body
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,10 @@ def _deliver(
         time.sleep(0.5)  # sshd answered but the session failed: still starting
     if not done.ok:
         return Delivered(target.name, False, done.why())
+    if lines := userkeys.key_lines(root, load_users(root)):  # the users' keys (in the frontend only with the module)
+        users = userkeys.deliver(pool, target, lines)
+        if not users.ok:
+            return Delivered(target.name, False, f"users' keys: {users.why()}")
     return Delivered(target.name, True, changed="delivered" in done.stdout)
 
 

@@ -11,10 +11,11 @@ from kestrel.errors import InputError
 from kestrel.nodes.ssh import keygen_argv
 from kestrel.plan import FileChange, Link, MakeDir, Plan, RemoveTree, RunCommand
 from kestrel.sysroot import Sysroot, decode, encode
+from kestrel.users import userkeys
 from kestrel.users.accountfiles import load_users
 from kestrel.users.userlist import ClusterUser
 
-KEY_NAME = "id_ed25519"
+KEY_NAME = userkeys.KEY_NAME
 # Appends the public key $1 to authorized_keys $2 (on a line of its own), which stays private.
 _APPEND = 'if [ -s "$2" ] && [ -n "$(tail -c 1 "$2")" ]; then echo >> "$2"; fi && cat -- "$1" >> "$2" && chmod 600 "$2"'
 
@@ -53,11 +54,15 @@ def plan_home(root: Sysroot, config: Config, user: ClusterUser) -> Plan:
     ssh_dir = f"{home}/.ssh"
     if not root.path(ssh_dir).is_dir() and ssh_dir not in from_skel:
         plan.add(MakeDir(ssh_dir, 0o700, owner))
-    key, authorized = f"{ssh_dir}/{KEY_NAME}", f"{ssh_dir}/authorized_keys"
+    folder = userkeys.key_folder(config, user.name, home)
+    if folder != ssh_dir:
+        plan.merge(userkeys.plan_key_folder(root, user, home))
+    key, authorized = f"{folder}/{KEY_NAME}", f"{ssh_dir}/authorized_keys"
     pub = f"{key}.pub"
     have = root.read(authorized)
-    if root.path(key).exists():
-        public = root.path(pub).read_text().strip()
+    made = next((k for k in (key, f"{ssh_dir}/{KEY_NAME}") if root.path(k).exists()), None)  # (to be) moved
+    if made:
+        public = root.path(f"{made}.pub").read_text().strip()
         text = decode(have) or ""
         if public not in text.splitlines():
             new = text + ("" if not text or text.endswith("\n") else "\n") + public + "\n"
@@ -132,9 +137,26 @@ def private_key(root: Sysroot, config: Config, name: str) -> Path:
     """The cluster user NAME's own SSH key (kestrel-nodes exec --user NAME)."""
     if name not in {u.name for u in load_users(root)}:
         raise InputError(f"{name!r} is not a cluster user (see kestrel-users list)")
-    return home_of(root, config, name) / ".ssh" / KEY_NAME
+    return _key_path(root, config, name)
 
 
 def public_key(root: Sysroot, config: Config, name: str) -> str | None:
-    path = home_of(root, config, name) / ".ssh" / (KEY_NAME + ".pub")
+    path = _key_path(root, config, name).with_name(KEY_NAME + ".pub")
     return path.read_text().strip() if path.is_file() else None
+
+
+def _key_path(root: Sysroot, config: Config, name: str) -> Path:
+    """Where NAME's key is now: its key folder, or the home it has not been moved out of yet."""
+    wanted = root.path(userkeys.key_folder(config, name, home_path(config, name))) / KEY_NAME
+    old = home_of(root, config, name) / ".ssh" / KEY_NAME
+    return old if not wanted.exists() and old.exists() else wanted
+
+
+def plan_keys_out_of_homes(root: Sysroot, config: Config) -> Plan:
+    """With the firewall module: every user's key pair moved out of the exported home (a module turned on later)."""
+    plan = Plan()
+    if userkeys.enabled(config):
+        for user in load_users(root):
+            if root.path(home_path(config, user.name)).is_dir():
+                plan.merge(userkeys.plan_key_folder(root, user, home_path(config, user.name)))
+    return plan

@@ -12,6 +12,7 @@ from kestrel.errors import KestrelError
 from kestrel.nodes import fanout, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, decode, encode
+from kestrel.users import userkeys
 from kestrel.users.accountfiles import MODES, load_users, new_texts, read_texts, today
 from kestrel.users.hosttrust import known_hosts_body
 from kestrel.users.userlist import ClusterUser
@@ -88,10 +89,14 @@ def push_to_nodes(
     if not targets:
         return []
 
+    keys = userkeys.key_lines(root, users) if userkeys.enabled(config) else ""
+
     def push(pool: ssh.Pool, t: ssh.Target) -> tuple[str, str | None]:
         try:
             with pool.client(t).open_sftp() as sftp:
                 sync_node(SftpFiles(sftp), users, config, body)
+            if keys and not (delivered := userkeys.deliver(pool, t, keys)).ok:
+                return t.name, f"users' keys: {delivered.why()}"
             return t.name, None
         except (OSError, paramiko.SSHException, EOFError, KestrelError) as e:
             return t.name, ssh.describe_error(e, pool)

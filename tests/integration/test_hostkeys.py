@@ -13,6 +13,8 @@ from kestrel.frontend import hostkeys
 from kestrel.net.netns import Topology
 from kestrel.nodes import knownhosts, registry, ssh
 from kestrel.sysroot import Sysroot
+from kestrel.users import userkeys
+from kestrel.users.userlist import USERS_PATH, ClusterUser, format_users
 from tests.integration import sshnodes
 from tests.integration.test_firewall import wait_port
 
@@ -58,6 +60,12 @@ def test_a_node_without_private_keys_gets_its_image_key_and_is_then_pinned(tree:
         "PidFile /run/sshd.pid\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
     )
     image_key = (store / "ssh_host_ed25519_key.pub").read_text().split()[1]
+    # a cluster user whose key pair the frontend keeps out of the exported /home (userkeys)
+    alice = ClusterUser("alice", 2001, "/bin/bash")
+    tree.path(USERS_PATH).write_text(format_users([alice]))
+    keys = tree.path(f"{userkeys.USER_KEYS_DIR}/alice")
+    keys.mkdir(parents=True)
+    runner.run(ssh.keygen_argv(str(keys / "id_ed25519"), "alice@test"))
     try:
         runner.run(["ip", "-n", ns, "link", "set", dev, "address", "52:54:00:10:00:99"])  # not its MAC yet
         argv = ["sh", "-c", _LAUNCH, "sh", str(image), str(work / "upper"), str(work / "work"), str(conf)]
@@ -74,11 +82,14 @@ def test_a_node_without_private_keys_gets_its_image_key_and_is_then_pinned(tree:
         assert offered_key(fe, str(NODE.ip)) == image_key
         # from now on a plain pinned pool (no vouching) reaches it, as exec, check and the Slurm join do
         entries = knownhosts.parse(f"{NODE.ip} ssh-ed25519 {image_key}\n")
+        node = ssh.Target(NODE.name, str(NODE.ip))
+        user_key = f"{userkeys.NODE_KEYS_DIR}/alice/id_ed25519"
         with ssh.root_pool(tree, config.nodes.ssh_key, 10, fe, entries) as pool:
-            result = runner.run(
-                ["cat", "/etc/ssh/ssh_host_ed25519_key"], via=pool.on(ssh.Target(NODE.name, str(NODE.ip)))
-            )
+            result = runner.run(["cat", "/etc/ssh/ssh_host_ed25519_key"], via=pool.on(node))
+            delivered = runner.run(["cat", user_key], via=pool.on(node))
+            owner = runner.run(["stat", "-c", "%u:%a", user_key], via=pool.on(node))
         assert result.stdout == (store / "ssh_host_ed25519_key").read_text()
+        assert (delivered.stdout, owner.stdout) == ((keys / "id_ed25519").read_text(), "2001:600\n")
         [again] = hostkeys.deliver(tree, config, [ssh.Target(NODE.name, str(NODE.ip))])
         assert again.ok and not again.changed
     finally:
@@ -109,11 +120,14 @@ def test_exported_trees_hold_no_private_key(tree: Sysroot, tmp_path: Path) -> No
     )
     assert (image / "etc/systemd/system/ssh.service.wants/kestrel-boot-hostkey.service").exists()
     assert private_keys_under(tree.path(hostkeys.KEYS_DIR)) != []  # kept on the frontend
+    client = image / "etc/ssh/ssh_config.d/kestrel-user-keys.conf"  # users' keys: delivered with the host keys
+    assert client.read_text() == userkeys.client_config(userkeys.NODE_KEYS_DIR)
     # without the module: as before (the keys in the image), the boot key's files gone
     config_path.write_text(config_path.read_text().replace("modules: [firewall, core,", "modules: [core,"))
     runner.run([str(script)], env=env | {"KESTREL_CONFIG_JSON": load_config(config_path).to_json()})
     assert private_keys_under(image) != []
     assert not (image / "etc/ssh/sshd_config.d/kestrel-hostkeys.conf").exists()
+    assert not client.exists()
 
 
 def private_keys_under(folder: Path) -> list[Path]:

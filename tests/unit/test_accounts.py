@@ -18,7 +18,7 @@ from kestrel.frontend import services
 from kestrel.nodes import registry
 from kestrel.plan import describe_plan
 from kestrel.sysroot import ServiceMode, Sysroot
-from kestrel.users import hosttrust, rootaccess, userlist
+from kestrel.users import homes, hosttrust, rootaccess, userkeys, userlist
 from tests.conftest import REPO, Recorder, need_root, said
 from tests.treestate import assert_unchanged, kestrel, tree_state
 
@@ -325,3 +325,27 @@ def test_sshd_dropin_reloads_ssh_only_on_a_real_frontend(
     with said() as lines:
         services.apply(frontend, rootaccess.plan_dropin(frontend, config))
     assert lines == [] and len(systemctl.ran) == (1 if mode is ServiceMode.SYSTEMD else 0)
+
+
+def test_with_the_firewall_module_no_user_private_key_is_in_the_exported_home(tree: Sysroot) -> None:
+    """The key pair lives in /var/lib/kestrel/user-keys/NAME (delivered to nodes after boot); the home keeps
+    authorized_keys. A user made before the module is turned on has the pair moved out on the next reconfigure."""
+    need_root()
+    frontend(tree)
+    did_what_it_said(tree, "add", "bob", "--no-push")  # before the module: in the home
+    config_path = tree.path("/etc/kestrel/kestrel.yaml")
+    config_path.write_text(config_path.read_text().replace("modules: [core,", "modules: [firewall, core,"))
+    config = load_config(config_path)
+    did_what_it_said(tree, "add", "alice", "--no-push")
+    services.apply(tree, homes.plan_keys_out_of_homes(tree, config))
+    for name, uid in (("alice", 2001), ("bob", 2000)):
+        ssh_dir, keys = tree.path(f"/home/{name}/.ssh"), tree.path(f"{userkeys.USER_KEYS_DIR}/{name}")
+        assert [p.name for p in ssh_dir.iterdir()] == ["authorized_keys"]
+        assert (ssh_dir / "authorized_keys").read_text() == (keys / "id_ed25519.pub").read_text()
+        assert {(p.name, p.stat().st_uid, p.stat().st_mode & 0o777) for p in [keys, *keys.iterdir()]} == {
+            (name, uid, 0o700),
+            ("id_ed25519", uid, 0o600),
+            ("id_ed25519.pub", uid, 0o644),
+        }
+        assert homes.private_key(tree, config, name) == keys / "id_ed25519"
+    assert homes.plan_keys_out_of_homes(tree, config).steps == []
