@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kestrel.cli.common import Context, global_options, pass_context, print_dry_run, run
+from kestrel.cli.common import Command, Context, global_options, pass_context, print_dry_run, run
 from kestrel.cli.images import follows
 from kestrel.errors import InputError
 from kestrel.frontend.reconfigure import reconfigure_frontend
@@ -12,6 +12,7 @@ from kestrel.images import build
 
 
 @click.command(
+    cls=Command,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     help="Run apt-get ARGS inside image NAME, then its configure phase; publish it as a new version.\n\n"
     "  kestrel-apt NAME install htop\n\n"

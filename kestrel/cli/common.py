@@ -23,6 +23,70 @@ from kestrel.sysroot import Sysroot
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+HELP_OPTIONS = ["-h", "--help"]
+
+
+class Group(click.Group):
+    """A program's top command: -h is --help in every subcommand, and the program's own options (--root,
+    --config, -v, -q, --debug, --version) may also come after the subcommand, as in wwctl or clush."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {"help_option_names": HELP_OPTIONS, **kwargs.get("context_settings", {})}
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, lift_options(self, ctx, args))
+
+
+class Command(click.Command):
+    """A program without subcommands: -h is --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["context_settings"] = {"help_option_names": HELP_OPTIONS, **kwargs.get("context_settings", {})}
+        super().__init__(*args, **kwargs)
+
+
+def _options(command: click.Command) -> dict[str, click.Option]:
+    return {n: p for p in command.params if isinstance(p, click.Option) for n in [*p.opts, *p.secondary_opts]}
+
+
+def _takes_value(option: click.Option | None, word: str) -> bool:
+    return option is not None and not option.is_flag and not option.count and "=" not in word
+
+
+def lift_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """ARGS with GROUP's own options that follow the subcommand moved before it (with their values), unless
+    the subcommand has an option of that name. Nothing after `--` moves."""
+    own = _options(group)
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 2 if _takes_value(own.get(args[i].split("=", 1)[0]), args[i]) else 1
+    if i >= len(args) or args[i] == "--":
+        return args
+    sub = group.get_command(ctx, args[i])
+    theirs = _options(sub) if sub is not None else {}
+    lifted: list[str] = []
+    kept: list[str] = []
+    rest = args[i + 1 :]
+    j = 0
+    while j < len(rest):
+        word = rest[j]
+        name = word.split("=", 1)[0]
+        shorts = [f"-{c}" for c in word[1:]] if re.fullmatch(r"-[a-zA-Z]{2,}", word) else []
+        if word == "--":
+            kept += rest[j:]
+            break
+        if name in own and name not in theirs:
+            step = 2 if _takes_value(own[name], word) else 1
+            lifted += rest[j : j + step]
+        elif shorts and all(s in own and s not in theirs and not _takes_value(own[s], s) for s in shorts):
+            step = 1
+            lifted.append(word)  # -vv
+        else:
+            step = 2 if word.startswith("-") and _takes_value(theirs.get(name), word) else 1
+            kept += rest[j : j + step]
+        j += step
+    return [*lifted, *args[: i + 1], *kept]
 
 
 @dataclass(frozen=True)
@@ -39,7 +103,8 @@ class Context:
 
 
 def output_options(f: F) -> F:
-    """-v, -q, --debug."""
+    """-v, -q, --debug and --version."""
+    f = click.version_option(package_name="kestrel", message="%(prog)s %(version)s")(f)
     f = click.option("--debug", is_flag=True, help="Show tracebacks.")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Say nothing but errors and data.")(f)
     return click.option("-v", "--verbose", count=True, help="Say more (-v: every command run, with its time).")(f)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import click
 
-from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError
 from kestrel.gateway import backends, status
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 
 
-@click.group(help="The gateway (module gateway): a load balancer on the frontend over a group's web servers.")
+@click.group(
+    cls=Group, help="The gateway (module gateway): a load balancer on the frontend over a group's web servers."
+)
 @global_options
 def command() -> None:
     pass

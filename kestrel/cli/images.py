@@ -9,6 +9,7 @@ import click
 
 from kestrel.cli.common import (
     Context,
+    Group,
     dry_run_options,
     global_options,
     json_option,
@@ -24,7 +25,7 @@ from kestrel.plan import Plan, describe_plan, plan_lines
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
-@click.group(help="Build and manage node images (root file systems the nodes boot from over NFS).")
+@click.group(cls=Group, help="Build and manage node images (root file systems the nodes boot from over NFS).")
 @global_options
 def cli() -> None:
     pass

@@ -6,12 +6,22 @@ import sys
 
 import click
 
-from kestrel.cli.common import Context, dry_run_options, global_options, json_option, pass_context, print_dry_run, run
+from kestrel.cli.common import (
+    Context,
+    Group,
+    dry_run_options,
+    global_options,
+    json_option,
+    pass_context,
+    print_dry_run,
+    run,
+)
 from kestrel.frontend import doctor, uninstall
 from kestrel.plan import plan_lines
 
 
-@click.group(help="The frontend as a whole: diagnose it, or take Kestrel off it.")
+@click.group(cls=Group, help="The frontend as a whole: diagnose it, or take Kestrel off it.")
+@global_options
 def command() -> None:
     pass
 
@@ -21,7 +31,6 @@ def command() -> None:
     help="Check the frontend: the cluster interface, each service and its ports, other DHCP servers, boot files, "
     "NFS exports, images served, the root key, free disk, the clock. One line per check; exit 1 if any fails.",
 )
-@global_options
 @json_option
 @click.option(
     "--wait",
@@ -43,7 +52,6 @@ def doctor_command(ctx: Context, as_json: bool, wait: float) -> None:
     "blocks in /etc/hosts and ssh_known_hosts) and reload what used them. Keeps /etc/kestrel, the registry, images "
     "and homes. setup.sh --uninstall runs this, then removes the programs.",
 )
-@global_options
 @dry_run_options
 @pass_context
 def uninstall_command(ctx: Context, dry_run: bool, diff: bool) -> None:

@@ -12,6 +12,7 @@ import click
 from kestrel import runner
 from kestrel.cli.common import (
     Context,
+    Group,
     dry_run_options,
     json_option,
     make_context,
@@ -69,8 +70,9 @@ def lab_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(
+    cls=Group,
     help="A whole Kestrel cluster on this machine: the frontend's services and qemu nodes in a network "
-    "namespace, run from their own tree. Start with: kestrel-lab up --nodes 2"
+    "namespace, run from their own tree. Start with: kestrel-lab up --nodes 2",
 )
 @lab_options
 def command() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from kestrel.cli import common, operations
-from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import firewall, hostkeys, node_changes, registrar, registration
 from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
@@ -29,7 +29,7 @@ _VALUED = {"--root", "--config"}
 ALIASES = {"--wake-node": ["wake"], "--wake-mac": ["wake", "--mac"], "--wake-group": ["wake", "--group"]}
 
 
-class NodesGroup(click.Group):
+class NodesGroup(Group):
     """KestrelHPC's spelling `kestrel-nodes --register [GROUP] [IMAGE]` is the `register` subcommand."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from kestrel.cli.common import Context, global_options, pass_context, print_dry_run, run
+from kestrel.cli.common import Command, Context, global_options, pass_context, print_dry_run, run
 from kestrel.cli.images import follows
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, phases, scripts, store
@@ -16,8 +16,9 @@ logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also ru
 
 
 @click.command(
+    cls=Command,
     help="Regenerate frontend files and reload only the services whose files changed; with --image or "
-    "--all, run the images' configure phases (install phases too with --force or when never run)."
+    "--all, run the images' configure phases (install phases too with --force or when never run).",
 )
 @global_options
 @click.option("--all", "everything", is_flag=True, help="Everything: the frontend and every image.")

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from kestrel.cli.common import Context, global_options, json_option, pass_context, print_dry_run, print_rows, run
+from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_dry_run, print_rows, run
 from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
 from kestrel.net import switch
@@ -20,7 +20,7 @@ def _switch(ctx: Context) -> SwitchConfig:
     return ctx.config.switch
 
 
-@click.group(help="Join the cluster bridges of several servers through one VXLAN switch host.")
+@click.group(cls=Group, help="Join the cluster bridges of several servers through one VXLAN switch host.")
 @global_options
 @click.pass_context
 def command(cctx: click.Context) -> None:

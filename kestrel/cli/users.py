@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from kestrel.cli import common
-from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError
 from kestrel.frontend import services
 from kestrel.plan import plan_lines
@@ -22,7 +22,7 @@ from kestrel.users.user_changes import UserChange
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
-@click.group(invoke_without_command=True, help="Cluster users: same uid everywhere, SSH keys, shared home.")
+@click.group(cls=Group, invoke_without_command=True, help="Cluster users: same uid everywhere, SSH keys, shared home.")
 @global_options
 @click.option("--add-to-cluster", "add_to_cluster", metavar="USER", help="KestrelHPC spelling of 'add USER'.")
 @click.pass_context

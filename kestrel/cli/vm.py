@@ -12,7 +12,7 @@ import click
 
 from kestrel import supervisor
 from kestrel.cli import common
-from kestrel.cli.common import Context, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
 from kestrel.config import KvmMode, VmKind
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
@@ -23,8 +23,9 @@ logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also ru
 
 
 @click.group(
+    cls=Group,
     help="Virtual nodes: qemu nodes that boot from the cluster network (PXE), with their serial consoles, and "
-    "container nodes that run the published image itself (--kind container)."
+    "container nodes that run the published image itself (--kind container).",
 )
 @global_options
 def command() -> None:
