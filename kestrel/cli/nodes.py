@@ -14,7 +14,7 @@ from kestrel.cli import common, operations
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import firewall, hostkeys, node_changes, registrar, registration
-from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
+from kestrel.nodes import fanout, hostfiles, keeper, node_facts, pending, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
 from kestrel.slurm import conf as slurm_conf
@@ -111,33 +111,43 @@ def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> 
     return positional or option
 
 
-@command.command("list", help="The registered nodes with their state and facts.")
+NODES = click.argument("node_names", metavar="[NODES]...", nargs=-1)
+GROUP = click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
+
+
+@command.command(
+    "list",
+    help="The registered nodes with their state and facts; NODES (names, host lists such as node[01-04,07], "
+    "@group) or --group choose some.",
+)
+@NODES
+@GROUP
 @json_option
 @pass_context
-def list_command(ctx: Context, as_json: bool) -> None:
+def list_command(ctx: Context, node_names: tuple[str, ...], group: str | None, as_json: bool) -> None:
     states = nodestate.load_states(ctx.root)
-    rows = []
-    for n in sorted(registry.load_registry(ctx.root), key=registry.natural_key):
-        s = states.get(n.mac, nodestate.NodeState())
-        rows.append(
-            {
-                "name": n.name,
-                "mac": n.mac,
-                "ip": str(n.ip),
-                "image": n.image,
-                "group": n.group,
-                "state": str(s.state),
-                "cpus": s.cpus,
-                "memory_mb": s.memory_mb,
-                "last_seen": s.last_seen,
-            }
-        )
+    chosen = registry.select_nodes(registry.load_registry(ctx.root), node_names, group)
+    rows = [node_facts.node_row(n, states) for n in sorted(chosen, key=registry.natural_key)]
     print_rows(
         rows,
-        ["name", "mac", "ip", "image", "group", "state", "cpus", "memory_mb"],
+        ["name", "mac", "ip", "image", "group", "state", "cpus", "memory"],
         as_json,
-        lambda r: {k: "-" if v is None else v for k, v in r.items()},
+        lambda r: {k: "-" if v is None else v for k, v in r.items()} | {"memory": node_facts.memory_text(r)},
     )
+
+
+@command.command("show", help="Everything known about node NAME: registry, state, facts, boot stage, image version.")
+@click.argument("name")
+@json_option
+@pass_context
+def show_command(ctx: Context, name: str, as_json: bool) -> None:
+    facts = node_facts.show_node(ctx.root, ctx.config, name)
+    if as_json:
+        common.print_json(facts)
+    else:
+        width = max(map(len, facts))
+        for key, value in facts.items():
+            click.echo(f"{key.ljust(width)}  {node_facts.value_text(value)}")
 
 
 @command.command("add", help="Register one node by hand; the name and address are allocated if not given.")
@@ -166,15 +176,17 @@ def add_command(
         logger.info(f"Added {node.name} ({node.mac}, {node.ip})")
 
 
-@command.command("remove", help="Forget a node.")
-@click.argument("name")
+@command.command("remove", help="Forget nodes: names, host lists such as node[01-04,07], or @group.")
+@click.argument("node_names", metavar="NODES...", nargs=-1, required=True)
 @common.dry_run_options
 @pass_context
-def remove_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
-    plan = node_changes.remove(ctx.root, ctx.config, name, dry_run=dry_run)
-    _report(ctx, plan, dry_run, diff, [f"Would remove {name}"])
+def remove_command(ctx: Context, node_names: tuple[str, ...], dry_run: bool, diff: bool) -> None:
+    gone = [n.name for n in registry.select_nodes(registry.load_registry(ctx.root), node_names)]
+    plan = node_changes.remove(ctx.root, ctx.config, list(node_names), dry_run=dry_run)
+    _report(ctx, plan, dry_run, diff, [f"Would remove {name}" for name in gone])
     if not dry_run:
-        logger.info(f"Removed {name}")
+        for name in gone:
+            logger.info(f"Removed {name}")
 
 
 @command.command("set", help="Change a node's image, group, address or name.")
@@ -328,8 +340,8 @@ class _CommandAfterDashes(click.Command):
     help="Run a command on many nodes in parallel; output lines are prefixed by the node's name. "
     "Exits 1 if it failed anywhere, and says where.",
 )
-@click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@NODES
+@GROUP
 @click.option("--user", default="root", show_default=True, help="As this cluster user, with its own key.")
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
 @click.option("--connect-timeout", type=click.FloatRange(0.1, 600), help="[default: nodes.ssh_timeout]")
@@ -382,8 +394,8 @@ def exec_command(
     help="Per node: ping (ICMP), SSH with the frontend's key, NFS home mounted, and the time "
     "it took. Nodes that answer SSH are marked up, the others down.",
 )
-@click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@NODES
+@GROUP
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
 @json_option
 @pass_context
@@ -437,8 +449,8 @@ def _firewall_text(found: dict[str, Any]) -> str:
     "exported image; the registrar does this when a node boots). A node with only its boot key is accepted "
     "for this if the frontend's neighbour table gives its registered MAC.",
 )
-@click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@NODES
+@GROUP
 @click.option("--wait", type=click.FloatRange(0, 3600), default=0, show_default=True, help="Seconds to wait for SSH.")
 @pass_context
 def host_keys_command(ctx: Context, node_names: tuple[str, ...], group: str | None, wait: float) -> None:
@@ -457,8 +469,8 @@ def host_keys_command(ctx: Context, node_names: tuple[str, ...], group: str | No
     help="Push the munge key and each node's own Slurm line (from its `slurmd -C`) over SSH, then start munged "
     "and slurmd: the node joins Slurm as a dynamic node (the slurm module; the lease hook does it at boot).",
 )
-@click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@NODES
+@GROUP
 @click.option("--wait", type=click.FloatRange(0, 3600), default=0, show_default=True, help="Seconds to wait for SSH.")
 @pass_context
 def slurm_join_command(ctx: Context, node_names: tuple[str, ...], group: str | None, wait: float) -> None:

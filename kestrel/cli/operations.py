@@ -15,31 +15,15 @@ from kestrel.status import monitor, page, report, rollout
 STATUS_COLUMNS = ["name", "state", "stage", "since", "last_seen", "image", "version", "drift", "uptime", "load"]
 
 
-def _chosen(rows: list[report.NodeStatus], wanted: tuple[str, ...], group: str | None) -> list[report.NodeStatus]:
-    if wanted and group:
-        raise InputError("give node names or --group, not both")
-    known = {r.name for r in rows}
-    for name in wanted:
-        if name not in known:
-            raise InputError(f"{name!r} is not a registered node (see kestrel-nodes list)")
-    if group:
-        rows = [r for r in rows if r.group == group]
-        if not rows:
-            raise InputError(f"no registered node is in group {group!r}")
-    return [r for r in rows if r.name in wanted] if wanted else rows
-
-
 def current_status(ctx: Context, wanted: tuple[str, ...] = (), group: str | None = None) -> list[report.NodeStatus]:
     """The rows of WANTED (or GROUP, or every node); probed over SSH here when no monitor keeps probes fresh."""
     now = time.time()
+    chosen = registry.select_nodes(registry.load_registry(ctx.root), wanted, group)
     found = None
     if not monitor.is_running(ctx.root, ctx.config, now):
-        nodes = registry.load_registry(ctx.root)
-        chosen = {r.name for r in _chosen(report.status(ctx.root, ctx.config, now=now), wanted, group)}
-        found = monitor.probe_all(
-            ctx.root, ctx.config, [n for n in nodes if n.name in chosen], probes.load_probes(ctx.root)
-        )
-    return _chosen(report.status(ctx.root, ctx.config, found, time.time()), wanted, group)
+        found = monitor.probe_all(ctx.root, ctx.config, chosen, probes.load_probes(ctx.root))
+    rows = {r.name: r for r in report.status(ctx.root, ctx.config, found, time.time())}
+    return [rows[n.name] for n in chosen if n.name in rows]
 
 
 @click.command(
@@ -50,7 +34,7 @@ def current_status(ctx: Context, wanted: tuple[str, ...] = (), group: str | None
     "(probed here if no monitor runs).",
 )
 @click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
 @click.option("--watch", is_flag=True, help="Redraw every --interval seconds until interrupted.")
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=1.0, show_default=True)
 @json_option
@@ -103,7 +87,7 @@ def _power_command(action: Power, waits_for: str) -> click.Command:
         f"node). --wait returns once they are {waits_for}. A node that cannot be reached is named, in one line.",
     )
     @click.argument("node_names", metavar="[NODES]...", nargs=-1)
-    @click.option("--group", help="Every node of this group.")
+    @click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
     @click.option("--all", "everything", is_flag=True, help="Every registered node.")
     @click.option("--wait", is_flag=True, help=f"Return once they are {waits_for}.")
     @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds --wait waits.")

@@ -108,8 +108,9 @@ def check_image(root: Sysroot, image: str | None) -> None:
         raise InputError(f"--image: no image {image!r} is defined (defined: {', '.join(known) or 'none'})")
 
 
-def remove(root: Sysroot, config: Config, name: str, *, dry_run: bool = False) -> Plan:
-    return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_node(nodes, name)), dry_run=dry_run)
+def remove(root: Sysroot, config: Config, words: list[str], *, dry_run: bool = False) -> Plan:
+    """Forget the nodes WORDS name (names, host lists, @group)."""
+    return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_nodes(nodes, words)), dry_run=dry_run)
 
 
 def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False, **fields: str | None) -> Plan:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from kestrel import names, runner
+from kestrel import runner
 from kestrel.config import Config
 from kestrel.errors import InputError
 from kestrel.nodes import keeper, registry, ssh
@@ -24,24 +24,8 @@ T = TypeVar("T")
 
 
 def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[ssh.Target]:
-    """The registered nodes named in WANTED, or those of GROUP, or all; an unknown name is an InputError."""
-    registered = registry.load_registry(root)
-    if wanted and group:
-        raise InputError("give node names or --group, not both")
-    if group:
-        names.parse_node_name(group, "group name")
-        chosen = [n for n in registered if n.group == group]
-        if not chosen:
-            raise InputError(f"no registered node is in group {group!r}")
-    elif wanted:
-        by_name = {n.name: n for n in registered}
-        for name in wanted:
-            if name not in by_name:
-                raise InputError(f"{name!r} is not a registered node (see kestrel-nodes list)")
-        chosen = [by_name[name] for name in dict.fromkeys(wanted)]
-    else:
-        chosen = registered
-    return [ssh.Target(n.name, str(n.ip)) for n in chosen]
+    """The registered nodes WANTED names (registry.select_nodes), or those of GROUP, or all."""
+    return [ssh.Target(n.name, str(n.ip)) for n in registry.select_nodes(registry.load_registry(root), wanted, group)]
 
 
 def exec_on(

@@ -9,7 +9,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address
 
 from kestrel.config import Config
-from kestrel.errors import InputError
+from kestrel.nodes import hostlist
 from kestrel.nodes.registry import Node, natural_key
 from kestrel.nodes.state import States
 from kestrel.plan import Desired
@@ -130,17 +130,4 @@ def _spans(numbers: list[int]) -> list[tuple[int, int]]:
 
 def expand_hostlist(text: str) -> list[str]:
     """The inverse of fold_hostlist: node[01-03],login -> node01,node02,node03,login."""
-    out: list[str] = []
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", text):
-        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\]", part)
-        if not match:
-            out.append(part)
-            continue
-        prefix, spans = match[1], match[2]
-        for span in spans.split(","):
-            first, _, last = span.partition("-")
-            if not first.isdigit() or (last and not last.isdigit()):
-                raise InputError(f"{text!r}: {span!r} is not a number range")
-            width = len(first)
-            out.extend(f"{prefix}{n:0{width}d}" for n in range(int(first), int(last or first) + 1))
-    return out
+    return hostlist.expand(text)

@@ -10,6 +10,7 @@ from typing import TypeVar
 from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import InputError
+from kestrel.nodes import hostlist
 from kestrel.nodes.leases import Lease
 from kestrel.sysroot import Sysroot, content_lines
 
@@ -109,11 +110,6 @@ def add_node(
     return [*nodes, book.new_node(mac, name, ip, image, group)]
 
 
-def remove_node(nodes: list[Node], name: str) -> list[Node]:
-    node = find_node(nodes, name)
-    return [n for n in nodes if n is not node]
-
-
 def set_node(
     nodes: list[Node],
     config: Config,
@@ -158,6 +154,37 @@ def register_leases(
         except InputError as e:
             warnings.append(f"lease of {lease.mac} ({lease.ip}): {e}; not registered")
     return [*nodes, *added], added, warnings
+
+
+def select_nodes(nodes: list[Node], words: Iterable[str], group: str | None = None) -> list[Node]:
+    """The nodes WORDS name, each word a name, a host list (node[01-04,07]) or @GROUP as clush reads them; or
+    those of GROUP (--group); or every node when neither is given. In the order named, each once. An unknown
+    name or group is an InputError: every command that takes node names resolves them here."""
+    words = list(words)
+    if words and group:
+        raise InputError("give node names or --group, not both")
+    if group is not None:
+        words = [f"@{names.parse_node_name(group, 'group name')}"]
+    if not words:
+        return list(nodes)
+    groups: dict[str, list[str]] = {}
+    for n in nodes:
+        groups.setdefault(n.group, []).append(n.name)
+    by_name = {n.name: n for n in nodes}
+    wanted = list(dict.fromkeys(name for word in words for name in hostlist.expand(word, groups)))
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise InputError(f"no node named {', '.join(map(repr, unknown))} (see kestrel-nodes list)")
+    return [by_name[name] for name in wanted]
+
+
+def remove_nodes(nodes: list[Node], words: Iterable[str]) -> list[Node]:
+    """NODES without those WORDS name (select_nodes); naming none is an InputError."""
+    words = list(words)
+    if not words:
+        raise InputError("name the nodes to remove")
+    gone = set(select_nodes(nodes, words))
+    return [n for n in nodes if n not in gone]
 
 
 def find_node(nodes: list[Node], name: str) -> Node:

@@ -17,6 +17,7 @@ from kestrel import names
 from kestrel.config import Config
 from kestrel.errors import CommandError, InputError
 from kestrel.net import netns
+from kestrel.nodes import registry
 from kestrel.nodes.registry import Node
 
 logger = logging.getLogger(__name__)
@@ -31,14 +32,9 @@ def select_targets(
     names_, macs = list(names_), list(macs)
     if not (names_ or group or everything or macs):
         raise InputError("wake: name the nodes, or give --group GROUP, --all or --mac MAC")
-    by_name = {n.name: n for n in nodes}
-    unknown = [n for n in names_ if n not in by_name]
-    if unknown:
-        raise InputError(f"wake: no registered node named {', '.join(map(repr, unknown))} (see kestrel-nodes list)")
-    chosen = [n for n in nodes if everything or n.name in names_ or n.group == group]
-    if group and not any(n.group == group for n in nodes):
-        raise InputError(f"wake: no node in group {group!r}")
-    found = [(n.name, n.mac) for n in chosen]
+    chosen = {n.name for n in registry.select_nodes(nodes, names_) if names_}
+    chosen |= {n.name for n in registry.select_nodes(nodes, [], group) if group}
+    found = [(n.name, n.mac) for n in nodes if everything or n.name in chosen]
     for text in macs:
         try:
             mac = names.normalize_mac(text)

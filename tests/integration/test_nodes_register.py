@@ -180,7 +180,13 @@ def test_register_verifies_over_ssh_and_records_facts(ssh_cluster: tuple[Cluster
     found = listing(cluster)
     assert list(found) == ["52:54:00:4e:00:0a"]
     a = found["52:54:00:4e:00:0a"]
-    assert (a["name"], a["ip"], a["state"], a["cpus"], a["memory_mb"]) == ("node01", "10.10.0.150", "up", 1, 3000)
+    assert (a["name"], a["ip"], a["state"], a["cpus"], a["memory_bytes"]) == (
+        "node01",
+        "10.10.0.150",
+        "up",
+        1,
+        3000 * 2**20,
+    )
     assert nodestate.load_states(cluster.root)["52:54:00:4e:00:0a"].root == NODE_A_FACTS.root
     hostfile = nodes_cli(cluster, "hostfile", "--format", "mpich").stdout
     assert hostfile.splitlines()[2:] == ["node01:1"]

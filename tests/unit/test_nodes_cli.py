@@ -225,3 +225,31 @@ def test_reconfigure_frontend_writes_the_hostfiles(tree: Sysroot) -> None:
     proc = kestrel("reconfigure", tree.root, "--frontend")
     assert proc.returncode == 0, proc.stderr
     assert {p.name: p.read_text() for p in folder.iterdir()} == expected
+
+
+def test_host_lists_show_list_group_and_remove_many(tree: Sysroot) -> None:
+    for i in range(1, 6):
+        ok(tree, "add", "--mac", f"52:54:00:aa:bb:0{i}")
+    ok(tree, "set", "node04", "--group", "gpu")
+    ok(tree, "set", "node05", "--group", "gpu")
+    names = [n["name"] for n in json.loads(ok(tree, "list", "node[01-02]", "@gpu", "--json").stdout)]
+    assert names == ["node01", "node02", "node04", "node05"]
+    assert [n["name"] for n in json.loads(ok(tree, "list", "--group", "gpu", "--json").stdout)] == ["node04", "node05"]
+    shown = json.loads(ok(tree, "show", "node04", "--json").stdout)
+    assert {k: shown[k] for k in ("name", "group", "ip", "state", "stage")} == {
+        "name": "node04",
+        "group": "gpu",
+        "ip": "10.10.0.5",
+        "state": "unknown",
+        "stage": "registered",
+    }
+    assert ok(tree, "show", "node04").stdout.splitlines()[0].split() == ["name", "node04"]
+    said = ok(tree, "remove", "node[01-02],@gpu").stderr.splitlines()
+    assert said[-4:] == ["Removed node01", "Removed node02", "Removed node04", "Removed node05"]
+    assert [n["name"] for n in listing(tree)] == ["node03"]
+    bad = cli(tree, "remove", "node03", "node[07-08]")
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "kestrel-nodes: no node named 'node07', 'node08' (see kestrel-nodes list)\n",
+    )
+    assert [n["name"] for n in listing(tree)] == ["node03"]

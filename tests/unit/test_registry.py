@@ -18,7 +18,7 @@ from kestrel.nodes.registry import (
     format_registry,
     parse_registry,
     register_leases,
-    remove_node,
+    remove_nodes,
     set_node,
 )
 
@@ -164,9 +164,10 @@ def test_an_exhausted_static_pool_is_an_error() -> None:
 
 def test_remove_and_unknown_name() -> None:
     nodes = [node("node01", 1, "10.10.0.2"), node("node02", 2, "10.10.0.3")]
-    assert remove_node(nodes, "node01") == [nodes[1]]
+    assert remove_nodes(nodes, ["node01"]) == [nodes[1]]
+    assert remove_nodes(nodes, ["node[01-02]"]) == []
     with pytest.raises(InputError) as e:
-        remove_node(nodes, "node09")
+        remove_nodes(nodes, ["node09"])
     assert str(e.value) == "no node named 'node09' (see kestrel-nodes list)"
 
 

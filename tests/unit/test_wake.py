@@ -58,9 +58,9 @@ def test_select_by_name_group_all_and_mac() -> None:
 
 def test_select_refuses_unknown_or_nothing() -> None:
 
-    with pytest.raises(InputError, match=r"^wake: no registered node named 'node09' \(see kestrel-nodes list\)$"):
+    with pytest.raises(InputError, match=r"^no node named 'node09' \(see kestrel-nodes list\)$"):
         select_targets(_nodes(), ["node09"], None, False, [])
-    with pytest.raises(InputError, match="no node in group 'io'"):
+    with pytest.raises(InputError, match="no node is in group 'io'"):
         select_targets(_nodes(), [], "io", False, [])
     with pytest.raises(InputError, match="name the nodes"):
         select_targets(_nodes(), [], None, False, [])
