@@ -31,7 +31,7 @@ def status_command(ctx: Context, as_json: bool) -> None:
     if not as_json and not rows:
         click.echo(f"No backend: no node of group {backends.group_of(config)} is registered and up (503 page served)")
         return
-    print_rows(rows, ["node", "address", "health", "requests", "errors", "detail"], as_json)
+    print_rows(rows, ["name", "address", "health", "requests", "errors", "detail"], as_json)
 
 
 def main() -> None:

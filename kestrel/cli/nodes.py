@@ -21,6 +21,7 @@ from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import join as slurm_join
 from kestrel.status import page, report
 from kestrel.users import homes
+from kestrel.vocabulary import iso_utc
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
@@ -220,7 +221,10 @@ def set_command(
 @pass_context
 def pending_command(ctx: Context, as_json: bool) -> None:
     machines = sorted(pending.load_pending(ctx.root).values(), key=lambda m: (m.first_seen, m.mac))
-    rows = [{"mac": m.mac, "ip": str(m.ip), "first_seen": m.first_seen, "last_seen": m.last_seen} for m in machines]
+    rows = [
+        {"mac": m.mac, "ip": str(m.ip), "first_seen": iso_utc(m.first_seen), "last_seen": iso_utc(m.last_seen)}
+        for m in machines
+    ]
     print_rows(rows, ["mac", "ip", "first_seen", "last_seen"], as_json, lambda r: r)
 
 
@@ -404,7 +408,7 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
     checks = registration.check(ctx.root, ctx.config, targets, parallel)
     rows: list[dict[str, Any]] = [
         {
-            "node": c.target.name,
+            "name": c.target.name,
             "address": c.target.address,
             "ping": c.ping,
             "ssh": c.ssh,
@@ -414,13 +418,13 @@ def check_command(ctx: Context, node_names: tuple[str, ...], group: str | None, 
         }
         for c in checks
     ]
-    columns = ["node", "address", "ping", "ssh", "home", "time"]
+    columns = ["name", "address", "ping", "ssh", "home", "time"]
     live = firewall.read_live(ctx.root, ctx.config) if firewall.enabled(ctx.config) else None
     if live is not None:  # the firewall module: what its table accepted from each node and refused
         pairs = {n.name: (n.mac, n.ip) for n in registry.load_registry(ctx.root)}
         for row in rows:
-            if row["node"] in pairs:
-                row["firewall"] = report.firewall_json(firewall.counts(live, *pairs[row["node"]]))
+            if row["name"] in pairs:
+                row["firewall"] = report.firewall_json(firewall.counts(live, *pairs[row["name"]]))
         columns.append("firewall")
     print_rows(
         rows,

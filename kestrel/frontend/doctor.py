@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from ipaddress import IPv4Interface
 
-from kestrel import runner, supervisor
+from kestrel import runner, supervisor, vocabulary
 from kestrel.config import BootMethod, Config, DhcpMode, NfsServer
 from kestrel.errors import KestrelError
 from kestrel.frontend.desired import HTTP_ROOT, TFTP_ROOT, http_url
@@ -298,7 +298,7 @@ def disk_check(root: Sysroot) -> Check:
 
 def clock_check(now: Callable[[], float] = time.time) -> Check:
     stamp = now()
-    shown = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stamp))
+    shown = str(vocabulary.iso_utc(stamp))
     if stamp < _OLDEST_SANE:
         return Check("clock", Verdict.FAIL, f"{shown} is in the past", "set the clock (apt install systemd-timesyncd)")
     return Check("clock", Verdict.OK, shown)

@@ -26,7 +26,9 @@ class BackendStatus:
     detail: str  # haproxy: the last health check; nginx: that open-source nginx checks passively only
 
     def row(self) -> dict[str, object]:
-        return asdict(self)
+        """In the JSON vocabulary: the backend node's name is `name`."""
+        fields = asdict(self)
+        return {"name": fields.pop("node"), **fields}
 
 
 def gateway_status(root: Sysroot, config: Config, backends: list[Backend]) -> list[BackendStatus]:

@@ -8,6 +8,7 @@ from kestrel.images.store import current, kept_versions, published_images
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot
+from kestrel.vocabulary import iso_utc
 
 
 def list_images(root: Sysroot) -> list[dict[str, Any]]:
@@ -28,7 +29,7 @@ def list_images(root: Sysroot) -> list[dict[str, Any]]:
                 "version": image.version,
                 "root": root.sys(image.root),
                 "size": data.get("size"),
-                "built": data.get("built"),
+                "built": iso_utc(data.get("built")),
                 "modules": data.get("modules", []),
                 "bootable": image.bootable,
                 "versions": [v["version"] for v in kept],

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from kestrel import vocabulary
 from kestrel.config import Config
 from kestrel.frontend import dnsmasq, firewall, nginx
 from kestrel.images import store
@@ -74,9 +74,7 @@ def firewall_json(found: tuple[int | None, int]) -> dict[str, Any]:
 
 def iso(at: float | None) -> str | None:
     """ISO-8601 UTC, seconds: 2026-12-02T14:53:38Z."""
-    if at is None:
-        return None
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return vocabulary.iso_utc(at)
 
 
 def version_of_root(path: str | None) -> tuple[str, str] | None:

@@ -29,5 +29,5 @@ def test_two_nodes_serve_through_the_gateway_alternately(lab: str) -> None:
         page = browse(ns, url, Path(profile))
     assert re.search(r"<title>node0[12]</title>", page) and "of cluster lab." in page, page
     rows = json.loads(kestrel("kestrel-gateway", "status", "--json").stdout)
-    assert {r["node"]: r["health"] for r in rows} == dict.fromkeys(NODES, "UP"), rows
-    assert Counter({r["node"]: r["requests"] for r in rows}) >= Counter(dict.fromkeys(NODES, 4)), rows
+    assert {r["name"]: r["health"] for r in rows} == dict.fromkeys(NODES, "UP"), rows
+    assert Counter({r["name"]: r["requests"] for r in rows}) >= Counter(dict.fromkeys(NODES, 4)), rows

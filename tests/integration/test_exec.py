@@ -59,7 +59,7 @@ def test_check_marks_the_down_node(cluster: sshnodes.Cluster) -> None:
     assert kestrel(cluster, "kestrel-users", "sync", "--no-push").returncode == 0
     proc = kestrel(cluster, "kestrel-nodes", "check", "--json")
     assert proc.returncode == 1
-    rows = {r["node"]: r for r in json.loads(proc.stdout)}
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert len(rows) == 21
     for node in cluster.nodes[:20]:
         row = rows[node.name]

@@ -35,7 +35,7 @@ def status_cli(gw: Gateway) -> dict[str, dict[str, object]]:
     """kestrel-gateway status --json, as the admin reads it."""
     proc = kestrel("gateway", gw.root.root, "status", "--json")
     assert proc.returncode == 0, proc.stderr
-    return {row["node"]: row for row in json.loads(proc.stdout)}
+    return {row["name"]: row for row in json.loads(proc.stdout)}
 
 
 def test_gateway_spreads_drops_includes_and_empties(gateway: Gateway) -> None:

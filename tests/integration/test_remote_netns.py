@@ -35,7 +35,7 @@ def test_exec_and_check_from_the_host(topology: Topology, tmp_path: Path) -> Non
         ]
         check = kestrel(cluster.root, "kestrel-nodes", "check", "--json")
         rows = json.loads(check.stdout)
-        assert [(r["node"], r["ping"].split()[0], r["ssh"]) for r in rows] == [
+        assert [(r["name"], r["ping"].split()[0], r["ssh"]) for r in rows] == [
             ("node01", "icmp", "ok"),
             ("node02", "icmp", "ok"),
         ], check.stderr
