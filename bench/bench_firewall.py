@@ -74,7 +74,7 @@ def revoke(root: Sysroot, ns: str) -> tuple[float, float]:
         if not kept.null(1):
             raise SystemExit("revoke: the kept connection got no answer before the remove")
         began = time.perf_counter()
-        node_changes.remove(root, load_config(root.path("/etc/kestrel/kestrel.yaml")), "node01")
+        node_changes.remove(root, load_config(root.path("/etc/kestrel/kestrel.yaml")), ["node01"])
         took = time.perf_counter() - began
         while True:
             sent = time.perf_counter()
@@ -96,7 +96,7 @@ def baseline(parent: Path, rounds: int) -> tuple[list[float], list[float]]:
         node_changes.add(root, config, NODE_MAC, ip=NODE_IP)
         adds.append(time.perf_counter() - began)
         began = time.perf_counter()
-        node_changes.remove(root, config, "node01")
+        node_changes.remove(root, config, ["node01"])
         removes.append(time.perf_counter() - began)
     return adds, removes
 

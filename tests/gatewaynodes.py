@@ -118,7 +118,7 @@ class Gateway:
         node_changes.add(self.root, self.config, node.mac, name=node.name, ip=node.ip, group="web")
 
     def remove(self, name: str) -> None:
-        node_changes.remove(self.root, self.config, name)
+        node_changes.remove(self.root, self.config, [name])
 
     def master(self) -> int:
         record = supervisor.find(self.root, self.service)

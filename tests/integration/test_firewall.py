@@ -230,7 +230,7 @@ def test_grant_and_revoke_take_effect_when_the_command_returns(frontend: Fronten
     kept = RpcConnection(ns)
     try:
         assert kept.null(1)
-        node_changes.remove(frontend.root, frontend.config, "node01")
+        node_changes.remove(frontend.root, frontend.config, ["node01"])
         assert not kept.null(1)
     finally:
         kept.close()

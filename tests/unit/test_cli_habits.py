@@ -43,7 +43,9 @@ def test_every_subcommand_takes_short_help(name: str) -> None:
         return
     for sub in top.list_commands(click.Context(top)):
         with click.Context(top, info_name=name, help_option_names=common.HELP_OPTIONS) as parent:
-            ctx = top.get_command(parent, sub).make_context(sub, ["-h"], parent=parent, resilient_parsing=True)
+            command = top.get_command(parent, sub)
+            assert command is not None
+            ctx = command.make_context(sub, ["-h"], parent=parent, resilient_parsing=True)
             assert ctx.help_option_names == common.HELP_OPTIONS
 
 

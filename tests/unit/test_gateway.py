@@ -156,11 +156,11 @@ def test_haproxy_stats_become_one_row_per_backend() -> None:
     ]
     rows = [r.row() for r in status._from_haproxy(backends, STATS)]
     assert rows == [
-        {"node": "node01", "address": "10.10.0.11:80", "health": "UP", "requests": 21, "errors": 0,
+        {"name": "node01", "address": "10.10.0.11:80", "health": "UP", "requests": 21, "errors": 0,
          "detail": "check L7OK 200"},
-        {"node": "node02", "address": "10.10.0.12:80", "health": "DOWN", "requests": 19, "errors": 2,
+        {"name": "node02", "address": "10.10.0.12:80", "health": "DOWN", "requests": 19, "errors": 2,
          "detail": "check L4CON"},
-        {"node": "node04", "address": "10.10.0.14:80", "health": "not loaded", "requests": 0, "errors": 0,
+        {"name": "node04", "address": "10.10.0.14:80", "health": "not loaded", "requests": 0, "errors": 0,
          "detail": "haproxy has not reloaded yet"},
     ]  # fmt: skip
 

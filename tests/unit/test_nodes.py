@@ -65,7 +65,7 @@ def test_a_removed_node_comes_back_only_by_a_new_lease(tree: Sysroot) -> None:
     mac, ip = "52:54:00:bb:00:01", "10.10.0.150"
     event(tree, "add", mac, ip)
     [node] = load_registry(tree)
-    node_changes.remove(tree, load_config(config_path(tree)), node.name)
+    node_changes.remove(tree, load_config(config_path(tree)), [node.name])
     removed = forgotten.load_forgotten(tree)[mac]
 
     def replay(action: str, when: int) -> None:
