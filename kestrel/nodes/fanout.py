@@ -39,10 +39,11 @@ def exec_on(
     parallel: int = 10,
     connect_timeout: float | None = None,
     command_timeout: float = 600.0,
+    input: str = "",
 ) -> list[runner.Result]:
-    """COMMAND on every target in parallel: as root with the frontend's key (nodes.ssh_key), or as USER with KEY;
-    the results in the order of TARGETS. Through the tree's SSH keeper (connections kept between commands),
-    or, where it cannot run, over connections of this process."""
+    """COMMAND on every target in parallel (INPUT on its standard input): as root with the frontend's key
+    (nodes.ssh_key), or as USER with KEY; the results in the order of TARGETS. Through the tree's SSH keeper
+    (connections kept between commands), or, where it cannot run, over connections of this process."""
     if not command.strip():
         raise InputError("no command given (kestrel-nodes exec [NODES...] -- COMMAND)")
     timeout = float(connect_timeout or config.nodes.ssh_timeout)
@@ -60,12 +61,13 @@ def exec_on(
         command,
         parallel,
         command_timeout,
+        input,
     )
     kept = keeper.run_kept(root, request)
     if kept is not None:
         return kept
     with ssh.Pool(user, key, known, timeout, config.network.netns) as pool:
-        return run_many(pool, targets, command, parallel=parallel, timeout=command_timeout)
+        return run_many(pool, targets, command, parallel=parallel, timeout=command_timeout, input=input or None)
 
 
 @dataclass
@@ -175,7 +177,7 @@ def run_many(
     *,
     parallel: int = 10,
     timeout: float = 60.0,
-    input: bytes | None = None,
+    input: bytes | str | None = None,
 ) -> list[runner.Result]:
     """COMMAND on every target, PARALLEL at a time, through POOL; the results in the order of TARGETS."""
     return fan_out(

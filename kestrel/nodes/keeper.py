@@ -47,6 +47,7 @@ class Request:
     command: str
     parallel: int
     timeout: float
+    input: str = ""  # the command's standard input on every target
 
 
 def run_kept(root: Sysroot, request: Request) -> list[runner.Result] | None:
@@ -171,7 +172,7 @@ def _run(pool: ssh.Pool, r: Request) -> list[runner.Result]:
     targets: Sequence[ssh.Target] = [ssh.Target(name, address, port) for name, address, port in r.targets]
 
     def one(t: ssh.Target) -> runner.Result:
-        return runner.run([r.command], via=pool.on(t), timeout=r.timeout, check=False)
+        return runner.run([r.command], via=pool.on(t), timeout=r.timeout, input=r.input or None, check=False)
 
     if not targets:
         return []

@@ -1,62 +1,67 @@
-"""The cluster users pushed to running nodes over SFTP (remote writes: a node's files are not under --root)."""
+"""The cluster users pushed to running nodes (remote writes: a node's files are not under --root).
+
+Two commands per node on the kept SSH connections (the keeper, as exec and check): one reads the node's account
+files, one writes those that change (sent on standard input, written aside and renamed, an existing file keeping
+its mode and owner). Nodes that need the same writes get them in one request."""
 
 from __future__ import annotations
 
-import contextlib
+import base64
+import binascii
 import logging
-
-import paramiko
+import shlex
 
 from kestrel.config import Config
-from kestrel.errors import KestrelError
 from kestrel.nodes import fanout, registry, ssh
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, decode, encode
 from kestrel.users import userkeys
-from kestrel.users.accountfiles import MODES, load_users, new_texts, read_texts, today
+from kestrel.users.accountfiles import MODES, TREE_FILES, load_users, new_texts, today
 from kestrel.users.hosttrust import known_hosts_body
-from kestrel.users.userlist import ClusterUser
 
 logger = logging.getLogger(__name__)
 
+# PATH BASE64 per line for each of the files that exists (fixed paths: TREE_FILES).
+READ_COMMAND = (
+    f"for f in {' '.join(shlex.quote(p) for p in TREE_FILES)}; do "
+    'if [ -f "$f" ]; then printf "%s " "$f"; base64 -w0 "$f"; echo; fi; done'
+)
+# PATH MODE BASE64 lines on standard input; paths are Kestrel's (TREE_FILES), checked again here.
+_WRITE = """set -e
+umask 077
+while read -r path mode data; do
+  case "$path" in /etc/*) ;; *) echo "bad path" >&2; exit 2 ;; esac
+  tmp="${path%/*}/.${path##*/}.kestrel-tmp"
+  mkdir -p "${path%/*}"
+  printf '%s' "$data" | base64 -d > "$tmp"
+  if [ -e "$path" ]; then chmod --reference="$path" "$tmp"; chown --reference="$path" "$tmp"
+  else chmod "$mode" "$tmp"; fi
+  mv -f "$tmp" "$path"
+done
+"""
+WRITE_COMMAND = f"sh -c {shlex.quote(_WRITE)}"
 
-class SftpFiles:
-    """A running node's files over SFTP; writes go to a temp file renamed over the old one (atomic)."""
 
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
-        self.sftp = sftp
-
-    def read(self, path: str) -> str | None:
+def parse_read(output: str) -> dict[str, str | None]:
+    """READ_COMMAND's answer as the texts of TREE_FILES (None: absent); ValueError if it is garbled."""
+    found: dict[str, str | None] = dict.fromkeys(TREE_FILES)
+    for line in output.splitlines():
+        path, _, data = line.partition(" ")
+        if path not in found:
+            raise ValueError(f"unexpected line from the node: {line[:60]!r}")
         try:
-            with self.sftp.open(path, "rb") as f:
-                return decode(f.read())
-        except FileNotFoundError:
-            return None
-
-    def write(self, path: str, text: str, mode: int) -> None:
-        """An existing file keeps its mode and owner; a new one gets MODE."""
-        folder, name = path.rsplit("/", 1)
-        try:
-            st = self.sftp.stat(path)
-        except FileNotFoundError:
-            st = None
-            with contextlib.suppress(OSError):
-                self.sftp.mkdir(folder, 0o755)
-        tmp = f"{folder}/.{name}.kestrel-tmp"
-        with self.sftp.open(tmp, "wb") as f:
-            f.write(encode(text))
-        self.sftp.chmod(tmp, (st.st_mode & 0o7777) if st and st.st_mode else mode)
-        if st and st.st_uid is not None and st.st_gid is not None:
-            self.sftp.chown(tmp, st.st_uid, st.st_gid)
-        self.sftp.posix_rename(tmp, path)
+            found[path] = decode(base64.b64decode(data, validate=True))
+        except binascii.Error:
+            raise ValueError(f"{path}: not base64 from the node") from None
+    return found
 
 
-def sync_node(files: SftpFiles, users: list[ClusterUser], config: Config, known_hosts: str) -> list[str]:
-    """Bring one node to USERS (what plan_accounts does to a local tree); returns the paths written."""
-    changed = new_texts(read_texts(files.read), users, config, known_hosts, today())
-    for path, text in changed.items():
-        files.write(path, text, MODES.get(path, 0o644))
-    return list(changed)
+def write_lines(changed: dict[str, str]) -> str:
+    """WRITE_COMMAND's input for the CHANGED texts."""
+    return "".join(
+        f"{path} {MODES.get(path, 0o644):o} {base64.b64encode(encode(text)).decode()}\n"
+        for path, text in changed.items()
+    )
 
 
 def running_nodes(root: Sysroot) -> list[ssh.Target]:
@@ -89,25 +94,46 @@ def push_to_nodes(
     if not targets:
         return []
 
-    keys = userkeys.key_lines(root, users) if userkeys.enabled(config) else ""
+    def run(group: list[ssh.Target], command: str, input: str = "") -> list[tuple[ssh.Target, str | None]]:
+        results = fanout.exec_on(
+            root,
+            config,
+            group,
+            command,
+            parallel=parallel,
+            connect_timeout=connect_timeout,
+            command_timeout=60,
+            input=input,
+        )
+        return [(t, None if r.ok else r.why()) for t, r in zip(group, results, strict=True)]
 
-    def push(pool: ssh.Pool, t: ssh.Target) -> tuple[str, str | None]:
+    failed: dict[str, str] = {}
+    writes: dict[str, list[ssh.Target]] = {}  # the same input for every node that needs the same writes
+    for t, r in zip(
+        targets,
+        fanout.exec_on(
+            root, config, targets, READ_COMMAND, parallel=parallel, connect_timeout=connect_timeout, command_timeout=60
+        ),
+        strict=True,
+    ):
         try:
-            with pool.client(t).open_sftp() as sftp:
-                sync_node(SftpFiles(sftp), users, config, body)
-            if keys and not (delivered := userkeys.deliver(pool, t, keys)).ok:
-                return t.name, f"users' keys: {delivered.why()}"
-            return t.name, None
-        except (OSError, paramiko.SSHException, EOFError, KestrelError) as e:
-            return t.name, ssh.describe_error(e, pool)
-
-    with ssh.root_pool(root, config.nodes.ssh_key, connect_timeout, config.network.netns) as pool:
-        results = fanout.fan_out(targets, lambda t: push(pool, t), parallel)
-    failed = [(n, why) for n, why in results if why is not None]
-    logger.info(f"Updated the cluster users on {_count(len(results) - len(failed))}")
-    for name, why in failed:
+            if not r.ok:
+                raise ValueError(r.why())
+            writes.setdefault(write_lines(new_texts(parse_read(r.stdout), users, config, body, today())), []).append(t)
+        except ValueError as e:
+            failed[t.name] = str(e)
+    for lines, group in writes.items():
+        if lines:
+            failed.update((t.name, why) for t, why in run(group, WRITE_COMMAND, lines) if why)
+    keys = userkeys.key_lines(root, users) if userkeys.enabled(config) else ""
+    reached = [t for t in targets if t.name not in failed]
+    if keys and reached:
+        command = f"sh -c {shlex.quote(userkeys.DELIVER_SCRIPT)}"
+        failed.update((t.name, f"users' keys: {why}") for t, why in run(reached, command, keys) if why)
+    logger.info(f"Updated the cluster users on {_count(len(targets) - len(failed))}")
+    for name, why in failed.items():
         logger.warning(f"{name}: not updated ({why}); it gets the users from its image at next boot")
-    return failed
+    return list(failed.items())
 
 
 def _count(n: int) -> str:

@@ -26,7 +26,7 @@ CLIENT_CONFIG = "/etc/ssh/ssh_config.d/kestrel-user-keys.conf"
 
 # Runs on the node as root: NAME UID BASE64 lines on stdin (names checked by Kestrel, again here); each key
 # written aside, given to its user and renamed. Private keys on a tmpfs: gone at the next boot.
-_SCRIPT = f"""set -e
+DELIVER_SCRIPT = f"""set -e
 umask 077
 mkdir -p {NODE_KEYS_DIR}
 chmod 755 {NODE_KEYS_DIR}
@@ -76,7 +76,7 @@ def plan_key_folder(root: Sysroot, user: ClusterUser, home: str) -> Plan:
 
 
 def key_lines(root: Sysroot, users: list[ClusterUser]) -> str:
-    """NAME UID BASE64 of every user whose key is in USER_KEYS_DIR, for _SCRIPT."""
+    """NAME UID BASE64 of every user whose key is in USER_KEYS_DIR, for DELIVER_SCRIPT."""
     lines = []
     for u in users:
         key = root.path(f"{USER_KEYS_DIR}/{u.name}/{KEY_NAME}")
@@ -87,4 +87,6 @@ def key_lines(root: Sysroot, users: list[ClusterUser]) -> str:
 
 def deliver(pool: ssh.Pool, target: ssh.Target, lines: str) -> runner.Result:
     """The keys of LINES (key_lines) written on TARGET through POOL's root connection."""
-    return runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
+    return runner.run(
+        ["sh", "-c", shlex.quote(DELIVER_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False
+    )
