@@ -14,6 +14,7 @@ cd "$(dirname "$0")"
 OPT=/opt/kestrel
 BIN=/usr/local/sbin
 COMPLETIONS=/usr/local/share/bash-completion/completions
+MAN8=/usr/local/share/man/man8
 MANIFEST=/var/lib/kestrel/installed-files   # what --frontend put outside /opt/kestrel, for --uninstall
 
 frontend_packages() {
@@ -66,19 +67,9 @@ frontend_install() {
     name=$(basename "$program")
     ln -sfn "$program" "$BIN/$name"; echo "$BIN/$name" >> "$MANIFEST.new"
   done
-  # bash completion of every program, from its click command
-  "$OPT/bin/python" -I -c '
-import importlib, importlib.metadata as md, sys
-from click.shell_completion import BashComplete
-for ep in md.distribution("kestrel").entry_points:
-    module = importlib.import_module(ep.module)
-    command = getattr(module, "command", None) or module.cli
-    var = "_" + ep.name.upper().replace("-", "_") + "_COMPLETE"
-    path = f"{sys.argv[1]}/{ep.name}"
-    open(path, "w").write(BashComplete(command, {}, ep.name, var).source())
-    print(path)
-' "$COMPLETIONS" >> "$MANIFEST.new"
-  install_man_pages
+  # bash completion (commands, options, node, group, image and user names) and man pages, from the click commands
+  "$OPT/bin/python" -I -m kestrel.cli.completion "$COMPLETIONS" >> "$MANIFEST.new"
+  install_man_pages "$OPT/bin/python" >> "$MANIFEST.new"
   mv "$MANIFEST.new" "$MANIFEST"
   seed_etc_kestrel
   if [ ! -e /root/.ssh/id_ed25519 ]; then
@@ -94,9 +85,10 @@ for ep in md.distribution("kestrel").entry_points:
 }
 
 install_man_pages() {
-  # man pages generated from the click commands, where this Kestrel can make them
-  if "$OPT/bin/python" -c 'import kestrel.cli.manpages' 2>/dev/null; then
-    "$OPT/bin/python" -m kestrel.cli.manpages /usr/local/share/man/man8 >> "$MANIFEST.new"
+  # man pages generated from the click commands (PYTHON: the venv's), where this Kestrel can make them
+  if "$1" -c 'import kestrel.cli.manpages' 2>/dev/null; then
+    "$1" -m kestrel.cli.manpages "$MAN8"
+    mandb -q > /dev/null 2>&1 || true
   fi
 }
 
@@ -166,4 +158,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# bash completion and man pages of the programs in .venv/bin (put it on PATH to use them)
+.venv/bin/python -m kestrel.cli.completion "$COMPLETIONS" > /dev/null
+install_man_pages .venv/bin/python > /dev/null
 echo "Kestrel installed in $(pwd)/.venv"

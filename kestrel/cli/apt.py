@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kestrel.cli.common import Command, Context, global_options, pass_context, print_dry_run, run
+from kestrel.cli.completion import complete_images
 from kestrel.cli.images import follows
 from kestrel.errors import InputError
 from kestrel.frontend.reconfigure import reconfigure_frontend
@@ -19,7 +20,7 @@ from kestrel.images import build
     "  kestrel-apt --image NAME --install PKG --uninstall PKG   (KestrelHPC spelling)",
 )
 @global_options
-@click.option("--image", "image", help="The image (KestrelHPC spelling).")
+@click.option("--image", "image", shell_complete=complete_images, help="The image (KestrelHPC spelling).")
 @click.option("--install", "install", multiple=True, help="Install PKG (repeatable).")
 @click.option("--uninstall", "uninstall", multiple=True, help="Remove PKG (repeatable).")
 @click.option(

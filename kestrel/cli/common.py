@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import re
 import sys
 import traceback
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click import shell_completion
 
 from kestrel import output
 from kestrel.config import CONFIG_PATH, Config, load_config
@@ -174,6 +176,9 @@ def run(command: click.Command, prog: str, args: Sequence[str] | None = None) ->
     """The error boundary of every program: each failure becomes one line `PROG: message` on stderr and exit 1
     (runtime) or 2 (bad input, usage); a traceback only with --debug."""
     cctx: click.Context | None = None
+    completing = os.environ.get(completion_var(prog))
+    if completing:  # the bash completion script asks (python -m kestrel.cli.completion writes those scripts)
+        sys.exit(shell_completion.shell_complete(command, {}, prog, completion_var(prog), completing))
     try:
         with command.make_context(prog, list(sys.argv[1:] if args is None else args)) as cctx:
             command.invoke(cctx)
@@ -197,6 +202,11 @@ def run(command: click.Command, prog: str, args: Sequence[str] | None = None) ->
         _fail(prog, cctx, describe_os_error(e), 1)
     except Exception as e:  # the boundary: a bug still gets one line, and --debug shows where
         _fail(prog, cctx, f"internal error: {type(e).__name__}: {e} (run again with --debug for the traceback)", 1)
+
+
+def completion_var(prog: str) -> str:
+    """The variable PROG's bash completion script sets: _KESTREL_NODES_COMPLETE."""
+    return "_" + prog.upper().replace("-", "_") + "_COMPLETE"
 
 
 def describe_os_error(e: OSError) -> str:

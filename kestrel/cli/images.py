@@ -18,6 +18,7 @@ from kestrel.cli.common import (
     print_rows,
     run,
 )
+from kestrel.cli.completion import complete_images
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, definitions, listing, scripts, store
 from kestrel.plan import Plan, describe_plan, plan_lines
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 @cli.command("build", help="Build image NAME in phases and publish it; the previous version stays kept.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @click.option("--force", is_flag=True, help="Rebuild from the base instead of updating the current version.")
 @click.option("--no-cache", is_flag=True, help="Bootstrap a fresh base (replaces the cached one).")
 @click.option("--dry-run", is_flag=True, help="Print what the build would do; change nothing.")
@@ -73,7 +74,7 @@ def list_command(ctx: Context, as_json: bool) -> None:
 @cli.command(
     "remove", help="Delete image NAME: every version, its boot files, its NFS export. Refused while up nodes run on it."
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @click.option("--force", is_flag=True, help="Remove it even under up nodes (they lose their root; named).")
 @dry_run_options
 @pass_context
@@ -89,7 +90,7 @@ def remove_command(ctx: Context, name: str, force: bool, dry_run: bool, diff: bo
 
 
 @cli.command("rollback", help="Serve the previous version of NAME again.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @dry_run_options
 @pass_context
 def rollback_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None:
@@ -107,7 +108,7 @@ def rollback_command(ctx: Context, name: str, dry_run: bool, diff: bool) -> None
 @cli.command(
     "shell", help="A shell in a new version of NAME: exit 0 publishes it (after configure), exit 1 discards it."
 )
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @pass_context
 def shell_command(ctx: Context, name: str) -> None:
     build.shell_image(ctx.root, ctx.config, definitions.check_image_name(name))
@@ -115,7 +116,7 @@ def shell_command(ctx: Context, name: str) -> None:
 
 
 @cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_images)
 @json_option
 @pass_context
 def explain_command(ctx: Context, name: str, as_json: bool) -> None:

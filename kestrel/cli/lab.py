@@ -23,6 +23,7 @@ from kestrel.cli.common import (
     print_table,
     run,
 )
+from kestrel.cli.completion import complete_images
 from kestrel.config import CONFIG_PATH, VmKind
 from kestrel.errors import KestrelError
 from kestrel.frontend import registration
@@ -91,7 +92,7 @@ def command() -> None:
     show_default=True,
     help="qemu nodes (boot from the network) or container nodes (run the image); the other kind's stay.",
 )
-@click.option("--image", help="Image the nodes boot [default: nodes.default_image].")
+@click.option("--image", shell_complete=complete_images, help="Image the nodes boot [default: nodes.default_image].")
 @click.option("--prefix", help=f"Prefix of the namespace and bridge names [default: {tree.DEFAULT_PREFIX}].")
 @click.option("--rebuild", is_flag=True, help="Run kestrel-images build even if the image exists (updates it).")
 @click.option("--timeout", type=click.FloatRange(30), default=900, show_default=True, help="Seconds to wait for SSH.")

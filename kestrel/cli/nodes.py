@@ -12,6 +12,7 @@ import click
 
 from kestrel.cli import common, operations
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.completion import complete_groups, complete_images, complete_nodes, complete_users
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import firewall, hostkeys, node_changes, registrar, registration
 from kestrel.nodes import fanout, hostfiles, keeper, node_facts, pending, registry, wake
@@ -58,16 +59,16 @@ def command() -> None:
 
 
 @command.command("register", help="Register every node found in the DHCP leases that is not registered yet.")
-@click.argument("group_arg", metavar="[GROUP]", required=False)
-@click.argument("image_arg", metavar="[IMAGE]", required=False)
+@click.argument("group_arg", metavar="[GROUP]", required=False, shell_complete=complete_groups)
+@click.argument("image_arg", metavar="[IMAGE]", required=False, shell_complete=complete_images)
 @click.option(
     "--leases",
     "leases_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Leases file [default: network.leases_file of the config].",
 )
-@click.option("--group", help="Group of the new nodes [default: nodes.default_group].")
-@click.option("--image", help="Image of the new nodes [default: nodes.default_image].")
+@click.option("--group", shell_complete=complete_groups, help="Group of the new nodes [default: nodes.default_group].")
+@click.option("--image", shell_complete=complete_images, help="Image of the new nodes [default: nodes.default_image].")
 @click.option(
     "--verify/--no-verify",
     default=True,
@@ -112,8 +113,10 @@ def _one_of(positional: str | None, option: str | None, arg: str, flag: str) -> 
     return positional or option
 
 
-NODES = click.argument("node_names", metavar="[NODES]...", nargs=-1)
-GROUP = click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
+NODES = click.argument("node_names", metavar="[NODES]...", nargs=-1, shell_complete=complete_nodes)
+GROUP = click.option(
+    "--group", shell_complete=complete_groups, help="Every node of this group (NODES may also say @GROUP)."
+)
 
 
 @command.command(
@@ -138,7 +141,7 @@ def list_command(ctx: Context, node_names: tuple[str, ...], group: str | None, a
 
 
 @command.command("show", help="Everything known about node NAME: registry, state, facts, boot stage, image version.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_nodes)
 @json_option
 @pass_context
 def show_command(ctx: Context, name: str, as_json: bool) -> None:
@@ -155,8 +158,8 @@ def show_command(ctx: Context, name: str, as_json: bool) -> None:
 @click.option("--mac", required=True, help="Its MAC (aa:bb:.., aa-bb-.. or aabb.ccdd.eeff).")
 @click.option("--name", help="Its host name [default: the next free nodes.name_pattern].")
 @click.option("--ip", help="Its address [default: the next free one of network.static_pool or the network].")
-@click.option("--image", help="[default: nodes.default_image]")
-@click.option("--group", help="[default: nodes.default_group]")
+@click.option("--image", shell_complete=complete_images, help="[default: nodes.default_image]")
+@click.option("--group", shell_complete=complete_groups, help="[default: nodes.default_group]")
 @common.dry_run_options
 @pass_context
 def add_command(
@@ -178,7 +181,7 @@ def add_command(
 
 
 @command.command("remove", help="Forget nodes: names, host lists such as node[01-04,07], or @group.")
-@click.argument("node_names", metavar="NODES...", nargs=-1, required=True)
+@click.argument("node_names", metavar="NODES...", nargs=-1, required=True, shell_complete=complete_nodes)
 @common.dry_run_options
 @pass_context
 def remove_command(ctx: Context, node_names: tuple[str, ...], dry_run: bool, diff: bool) -> None:
@@ -191,9 +194,9 @@ def remove_command(ctx: Context, node_names: tuple[str, ...], dry_run: bool, dif
 
 
 @command.command("set", help="Change a node's image, group, address or name.")
-@click.argument("name")
-@click.option("--image")
-@click.option("--group")
+@click.argument("name", shell_complete=complete_nodes)
+@click.option("--image", shell_complete=complete_images)
+@click.option("--group", shell_complete=complete_groups)
 @click.option("--ip")
 @click.option("--name", "new_name", help="A new host name.")
 @common.dry_run_options
@@ -235,8 +238,8 @@ def pending_command(ctx: Context, as_json: bool) -> None:
 )
 @click.argument("macs", metavar="MAC...|all", nargs=-1, required=True)
 @click.option("--name", help="Its host name (one MAC only) [default: the next free nodes.name_pattern].")
-@click.option("--group", help="[default: nodes.default_group]")
-@click.option("--image", help="[default: nodes.default_image]")
+@click.option("--group", shell_complete=complete_groups, help="[default: nodes.default_group]")
+@click.option("--image", shell_complete=complete_images, help="[default: nodes.default_image]")
 @common.dry_run_options
 @pass_context
 def approve_command(
@@ -277,7 +280,7 @@ def reject_command(ctx: Context, macs: tuple[str, ...], dry_run: bool, diff: boo
 @click.option(
     "--format", "fmt", type=click.Choice([f.value for f in hostfiles.Format]), default="openmpi", show_default=True
 )
-@click.option("--group", help="Only this group.")
+@click.option("--group", shell_complete=complete_groups, help="Only this group.")
 @click.option("--all", "everything", is_flag=True, help="Also nodes that are down or never seen.")
 @pass_context
 def hostfile_command(ctx: Context, fmt: str, group: str | None, everything: bool) -> None:
@@ -346,7 +349,13 @@ class _CommandAfterDashes(click.Command):
 )
 @NODES
 @GROUP
-@click.option("--user", default="root", show_default=True, help="As this cluster user, with its own key.")
+@click.option(
+    "--user",
+    shell_complete=complete_users,
+    default="root",
+    show_default=True,
+    help="As this cluster user, with its own key.",
+)
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True, help="Nodes at a time.")
 @click.option("--connect-timeout", type=click.FloatRange(0.1, 600), help="[default: nodes.ssh_timeout]")
 @click.option(
@@ -495,8 +504,8 @@ def slurm_join_command(ctx: Context, node_names: tuple[str, ...], group: str | N
     help="Send Wake-on-LAN magic packets to nodes (by name, --group, --all or --mac) on the "
     "cluster network's broadcast. KestrelHPC's --wake-node/--wake-mac/--wake-group work too.",
 )
-@click.argument("names", nargs=-1)
-@click.option("--group", help="Every node of this group.")
+@click.argument("names", nargs=-1, shell_complete=complete_nodes)
+@click.option("--group", shell_complete=complete_groups, help="Every node of this group.")
 @click.option("--all", "everything", is_flag=True, help="Every registered node.")
 @click.option("--mac", "macs", multiple=True, help="A MAC address, registered or not (repeatable).")
 @click.option(

@@ -7,6 +7,7 @@ import time
 import click
 
 from kestrel.cli.common import Context, json_option, pass_context, print_json, print_table
+from kestrel.cli.completion import complete_groups, complete_nodes
 from kestrel.errors import InputError
 from kestrel.nodes import fanout, probes, registry, ssh
 from kestrel.nodes.power import Power
@@ -33,8 +34,8 @@ def current_status(ctx: Context, wanted: tuple[str, ...] = (), group: str | None
     "is current: reboot to update), uptime and load. Read from the boot logs and the monitor's SSH probes "
     "(probed here if no monitor runs).",
 )
-@click.argument("node_names", metavar="[NODES]...", nargs=-1)
-@click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
+@click.argument("node_names", metavar="[NODES]...", nargs=-1, shell_complete=complete_nodes)
+@click.option("--group", shell_complete=complete_groups, help="Every node of this group (NODES may also say @GROUP).")
 @click.option("--watch", is_flag=True, help="Redraw every --interval seconds until interrupted.")
 @click.option("--interval", type=click.FloatRange(0.2, 3600), default=1.0, show_default=True)
 @json_option
@@ -86,8 +87,10 @@ def _power_command(action: Power, waits_for: str) -> click.Command:
         help=f"{'Power off' if action is Power.POWEROFF else 'Reboot'} nodes over SSH, gracefully (systemd on the "
         f"node). --wait returns once they are {waits_for}. A node that cannot be reached is named, in one line.",
     )
-    @click.argument("node_names", metavar="[NODES]...", nargs=-1)
-    @click.option("--group", help="Every node of this group (NODES may also say @GROUP).")
+    @click.argument("node_names", metavar="[NODES]...", nargs=-1, shell_complete=complete_nodes)
+    @click.option(
+        "--group", shell_complete=complete_groups, help="Every node of this group (NODES may also say @GROUP)."
+    )
     @click.option("--all", "everything", is_flag=True, help="Every registered node.")
     @click.option("--wait", is_flag=True, help=f"Return once they are {waits_for}.")
     @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds --wait waits.")
@@ -111,7 +114,7 @@ reboot_command = _power_command(Power.REBOOT, "back from a new boot and SSH-read
     "--batch at a time; each batch must be back, SSH-ready on the current version, before the next. Stops at "
     "the first node that does not come back.",
 )
-@click.option("--group", help="Only this group.")
+@click.option("--group", shell_complete=complete_groups, help="Only this group.")
 @click.option("--batch", type=click.IntRange(1, 10000), default=1, show_default=True, help="Nodes rebooted at once.")
 @click.option("--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds a batch may take.")
 @pass_context

@@ -7,6 +7,7 @@ import logging
 import click
 
 from kestrel.cli.common import Command, Context, global_options, pass_context, print_dry_run, run
+from kestrel.cli.completion import complete_images
 from kestrel.cli.images import follows
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.images import build, phases, scripts, store
@@ -23,7 +24,13 @@ logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also ru
 @global_options
 @click.option("--all", "everything", is_flag=True, help="Everything: the frontend and every image.")
 @click.option("--frontend", is_flag=True, help="The frontend: dnsmasq, boot menus, NFS, nginx, /etc/hosts.")
-@click.option("--image", "image_names", multiple=True, help="Run the phases of image NAME (repeatable).")
+@click.option(
+    "--image",
+    "image_names",
+    shell_complete=complete_images,
+    multiple=True,
+    help="Run the phases of image NAME (repeatable).",
+)
 @click.option("--force", is_flag=True, help="Run the install, packages and post-install phases again too.")
 @click.option(
     "--dry-run", is_flag=True, help="Print what would change and which phase scripts would run; change nothing."

@@ -11,6 +11,7 @@ import click
 
 from kestrel.cli import common
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.completion import complete_images
 from kestrel.errors import InputError
 from kestrel.frontend import services
 from kestrel.plan import plan_lines
@@ -157,7 +158,12 @@ def sync(ctx: Context, no_push: bool, dry_run: bool, diff: bool) -> None:
 
 @command.command("apply-image", help="Give one image root the cluster users (the core_users configure script).")
 @click.argument("image_root", type=click.Path(file_okay=False, exists=True))
-@click.option("--image", "name", help="The image's name: its own host keys are trusted for its nodes.")
+@click.option(
+    "--image",
+    "name",
+    shell_complete=complete_images,
+    help="The image's name: its own host keys are trusted for its nodes.",
+)
 @pass_context
 def apply_image(ctx: Context, image_root: str, name: str | None) -> None:
     tree = Sysroot(Path(image_root))

@@ -13,6 +13,7 @@ import click
 from kestrel import supervisor
 from kestrel.cli import common
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_rows, run
+from kestrel.cli.completion import complete_images
 from kestrel.config import KvmMode, VmKind
 from kestrel.errors import InputError
 from kestrel.plan import plan_lines
@@ -52,7 +53,9 @@ def _spec(ctx: Context, name: str) -> vm_definitions.VmSpec:
     type=click.Choice([k.value for k in VmKind]),
     help="qemu (boots from the network) or container (runs the image in namespaces) [default: qemu].",
 )
-@click.option("--image", help="The image a container node runs [default: nodes.default_image].")
+@click.option(
+    "--image", shell_complete=complete_images, help="The image a container node runs [default: nodes.default_image]."
+)
 @click.option("--kernel", type=click.Path(exists=True, dir_okay=False), help="Boot this kernel directly, not PXE.")
 @click.option("--initrd", type=click.Path(exists=True, dir_okay=False), help="initrd for --kernel.")
 @click.option("--append", help="Kernel command line for --kernel.")
