@@ -58,7 +58,8 @@ def _takes_value(option: click.Option | None, word: str) -> bool:
 
 def lift_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
     """ARGS with GROUP's own options that follow the subcommand moved before it (with their values), unless
-    the subcommand has an option of that name. Nothing after `--` moves."""
+    the subcommand has an option of that name. Nothing after `--` moves, nor after the first argument of a
+    subcommand whose arguments end with a command of their own (allow_interspersed_args off: lab ssh)."""
     own = _options(group)
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
@@ -67,6 +68,7 @@ def lift_options(group: click.Group, ctx: click.Context, args: list[str]) -> lis
         return args
     sub = group.get_command(ctx, args[i])
     theirs = _options(sub) if sub is not None else {}
+    interspersed = sub is None or sub.context_settings.get("allow_interspersed_args", sub.allow_interspersed_args)
     lifted: list[str] = []
     kept: list[str] = []
     rest = args[i + 1 :]
@@ -75,7 +77,7 @@ def lift_options(group: click.Group, ctx: click.Context, args: list[str]) -> lis
         word = rest[j]
         name = word.split("=", 1)[0]
         shorts = [f"-{c}" for c in word[1:]] if re.fullmatch(r"-[a-zA-Z]{2,}", word) else []
-        if word == "--":
+        if word == "--" or (not word.startswith("-") and not interspersed):
             kept += rest[j:]
             break
         if name in own and name not in theirs:

@@ -192,7 +192,10 @@ def env(ctx: Context) -> None:
     click.echo(tree.env_text(ctx.root), nl=False)
 
 
-@command.command(help="ssh as root to NODE from inside the lab's namespace (then COMMAND, if given).")
+@command.command(
+    help="ssh as root to NODE from inside the lab's namespace (then COMMAND, if given).",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
 @click.argument("node")
 @click.argument("remote_command", nargs=-1)
 @pass_context

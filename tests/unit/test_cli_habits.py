@@ -81,8 +81,17 @@ def test_global_options_after_the_subcommand(tree: Sysroot) -> None:
         (["exec", "n1", "-q", "--", "-v"], ["-q", "exec", "n1", "--", "-v"]),
         (["--version"], ["--version"]),
         (["nosuch", "-v"], ["-v", "nosuch"]),
+        (["exec", "--user", "bob", "-v", "n1"], ["-v", "exec", "--user", "bob", "n1"]),
     ],
 )
 def test_lift_options(args: list[str], lifted: list[str]) -> None:
     with click.Context(nodes_command) as ctx:
         assert common.lift_options(nodes_command, ctx, args) == lifted
+
+
+def test_a_remote_command_keeps_its_options() -> None:
+    from kestrel.cli.lab import command as lab_command
+
+    with click.Context(lab_command) as ctx:
+        lifted = common.lift_options(lab_command, ctx, ["ssh", "-q", "node01", "ls", "-v", "--root", "/"])
+    assert lifted == ["-q", "ssh", "node01", "ls", "-v", "--root", "/"]
