@@ -14,8 +14,8 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 LOOKS_LIKE_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?(\.\d+)?( ?(Z|UTC|[+-]\d\d:?\d\d))?\Z")
 # keys that hold a time; any other key ending in _at or _since does too
 TIME_KEYS = frozenset({"built", "first_seen", "last_seen", "since", "started", "checked"})
-# units other than bytes and seconds, in a key: say the value in bytes or seconds instead
-OTHER_UNITS = re.compile(r".*_(kb|mb|gb|kib|mib|gib|ms|minutes|hours|days)\Z")
+# units other than bytes and seconds, in a key, or an amount without its unit: say it in bytes or seconds
+OTHER_UNITS = re.compile(r".*_(kb|mb|gb|kib|mib|gib|ms|minutes|hours|days)\Z|(memory|disk|ram|timeout)\Z")
 # what a record's own name must not be called (other things it refers to keep their kind: "image": "default")
 NOT_NAME = frozenset({"node", "node_name", "hostname", "host", "user_name", "image_name", "vm"})
 

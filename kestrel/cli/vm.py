@@ -107,7 +107,12 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
     columns = ["name", "kind", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"]
-    print_rows(power.vm_rows(ctx.root), columns, as_json)
+    print_rows(
+        power.vm_rows(ctx.root),
+        columns,
+        as_json,
+        lambda r: r | {"memory": f"{r['memory_bytes'] // 2**20} MiB", "pid": r["pid"] or ""},
+    )
 
 
 @command.command(help="Print NAME's serial console log, or a container node's output (-f: keep printing).")

@@ -101,12 +101,12 @@ def vm_rows(root: Sysroot) -> list[dict[str, object]]:
                 "name": spec.name,
                 "kind": spec.kind,
                 "state": "running" if record else "stopped",
-                "pid": record.pid if record else "",
+                "pid": record.pid if record else None,
                 "mac": spec.mac,
                 "image": spec.image or "" if is_container(spec) else "",
                 "bridge": spec.bridge,
                 "netns": spec.netns or "",
-                "memory": spec.memory,
+                "memory_bytes": spec.memory * 2**20,  # the definition's is MiB, as qemu's -m
                 "cpus": spec.cpus,
                 "console": str(console_path(root, spec.name)),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata as md
 import json
@@ -13,8 +14,10 @@ import click
 import pytest
 
 from kestrel import vocabulary
+from kestrel.config import Config
 from kestrel.nodes import state as nodestate
 from kestrel.sysroot import Sysroot, atomic_write
+from kestrel.vm import definitions
 from tests.conftest import REPO
 from tests.treestate import kestrel
 from tests.unit.test_frontend import publish_fake_image
@@ -81,6 +84,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Sysroot:
     publish_fake_image(tree, "default", "1")
     state = nodestate.NodeState(nodestate.State.UP, 1795000000, 2, 3000, "/srv/kestrel/images/default.versions/1")
     atomic_write(tree.path(nodestate.STATE_PATH), nodestate.format_states({"52:54:00:aa:bb:01": state}))
+    vm = definitions.new_spec(Config(), "vm1")
+    tree.path(definitions.VMS_DIR).mkdir(parents=True)
+    tree.path(f"{definitions.VMS_DIR}/vm1.json").write_text(json.dumps(dataclasses.asdict(vm)))
     tree.path("/root/.ssh").mkdir(parents=True)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tree.path("/root/.ssh/id_ed25519"))], check=True
@@ -102,6 +108,7 @@ def test_json_output_speaks_the_vocabulary(scratch: Sysroot, run: str) -> None:
         ([{"name": "n", "last_seen": 1795000000}], "$[0].last_seen: 1795000000 is not an ISO-8601 UTC time"),
         ({"built": "2026-12-02T14:53:38.123456+00:00"}, "$.built: '2026-12-02T14:53:38.123456+00:00' is not an"),
         ({"name": "n", "memory_mb": 3}, "$.memory_mb: say it in bytes (*_bytes) or seconds (*_seconds)"),
+        ({"name": "n", "memory": 1024}, "$.memory: say it in bytes (*_bytes) or seconds (*_seconds)"),
         ({"size": "3 GiB"}, "$.size: '3 GiB' is not a number of bytes"),
         ({"node": "node01", "ok": True}, "$: the record's own name is `name`, not 'node'"),
         ({"Name": "x"}, "$.Name: a key is lowercase snake_case"),
