@@ -52,9 +52,27 @@ def build_command(ctx: Context, name: str, force: bool, no_cache: bool, dry_run:
 
 
 @cli.command("list", help="Published images: version, root, size, built, modules.")
+@click.option("--all", "show_all", is_flag=True, help="Every kept version, and defined images not built yet.")
 @json_option
 @pass_context
-def list_command(ctx: Context, as_json: bool) -> None:
+def list_command(ctx: Context, show_all: bool, as_json: bool) -> None:
+    if show_all:
+        print_rows(
+            listing.list_versions(ctx.root),
+            ["name", "version", "state", "size", "built", "nodes on", "logs"],
+            as_json,
+            lambda r: (
+                r
+                | {
+                    "version": r["version"] or "-",
+                    "size": listing.human_size(r["size"]),
+                    "built": (r["built"] or "-")[:19],
+                    "nodes on": ",".join(r["nodes"]) or "-",
+                    "logs": r["logs"] or r.get("definition") or "-",
+                }
+            ),
+        )
+        return
     print_rows(
         listing.list_images(ctx.root),
         ["name", "version", "size", "built", "modules", "nodes on", "root"],

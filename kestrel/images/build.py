@@ -26,7 +26,7 @@ from kestrel.errors import InputError, KestrelError
 from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, scripts, store
 from kestrel.images.definitions import image_modules, load_definition
 from kestrel.plan import plan_lines
-from kestrel.sysroot import LOG_DIR, Sysroot
+from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,8 @@ def build_image(
         logger.info(f"Updating {name} from version {now['version']} (its definition is unchanged; --force rebuilds)")
         return _new_version(job, job.digest, lower=root.path(now["root"]), base=now.get("base"))
 
-    def fill(staging: Path) -> str | None:
-        log = root.path(f"{LOG_DIR}/images/{name}/bootstrap.log")
-        return bootstrap.bootstrap(root, job.definition, staging, use_cache=use_cache, log=log)
+    def fill(staging: Path, logs: Path) -> str | None:
+        return bootstrap.bootstrap(root, job.definition, staging, use_cache=use_cache, log=logs / "bootstrap.log")
 
     return _new_version(job, job.digest, fill=fill)
 
@@ -151,9 +150,9 @@ def update_image(
     first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
     now = _published(root, name)
 
-    def prepare(tree: Path) -> None:
+    def prepare(tree: Path, logs: Path) -> None:
         if apt_steps:
-            _apt(root, name, tree, apt_steps)
+            _apt(root, tree, apt_steps, logs / "apt.log")
         if edit:
             edit(tree)
 
@@ -187,8 +186,7 @@ def shell_image(root: Sysroot, config: Config, name: str) -> dict[str, Any]:
     return update_image(root, config, name, edit=edit)
 
 
-def _apt(root: Sysroot, name: str, staging: Path, steps: list[list[str]]) -> None:
-    log = root.path(f"{LOG_DIR}/images/{name}/apt.log")
+def _apt(root: Sysroot, staging: Path, steps: list[list[str]], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         apt.apt_get(staging, [["update"], *steps], out=out, log=log, apt_cache=bootstrap.apt_cache(root))
@@ -199,10 +197,10 @@ def _new_version(
     job: Job,
     digest: str,
     *,
-    fill: Callable[[Path], str | None] | None = None,
+    fill: Callable[[Path, Path], str | None] | None = None,
     lower: Path | None = None,
     base: str | None = None,
-    prepare: Callable[[Path], None] | None = None,
+    prepare: Callable[[Path, Path], None] | None = None,
     force: bool = False,
     unchanged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -213,10 +211,12 @@ def _new_version(
     started = time.monotonic()
     folder = root.path(store.versions_dir(name))
     with _build_lock(root, name):
-        _remove_leftovers(folder)
+        _remove_leftovers(folder, root.path(store.log_dir(name)))
         version = _new_version_id(root, name)
         staging = folder / f".staging-{version}"
         scratch = folder / f".cow-{version}"
+        logs = root.path(store.log_dir(name, version))
+        logs.mkdir(parents=True, exist_ok=True)
         target = phases.Target(
             root,
             job.config,
@@ -225,16 +225,17 @@ def _new_version(
             image_root=staging,
             apt_cache=bootstrap.apt_cache(root),
             extra_packages=list(definition.packages),
+            log_dir=logs,
         )
         try:
             if lower is None:
                 assert fill is not None
-                base = fill(staging)
+                base = fill(staging, logs)
                 phases.run_phases(target, force=force)
             else:
                 with cow.overlay(lower, scratch) as merged:
                     if prepare:
-                        prepare(merged)
+                        prepare(merged, logs)
                     phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
                 changed = cow.changes(lower, scratch / "upper") if unchanged is not None else None
                 if unchanged is not None and not changed:
@@ -266,19 +267,24 @@ def _new_version(
             "size": store.tree_size(folder / version),
             "definition": digest,
             "base": base,
+            "logs": store.log_dir(name, version),
         }
         store.publish(root, manifest, job.config.images.keep)
     logger.info(f"Published {name} version {version} in {time.monotonic() - started:.1f} s")
     return manifest
 
 
-def _remove_leftovers(folder: Path) -> None:
-    """What a killed build left: staging trees and overlay scratch (unmounted first)."""
-    if not folder.is_dir():
-        return
-    for stale in [*folder.glob(".staging-*"), *folder.glob(".cow-*"), *folder.glob(".trash-*")]:
-        cow.unmount(stale / "merged")
-        shutil.rmtree(stale, ignore_errors=True)
+def _remove_leftovers(folder: Path, logs: Path) -> None:
+    """What a killed build left: staging trees and overlay scratch (unmounted first); and the logs of versions that
+    were never published (a failed build's, read by now: its error named them) or are gone."""
+    if folder.is_dir():
+        for stale in [*folder.glob(".staging-*"), *folder.glob(".cow-*"), *folder.glob(".trash-*")]:
+            cow.unmount(stale / "merged")
+            shutil.rmtree(stale, ignore_errors=True)
+    if logs.is_dir():
+        for version_logs in logs.iterdir():
+            if version_logs.is_dir() and not (folder / version_logs.name).is_dir():
+                shutil.rmtree(version_logs, ignore_errors=True)
 
 
 def _new_version_id(root: Sysroot, name: str) -> str:

@@ -39,6 +39,18 @@ def load_definition(root: Sysroot, name: str, _seen: tuple[str, ...] = ()) -> Im
     return base.model_copy(update={k: getattr(own, k) for k in own.model_fields_set if k != "parent"})
 
 
+def defined_images(root: Sysroot) -> dict[str, Path]:
+    """Every image with a definition (the admin's over the shipped one), by name: the ones a build can make."""
+    found = {}
+    for folder in (SHIPPED_IMAGES, root.path(DEFINITIONS_DIR)):
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            try:
+                found[names.check_name(path.stem, "image name")] = path
+            except ValueError:
+                continue  # not a definition (a backup like default.yaml~ does not end in .yaml; this is a stray)
+    return dict(sorted(found.items()))
+
+
 def check_image_name(name: str) -> str:
     return names.parse_label(name, "image name")
 

@@ -53,6 +53,7 @@ class Target:
     apt_cache: Path | None = None
     extra_packages: list[str] = field(default_factory=list)
     shipped: Path = scripts.SHIPPED_DIR
+    log_dir: Path | None = None  # an image version's logs (store.log_dir); None: LOG_DIR/frontend
 
     @property
     def side(self) -> scripts.Side:
@@ -65,6 +66,8 @@ class Target:
         return self.root.path(scripts.FRONTEND_STATE)
 
     def log_path(self, phase: str) -> Path:
+        if self.log_dir is not None:
+            return self.log_dir / f"{phase}.log"
         sub = f"images/{self.image}" if self.image else "frontend"
         return self.root.path(f"{LOG_DIR}/{sub}/{phase}.log")
 

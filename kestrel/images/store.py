@@ -6,6 +6,7 @@ Layout (system paths, under --root):
   /srv/kestrel/{http,tftp}/images/NAME/VERSION/{vmlinuz,initrd.img}   boot files of each kept version
   /var/lib/kestrel/images/NAME.json        manifest of the current version (what the frontend reads)
   /var/lib/kestrel/images/NAME.versions/VERSION.json   manifest of every kept version (for rollback)
+  /var/log/kestrel/images/NAME/VERSION/PHASE.log     the build logs of each kept version (they go with it)
 
 The manifest contract read by the frontend: {name, version, root (system path of the version's rootfs,
 what NFS exports), kernel, initrd (paths relative to the http AND tftp roots, null when the image has no
@@ -34,7 +35,7 @@ from kestrel.inputfile import read_input
 from kestrel.nodes import registry
 from kestrel.nodes import state as nodestate
 from kestrel.plan import FileChange, Link, Plan, RemoveTree, Step, apply_changes, plan_removal
-from kestrel.sysroot import Sysroot
+from kestrel.sysroot import LOG_DIR, Sysroot
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,12 @@ def versions_dir(name: str) -> str:
 
 def version_manifest_path(name: str, version: str) -> str:
     return f"{MANIFESTS_DIR}/{check_image_name(name)}.versions/{version}.json"
+
+
+def log_dir(name: str, version: str | None = None) -> str:
+    """The build logs of VERSION of NAME (bootstrap, apt and one a phase), or of every version of NAME."""
+    folder = f"{LOG_DIR}/images/{check_image_name(name)}"
+    return folder if version is None else f"{folder}/{names.check_name(version, 'image version')}"
 
 
 def boot_dir(boot_root: str, name: str, version: str) -> str:
@@ -229,7 +236,9 @@ def plan_remove_version(root: Sysroot, name: str, version: str) -> Plan:
     tree = f"{versions_dir(name)}/{version}"
     if root.path(tree).is_dir():
         plan.add(RemoveTree(tree, background=True))
-    plan.add(*_existing(root, [boot_dir(boot_root, name, version) for boot_root in BOOT_DIRS]))
+    plan.add(
+        *_existing(root, [*(boot_dir(boot_root, name, version) for boot_root in BOOT_DIRS), log_dir(name, version)])
+    )
     plan.merge(plan_removal(root, version_manifest_path(name, version)))
     return plan
 
@@ -271,6 +280,7 @@ def plan_remove_image(root: Sysroot, name: str, force: bool = False) -> Plan:
                 versions_dir(name),
                 f"{MANIFESTS_DIR}/{name}.versions",
                 *(f"{boot_root}/images/{name}" for boot_root in BOOT_DIRS),
+                log_dir(name),
             ],
         )
     )

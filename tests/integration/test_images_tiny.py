@@ -147,6 +147,23 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     listed = json.loads(images(root, "list", "--json").stdout)
     assert [(r["name"], r["version"], r["modules"]) for r in listed] == [("tiny", v3["version"], ["demo"])]
     assert listed[0]["size"] > 500_000
+    # each version keeps its own phase logs; --all lists every kept version and the defined images not built
+    logs = root.path("/var/log/kestrel/images/tiny")
+    assert sorted(p.name for p in logs.iterdir()) == sorted([v1["version"], v2["version"], v3["version"]])
+    assert "demo_count_chroot" in (logs / v1["version"] / "install.log").read_text()
+    assert "demo_count_chroot" not in (logs / v2["version"] / "install.log").read_text()  # version 2 did not run it
+    assert v3["logs"] == f"/var/log/kestrel/images/tiny/{v3['version']}"
+    every = json.loads(images(root, "list", "--all", "--json").stdout)
+    assert [(r["name"], r["version"], r["state"]) for r in every] == [
+        ("tiny", v3["version"], "current"),
+        ("tiny", v2["version"], "kept"),
+        ("tiny", v1["version"], "kept"),
+        ("debian-bookworm", None, "not built"),
+        ("default", None, "not built"),
+    ]
+    table = images(root, "list", "--all").stdout.splitlines()
+    assert table[0].split() == ["NAME", "VERSION", "STATE", "SIZE", "BUILT", "NODES", "ON", "LOGS"]
+    assert table[4].split()[:3] == ["debian-bookworm", "-", "not"]
 
     before = tree_state(root.root)
     planned = images(root, "rollback", "tiny", "--dry-run")
@@ -225,6 +242,7 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert gone.returncode == 0, gone.stderr
     assert not root.path("/var/lib/kestrel/images/tiny.json").exists()
     assert not root.path("/srv/kestrel/images/tiny.versions").exists()
+    assert not root.path("/var/log/kestrel/images/tiny").exists()
     assert images(root, "remove", "tiny").returncode == 2
 
 
