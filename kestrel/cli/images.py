@@ -20,7 +20,7 @@ from kestrel.cli.common import (
 )
 from kestrel.cli.completion import complete_images
 from kestrel.frontend.reconfigure import reconfigure_frontend
-from kestrel.images import build, definitions, listing, scripts, store
+from kestrel.images import build, definitions, listing, recorded, scripts, store
 from kestrel.plan import Plan, describe_plan, plan_lines
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -133,7 +133,11 @@ def shell_command(ctx: Context, name: str) -> None:
     _replan(ctx)
 
 
-@cli.command("explain", help="Each phase's effective scripts for NAME: shipped, overridden or added.")
+@cli.command(
+    "explain",
+    help="Each phase's effective scripts for NAME: shipped, overridden or added; and the packages kestrel-apt "
+    "recorded (every build installs or removes them again).",
+)
 @click.argument("name", shell_complete=complete_images)
 @json_option
 @pass_context
@@ -145,6 +149,7 @@ def explain_command(ctx: Context, name: str, as_json: bool) -> None:
     # where the image's modules are set: its definition when it lists them, else kestrel.yaml
     where = definitions.definition_path(ctx.root, name) if definition.modules is not None else ctx.config_path
     rows = scripts.explain(ctx.root, scripts.Side.NODE, modules, state)
+    rows += recorded.explain_rows(ctx.root, name, ctx.root.path(now["root"]) if now else None)
     for row in rows:
         if row["status"] == "module off":
             row["enable"] = f"{where}: modules: [{', '.join([*modules, row['module']])}]"

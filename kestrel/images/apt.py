@@ -43,6 +43,14 @@ MISSING_INITRDS = """for k in /boot/vmlinuz-*; do
 done"""
 
 
+# The packages of "$@" that are installed, removed with their configuration (fixed text, names as arguments):
+# kestrel-apt's recorded removals, some of which a rebuild may never have installed.
+REMOVE_INSTALLED = """installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "$@" 2>/dev/null |
+  sed -n 's/^ii *//p')
+# shellcheck disable=SC2086  # one package a word
+[ -z "$installed" ] || apt-get remove --purge -y -o Dpkg::Options::=--force-confold $installed"""
+
+
 def drop_apt_indexes(image_root: Path) -> None:
     """Package indexes are ~160 MiB a version and stale by the next build (kestrel-apt updates first)."""
     for path in (*(image_root / "var/lib/apt/lists").glob("*_*"), *(image_root / "var/cache/apt").glob("*.bin")):

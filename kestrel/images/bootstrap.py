@@ -143,6 +143,13 @@ def bootstrap(
     return key
 
 
+def label(d: ImageDefinition) -> str:
+    """The base step of a build, for its counter: `mmdebstrap bookworm (minbase)`, `tarball /var/tmp/tiny.tar`."""
+    if d.bootstrap.method is BootstrapMethod.TARBALL:
+        return f"tarball {d.bootstrap.tarball}"
+    return f"{d.bootstrap.method} {d.suite} ({d.variant})"
+
+
 def describe(root: Sysroot, d: ImageDefinition, *, use_cache: bool = True) -> str:
     """What bootstrap() would do (--dry-run); reads only."""
     if d.bootstrap.method is BootstrapMethod.TARBALL:

@@ -23,9 +23,10 @@ from typing import Any
 from kestrel import runner
 from kestrel.config import Config, ImageDefinition
 from kestrel.errors import InputError, KestrelError
-from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, scripts, store
+from kestrel.images import apt, bootfiles, bootstrap, chroot, cow, phases, recorded, scripts, store
 from kestrel.images.definitions import image_modules, load_definition
-from kestrel.plan import plan_lines
+from kestrel.images.progress import Progress
+from kestrel.plan import apply_changes, plan_lines
 from kestrel.sysroot import Sysroot
 
 logger = logging.getLogger(__name__)
@@ -45,15 +46,30 @@ class Job:
     name: str
     definition: ImageDefinition
     modules: list[str]
+    recorded: recorded.Recorded = recorded.Recorded()
 
     @property
     def digest(self) -> str:
         return definition_digest(self.definition, self.modules)
 
+    def target(self, **where: Any) -> phases.Target:
+        """Where the phases act for this image (WHERE: image_root, apt_cache, log_dir)."""
+        return phases.Target(
+            self.root,
+            self.config,
+            self.modules,
+            image=self.name,
+            extra_packages=sorted({*self.definition.packages, *self.recorded.install}),
+            removed_packages=list(self.recorded.remove),
+            **where,
+        )
+
 
 def _job(root: Sysroot, config: Config, name: str) -> Job:
     definition = load_definition(root, name)
-    return Job(root, config, name, definition, image_modules(definition, config.modules))
+    return Job(
+        root, config, name, definition, image_modules(definition, config.modules), recorded.load_recorded(root, name)
+    )
 
 
 def build_image(
@@ -69,9 +85,9 @@ def build_image(
         return _new_version(job, job.digest, lower=root.path(now["root"]), base=now.get("base"))
 
     def fill(staging: Path, logs: Path) -> str | None:
-        return bootstrap.bootstrap(root, job.definition, staging, use_cache=use_cache, log=logs / "bootstrap.log")
+        return bootstrap.bootstrap(root, job.definition, staging, use_cache=use_cache, log=logs / "base.log")
 
-    return _new_version(job, job.digest, fill=fill)
+    return _new_version(job, job.digest, fill=fill, first=("base", bootstrap.label(job.definition)))
 
 
 def _updatable(root: Sysroot, now: dict[str, Any] | None, digest: str, force: bool) -> bool:
@@ -102,6 +118,10 @@ def describe_update(
     """What update_image would do (--dry-run): the apt steps, then the phase scripts, then publishing."""
     now = _published(root, name)
     apt = [f"Would execute image_apt-get {' '.join(args)}" for args in [["update"], *apt_steps]] if apt_steps else []
+    before = recorded.load_recorded(root, name)
+    after = before.applied(apt_steps or [])
+    if after != before:
+        apt.append(f"Would record in {root.path(recorded.recorded_path(name))}: {recorded.describe(before, after)}")
     return [
         f"Would make a new version of {name} from version {now['version']} (copy-on-write)",
         *apt,
@@ -111,7 +131,7 @@ def describe_update(
 
 def _describe_version(job: Job, state: dict[str, str], *, force: bool) -> list[str]:
     root, name = job.root, job.name
-    target = phases.Target(root, job.config, job.modules, image=name, extra_packages=list(job.definition.packages))
+    target = job.target()
     lines = phases.pending(target, state, force)
     now = store.current(root, name)
     keep = job.config.images.keep
@@ -149,23 +169,37 @@ def update_image(
     """A new version of NAME from its current one: `apt-get STEP` for each of APT_STEPS (or EDIT of the tree)
     first, then the run-once phases whose scripts changed or never ran (all of them with FORCE), then configure."""
     now = _published(root, name)
+    before = _job(root, config, name)
+    # what apt_steps install and remove is recorded beside the definition: a rebuild keeps it
+    job = dataclasses.replace(before, recorded=before.recorded.applied(apt_steps)) if apt_steps else before
 
     def prepare(tree: Path, logs: Path) -> None:
         if apt_steps:
             _apt(root, tree, apt_steps, logs / "apt.log")
+            phases.mark_packages_done(tree / scripts.IMAGE_STATE.lstrip("/"), before.target(), job.target())
         if edit:
             edit(tree)
 
-    job = _job(root, config, name)
-    return _new_version(
+    manifest = _new_version(
         job,
         now.get("definition", ""),
         lower=root.path(now["root"]),
         base=now.get("base"),
         prepare=prepare,
+        first=("apt", "; ".join(f"apt-get {' '.join(a)}" for a in apt_steps)) if apt_steps else _edit_step(edit),
         force=force,
         unchanged=now,
     )
+    if job.recorded != before.recorded:
+        path = root.path(recorded.recorded_path(name))
+        logger.info(f"Recorded in {path}: {recorded.describe(before.recorded, job.recorded)} (a rebuild keeps it)")
+        with root.lock():
+            apply_changes(root, recorded.plan_record(root, name, job.recorded))
+    return manifest
+
+
+def _edit_step(edit: Callable[[Path], None] | None) -> tuple[str, str] | None:
+    return ("shell", "until it exits") if edit else None
 
 
 def shell_image(root: Sysroot, config: Config, name: str) -> dict[str, Any]:
@@ -201,12 +235,14 @@ def _new_version(
     lower: Path | None = None,
     base: str | None = None,
     prepare: Callable[[Path, Path], None] | None = None,
+    first: tuple[str, str] | None = None,
     force: bool = False,
     unchanged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new version: from FILL (a fresh base) or, copy-on-write, from LOWER (the current version). When the
     phases changed nothing in LOWER's tree, UNCHANGED (LOWER's manifest) is returned and nothing is published:
-    a run with nothing to do must not push the version to roll back to out of the kept ones."""
+    a run with nothing to do must not push the version to roll back to out of the kept ones. Each step prints a
+    counter, FIRST (FILL's or PREPARE's step: key, label) then the phases with work, then publishing."""
     root, name, definition, modules = job.root, job.name, job.definition, job.modules
     started = time.monotonic()
     folder = root.path(store.versions_dir(name))
@@ -217,26 +253,23 @@ def _new_version(
         scratch = folder / f".cow-{version}"
         logs = root.path(store.log_dir(name, version))
         logs.mkdir(parents=True, exist_ok=True)
-        target = phases.Target(
-            root,
-            job.config,
-            modules,
-            image=name,
-            image_root=staging,
-            apt_cache=bootstrap.apt_cache(root),
-            extra_packages=list(definition.packages),
-            log_dir=logs,
-        )
+        target = job.target(image_root=staging, apt_cache=bootstrap.apt_cache(root), log_dir=logs)
+        state = {} if lower is None else scripts.load_state(lower / scripts.IMAGE_STATE.lstrip("/"))
+        progress = Progress([*([first] if first else []), *phases.planned_phases(target, state, force)])
+        progress.add("publish", "boot files, manifest")
+        first_log = logs / f"{first[0]}.log" if first else None
         try:
             if lower is None:
-                assert fill is not None
-                base = fill(staging, logs)
-                phases.run_phases(target, force=force)
+                assert fill is not None and first is not None
+                with progress.step(first[0], first_log):
+                    base = fill(staging, logs)
+                phases.run_phases(target, force=force, progress=progress)
             else:
                 with cow.overlay(lower, scratch) as merged:
-                    if prepare:
-                        prepare(merged, logs)
-                    phases.run_phases(dataclasses.replace(target, image_root=merged), force=force)
+                    if prepare and first:
+                        with progress.step(first[0], first_log):
+                            prepare(merged, logs)
+                    phases.run_phases(dataclasses.replace(target, image_root=merged), force=force, progress=progress)
                 changed = cow.changes(lower, scratch / "upper") if unchanged is not None else None
                 if unchanged is not None and not changed:
                     logger.info(f"{name} unchanged: version {unchanged['version']} stays current, nothing published")
@@ -245,8 +278,9 @@ def _new_version(
                     logger.debug(f"{name}: {len(changed)} paths changed: {', '.join(changed[:20])}")
                 cow.materialize(lower, scratch / "upper", staging)
             chroot.assert_unmounted(staging)
-            kernel, initrd, kernel_version = bootfiles.copy_boot_files(root, name, version, staging)
-            staging.rename(folder / version)
+            with progress.step("publish"):
+                kernel, initrd, kernel_version = bootfiles.copy_boot_files(root, name, version, staging)
+                staging.rename(folder / version)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             for boot_root in store.BOOT_DIRS:

@@ -15,6 +15,7 @@ from typing import IO
 from kestrel import runner
 from kestrel.config import Config
 from kestrel.images import apt, chroot, scripts
+from kestrel.images.progress import Progress
 from kestrel.sysroot import LOG_DIR, Sysroot
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Target:
     image_root: Path | None = None  # real path of the image tree being built or reconfigured
     apt_cache: Path | None = None
     extra_packages: list[str] = field(default_factory=list)
+    removed_packages: list[str] = field(default_factory=list)  # kestrel-apt's recorded removals: out after install
     shipped: Path = scripts.SHIPPED_DIR
     log_dir: Path | None = None  # an image version's logs (store.log_dir); None: LOG_DIR/frontend
 
@@ -72,17 +74,21 @@ class Target:
         return self.root.path(f"{LOG_DIR}/{sub}/{phase}.log")
 
 
-def run_phases(target: Target, phases: tuple[str, ...] = scripts.PHASES, force: bool = False) -> None:
-    """Run PHASES in order; run-once phases skip scripts already run with the same content."""
+def run_phases(
+    target: Target, phases: tuple[str, ...] = scripts.PHASES, force: bool = False, progress: Progress | None = None
+) -> None:
+    """Run PHASES in order; run-once phases skip scripts already run with the same content. PROGRESS counts the
+    phases it holds (planned_phases) as steps."""
     state = scripts.load_state(target.state_path)
+    progress = progress or Progress()
     with apt.image_guard(target.image_root):
         for phase in phases:
             found = scripts.effective(target.root, target.side, phase, target.modules, target.shipped)
-            if not found and not (phase == "packages" and target.extra_packages):
+            if not found and not (phase == "packages" and (target.extra_packages or target.removed_packages)):
                 continue
             log = target.log_path(phase)
             log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "wb") as out:
+            with progress.step(phase, log), open(log, "wb") as out:
                 if phase == "packages":
                     _run_packages(target, found, state, force, out)
                 else:
@@ -135,10 +141,11 @@ def _chroot_script(image_root: Path, script: scripts.Script, env: dict[str, str]
 def _run_packages(
     target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool, out: IO[bytes]
 ) -> None:
-    """Every enabled list (plus the definition's packages) in one apt transaction, when one changed."""
-    packages = packages_to_install(target, lists, state, force)
-    if not packages:
+    """Every enabled list (plus the definition's packages) in one apt transaction, when one changed; then the
+    removal of the recorded removed packages that are installed."""
+    if not packages_changed(target, lists, state, force):
         return
+    packages = wanted_packages(target, lists)
     prefix = "image" if target.image else "frontend"
     logger.info(f"Executing : {prefix}_packages ({len(packages)} packages in one apt transaction)")
     log = target.log_path("packages")
@@ -146,7 +153,9 @@ def _run_packages(
     env = script_env(target.config, target.root, "packages", target.image, "/")
     install = ["apt-get", "install", "-y", "--no-install-recommends", *apt.APT_OPTIONS, *packages]
     update = ["apt-get", "update", *apt.APT_OPTIONS[-2:]]
-    steps = [update, install]
+    steps = [update, install] if packages else [update]
+    if target.removed_packages:
+        steps.append(["sh", "-c", apt.REMOVE_INSTALLED, "sh", *target.removed_packages])
     if (
         target.image_root is not None
         and target.apt_cache is not None
@@ -179,7 +188,13 @@ def _run_packages(
         if proc.ok and argv is update and target.image_root is not None and target.apt_cache:
             chroot.mark_lists_fresh(target.apt_cache, target.image_root)
         if not proc.ok:
-            what = argv[1] if argv[0] == "apt-get" else "update-initramfs after"
+            what = (
+                argv[1]
+                if argv[0] == "apt-get"
+                else "remove"
+                if argv[2] == apt.REMOVE_INSTALLED
+                else "update-initramfs after"
+            )
             raise apt.ScriptFailed(
                 f"packages ({what} of {' '.join(packages)}) failed: "
                 f"{proc.why()}; last lines of {log}:\n{apt.log_tail(log, start)}"
@@ -196,19 +211,70 @@ _DEFINITION_KEY = "packages/definition"  # the run-once state of the image defin
 
 
 def _definition_digest(target: Target) -> str:
-    return hashlib.sha256(" ".join(sorted(target.extra_packages)).encode()).hexdigest()
+    return definition_packages_digest(target.extra_packages, target.removed_packages)
 
 
-def packages_to_install(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool) -> list[str]:
-    """The packages phase's one transaction: every enabled list and the definition's packages, when a list or
-    the definition's packages changed since (or with FORCE); empty when it has nothing to do."""
-    changed = (
+def definition_packages_digest(extra: list[str], removed: list[str]) -> str:
+    """The run-once state of the definition's packages and kestrel-apt's recorded ones."""
+    text = " ".join(sorted(extra)) + (f" | remove {' '.join(sorted(removed))}" if removed else "")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def mark_packages_done(state_path: Path, before: Target, after: Target) -> None:
+    """kestrel-apt did AFTER's packages by hand in the image of STATE_PATH: when the packages phase was done for
+    BEFORE's, it is now done for AFTER's (a later build does not run it again for nothing)."""
+    state = scripts.load_state(state_path)
+    if state.get(_DEFINITION_KEY) == _definition_digest(before):
+        state[_DEFINITION_KEY] = _definition_digest(after)
+        scripts.save_state(state_path, state)
+
+
+def packages_changed(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool) -> bool:
+    """Whether the packages phase has work: a list or the definition's packages changed since (or FORCE)."""
+    return (
         force
         or any(scripts.want_run(s, state, False) for s in lists)
         or state.get(_DEFINITION_KEY) != _definition_digest(target)
     )
-    packages = sorted({p for s in lists for p in scripts.read_package_list(s)} | set(target.extra_packages))
-    return packages if changed else []
+
+
+def wanted_packages(target: Target, lists: list[scripts.Script]) -> list[str]:
+    """Every enabled list and the definition's packages, but the removed ones."""
+    wanted = {p for s in lists for p in scripts.read_package_list(s)} | set(target.extra_packages)
+    return sorted(wanted - set(target.removed_packages))
+
+
+def packages_to_install(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool) -> list[str]:
+    """The packages phase's one transaction when it has work (packages_changed), else empty."""
+    return wanted_packages(target, lists) if packages_changed(target, lists, state, force) else []
+
+
+def _packages_label(target: Target, lists: list[scripts.Script], state: dict[str, str], force: bool) -> str | None:
+    """What the packages phase would do, or None: `apt (10 packages)`, `apt (10 packages, removes nano)`."""
+    if not packages_changed(target, lists, state, force):
+        return None
+    packages = wanted_packages(target, lists)
+    removes = f", removes {' '.join(target.removed_packages)}" if target.removed_packages else ""
+    if not packages and not removes:
+        return None
+    return f"apt ({len(packages)} package{'' if len(packages) == 1 else 's'}{removes})"
+
+
+def planned_phases(target: Target, state: dict[str, str], force: bool = False) -> list[tuple[str, str]]:
+    """The phases run_phases(TARGET) would do work in given the run-once STATE, with what (a build's steps):
+    `packages`, `apt (10 packages)`; `configure`, `6 scripts`."""
+    steps = []
+    for phase in scripts.PHASES:
+        found = scripts.effective(target.root, target.side, phase, target.modules, target.shipped)
+        if phase == "packages":
+            label = _packages_label(target, found, state, force)
+            if label:
+                steps.append((phase, label))
+            continue
+        count = sum(1 for s in found if scripts.want_run(s, state, force))
+        if count:
+            steps.append((phase, f"{count} script{'s' if count > 1 else ''}"))
+    return steps
 
 
 def pending(target: Target, state: dict[str, str], force: bool = False) -> list[str]:
@@ -219,13 +285,15 @@ def pending(target: Target, state: dict[str, str], force: bool = False) -> list[
     for phase in scripts.PHASES:
         found = scripts.effective(target.root, target.side, phase, target.modules, target.shipped)
         if phase == "packages":
-            packages = packages_to_install(target, found, state, force)
-            if packages and not target.image and not target.root.is_host:
+            label = _packages_label(target, found, state, force)
+            packages = wanted_packages(target, found)
+            if label and not target.image and not target.root.is_host:
                 lines.append(f"Would skip frontend_packages: {target.root.root} is not the host")
-            elif packages:
+            elif label:
+                removes = f", then remove {' '.join(target.removed_packages)}" if target.removed_packages else ""
                 lines.append(
                     f"Would execute {prefix}_packages: {len(packages)} packages in one apt transaction "
-                    f"({' '.join(packages)})"
+                    f"({' '.join(packages)}){removes}"
                 )
             continue
         for s in found:

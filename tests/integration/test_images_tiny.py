@@ -40,6 +40,22 @@ def busybox_tarball(path: Path, work: Path) -> None:
         tar.add(tree, arcname=".")
 
 
+class AnyTime(str):
+    """A step's last line: HEAD, a whole number of seconds, TAIL."""
+
+    pattern: re.Pattern[str]
+
+    def __new__(cls, head: str, tail: str) -> AnyTime:
+        made = super().__new__(cls, f"{head}N s{tail}")
+        made.pattern = re.compile(re.escape(head) + r"\d+ s" + re.escape(tail))
+        return made
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(self.pattern.fullmatch(other))
+
+    __hash__ = str.__hash__
+
+
 def admin_script(root: Sysroot, phase: str, name: str, body: str) -> Path:
     path = root.path(f"/etc/kestrel/node/{phase}.d/{name}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +107,18 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
     assert not any("other_skipped" in line for line in lines)
     assert any(line.startswith("Warning: tiny has no kernel") for line in lines)
     v1 = manifest(root)
+    # a step counter: a line as each step starts, and one with its time and log as it ends
+    logs = root.path(f"/var/log/kestrel/images/tiny/{v1['version']}")
+    assert [line for line in lines if line.startswith("[")] == [
+        "[1/4] base: tarball /var/tmp/tiny.tar ...",
+        AnyTime("[1/4] base: tarball /var/tmp/tiny.tar ... ", ""),
+        "[2/4] install: 1 script ...",
+        AnyTime("[2/4] install: 1 script ... ", f", log: {logs}/install.log"),
+        "[3/4] configure: 2 scripts ...",
+        AnyTime("[3/4] configure: 2 scripts ... ", f", log: {logs}/configure.log"),
+        "[4/4] publish: boot files, manifest ...",
+        AnyTime("[4/4] publish: boot files, manifest ... ", ""),
+    ]
     assert v1["kernel"] is None and v1["initrd"] is None and v1["modules"] == ["demo"]
     tree1 = root.path(v1["root"])
     assert (tree1 / "etc/chroot-saw").read_text() == "tiny configure 10.10.0.1\n"

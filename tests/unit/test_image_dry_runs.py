@@ -165,14 +165,17 @@ def test_build_dry_run_says_update_or_bootstrap_then_the_scripts(image: Sysroot)
 def test_apt_dry_run_lists_the_apt_steps(image: Sysroot) -> None:
     for args in (["default", "install", "htop", "--dry-run"], ["--dry-run", "default", "install", "htop"]):
         lines = dry_run("apt", image.root, *args)
-        assert lines[:4] == [
+        assert lines[:5] == [
             "Would make a new version of default from version v2 (copy-on-write)",
             "Would execute image_apt-get update",
             "Would execute image_apt-get install htop",
+            f"Would record in {image.path('/etc/kestrel/images/default.apt')}: install htop",
             "Would execute image_nfsroot_initramfs (install: changed)",
         ]
     lines = dry_run("apt", image.root, "--image", "default", "--install", "htop", "--uninstall", "nano", "--dry-run")
-    assert lines[2:4] == [
+    assert lines[2:5] == [
         "Would execute image_apt-get install --no-install-recommends htop",
         "Would execute image_apt-get remove --purge nano",
+        f"Would record in {image.path('/etc/kestrel/images/default.apt')}: install htop, remove nano",
     ]
+    assert not image.path("/etc/kestrel/images/default.apt").exists()
