@@ -107,7 +107,7 @@ Uid = Annotated[StrictInt, Field(ge=1000, le=65533)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class BootMethod(StrEnum):
@@ -130,25 +130,40 @@ class NfsServer(StrEnum):
 
 class Cluster(_Section):
     name: Hostname = "lab"
+    """The cluster's name (a host label)."""
     domain: Domain = "cluster.local"
+    """DNS domain of the nodes and the frontend on the cluster network."""
     frontend_name: Hostname = "frontend"
+    """The frontend's host name on the cluster network."""
 
 
 class Network(_Section):
     interface: IfName = "eth1"
+    """The frontend's interface on the cluster network (the NIC facing the nodes; the lab's bridge)."""
     dhcp: DhcpMode = DhcpMode.AUTHORITATIVE
+    """How dnsmasq serves DHCP: authoritative (the only DHCP server there), proxy (next to the site's DHCP server: boot
+    answers only) or off (TFTP and DNS only)."""
     address: IPv4Interface = IPv4Interface("10.10.0.1/24")
+    """The frontend's address on the cluster network, with the prefix length."""
     dhcp_range: tuple[IPv4Address, IPv4Address] = (IPv4Address("10.10.0.100"), IPv4Address("10.10.0.199"))
+    """First and last address handed to machines not registered yet."""
     lease_time: Annotated[str, AfterValidator(_lease_time)] = "12h"
+    """DHCP lease time: seconds, or with s, m, h, d or w, or infinite."""
     static_pool: tuple[IPv4Address, IPv4Address] | None = None
+    """First and last fixed address given to registered nodes (unset: a node keeps the address it leased)."""
     leases_file: AbsPath = "/var/lib/kestrel/dnsmasq.leases"
+    """dnsmasq's leases file (kestrel-nodes --register reads it)."""
     mtu: Annotated[StrictInt, Field(ge=576, le=9000)] | None = None
+    """MTU told to the nodes by DHCP (a VXLAN switch carries 1450 over a 1500-byte underlay); unset: none told."""
     # Router advertisements on this prefix stop iPXE waiting ~13 s for IPv6 autoconfiguration.
     ipv6_prefix: IPv6Network | None = None
+    """A prefix to send router advertisements on: iPXE stops waiting about 13 s for IPv6 autoconfiguration."""
     dns_port: Annotated[StrictInt, Field(ge=0, le=65535)] = 53
+    """Port of dnsmasq's DNS server on the cluster network (0: no DNS)."""
     # The cluster network lives in this network namespace (the lab): programs open their sockets to
     # nodes (ssh, Wake-on-LAN) inside it.
     netns: IfName | None = None
+    """The network namespace the cluster network lives in (the lab): ssh and Wake-on-LAN open their sockets there."""
 
     @model_validator(mode="after")
     def _inside_network(self) -> Network:
@@ -181,14 +196,20 @@ class Network(_Section):
 
 class Boot(_Section):
     method: BootMethod = BootMethod.IPXE_HTTP
+    """ipxe-http (iPXE fetches kernel and initrd over HTTP, fast) or pxelinux (everything over TFTP)."""
     http_port: Port = 80
+    """Port of nginx serving boot files to iPXE."""
     menu_timeout: Annotated[StrictInt, Field(ge=0, le=600)] = 3
+    """Seconds the boot menu waits for new (unregistered) nodes before booting the default image."""
     cmdline: Cmdline = "console=ttyS0,115200 console=tty0"
+    """Kernel command-line extras for every image (an image definition's cmdline adds to it)."""
 
 
 class Nfs(_Section):
     server: NfsServer = NfsServer.KERNEL
+    """kernel (nfs-kernel-server) or ganesha (userspace nfs-ganesha: the only one on hosts without nfsd)."""
     home: AbsPath = "/home"
+    """The homes exported read-write to the nodes."""
 
 
 class KvmMode(StrEnum):
@@ -217,9 +238,13 @@ class Vm(_Section):
     A container node gets memory and cpus as cgroup limits."""
 
     kvm: KvmMode = KvmMode.AUTO
+    """auto (KVM only where /dev/kvm works), yes or no (TCG emulation) for qemu nodes."""
     memory: Annotated[StrictInt, Field(ge=128, le=1048576)] = 1024
+    """Memory of a virtual node, in MiB (a cgroup limit for a container node)."""
     cpus: Annotated[StrictInt, Field(ge=1, le=256)] = 1
+    """CPUs of a virtual node (a cgroup limit for a container node)."""
     container_init: ContainerInit = ContainerInit.MINIMAL
+    """What runs a container node: minimal (Kestrel's init: DHCP client, then sshd) or systemd."""
 
 
 APPROVE = "approve"
@@ -235,34 +260,53 @@ def _auto_register(value: object) -> bool | str:
 
 class Nodes(_Section):
     name_pattern: Annotated[str, AfterValidator(_name_pattern)] = "node{index:02d}"
+    """Names of new nodes: {index} once, like node{index:02d}."""
     default_image: Name = "default"
+    """The image a new node boots."""
     default_group: GroupName = "compute"
+    """The group a new node joins."""
     auto_register: Annotated[bool | str, PlainValidator(_auto_register)] = True
+    """true: a machine that takes a lease is a node; approve: it waits for kestrel-nodes approve; false: nodes are
+    registered only by command."""
     first_index: Annotated[StrictInt, Field(ge=0, le=999_999)] = 1
+    """The index of the first node name ({index} of name_pattern)."""
     # The frontend's private key (under --root): a machine that accepts it over SSH is a node.
     ssh_key: AbsPath = "/root/.ssh/id_ed25519"
+    """The frontend's private SSH key (a machine that accepts it is a node; fan-out and status use it)."""
     ssh_port: Port = 22
+    """The nodes' SSH port."""
     ssh_timeout: Annotated[StrictInt, Field(ge=1, le=600)] = 10
+    """Seconds an SSH connection to a node may take."""
     # A node that answered SSH and stops answering is marked down within this many seconds (status monitor).
     down_after: Annotated[StrictInt, Field(ge=4, le=86400)] = 60
+    """Seconds after which a node that answered SSH and stopped answering is marked down."""
 
 
 class SwitchServer(_Section):
     name: Annotated[str, AfterValidator(names.check_hostname), Field(max_length=10)]
+    """The server's name (at most 10 characters: it is part of interface names)."""
     address: IPv4Address
+    """The server's underlay address (the switch host reaches it there)."""
 
 
 class SwitchConfig(_Section):
     """The VXLAN switch host and the servers whose cluster bridges it joins (kestrel-switch)."""
 
     hub: IPv4Address
+    """The switch host's underlay address."""
     servers: list[SwitchServer]
+    """The servers whose cluster bridges the switch joins, each {name, address}."""
     underlay_interface: IfName = "eth0"
+    """The interface carrying VXLAN between the servers and the switch host."""
     bridge: IfName = "kbr0"  # the cluster bridge on each server (the frontend's network.interface)
+    """The cluster bridge on each server (the frontend's network.interface)."""
     device_prefix: Annotated[str, AfterValidator(names.check_ifname), Field(max_length=5)] = "kvx"
+    """Prefix of the VXLAN devices' names (at most 5 characters)."""
     vni_base: Annotated[StrictInt, Field(ge=1, le=16_000_000)] = 100
+    """The first VXLAN network identifier (a server's is this plus its position)."""
     # VXLAN adds 50 bytes: over a 1500-byte underlay the cluster network carries 1450 (tell nodes: network.mtu).
     mtu: Annotated[StrictInt, Field(ge=576, le=9000)] = 1450
+    """MTU of the cluster network over VXLAN (50 bytes less than the underlay's)."""
 
     @model_validator(mode="after")
     def _unique(self) -> SwitchConfig:
@@ -289,12 +333,19 @@ class Gateway(_Section):
     """The gateway module: a load balancer on the frontend over the web servers of one node group."""
 
     group: Name | None = None  # None: nodes.default_group
+    """The node group whose web servers are the backends (default: nodes.default_group)."""
     port: Port = 8080
+    """The port the load balancer listens on."""
     listen: list[IPv4Address] = []  # empty: the frontend's cluster address
+    """Addresses it listens on (default: the frontend's cluster address)."""
     engine: GatewayEngine = GatewayEngine.HAPROXY
+    """haproxy (active health checks) or nginx (passive checks only)."""
     balance: Balance = Balance.ROUNDROBIN
+    """roundrobin or leastconn."""
     backend_port: Port = 80  # where the nodes' web servers (the web module) listen
+    """Where the nodes' web servers (module web) listen."""
     check_interval_ms: Annotated[StrictInt, Field(ge=100, le=60000)] = 1000  # active checks (haproxy)
+    """Milliseconds between HAProxy's health checks (a dead node is out after two failed ones)."""
 
     @model_validator(mode="after")
     def _unique(self) -> Gateway:
@@ -307,8 +358,11 @@ class Users(_Section):
     """Cluster users: same uid on the frontend and every node, homes under nfs.home."""
 
     uid_range: tuple[Uid, Uid] = (2000, 2999)
+    """First and last uid (and gid of the private group) of cluster users, the same on every node."""
     shell: AbsPath = "/bin/bash"
+    """Login shell of new cluster users."""
     admin_group: Name = "sudo"
+    """The group kestrel-users add --admin puts a user in, where it exists."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Users:
@@ -322,15 +376,21 @@ class Slurm(_Section):
 
     # SlurmctldHost's name: slurmctld starts only on the host of that name (default: this host's own name).
     controller: Hostname | None = None
+    """SlurmctldHost's name: slurmctld starts only on the host of that name (default: this host's name)."""
     port: Port = 6817
+    """slurmctld's port."""
     # A node's RealMemory is its `slurmd -C` memory minus this: its root is a tmpfs overlay in the same RAM.
     memory_headroom_mb: Annotated[StrictInt, Field(ge=0, le=1048576)] = 256
+    """MiB subtracted from a node's memory for its RealMemory (its root overlay lives in the same RAM)."""
     # True: proctrack/cgroup + task/cgroup (and a cgroup.conf). Off by default: on bookworm's Slurm 22.05 a
     # configless node's slurmstepd failed to set up cgroup/v2 (measured in the lab), and containers or cgroup v1
     # without systemd cannot use them at all: proctrack/linuxproc + task/none.
     cgroups: StrictBool = False
+    """proctrack/cgroup and task/cgroup (with a cgroup.conf); off: proctrack/linuxproc and task/none."""
     max_nodes: Annotated[StrictInt, Field(ge=1, le=65000)] = 1024  # MaxNodeCount: dynamic nodes that may join
+    """MaxNodeCount: dynamic nodes that may join."""
     slurmd_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60  # seconds before a silent node is DOWN
+    """Seconds before a silent node is DOWN."""
 
 
 class Images(_Section):
@@ -339,23 +399,38 @@ class Images(_Section):
     # Versions of each image kept on disk (the current one included) for rollback; versions up nodes run on are
     # kept beyond this number.
     keep: Annotated[StrictInt, Field(ge=1, le=100)] = 3
+    """Versions of each image kept on disk, the current one included, for rollback (versions up nodes run on are kept
+    beyond it)."""
 
 
 class Config(_Section):
     """kestrel.yaml. The key names of the documented default are a contract (scripts read them)."""
 
     cluster: Cluster = Cluster()
+    """The cluster's names."""
     network: Network = Network()
+    """The cluster network and DHCP."""
     boot: Boot = Boot()
+    """How nodes boot."""
     nfs: Nfs = Nfs()
+    """The NFS server of images and homes."""
     nodes: Nodes = Nodes()
+    """New nodes and how Kestrel reaches them."""
     vm: Vm = Vm()
+    """Virtual nodes (kestrel-vm): defaults for new VMs and container nodes."""
     users: Users = Users()
+    """Cluster users (kestrel-users)."""
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
+    """Enabled modules: core (required), nfsroot, sshd, openmpi, mpich, slurm, web, gateway, firewall, and the admin's
+    own phase-script prefixes."""
     switch: SwitchConfig | None = None
+    """The VXLAN switch host and the servers it joins (kestrel-switch); unset: one server."""
     gateway: Gateway = Gateway()
+    """The gateway module's load balancer."""
     slurm: Slurm = Slurm()
+    """The slurm module."""
     images: Images = Images()
+    """Published node images."""
 
     _known_modules = field_validator("modules")(_check_modules)
     _core_module = field_validator("modules")(_with_core)
@@ -388,9 +463,13 @@ BASE_PACKAGES = ["systemd-sysv", "udev", "kmod", "iproute2", "procps", "netbase"
 
 class Bootstrap(_Section):
     method: BootstrapMethod = BootstrapMethod.MMDEBSTRAP
+    """mmdebstrap (fast), debootstrap or tarball."""
     tarball: AbsPath | None = None
+    """The root file system to import (method tarball)."""
     packages: list[Package] = BASE_PACKAGES
+    """Packages of the cached base."""
     components: list[Name] = ["main"]
+    """Archive components (main, contrib, non-free, non-free-firmware)."""
 
     @model_validator(mode="after")
     def _tarball_given(self) -> Bootstrap:
@@ -404,17 +483,29 @@ class ImageDefinition(_Section):
 
     # Another definition (by name) whose keys this one starts from; keys given here replace them.
     parent: Name | None = Field(default=None, alias="from")
+    """Another definition (by name) whose keys this one starts from; keys given here replace them."""
     description: Text = ""
+    """One line about the image, for its readers."""
     suite: Name = "bookworm"
+    """The Debian release."""
     mirror: Url = "http://deb.debian.org/debian"
+    """The Debian mirror."""
     updates: StrictBool = True  # also SUITE-updates from the mirror
+    """Also SUITE-updates from the mirror."""
     security_mirror: Url | None = "http://deb.debian.org/debian-security"
+    """The security archive (unset: none)."""
     architecture: Name = "amd64"
+    """The Debian architecture."""
     variant: Name = "minbase"
+    """mmdebstrap or debootstrap variant."""
     packages: list[Package] = []  # extra packages, installed with the modules' lists in one transaction
+    """Extra packages, installed with the modules' lists in one transaction."""
     modules: list[Name] | None = None  # None: the modules of kestrel.yaml
+    """The image's modules (default: the modules of kestrel.yaml)."""
     cmdline: Cmdline = ""
+    """Kernel command-line extras for this image."""
     bootstrap: Bootstrap = Bootstrap()
+    """How the base is made."""
 
     _known_modules = field_validator("modules")(_check_modules)
 
