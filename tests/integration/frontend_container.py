@@ -1,5 +1,5 @@
 """A Debian 12 server with systemd as PID 1, in a container (systemd-nspawn) on this machine, its network the
-cluster bridge of a kt- network namespace (shared/notes/systemd-container.md: the flags that matter here).
+cluster bridge of a kt- network namespace (boot() below: the nspawn flags that matter).
 
 The root (Debian's dnsmasq, nginx, nfs-ganesha, rpcbind, python3-venv...) is bootstrapped once and cached in
 KESTREL_CACHE_DIR like image bases; each test module boots a fresh copy of it. The namespace has no route to the
