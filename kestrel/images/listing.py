@@ -58,7 +58,7 @@ def list_versions(root: Sysroot) -> list[dict[str, Any]]:
                     "version": v["version"],
                     "state": "current" if v["version"] == image.version else "kept",
                     "size": v.get("size"),
-                    "built": v.get("built"),
+                    "built": iso_utc(v.get("built")),
                     "modules": v.get("modules", []),
                     "nodes": [names.get(mac, mac) for mac in on_root.get(path, [])],
                     "logs": root.sys(v["logs"]) if v.get("logs") else None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kestrel import runner
+from kestrel import runner, vocabulary
 from kestrel.errors import CommandError
 from kestrel.images import chroot
 from kestrel.sysroot import Sysroot
@@ -189,6 +189,7 @@ def test_tiny_image_build_fail_rollback_remove(tiny: Sysroot) -> None:
         ("debian-bookworm", None, "not built"),
         ("default", None, "not built"),
     ]
+    assert list(vocabulary.problems(every)) == []
     table = images(root, "list", "--all").stdout.splitlines()
     assert table[0].split() == ["NAME", "VERSION", "STATE", "SIZE", "BUILT", "NODES", "ON", "LOGS"]
     assert table[4].split()[:3] == ["debian-bookworm", "-", "not"]
