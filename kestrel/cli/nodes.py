@@ -15,12 +15,12 @@ from kestrel.cli.common import Context, Group, global_options, json_option, pass
 from kestrel.cli.completion import complete_groups, complete_images, complete_nodes, complete_users
 from kestrel.errors import InputError, KestrelError
 from kestrel.frontend import firewall, hostkeys, node_changes, registrar, registration
-from kestrel.nodes import fanout, hostfiles, keeper, node_facts, pending, registry, wake
+from kestrel.nodes import fanout, hostfiles, keeper, pending, registry, wake
 from kestrel.nodes import state as nodestate
 from kestrel.plan import Plan, plan_lines
 from kestrel.slurm import conf as slurm_conf
 from kestrel.slurm import join as slurm_join
-from kestrel.status import page, report
+from kestrel.status import node_facts, page, report
 from kestrel.users import homes
 from kestrel.vocabulary import iso_utc
 
