@@ -471,7 +471,8 @@ def host_keys_command(ctx: Context, node_names: tuple[str, ...], group: str | No
     results = hostkeys.deliver(ctx.root, ctx.config, targets, wait=wait)
     for r in results:
         if r.ok:
-            logger.info(f"{r.node}: {'host keys delivered' if r.changed else 'has its host keys'}")
+            said = "host keys delivered" if r.changed else "has its host keys"
+            logger.info(f"{r.node}: {said} (sshd answered after {r.answered:.1f} s; SSH sessions: {r.tries})")
     bad = [r for r in results if not r.ok]
     if bad:
         raise KestrelError("; ".join(f"{r.node}: host keys not delivered ({r.why})" for r in bad))

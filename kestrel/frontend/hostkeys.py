@@ -64,6 +64,8 @@ class Delivered:
     ok: bool
     why: str = ""
     changed: bool = False
+    answered: float = 0.0  # seconds it waited for the node's sshd
+    tries: int = 0  # SSH sessions it took
 
 
 def private_keys(root: Sysroot, image: str) -> dict[str, bytes]:
@@ -110,22 +112,25 @@ def _deliver(
     except CommandError as e:
         return Delivered(target.name, False, str(e))
     lines = "".join(f"{name} {base64.b64encode(data).decode()}\n" for name, data in keys.items())
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline, tries = started + wait, 0
     while True:
         # a booting node: its port 22 polled every 0.2 s (an SSH attempt to a silent address waits ssh_timeout)
         while time.monotonic() < deadline and not _answers(pool, target):
             time.sleep(0.2)
+        answered, tries = time.monotonic() - started, tries + 1
         done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
         if done.ok or done.returncode is not None or time.monotonic() > deadline:
             break
+        logger.debug(f"{target.name}: {done.why()}; again")
         time.sleep(0.5)  # sshd answered but the session failed: still starting
     if not done.ok:
-        return Delivered(target.name, False, done.why())
+        return Delivered(target.name, False, done.why(), answered=answered, tries=tries)
     if lines := userkeys.key_lines(root, load_users(root)):  # the users' keys (in the frontend only with the module)
         users = userkeys.deliver(pool, target, lines)
         if not users.ok:
             return Delivered(target.name, False, f"users' keys: {users.why()}")
-    return Delivered(target.name, True, changed="delivered" in done.stdout)
+    return Delivered(target.name, True, changed="delivered" in done.stdout, answered=answered, tries=tries)
 
 
 def _answers(pool: ssh.Pool, target: ssh.Target) -> bool:
