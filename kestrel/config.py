@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated
 
@@ -282,41 +282,68 @@ class Nodes(_Section):
     """Seconds after which a node that answered SSH and stopped answering is marked down."""
 
 
-class SwitchServer(_Section):
-    name: Annotated[str, AfterValidator(names.check_hostname), Field(max_length=10)]
+ServerName = Annotated[str, AfterValidator(names.check_hostname), Field(max_length=10)]
+# Memory a server keeps for itself beyond its nodes' vm.memory (its kernel, sshd, qemu's own overhead).
+SERVER_RESERVED_MIB = 512
+
+
+class Server(_Section):
+    """A machine of a multi-server cluster (servers:): how to reach it over SSH and what it can host."""
+
+    name: ServerName
     """The server's name (at most 10 characters: it is part of interface names)."""
-    address: IPv4Address
-    """The server's underlay address (the switch host reaches it there)."""
+    address: IPv4Address | IPv6Address
+    """Its underlay address (IPv4 or IPv6): SSH and the VXLAN tunnels use it."""
+    ssh_port: Port = 22
+    """Its SSH port."""
+    user: Name = "root"
+    """The SSH user (root: ip and nft need it)."""
+    key: AbsPath | None = None
+    """The private SSH key to log in with (unset: nodes.ssh_key); or password."""
+    password: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """The SSH password (instead of key)."""
+    cpus: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
+    """Its CPUs."""
+    memory: Annotated[StrictInt, Field(ge=256, le=64 * 1024 * 1024)] | None = None
+    """Its memory in MiB: nodes × vm.memory + 512 must fit."""
+    disk: Annotated[StrictInt, Field(ge=1, le=1024 * 1024)] | None = None
+    """Its disk in GiB."""
+    nodes: Annotated[StrictInt, Field(ge=0, le=4096)] = 0
+    """How many virtual nodes it hosts."""
+    underlay_interface: IfName = "eth0"
+    """The interface of its underlay address (the VXLAN tunnels' device)."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Server:
+        if self.key is not None and self.password is not None:
+            raise ValueError("password: give key or password, not both")
+        return self
+
+
+MTU_AUTO = "auto"
+
+
+def _switch_mtu(value: object) -> int | str:
+    if value == MTU_AUTO or (type(value) is int and 576 <= value <= 9000):
+        return value
+    raise ValueError(f"must be auto or a number from 576 to 9000 (got {value!r})")
 
 
 class SwitchConfig(_Section):
-    """The VXLAN switch host and the servers whose cluster bridges it joins (kestrel-switch)."""
+    """The VXLAN switch host (one of servers:) and how it joins every server's cluster bridge (kestrel-switch)."""
 
-    hub: IPv4Address
-    """The switch host's underlay address."""
-    servers: list[SwitchServer]
-    """The servers whose cluster bridges the switch joins, each {name, address}."""
-    underlay_interface: IfName = "eth0"
-    """The interface carrying VXLAN between the servers and the switch host."""
+    server: ServerName
+    """Which of servers: is the switch host (it may host nodes too)."""
+    vni_base: Annotated[StrictInt, Field(ge=1, le=16_000_000)] = 100
+    """The first VXLAN network identifier (one per server, from here)."""
+    port: Port = 4789
+    """The VXLAN UDP port, always passed explicitly to ip (Linux's own default is 8472); open to peers only."""
+    mtu: Annotated[int | str, PlainValidator(_switch_mtu)] = MTU_AUTO
+    """MTU of the cluster network: auto (the smallest underlay MTU minus 50, 70 over IPv6) or a number under that."""
     bridge: IfName = "kbr0"  # the cluster bridge on each server (the frontend's network.interface)
     """The cluster bridge on each server (the frontend's network.interface)."""
     device_prefix: Annotated[str, AfterValidator(names.check_ifname), Field(max_length=5)] = "kvx"
-    """Prefix of the VXLAN devices' names (at most 5 characters)."""
-    vni_base: Annotated[StrictInt, Field(ge=1, le=16_000_000)] = 100
-    """The first VXLAN network identifier (a server's is this plus its position)."""
-    # VXLAN adds 50 bytes: over a 1500-byte underlay the cluster network carries 1450 (tell nodes: network.mtu).
-    mtu: Annotated[StrictInt, Field(ge=576, le=9000)] = 1450
-    """MTU of the cluster network over VXLAN (50 bytes less than the underlay's)."""
-
-    @model_validator(mode="after")
-    def _unique(self) -> SwitchConfig:
-        seen_names = [s.name for s in self.servers]
-        seen_addresses = [self.hub, *(s.address for s in self.servers)]
-        if len(set(seen_names)) != len(seen_names):
-            raise ValueError("servers: two servers have the same name")
-        if len(set(seen_addresses)) != len(seen_addresses):
-            raise ValueError("servers: two hosts have the same address")
-        return self
+    """Prefix of the switch devices' names (at most 5 characters)."""
 
 
 class GatewayEngine(StrEnum):
@@ -423,6 +450,8 @@ class Config(_Section):
     modules: list[Name] = ["core", "nfsroot", "sshd", "openmpi"]
     """Enabled modules: core (required), nfsroot, sshd, openmpi, mpich, slurm, web, gateway, firewall, and the admin's
     own phase-script prefixes."""
+    servers: list[Server] = []
+    """The servers of a multi-server cluster (kestrel-switch): name, address, SSH user and key, size, nodes."""
     switch: SwitchConfig | None = None
     """The VXLAN switch host and the servers it joins (kestrel-switch); unset: one server."""
     gateway: Gateway = Gateway()
@@ -434,6 +463,11 @@ class Config(_Section):
 
     _known_modules = field_validator("modules")(_check_modules)
     _core_module = field_validator("modules")(_with_core)
+
+    @model_validator(mode="after")
+    def _servers(self) -> Config:
+        check_servers(self.servers, self.switch, self.vm.memory)
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -508,6 +542,26 @@ class ImageDefinition(_Section):
     """How the base is made."""
 
     _known_modules = field_validator("modules")(_check_modules)
+
+
+def check_servers(servers: list[Server], switch: SwitchConfig | None, vm_memory: int) -> None:
+    """Names and addresses unique, the switch one of the servers, each server's nodes fit its memory."""
+    for i, server in enumerate(servers):
+        for field in ("name", "address"):
+            value = getattr(server, field)
+            first = next(j for j, s in enumerate(servers) if getattr(s, field) == value)
+            if first != i:
+                raise ValueError(f"servers[{i}].{field}: {str(value)!r} is also servers[{first}]'s {field}")
+        if server.memory is not None and server.nodes:
+            need = server.nodes * vm_memory + SERVER_RESERVED_MIB
+            if need > server.memory:
+                raise ValueError(
+                    f"servers[{i}].nodes: {server.nodes} nodes of vm.memory {vm_memory} MiB need {need} MiB "
+                    f"(with {SERVER_RESERVED_MIB} for the server), it has {server.memory}"
+                )
+    if switch is not None and switch.server not in [s.name for s in servers]:
+        listed = ", ".join(s.name for s in servers) or "none"
+        raise ValueError(f"switch.server: {switch.server!r} is not one of servers: ({listed})")
 
 
 def _overlap(a: tuple[IPv4Address, IPv4Address], b: tuple[IPv4Address, IPv4Address]) -> bool:

@@ -133,7 +133,21 @@ def _refine(data: Any, loc: tuple[Any, ...], why: str) -> tuple[tuple[Any, ...],
     key, sep, rest = why.partition(": ")
     if sep and isinstance(node, dict) and key in node:
         return (*loc, key), rest
+    path = _parse_path(key) if sep else None
+    if path and isinstance(node, dict) and path[0] in node:
+        return (*loc, *path), rest
     return loc, why
+
+
+_PATH = re.compile(r"[A-Za-z_]\w*(?:\[[0-9]+\]|\.[A-Za-z_]\w*)*")
+_PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[([0-9]+)\]")
+
+
+def _parse_path(text: str) -> tuple[Any, ...] | None:
+    """'servers[1].name' as ('servers', 1, 'name'); None if TEXT is not such a path."""
+    if not _PATH.fullmatch(text):
+        return None
+    return tuple(m.group(1) or int(m.group(2)) for m in _PATH_PART.finditer(text))
 
 
 def _has(node: Any, part: Any) -> bool:

@@ -1,64 +1,95 @@
-"""kestrel-switch: the VXLAN switch host and the servers' bridges, on the host it runs on."""
+"""kestrel-switch: the VXLAN switch host and every server's cluster bridge, built from the frontend over SSH."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_dry_run, print_rows, run
-from kestrel.config import SwitchConfig
 from kestrel.errors import InputError
-from kestrel.net import switch
+from kestrel.net import switchhosts
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 
 
-def _switch(ctx: Context) -> SwitchConfig:
+@contextmanager
+def _switch(ctx: Context) -> Iterator[switchhosts.Switch]:
     if ctx.config.switch is None:
         raise InputError(f"{ctx.config_path}: no 'switch:' section; see etc-kestrel/kestrel.yaml")
-    return ctx.config.switch
+    sw = switchhosts.Switch(ctx.root, ctx.config)
+    try:
+        yield sw
+    finally:
+        sw.close()
 
 
-@click.group(cls=Group, help="Join the cluster bridges of several servers through one VXLAN switch host.")
+@click.group(
+    cls=Group, help="Join the cluster bridges of the servers (servers:) through one VXLAN switch host (switch:)."
+)
 @global_options
 @click.pass_context
 def command(cctx: click.Context) -> None:
     pass
 
 
-def _add_change(verb: str, planner: switch.Planner, help: str) -> None:
-    """`kestrel-switch up` and `down`: the same command around another planner."""
-
-    @command.command(verb, help=help)
-    @click.option("--netns", help="Act inside this network namespace (tests, the lab).")
-    @click.option("--dry-run", is_flag=True, help="Print the ip commands it would run; change nothing.")
-    @pass_context
-    def change(ctx: Context, netns: str | None, dry_run: bool) -> None:
+@command.command(help="Build the hub on the switch host and each server's VXLAN to it; a second run changes nothing.")
+@click.option("--dry-run", is_flag=True, help="Connect and print what it would change; change nothing.")
+@pass_context
+def up(ctx: Context, dry_run: bool) -> None:
+    with _switch(ctx) as sw:
+        mtu, changes = sw.plan_up()
+        lines = [line for c in changes for line in c.lines()]
         if dry_run:
-            _, commands = switch.plan(_switch(ctx), planner, netns)
-            print_dry_run([f"Would run {' '.join(argv)}" for argv in commands])
+            print_dry_run(lines)
             return
-        role, commands = switch.apply(_switch(ctx), planner, netns)
-        for argv in commands:
-            logger.info("Ran " + " ".join(argv))
-        logger.info(f"Switch {role}: {verb}" + ("" if commands else " (nothing to do)"))
+        sw.apply(changes, removing=False)
+    for line in lines:
+        logger.info(line)
+    done = [c.state.plan.server.name for c in changes if not c.empty]
+    logger.info(f"Switch up, MTU {mtu}: " + (f"changed {', '.join(done)}" if done else "nothing changed"))
 
 
-_add_change("up", switch.plan_up, "Create this host's part (the hub, or a server's VXLAN to the hub); idempotent.")
-_add_change("down", switch.plan_down, "Remove this host's VXLANs (and the hub's bridge).")
+@command.command(help="Remove exactly what up made on each server (its manifest), and the peer filter.")
+@click.option("--dry-run", is_flag=True, help="Connect and print what it would remove; change nothing.")
+@pass_context
+def down(ctx: Context, dry_run: bool) -> None:
+    with _switch(ctx) as sw:
+        changes = sw.plan_down()
+        lines = [line for c in changes for line in c.lines()]
+        if dry_run:
+            print_dry_run(lines)
+            return
+        sw.apply(changes, removing=True)
+    for line in lines:
+        logger.info(line)
+    logger.info("Switch down" + ("" if lines else ": nothing to remove"))
 
 
-@command.command(help="This host's switch devices with their packet counters.")
-@click.option("--netns", help="Look inside this network namespace.")
+@command.command(help="Per server: each switch device's state, VNI, MTU and counters (and the peer filter's drops).")
 @json_option
 @pass_context
-def status(ctx: Context, netns: str | None, as_json: bool) -> None:
-    print_rows(
-        switch.status(_switch(ctx), netns),
-        ["role", "device", "kind", "vni", "remote", "state", "rx_packets", "tx_packets"],
-        as_json,
-    )
+def status(ctx: Context, as_json: bool) -> None:
+    with _switch(ctx) as sw:
+        rows = sw.status()
+    columns = ["server", "device", "kind", "vni", "remote", "state", "mtu", "rx_packets", "tx_packets", "dropped"]
+    print_rows(rows, columns, as_json)
+
+
+@command.command(help="Show SERVER's SSH host key fingerprint and, once confirmed, record it for kestrel-switch.")
+@click.argument("server")
+@click.option("--fingerprint", help="Record the key only if its fingerprint is this (SHA256:...); no question.")
+@pass_context
+def trust(ctx: Context, server: str, fingerprint: str | None) -> None:
+    def confirm(offered: str) -> bool:
+        click.echo(f"{server}: host key fingerprint {offered}")
+        if fingerprint is not None:
+            return offered == fingerprint
+        return click.confirm("Is this the server's key (compare with ssh-keygen -lf on the server)?", err=True)
+
+    logger.info(switchhosts.trust(ctx.root, ctx.config, server, confirm))
 
 
 def main() -> None:

@@ -1,90 +1,260 @@
-"""kestrel-switch for real: two servers' bridges joined through a hub, traffic visibly crossing the hub."""
+"""kestrel-switch for real: a switch host and three servers, each a network namespace with its own sshd on a veth
+underlay, built over SSH from a frontend namespace; traffic between servers visibly crosses the switch host."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import struct
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from kestrel import runner
+import pytest
+
+from kestrel import runner, supervisor
+from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
-from tests.treestate import dry_run, kestrel
+from tests.conftest import need_root
+from tests.treestate import kestrel
 
-HUB, SRV1, SRV2 = "172.31.250.1", "172.31.250.11", "172.31.250.12"
+PREFIX = "kt-sw-"
+UNDERLAY = "172.31.240"
+HOSTS = {"sw": 1, "s1": 11, "s2": 12, "s3": 13}  # the switch host, then the servers (one "VM" each)
+ETH = f"{PREFIX}eth"  # every host's underlay interface
+BRIDGE = f"{PREFIX}br"  # every server's cluster bridge
+UP = "kt-sw-up"  # a server's VXLAN to the switch host (device_prefix kt-sw)
+SSHD = 'mkdir -m 755 /run/sshd && exec /usr/sbin/sshd -D -e -f "$1"'
 
 
-def kestrel_switch(root: Sysroot, *args: str) -> subprocess.CompletedProcess[str]:
-    return kestrel("switch", root.root, *args)
+def remove_stale() -> None:
+    """Namespaces of ours left by a killed run (every name starts with PREFIX)."""
+    out = runner.run(["ip", "-j", "netns", "list"], check=False).stdout
+    for ns in json.loads(out or "[]"):
+        if ns["name"].startswith(PREFIX):
+            netns.kill_namespace_processes(ns["name"])
+            runner.run(["ip", "netns", "del", ns["name"]], check=False)
 
 
-def ping(ns: str, address: str) -> bool:
-    return runner.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", address], via=runner.Netns(ns), check=False).ok
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    need_root()
+    remove_stale()
+    t = Topology(prefix=PREFIX)
+    try:
+        yield t
+    finally:
+        problems = t.destroy()
+        assert not problems, problems
 
 
-def test_switch_joins_two_servers_through_the_hub(tree: Sysroot, topology: Topology) -> None:
-    p = topology.prefix
-    ul = topology.add_netns("ul")
-    underlay = topology.add_bridge(ul, "ulbr")
-    hosts = {}
-    for role, address in (("hub", HUB), ("s1", SRV1), ("s2", SRV2)):
-        ns = topology.add_netns(role)
-        topology.add_veth(ul, f"u{role}", ns, "eth", master_a=underlay, address_b=f"{address}/24")
-        hosts[role] = ns
+@dataclass
+class Lab:
+    root: Sysroot
+    frontend: str
+    ns: dict[str, str]  # host -> its namespace
+    host_keys: dict[str, Path]
+
+    def switch(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """kestrel-switch run on the frontend (its namespace reaches the servers over the underlay)."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("KESTREL_")}
+        argv = [sys.executable, "-m", "kestrel.cli.switch", "--root", str(self.root.root), *args]
+        return subprocess.run(
+            runner.netns_argv(self.frontend, argv), capture_output=True, text=True, timeout=timeout, env=clean
+        )
+
+    def status(self) -> dict[tuple[str, str], dict]:
+        proc = self.switch("status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return {(r["server"], r["device"]): r for r in json.loads(proc.stdout)}
+
+
+def build(topo: Topology, tree: Sysroot) -> Lab:
+    ul = topo.add_netns("ul")
+    bridge = topo.add_bridge(ul, "ulbr")
+    spaces = {}
+    for name, octet in [("fe", 2), *HOSTS.items()]:
+        ns = topo.add_netns(name)
+        topo.add_veth(ul, f"u{name}", ns, "eth", master_a=bridge, address_b=f"{UNDERLAY}.{octet}/24")
+        spaces[name] = ns
+    key = tree.path("/root/.ssh/id_ed25519")
+    key.parent.mkdir(parents=True)
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    keys = {}
+    for name, octet in HOSTS.items():
+        work = tree.path(f"/var/tmp/servers/{name}")
+        work.mkdir(parents=True)
+        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")])
+        keys[name] = work / "host_key"
+        conf = work / "sshd_config"
+        conf.write_text(
+            f"ListenAddress {UNDERLAY}.{octet}\nHostKey {work}/host_key\nPidFile none\nUsePAM no\n"
+            f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            f"AuthorizedKeysFile {key}.pub\nStrictModes no\nMaxStartups 100:30:200\n"
+        )
+        record = supervisor.start(
+            tree, f"sshd-{name}", ["sh", "-c", SSHD, "sh", str(conf)], netns=spaces[name], private_run=True
+        )
+        assert supervisor.wait_for_log(record, "Server listening", 20), Path(record.log).read_text()[-500:]
+    servers = "".join(
+        f"  - {{name: {n}, address: {UNDERLAY}.{o}, underlay_interface: {ETH}, nodes: {0 if n == 'sw' else 1}}}\n"
+        for n, o in HOSTS.items()
+    )
     config = tree.path("/etc/kestrel/kestrel.yaml")
     config.write_text(
-        config.read_text()
-        + (
-            f"switch:\n  hub: {HUB}\n  underlay_interface: {p}eth\n  bridge: {p}br\n  device_prefix: kv-\n"
-            f"  servers:\n    - {{name: s1, address: {SRV1}}}\n    - {{name: s2, address: {SRV2}}}\n"
-        )
+        config.read_text() + f"servers:\n{servers}switch: {{server: sw, bridge: {BRIDGE}, device_prefix: kt-sw}}\n"
+    )
+    return Lab(tree, spaces["fe"], {n: spaces[n] for n in HOSTS}, keys)
+
+
+def fingerprint(host_key: Path) -> str:
+    return runner.run(["ssh-keygen", "-l", "-f", f"{host_key}.pub"]).stdout.split()[1]
+
+
+def ping(ns: str, address: str, *args: str) -> runner.Result:
+    return runner.run(
+        ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", *args, address], via=runner.Netns(ns), check=False
     )
 
-    assert dry_run("switch", tree.root, "up", "--netns", hosts["s1"], "--dry-run") == [
-        f"Would run ip link add {p}br type bridge stp_state 0 forward_delay 0",
-        f"Would run ip link set {p}br mtu 1450 up",
-        f"Would run ip link add kv-0 type vxlan id 100 remote {HUB} local {SRV1} dstport 4789 dev {p}eth",
-        f"Would run ip link set kv-0 master {p}br",
-        "Would run ip link set kv-0 mtu 1450 up",
-    ]
-    assert f"{p}br" not in runner.run(["ip", "-br", "link"], via=runner.Netns(hosts["s1"])).stdout
-    for role in ("hub", "s1", "s2"):
-        proc = kestrel_switch(tree, "up", "--netns", hosts[role])
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stderr.splitlines()[-1] == f"Switch {'hub' if role == 'hub' else role}: up"
-    again = kestrel_switch(tree, "up", "--netns", hosts["s1"])
-    assert again.stderr == "Switch s1: up (nothing to do)\n"
 
-    # One "VM" per server, plugged into that server's cluster bridge.
-    vms = {}
-    for i, role in enumerate(("s1", "s2"), 1):
-        vm = topology.add_netns(f"vm{i}")
-        topology.add_veth(hosts[role], f"vp{i}", vm, "vmeth", master_a=f"{p}br", address_b=f"10.98.0.{i}/24")
-        runner.run(["ip", "link", "set", f"{p}vmeth", "mtu", "1450"], via=runner.Netns(vm))
-        vms[role] = vm
-    assert ping(vms["s1"], "10.98.0.2")
+def links(ns: str) -> set[str]:
+    return {link["ifname"] for link in json.loads(runner.run(["ip", "-j", "link"], via=runner.Netns(ns)).stdout)}
 
-    status = kestrel_switch(tree, "status", "--json", "--netns", hosts["hub"])
-    assert status.returncode == 0, status.stderr
-    rows = {r["device"]: r for r in json.loads(status.stdout)}
-    assert set(rows) == {"kv-hub", "kv-s1", "kv-s2"}
-    assert rows["kv-s1"]["vni"] == 100 and rows["kv-s2"]["vni"] == 101
-    # Echo requests enter the hub from s1 and leave towards s2: the hub carried the traffic.
-    assert rows["kv-s1"]["rx_packets"] >= 2 and rows["kv-s2"]["tx_packets"] >= 2
 
-    assert dry_run("switch", tree.root, "up", "--netns", hosts["hub"], "--dry-run") == ["Nothing to do"]
-    assert dry_run("switch", tree.root, "down", "--netns", hosts["hub"], "--dry-run") == [
-        "Would run ip link del kv-s2",
-        "Would run ip link del kv-s1",
-        "Would run ip link del kv-hub",
-    ]
-    assert ping(vms["s1"], "10.98.0.2")
-    down = kestrel_switch(tree, "down", "--netns", hosts["hub"])
-    assert down.returncode == 0, down.stderr
-    assert not ping(vms["s1"], "10.98.0.2")
+ARP_TARGET = bytes([10, 98, 0, 77])  # nobody has it: the request is only flooded
+
+
+def _capture(device: str) -> socket.socket:
+    # ETH_P_ALL: a bridge port hands its frames to the bridge before any socket of one protocol sees them
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    s.bind((device, 0))
+    s.setblocking(False)
+    return s
+
+
+def _send_arp(device: str) -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((device, 0))
+        mac = s.getsockname()[4]
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, bytes([10, 98, 0, 1]), b"\0" * 6, ARP_TARGET)
+        s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+
+
+def _arrived(s: socket.socket) -> int:
+    """Requests for ARP_TARGET that came in (not the ones this host sent out)."""
+    count = 0
+    while True:
+        try:
+            data, addr = s.recvfrom(65535)
+        except BlockingIOError:
+            return count
+        if addr[2] != socket.PACKET_OUTGOING and data[12:14] == b"\x08\x06" and data[38:42] == ARP_TARGET:
+            count += 1
+
+
+def test_switch_over_ssh_joins_three_servers_through_the_switch_host(topo: Topology, tree: Sysroot) -> None:
+    started = time.monotonic()
+    lab = build(topo, tree)
+    try:
+        # First contact is explicit: an unknown host key is refused, a wrong fingerprint records nothing.
+        refused = lab.switch("up")
+        assert refused.returncode == 1 and "is not trusted; check it, then kestrel-switch trust" in refused.stderr
+        wrong = lab.switch("trust", "s1", "--fingerprint", "SHA256:nope")
+        assert wrong.returncode == 2 and "not trusted (nothing recorded)" in wrong.stderr
+        for name, host_key in lab.host_keys.items():
+            ok = lab.switch("trust", name, "--fingerprint", fingerprint(host_key))
+            assert ok.returncode == 0, ok.stderr
+            assert ok.stdout == f"{name}: host key fingerprint {fingerprint(host_key)}\n"
+
+        dry = lab.switch("up", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert (
+            f"sw: ip link add kt-sws1 type vxlan id 100 remote {UNDERLAY}.11 local {UNDERLAY}.1 dstport 4789 dev {ETH}"
+            in dry.stdout
+        )
+        assert f"s3: nft table inet kestrel_switch: UDP 4789 from {UNDERLAY}.1 only" in dry.stdout
+        assert "kt-sw-hub" not in links(lab.ns["sw"])
+
+        t0 = time.monotonic()
+        up = lab.switch("up")
+        up_seconds = time.monotonic() - t0
+        assert up.returncode == 0, up.stderr
+        assert up.stderr.splitlines()[-1] == "Switch up, MTU 1450: changed sw, s1, s2, s3"
+        assert up_seconds < 10, up_seconds
+
+        # One "VM" per server, plugged into its cluster bridge at the overlay MTU.
+        vms = {}
+        for i, server in enumerate(("s1", "s2", "s3"), 1):
+            vm = topo.add_netns(f"vm{i}")
+            topo.add_veth(lab.ns[server], "vp", vm, "ve", master_a=BRIDGE, address_b=f"10.98.0.{i}/24")
+            runner.run(["ip", "link", "set", f"{PREFIX}ve", "mtu", "1450"], via=runner.Netns(vm))
+            vms[server] = vm
+        for a, vm in vms.items():
+            for j, b in enumerate(vms, 1):
+                if a != b:
+                    result = ping(vm, f"10.98.0.{j}")
+                    assert " 0% packet loss" in result.stdout, (a, b, result.stdout)
+
+        # One ARP broadcast from s1's VM reaches each other server exactly once and never comes back to s1.
+        caps = {s: netns.call_in(lab.ns[s], _capture, UP) for s in ("s1", "s2", "s3")}
+        netns.call_in(vms["s1"], _send_arp, f"{PREFIX}ve")
+        time.sleep(1)
+        assert {s: _arrived(c) for s, c in caps.items()} == {"s1": 0, "s2": 1, "s3": 1}
+        for c in caps.values():
+            c.close()
+
+        # s2 -> s3 traffic enters the switch host from s2 and leaves it towards s3.
+        before = lab.status()
+        assert before[("s2", UP)]["vni"] == 101 and before[("s2", UP)]["mtu"] == 1450
+        assert ping(vms["s2"], "10.98.0.3", "-c", "5").ok
+        after = lab.status()
+        assert after[("sw", "kt-sws2")]["rx_packets"] - before[("sw", "kt-sws2")]["rx_packets"] >= 5
+        assert after[("sw", "kt-sws3")]["tx_packets"] - before[("sw", "kt-sws3")]["tx_packets"] >= 5
+
+        # MTU: a 1450-byte DF packet passes, one byte more is refused with an error (not silently dropped).
+        assert ping(vms["s1"], "10.98.0.2", "-M", "do", "-s", "1422").ok
+        too_big = ping(vms["s1"], "10.98.0.2", "-M", "do", "-s", "1423")
+        assert not too_big.ok and "message too long" in too_big.stdout + too_big.stderr
+
+        # A VXLAN sender that is not a peer of s1 (a rogue host on the underlay) is dropped by s1's filter.
+        rogue = topo.add_netns("rg")
+        topo.add_veth(topo.name("ul"), "urg", rogue, "eth", master_a=f"{PREFIX}ulbr", address_b=f"{UNDERLAY}.66/24")
+        vx = ["ip", "link", "add", f"{PREFIX}rx", "type", "vxlan", "id", "100", "remote", f"{UNDERLAY}.11"]
+        via = runner.Netns(rogue)
+        runner.run([*vx, "local", f"{UNDERLAY}.66", "dstport", "4789", "dev", ETH], via=via)
+        runner.run(["ip", "addr", "add", "10.98.0.66/24", "dev", f"{PREFIX}rx"], via=via)
+        runner.run(["ip", "link", "set", f"{PREFIX}rx", "mtu", "1450", "up"], via=via)
+        dropped = lab.status()[("s1", UP)]["dropped"]
+        assert not ping(rogue, "10.98.0.1").ok
+        assert lab.status()[("s1", UP)]["dropped"] > dropped
+
+        # A second up changes nothing and says so.
+        kept = {n: links(ns) for n, ns in lab.ns.items()}
+        again = lab.switch("up")
+        assert again.returncode == 0, again.stderr
+        assert again.stderr == "Switch up, MTU 1450: nothing changed\n"
+        assert {n: links(ns) for n, ns in lab.ns.items()} == kept
+
+        down = lab.switch("down")
+        assert down.returncode == 0, down.stderr
+        for name, ns in lab.ns.items():
+            assert not {d for d in links(ns) if d.startswith("kt-sw") and d not in (ETH, f"{PREFIX}vp")}, name
+            tables = runner.run(["nft", "list", "tables"], via=runner.Netns(ns)).stdout
+            assert "kestrel_switch" not in tables
+        assert lab.switch("down").stderr == "Switch down: nothing to remove\n"
+        print(f"kestrel-switch up: {up_seconds:.2f} s; whole test {time.monotonic() - started:.1f} s")
+    finally:
+        for name in HOSTS:
+            supervisor.stop(tree, f"sshd-{name}", timeout=5)
 
 
 def test_switch_without_config_section_is_bad_input(tree: Sysroot) -> None:
-    proc = kestrel_switch(tree, "status")
+    proc = kestrel("switch", tree.root, "status")
     assert proc.returncode == 2
     assert proc.stderr == (
         f"kestrel-switch: {tree.path('/etc/kestrel/kestrel.yaml')}: no 'switch:' section; "
