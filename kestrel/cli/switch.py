@@ -10,7 +10,7 @@ import click
 
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_dry_run, print_rows, run
 from kestrel.errors import InputError
-from kestrel.net import switchhosts
+from kestrel.nodes import switchhosts
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
 

@@ -8,7 +8,7 @@ switch host also hosts nodes, its cluster bridge joins the hub through a veth pa
 the VXLAN UDP port only from its configured peers (nftables).
 
 This module is pure: what each host gets (devices, VNIs, MTU, nft rules) and the commands that get it there from
-what the host has; kestrel.net.switchhosts runs them.
+what the host has; kestrel.nodes.switchhosts runs them.
 """
 
 from __future__ import annotations
