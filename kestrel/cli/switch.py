@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import click
 
 from kestrel.cli.common import Context, Group, global_options, json_option, pass_context, print_dry_run, print_rows, run
-from kestrel.errors import InputError
+from kestrel.errors import CommandError, InputError
 from kestrel.nodes import switchhosts
 
 logger = logging.getLogger("kestrel.cli")  # not __name__: these modules also run as __main__
@@ -68,14 +68,18 @@ def down(ctx: Context, dry_run: bool) -> None:
     logger.info("Switch down" + ("" if lines else ": nothing to remove"))
 
 
-@command.command(help="Per server: each switch device's state, VNI, MTU and counters (and the peer filter's drops).")
+@command.command(
+    help="Per server: each switch device's state, VNI, MTU, counters, peer filter drops; exit 1 if one is unreachable."
+)
 @json_option
 @pass_context
 def status(ctx: Context, as_json: bool) -> None:
     with _switch(ctx) as sw:
-        rows = sw.status()
+        rows, failed = sw.status()
     columns = ["server", "device", "kind", "vni", "remote", "state", "mtu", "rx_packets", "tx_packets", "dropped"]
-    print_rows(rows, columns, as_json)
+    print_rows(rows, columns, as_json, lambda r: {k: "-" if v is None else v for k, v in r.items()})
+    if failed:
+        raise CommandError(failed[0] + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
 
 
 @command.command(help="Show SERVER's SSH host key fingerprint and, once confirmed, record it for kestrel-switch.")

@@ -212,8 +212,9 @@ def links_by_name(ip_json: str) -> dict[str, dict]:
     return {link["ifname"]: link for link in json.loads(ip_json or "[]")}
 
 
-def status_rows(plan: HostPlan, links: Mapping[str, Mapping], dropped: int | None) -> list[dict]:
-    """One row per device of PLAN: state, VNI, remote, MTU and counters (absent: not there)."""
+def status_rows(plan: HostPlan, links: Mapping[str, Mapping], dropped: int | None, error: str = "") -> list[dict]:
+    """One row per device of PLAN: state, VNI, remote, MTU and counters (absent: not there; unreachable: the
+    host could not be read, ERROR says why)."""
     rows = []
     for d in plan.devices:
         link = links.get(d.name) or {}
@@ -223,15 +224,16 @@ def status_rows(plan: HostPlan, links: Mapping[str, Mapping], dropped: int | Non
                 "server": plan.server.name,
                 "device": d.name,
                 "kind": d.kind,
-                "vni": d.vni or "",
-                "remote": str(d.remote or ""),
-                "state": link.get("operstate", "absent").lower(),
-                "mtu": link.get("mtu", ""),
-                "rx_packets": stats.get("rx", {}).get("packets", ""),
-                "tx_packets": stats.get("tx", {}).get("packets", ""),
-                "rx_bytes": stats.get("rx", {}).get("bytes", ""),
-                "tx_bytes": stats.get("tx", {}).get("bytes", ""),
-                "dropped": "" if dropped is None or d.kind != "vxlan" else dropped,
+                "vni": d.vni,
+                "remote": str(d.remote) if d.remote else None,
+                "state": "unreachable" if error else link.get("operstate", "absent").lower(),
+                "mtu": link.get("mtu"),
+                "rx_packets": stats.get("rx", {}).get("packets"),
+                "tx_packets": stats.get("tx", {}).get("packets"),
+                "rx_bytes": stats.get("rx", {}).get("bytes"),
+                "tx_bytes": stats.get("tx", {}).get("bytes"),
+                "dropped": None if d.kind != "vxlan" else dropped,
+                "error": error,
             }
         )
     return rows

@@ -200,9 +200,8 @@ class State:
 
 def run_steps(host: Host, steps: list[switch.Step], stop_on_error: bool) -> list[tuple[int, str]]:
     """STEPS in one SSH exec; with STOP_ON_ERROR the first failure is a CommandError naming it."""
-    result = runner.run(
-        ["sh", "-s"], via=host, input=switch.steps_script(steps, stop_on_error), timeout=120, check=False
-    )
+    # the script is an argument, not standard input: the remote login shell's start-up files may read stdin
+    result = runner.run(["sh", "-c", switch.steps_script(steps, stop_on_error)], via=host, timeout=120, check=False)
     if result.returncode is None:
         result.check()
     done = switch.parse_steps(result.stdout)
@@ -226,7 +225,7 @@ def _probe(plan: switch.HostPlan, host: Host) -> State:
     for attempt in range(3):
         done = run_steps(host, PROBE, stop_on_error=False)
         if len(done) != len(PROBE):
-            raise CommandError(f"{name}: the probe did not finish (sh -s over SSH)")
+            raise CommandError(f"{name}: the probe did not finish (sh -c over SSH)")
         (_, uid), (ip_rc, ip_json), (cat_rc, manifest_text), (nft_rc, nft_json) = done
         if uid.strip() != "0":
             raise CommandError(
@@ -339,5 +338,15 @@ class Switch:
 
         _parallel(one, changes)
 
-    def status(self) -> list[dict]:
-        return [row for st in self.probe() for row in switch.status_rows(st.plan, st.links, st.dropped)]
+    def status(self) -> tuple[list[dict], list[str]]:
+        """Rows of every server's devices, and why each server that could not be read could not."""
+
+        def one(plan: switch.HostPlan) -> tuple[list[dict], str]:
+            try:
+                st = _probe(plan, self.hosts[plan.server.name])
+            except KestrelError as e:
+                return switch.status_rows(plan, {}, None, str(e)), str(e)
+            return switch.status_rows(st.plan, st.links, st.dropped), ""
+
+        done = _parallel(one, self.plans)
+        return [row for rows, _ in done for row in rows], [why for _, why in done if why]

@@ -44,11 +44,10 @@ SCRATCH_CONFIG = """
 modules: [core, nfsroot, sshd, openmpi, web, gateway]
 gateway:
   engine: nginx
+servers:  # nothing listens on port 1: kestrel-switch status reports it unreachable (exit 1) with its JSON
+  - {name: srv1, address: 127.0.0.1, ssh_port: 1, underlay_interface: lo}
 switch:
-  hub: 127.0.0.1
-  underlay_interface: lo
-  servers:
-    - {name: srv1, address: 172.16.0.11}
+  server: srv1
 """
 
 

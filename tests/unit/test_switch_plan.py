@@ -174,7 +174,7 @@ def test_steps_run_in_one_shell_with_their_inputs_and_statuses() -> None:
         switch.Step(["sh", "-c", "exit 3"]),
         switch.Step(["echo", "after"]),
     ]
-    ran = subprocess.run(["sh", "-s"], input=switch.steps_script(steps, False), capture_output=True, text=True)
+    ran = subprocess.run(["sh", "-c", switch.steps_script(steps, False)], capture_output=True, text=True)
     assert switch.parse_steps(ran.stdout) == [(0, "a b|$HOME|'q'|"), (0, "line 1\nline 2\n"), (3, ""), (0, "after\n")]
-    stopped = subprocess.run(["sh", "-s"], input=switch.steps_script(steps, True), capture_output=True, text=True)
+    stopped = subprocess.run(["sh", "-c", switch.steps_script(steps, True)], capture_output=True, text=True)
     assert stopped.returncode == 3 and [rc for rc, _ in switch.parse_steps(stopped.stdout)] == [0, 0, 3]
