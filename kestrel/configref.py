@@ -71,7 +71,7 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section"
     names = {"str": "text", "int": "integer", "bool": "boolean", "IPv4Address": "IPv4 address"}
-    names |= {"IPv4Interface": "IPv4 address/prefix", "IPv6Network": "IPv6 prefix"}
+    names |= {"IPv4Interface": "IPv4 address/prefix", "IPv6Network": "IPv6 prefix", "IPv6Address": "IPv6 address"}
     return names.get(getattr(annotation, "__name__", ""), str(annotation))
 
 

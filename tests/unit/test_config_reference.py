@@ -47,8 +47,8 @@ def test_every_key_is_documented_in_the_reference() -> None:
         "nodes.ssh_timeout",
         "vm.kvm",
         "vm.memory",
-        "switch.hub",
-        "switch.servers[].name",
+        "switch.server",
+        "servers[].name",
     ):
         assert key in keys and f"| `{key}` |" in text
 
