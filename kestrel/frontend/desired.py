@@ -12,7 +12,7 @@ from kestrel.frontend import dnsmasq, firewall, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
-from kestrel.nodes import bootlog, hostfiles, leasequeue, registry
+from kestrel.nodes import bootlog, forgotten, hostfiles, leasequeue, registry
 from kestrel.nodes import state as nodestate
 from kestrel.nodes.registry import Node
 from kestrel.nodes.state import States
@@ -67,6 +67,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "dns_hosts": root.sys(DNS_HOSTS),
         "lease_hook": root.sys(LEASE_HOOK),
         "queue": root.sys(leasequeue.QUEUE_DIR),
+        "forgotten": root.sys(forgotten.FORGOTTEN_PATH),
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
         "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),

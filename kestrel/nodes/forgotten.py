@@ -1,9 +1,10 @@
 """Nodes an admin removed, by MAC: their leases must not register them again.
 
-dnsmasq keeps a removed node's lease and reports it as `old` when it starts, when it renews, and when a reload
-changes the lease's host name; with nodes.auto_register those events would bring the node straight back. A
-forgotten MAC is registered again only by a new lease (`add`) that came after the removal, or by hand.
-Entries go after a week: by then every lease the node held has expired.
+dnsmasq keeps a removed node's lease and reports it as `old` when it starts again (the lease hook drops those
+for a forgotten MAC) and when the reload that follows the removal takes the name off the lease; with
+nodes.auto_register those events would bring the node straight back. An event queued before the removal, or an
+`old` within GRACE seconds after it, is ignored; later, a machine that asks for its lease again is alive and
+registers again like any new one. Entries go after a week: by then every lease the node held has expired.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kestrel.sysroot import Sysroot
 
 FORGOTTEN_PATH = "/var/lib/kestrel/forgotten.json"
 KEPT_SECONDS = 7 * 24 * 3600
+GRACE = 10  # seconds after a removal in which dnsmasq's reload reports the node's lease as `old`
 
 Forgotten = dict[str, int]  # MAC -> when it was removed, seconds since the epoch
 
@@ -29,10 +31,12 @@ def update(forgotten: Forgotten, before: set[str], after: set[str], now: int) ->
 
 
 def ignores(forgotten: Forgotten, event: LeaseEvent) -> bool:
-    """Whether EVENT is about a removed node and must not register it: any `old`, or an event from before the
-    removal (still queued when the admin removed it)."""
+    """Whether EVENT is about a removed node and must not register it: an event from before the removal (still
+    queued when the admin removed it), or the `old` of the reload that followed it."""
     removed = forgotten.get(event.mac)
-    return removed is not None and (event.action == "old" or event.time <= removed)
+    if removed is None:
+        return False
+    return event.time <= removed + (GRACE if event.action == "old" else 0)
 
 
 def format_forgotten(forgotten: Forgotten) -> bytes:

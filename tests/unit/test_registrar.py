@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kestrel.nodes import leasequeue
+from kestrel.nodes import forgotten, leasequeue
 from kestrel.nodes.registry import load_registry
 from kestrel.nodes.state import State, load_states
 from kestrel.sysroot import Sysroot
@@ -106,6 +106,8 @@ def test_old_of_a_registered_mac_is_queued_only_when_its_lease_is_renewed(fronte
     replayed = {"DNSMASQ_DATA_MISSING": "1"}  # dnsmasq's start: every lease of its lease file, once
     hook(frontend, "old", mac(1), ip(1), env=replayed)
     hook(frontend, "old", mac(2), ip(2), env=replayed)  # a new MAC: registered by the registrar
+    frontend.path(forgotten.FORGOTTEN_PATH).write_bytes(forgotten.format_forgotten({mac(3): 1}))
+    hook(frontend, "old", mac(3), ip(3), env=replayed)  # a removed node's kept lease: it stays removed
     assert queued(frontend) == [f"old {mac(2)} {ip(2)}\n"]
     drain(frontend)
     # a renewal (script-on-renewal): the node rebooted with its lease, it joins Slurm again
