@@ -136,8 +136,8 @@ class Host:
         except (OSError, paramiko.SSHException, EOFError) as e:
             if policy.key is None:
                 raise CommandError(f"{self.server.name} ({self.server.address}): {_why(e, self.server)}") from None
-        if policy.key is None:
-            raise CommandError(f"{self.server.name}: its key is already trusted (in {KNOWN_HOSTS} or known_hosts)")
+        if policy.key is None:  # the policy refuses every key it sees: no key, no handshake
+            raise CommandError(f"{self.server.name} ({self.server.address}): offered no host key")
         return policy.key
 
     def close(self) -> None:
