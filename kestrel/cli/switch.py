@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
@@ -39,33 +39,44 @@ def command(cctx: click.Context) -> None:
 @click.option("--dry-run", is_flag=True, help="Connect and print what it would change; change nothing.")
 @pass_context
 def up(ctx: Context, dry_run: bool) -> None:
-    with _switch(ctx) as sw:
+    mtu = 0
+
+    def plan(sw: switchhosts.Switch) -> list[switchhosts.Change]:
+        nonlocal mtu
         mtu, changes = sw.plan_up()
-        lines = [line for c in changes for line in c.lines()]
-        if dry_run:
-            print_dry_run(lines)
-            return
-        sw.apply(changes, removing=False)
-    for line in lines:
-        logger.info(line)
-    done = [c.state.plan.server.name for c in changes if not c.empty]
-    logger.info(f"Switch up, MTU {mtu}: " + (f"changed {', '.join(done)}" if done else "nothing changed"))
+        return changes
+
+    changes = _carry_out(ctx, plan, removing=False, dry_run=dry_run)
+    if changes is not None:
+        done = [c.state.plan.server.name for c in changes if not c.empty]
+        logger.info(f"Switch up, MTU {mtu}: " + (f"changed {', '.join(done)}" if done else "nothing changed"))
 
 
 @command.command(help="Remove exactly what up made on each server (its manifest), and the peer filter.")
 @click.option("--dry-run", is_flag=True, help="Connect and print what it would remove; change nothing.")
 @pass_context
 def down(ctx: Context, dry_run: bool) -> None:
+    changes = _carry_out(ctx, lambda sw: sw.plan_down(), removing=True, dry_run=dry_run)
+    if changes is not None:
+        removed = any(c.lines() for c in changes)
+        logger.info("Switch down" + ("" if removed else ": nothing to remove"))
+
+
+def _carry_out(
+    ctx: Context, plan: Callable[[switchhosts.Switch], list[switchhosts.Change]], *, removing: bool, dry_run: bool
+) -> list[switchhosts.Change] | None:
+    """The changes PLAN makes on the connected hosts, printed (DRY_RUN: only that, and None) or applied, then
+    said line by line."""
     with _switch(ctx) as sw:
-        changes = sw.plan_down()
+        changes = plan(sw)
         lines = [line for c in changes for line in c.lines()]
         if dry_run:
             print_dry_run(lines)
-            return
-        sw.apply(changes, removing=True)
+            return None
+        sw.apply(changes, removing=removing)
     for line in lines:
         logger.info(line)
-    logger.info("Switch down" + ("" if lines else ": nothing to remove"))
+    return changes
 
 
 @command.command(
