@@ -8,6 +8,7 @@ dependencies (downloaded on the host, also cached)."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import os
@@ -35,8 +36,20 @@ MIRRORS = [
 ]
 # Units that cannot work in this container (no rpc_pipefs in this kernel) or take the dpkg lock during tests.
 MASKED = ["run-rpc_pipefs.mount", "apt-daily.timer", "apt-daily-upgrade.timer"]
-DEPENDENCIES = ["pydantic>=2.6,<3", "ruamel.yaml>=0.18", "jinja2>=3.1", "click>=8.2,<8.6", "paramiko>=3.4"]
-DEPENDENCIES += ["wakeonlan>=3", "setuptools>=61", "wheel"]
+
+
+def _dependencies() -> list[str]:
+    """Kestrel's install_requires (setup.cfg, one place) and its build backend."""
+    parser = configparser.ConfigParser()
+    parser.read(REPO / "setup.cfg")
+    lines = parser["options"]["install_requires"].splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")] + [
+        "setuptools>=61",
+        "wheel",
+    ]
+
+
+DEPENDENCIES = _dependencies()
 
 
 def cached_root() -> Path:
@@ -65,11 +78,13 @@ def cached_root() -> Path:
 def wheelhouse() -> Path:
     """Kestrel's dependencies (and its build backend) as wheels, for pip inside the container."""
     folder = cache_dir(Sysroot("/")) / "frontend-wheelhouse"
-    if not (folder / ".complete").exists():
+    wanted = "\n".join(DEPENDENCIES) + "\n"  # a new dependency makes it download again
+    done = folder / ".complete"
+    if not done.exists() or done.read_text() != wanted:
         folder.mkdir(parents=True, exist_ok=True)
         pip = [str(REPO / ".venv/bin/python"), "-m", "pip", "download", "-q", "-d", str(folder)]
         subprocess.run(pip + DEPENDENCIES, check=True, capture_output=True)
-        (folder / ".complete").touch()
+        done.write_text(wanted)
     return folder
 
 
