@@ -153,17 +153,19 @@ def _run_packages(
     env = script_env(target.config, target.root, "packages", target.image, "/")
     install = ["apt-get", "install", "-y", "--no-install-recommends", *apt.APT_OPTIONS, *packages]
     update = ["apt-get", "update", *apt.APT_OPTIONS[-2:]]
-    steps = [update, install] if packages else [update]
+    # Nothing to install or remove (every list empty): no apt at all, the image may not even have it.
+    steps = [update, install] if packages else [update] if target.removed_packages else []
     if target.removed_packages:
         steps.append(["sh", "-c", apt.REMOVE_INSTALLED, "sh", *target.removed_packages])
     if (
-        target.image_root is not None
+        update in steps
+        and target.image_root is not None
         and target.apt_cache is not None
         and chroot.lists_fresh(target.apt_cache, target.image_root)
     ):
         steps.remove(update)
         out.write(b"==> apt-get update skipped: the shared indexes were fetched for these sources moments ago\n")
-    if target.image_root is not None:
+    if target.image_root is not None and steps:
         # A new kernel's postinst makes its initrd at once and the initramfs-tools trigger (busybox, klibc,
         # zstd in the same transaction) makes it again: INITRD=No skips the first, one run makes it after.
         env["INITRD"] = "No"
