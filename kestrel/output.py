@@ -14,6 +14,8 @@ from typing import TextIO
 
 _COLOURS = {logging.DEBUG: "\033[2m", logging.WARNING: "\033[33m", logging.ERROR: "\033[31m"}
 _RESET = "\033[0m"
+# Set for the processes the lab supervises: their log files get each line's time (journald stamps its own).
+LOG_TIMES = "KESTREL_LOG_TIMES"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class _Formatter(logging.Formatter):
         text = record.getMessage()
         if record.levelno == logging.WARNING:
             text = f"Warning: {text}"
+        if os.environ.get(LOG_TIMES):
+            text = f"{self.formatTime(record, '%H:%M:%S')} {text}"
         colour = _COLOURS.get(record.levelno) if wants_colour(sys.stderr) else None
         return f"{colour}{text}{_RESET}" if colour else text
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kestrel import runner
+from kestrel import output, runner
 from kestrel.errors import CommandError
 from kestrel.sysroot import LOG_DIR, RUN_DIR, Sysroot, atomic_write
 
@@ -46,7 +46,9 @@ def start(
         raise CommandError(f"{name} is already running under {root.root}")
     log = root.path(f"{LOG_DIR}/{name}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = runner.spawn(argv, log=log, netns=netns, private_run=private_run, env={**os.environ, **(env or {})})
+    proc = runner.spawn(
+        argv, log=log, netns=netns, private_run=private_run, env={**os.environ, output.LOG_TIMES: "1", **(env or {})}
+    )
     _children[proc.pid] = proc
     record = Record(name, proc.pid, _starttime(proc.pid) or 0, list(argv), netns, private_run, str(log), env or {})
     atomic_write(_record_path(root, name), json.dumps(asdict(record), indent=1).encode())

@@ -70,7 +70,8 @@ def probe(pool: ssh.Pool, target: ssh.Target, timeout: float) -> Answer | str:
 
 
 def answered(probes: Probes, mac: str, now: float, answer: Answer) -> Probes:
-    """PROBES after MAC answered at NOW; a new boot (another boot_id) is SSH-ready from now."""
+    """PROBES after MAC answered at NOW; a new boot (another boot_id) is SSH-ready from now, a node marked down is
+    up again."""
     have = probes.get(mac, Probe())
     same_boot = have.boot_id == answer.boot_id and have.ready_at is not None
     new = Probe(
@@ -80,7 +81,8 @@ def answered(probes: Probes, mac: str, now: float, answer: Answer) -> Probes:
         booted_at=now - answer.uptime,
         load=answer.load,
         root=answer.facts.root,
-        down_at=have.down_at if same_boot else None,
+        # an answer ends a down mark, also in the same boot: kept, one later failed probe would show it down
+        # again at once, before it failed for a probe interval
     )
     return {**probes, mac: new}
 

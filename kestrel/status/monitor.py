@@ -79,7 +79,8 @@ class Monitor:
     pool: ssh.Pool | None  # None: no key to probe with, stages come from the logs only
     probes: Probes
     workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=_WORKERS))
-    inflight: dict[str, Future[tuple[float, Answer | str]]] = field(default_factory=dict)
+    # MAC -> the probe in flight and the pool it runs on
+    inflight: dict[str, tuple[ssh.Pool, Future[tuple[float, Answer | str]]]] = field(default_factory=dict)
     last_probe: dict[str, float] = field(default_factory=dict)
     facts: dict[str, nodestate.Facts] = field(default_factory=dict)
     signature: tuple[object, ...] = ()
@@ -133,7 +134,8 @@ class Monitor:
             return
         self.known_hosts, old = keys, self.pool
         self.pool = make_pool(self.root, self.config)
-        old.close()  # probes in flight on it end with a connection error: probed again at once
+        old.close()  # probes in flight on it end with a connection error that is not the node's: not counted
+        self.last_probe.clear()  # every node is probed again at once, on the new pool
 
     def _progress(self, changed: bool) -> tuple[report.Inputs, dict[str, stages.Progress]]:
         """The inputs with the current probes, and each node's progress (derived again only after a change)."""
@@ -145,11 +147,13 @@ class Monitor:
 
     def _collect(self) -> bool:
         changed = False
-        for mac, future in list(self.inflight.items()):
+        for mac, (pool, future) in list(self.inflight.items()):
             if not future.done():
                 continue
             del self.inflight[mac]
             at, answer = future.result()
+            if isinstance(answer, str) and pool is not self.pool:
+                continue  # its pool was closed under it (_renew_pool)
             before = self.probes.get(mac)
             if isinstance(answer, Answer):
                 self.facts[mac] = answer.facts
@@ -162,7 +166,9 @@ class Monitor:
             ):
                 changed = True
             if isinstance(answer, str) and (before is None or not probes.is_failing(before)):
-                logger.debug(f"{mac}: no answer ({answer})")
+                # the first failure of a node that answered is worth a line: it is marked down if it lasts
+                log = logger.info if before is not None and before.ok_at is not None else logger.debug
+                log(f"{mac}: no SSH answer ({answer})")
         return changed
 
     def _liveness(self, inputs: report.Inputs, progress: dict[str, stages.Progress], now: float) -> bool:
@@ -173,9 +179,11 @@ class Monitor:
             if probe is None:
                 continue
             failing = probes.is_failing(probe)
+            # judged between probes: a probe still in flight may be the answer that keeps it up
             if (
                 progress[n.mac].stage is Stage.SSH
                 and failing
+                and n.mac not in self.inflight
                 and now - (probe.failed_at or now) >= probe_interval(self.config)
             ):
                 self.probes = probes.marked_down(self.probes, n.mac, now)
@@ -202,7 +210,7 @@ class Monitor:
             if mono - self.last_probe.get(n.mac, -1e9) < period:
                 continue
             self.last_probe[n.mac] = mono
-            self.inflight[n.mac] = self.workers.submit(_timed_probe, self.pool, n, timeout)
+            self.inflight[n.mac] = (self.pool, self.workers.submit(_timed_probe, self.pool, n, timeout))
 
     def _signature(self) -> tuple[object, ...]:
         paths = [

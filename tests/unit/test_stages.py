@@ -124,6 +124,11 @@ def test_probe_answers_failures_and_the_events_they_stand_for() -> None:
         (1000.0, Stage.SSH, "1"),
         (1046.0, Stage.DOWN, None),
     ]
+    # it answers again in the same boot (a stall): up, and one later failed probe does not make it down at once
+    back = probes.answered(down, MAC, 1100.0, answer)
+    assert (back[MAC].ready_at, back[MAC].down_at) == (1000.0, None)
+    again = probes.failed(back, MAC, 1115.0)
+    assert [e.stage for e in probes.events(again[MAC], ("default", "1"))] == [Stage.SSH]
     rebooted = probes.answered(down, MAC, 1200.0, probes.Answer("def", 30.0, (0, 0, 0), answer.facts))
     assert (rebooted[MAC].ready_at, rebooted[MAC].down_at, probes.is_failing(rebooted[MAC])) == (1200.0, None, False)
     assert probes.parse_probes(probes.format_probes(rebooted).decode()) == rebooted

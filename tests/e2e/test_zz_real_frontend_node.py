@@ -1,6 +1,9 @@
 """A node boots from a real frontend: the lab's image served by Debian's dnsmasq, nginx and nfs-ganesha under
 systemd (the container of tests/integration/test_real_frontend.py, installed by the README's command), and a
-qemu node PXE-boots from it, registers through the lease hook of Debian's dnsmasq unit and answers SSH."""
+qemu node PXE-boots from it, registers through the lease hook of Debian's dnsmasq unit and answers SSH.
+
+It runs last: its third emulated qemu on a 2-core machine starves the lab's two for minutes (SSH probes time out,
+slurmctld finds them not responding), which the status and Slurm tests must not see."""
 
 from __future__ import annotations
 
