@@ -193,8 +193,12 @@ def remove_command(ctx: Context, node_names: tuple[str, ...], dry_run: bool, dif
             logger.info(f"Removed {name}")
 
 
-@command.command("set", help="Change a node's image, group, address or name.")
-@click.argument("name", shell_complete=complete_nodes)
+@command.command(
+    "set",
+    help="Change the image or group of NODES (names, host lists such as node[01-04,07], @group), or one node's "
+    "address or name.",
+)
+@click.argument("node_names", metavar="NODES...", nargs=-1, required=True, shell_complete=complete_nodes)
 @click.option("--image", shell_complete=complete_images)
 @click.option("--group", shell_complete=complete_groups)
 @click.option("--ip")
@@ -203,7 +207,7 @@ def remove_command(ctx: Context, node_names: tuple[str, ...], dry_run: bool, dif
 @pass_context
 def set_command(
     ctx: Context,
-    name: str,
+    node_names: tuple[str, ...],
     image: str | None,
     group: str | None,
     ip: str | None,
@@ -213,10 +217,11 @@ def set_command(
 ) -> None:
     if image is None and group is None and ip is None and new_name is None:
         raise InputError("set: give at least one of --image, --group, --ip, --name")
+    chosen = [n.name for n in registry.select_nodes(registry.load_registry(ctx.root), node_names)]
     plan = node_changes.set_fields(
-        ctx.root, ctx.config, name, dry_run=dry_run, image=image, group=group, ip=ip, new_name=new_name
+        ctx.root, ctx.config, list(node_names), dry_run=dry_run, image=image, group=group, ip=ip, new_name=new_name
     )
-    _report(ctx, plan, dry_run, diff, [f"Would change {name}"])
+    _report(ctx, plan, dry_run, diff, [f"Would change {name}" for name in chosen])
 
 
 @command.command("pending", help="Machines that took a lease and wait for approval (nodes.auto_register: approve).")

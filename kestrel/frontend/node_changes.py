@@ -113,10 +113,11 @@ def remove(root: Sysroot, config: Config, words: list[str], *, dry_run: bool = F
     return change_nodes(root, config, _nodes_only(lambda nodes: registry.remove_nodes(nodes, words)), dry_run=dry_run)
 
 
-def set_fields(root: Sysroot, config: Config, name: str, *, dry_run: bool = False, **fields: str | None) -> Plan:
+def set_fields(root: Sysroot, config: Config, words: list[str], *, dry_run: bool = False, **fields: str | None) -> Plan:
+    """kestrel-nodes set: the nodes WORDS name (names, host lists, @group) get FIELDS."""
     check_image(root, fields.get("image"))
     return change_nodes(
-        root, config, _nodes_only(lambda nodes: registry.set_node(nodes, config, name, **fields)), dry_run=dry_run
+        root, config, _nodes_only(lambda nodes: registry.set_nodes(nodes, config, words, **fields)), dry_run=dry_run
     )
 
 

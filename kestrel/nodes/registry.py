@@ -134,6 +134,25 @@ def set_node(
     return [*others, changed]
 
 
+def set_nodes(
+    nodes: list[Node],
+    config: Config,
+    words: Iterable[str],
+    *,
+    ip: str | None = None,
+    new_name: str | None = None,
+    **fields: str | None,
+) -> list[Node]:
+    """NODES with those WORDS name (select_nodes) changed: image and group for any number, address and name for
+    one node only."""
+    chosen = select_nodes(nodes, words)
+    if len(chosen) != 1 and (ip is not None or new_name is not None):
+        raise InputError(f"--ip and --name change one node: name one, not {len(chosen)}")
+    for n in chosen:
+        nodes = set_node(nodes, config, n.name, ip=ip, new_name=new_name, **fields)
+    return nodes
+
+
 def register_leases(
     nodes: list[Node], config: Config, leases: Iterable[Lease], *, image: str | None = None, group: str | None = None
 ) -> tuple[list[Node], list[Node], list[str]]:

@@ -220,7 +220,7 @@ def test_grant_and_revoke_take_effect_when_the_command_returns(frontend: Fronten
     kept = RpcConnection(ns)
     try:
         assert kept.null(1)
-        node_changes.set_fields(frontend.root, frontend.config, "node01", ip="10.10.0.22")
+        node_changes.set_fields(frontend.root, frontend.config, ["node01"], ip="10.10.0.22")
         assert not kept.null(1)  # its address is no longer the registered one: even a kept connection stops
         runner.run(["ip", "-n", ns, "addr", "del", f"{NODE_IP}/24", "dev", dev])
         runner.run(["ip", "-n", ns, "addr", "add", "10.10.0.22/24", "dev", dev])

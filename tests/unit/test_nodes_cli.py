@@ -62,6 +62,9 @@ def test_add_set_remove_reach_registry_hosts_and_hostfiles(tree: Sysroot) -> Non
     hosts = tree.path("/etc/hosts").read_text()
     assert "login.cluster.local" in hosts and "node07" not in hosts
 
+    ok(tree, "set", "login,node01", "--group", "test")  # several nodes at once (a host list)
+    assert [n["group"] for n in listing(tree)] == ["test", "test"]
+
     ok(tree, "remove", "login")
     assert [n["name"] for n in listing(tree)] == ["node01"]
     assert "login" not in tree.path("/etc/kestrel/hosts").read_text()

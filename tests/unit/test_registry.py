@@ -20,6 +20,7 @@ from kestrel.nodes.registry import (
     register_leases,
     remove_nodes,
     set_node,
+    set_nodes,
 )
 
 CONFIG = Config()  # 10.10.0.1/24, dynamic range .100-.199, node{index:02d}
@@ -180,6 +181,18 @@ def test_set_changes_fields_and_checks_only_new_values() -> None:
         set_node(nodes, CONFIG, "node01", ip="10.10.0.3")
     with pytest.raises(InputError, match=r"^name 'node02' is taken, by 52:54:00:aa:00:02$"):
         set_node(nodes, CONFIG, "node01", new_name="node02")
+
+
+def test_set_of_several_nodes_by_host_list_or_group() -> None:
+    nodes = [node("node01", 1, "10.10.0.2"), node("node02", 2, "10.10.0.3"), node("node03", 3, "10.10.0.4")]
+    changed = set_nodes(nodes, CONFIG, ["node[01-02]"], image="mpi")
+    assert {n.name: n.image for n in changed} == {"node01": "mpi", "node02": "mpi", "node03": "default"}
+    regrouped = set_nodes(changed, CONFIG, ["@compute"], group="gpu")
+    assert {n.group for n in regrouped} == {"gpu"}
+    with pytest.raises(InputError, match=r"^--ip and --name change one node: name one, not 2$"):
+        set_nodes(nodes, CONFIG, ["node01", "node03"], ip="10.10.0.9")
+    with pytest.raises(InputError, match=r"^no node named 'node09'"):
+        set_nodes(nodes, CONFIG, ["node0[1,9]"], image="mpi")
 
 
 def test_register_keeps_leased_addresses_and_is_idempotent() -> None:
