@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from kestrel import runner, supervisor
 from kestrel.frontend import units
 from kestrel.gateway import engine
-from kestrel.plan import Action, Plan, ServiceAction, apply_changes, touches_service
+from kestrel.plan import Action, Plan, ServiceAction, apply_changes, stale_temp_files, touches_service
 from kestrel.sysroot import Sysroot, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ PENDING_PATH = "/var/lib/kestrel/pending-actions.json"
 
 def apply(root: Sysroot, plan: Plan) -> None:
     """The one way a plan is carried out: its steps, then its service actions and any a killed writer owed."""
+    for stale in stale_temp_files(root, [PENDING_PATH]):  # the record's writer was killed mid-write (we hold the lock)
+        root.path(stale).unlink(missing_ok=True)
     pending = load_pending(root)
     owed = Plan()
     for a in (*pending, *plan.actions):
