@@ -1,5 +1,6 @@
-"""MPICH's cpi across both lab nodes as a cluster user in the shared home. It runs after the disruptive file: in
-CI, after a run that hung in MPI_Finalize, node02 stopped answering SSH and the later tests failed with it."""
+"""MPICH's cpi across both lab nodes as a cluster user in the shared home. It runs after the disruptive file, so
+that a run that hangs in MPI_Finalize (its ranks spin under emulation until killed) cannot slow the nodes those
+tests reboot."""
 
 from __future__ import annotations
 
