@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import shlex
 import socket
 import time
@@ -21,6 +22,7 @@ from kestrel.nodes.state import Facts
 from kestrel.sysroot import Sysroot
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def select_targets(root: Sysroot, wanted: list[str], group: str | None) -> list[ssh.Target]:
@@ -160,6 +162,30 @@ def check_all(
             command_timeout=timeout,
         )
         return [read_check(t, p.result(), v) for t, p, v in zip(targets, pings, visits, strict=True)]
+
+
+def reach(
+    pool: ssh.Pool, targets: Sequence[ssh.Target], patience: float, parallel: int = 16, pause: float = 2.0
+) -> dict[ssh.Target, str]:
+    """Connect POOL to every target, asking those that do not answer again for up to PATIENCE seconds (never one
+    that refused the key or showed an unknown host key); why each target left unreached was not reached."""
+    deadline = time.monotonic() + patience
+    pending, unreached = list(targets), {}
+    while True:
+        answers = fan_out(pending, pool.reach, parallel)
+        failed = {t: a for t, a in zip(pending, answers, strict=True) if a is not None}
+        again = [t for t, (_, may_help) in failed.items() if may_help]
+        for t, (why, _) in failed.items():
+            if t not in unreached and t in again and time.monotonic() + pause < deadline:
+                logger.info(f"{t.name}: {why}; asking again for up to {patience:g} s")
+            unreached[t] = why
+        for t in pending:
+            if t not in failed:
+                unreached.pop(t, None)
+        if not again or time.monotonic() + pause >= deadline:
+            return unreached
+        time.sleep(pause)
+        pending = again
 
 
 def fan_out(targets: Sequence[ssh.Target], work: Callable[[ssh.Target], T], parallel: int = 10) -> list[T]:

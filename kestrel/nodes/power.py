@@ -37,11 +37,21 @@ class Sent:
     error: str | None = None
 
 
-def request(pool: ssh.Pool, targets: list[ssh.Target], power: Power, timeout: float, parallel: int = 16) -> list[Sent]:
-    """Ask every target to power off or reboot, in parallel; what each answered."""
-    results = fanout.run_many(pool, targets, _COMMANDS[power], parallel=parallel, timeout=timeout)
+def request(
+    pool: ssh.Pool, targets: list[ssh.Target], power: Power, timeout: float, parallel: int = 16, patience: float = 0.0
+) -> list[Sent]:
+    """Ask every target to power off or reboot, in parallel; what each answered. A target that does not answer
+    SSH is asked again for up to PATIENCE seconds before the request (sent once, on the connection that answered)."""
+    unreached = fanout.reach(pool, targets, patience, parallel) if patience > 0 else {}
+    asked = [t for t in targets if t not in unreached]
+    ran = fanout.run_many(pool, asked, _COMMANDS[power], parallel=parallel, timeout=timeout)
+    results = dict(zip(asked, ran, strict=True))
     out = []
-    for t, r in zip(targets, results, strict=True):
+    for t in targets:
+        if t in unreached:
+            out.append(Sent(t, None, unreached[t]))
+            continue
+        r = results[t]
         words = r.stdout.split()
         boot_id = words[0] if words and len(words[0]) == 36 else None
         # The node may close the connection before the exit status arrives: it printed its boot id, so it was asked.

@@ -176,6 +176,17 @@ class Pool:
             raise
         return client
 
+    def reach(self, target: Target) -> tuple[str, bool] | None:
+        """Connect to TARGET (kept for the next commands): None, or why not and whether asking again later may
+        help (a node too busy to finish the handshake in time, sshd restarting; not a refused key or host key)."""
+        try:
+            self.client(target)
+        except (paramiko.AuthenticationException, HostKeyRefused) as e:
+            return describe_error(e, self), False
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            return describe_error(e, self), True
+        return None
+
     def holds(self, target: Target) -> bool:
         """Whether a connection to TARGET is kept (it may have died since)."""
         with self._lock:
@@ -310,5 +321,10 @@ def describe_error(e: BaseException, pool: Pool) -> str:
         return "connection refused (sshd not running?)"
     if isinstance(e, OSError) and e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return "host unreachable"
+    # paramiko's words when the key exchange or a session's opening outlasts the timeout
+    if str(e) == "No existing session":
+        return f"no SSH handshake within {pool.connect_timeout:g} s (sshd too busy?)"
+    if str(e) == "Timeout opening channel.":
+        return "connected, but no session opened in time (sshd too busy?)"
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]

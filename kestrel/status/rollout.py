@@ -44,8 +44,10 @@ def power_nodes(
             raise KestrelError(f"not back after {timeout:g} s: {', '.join(t.name for t in late)}")
 
 
-def _request(pool: ssh.Pool, targets: list[ssh.Target], action: Power, config: Config) -> list[power.Sent]:
-    sent = power.request(pool, targets, action, float(config.nodes.ssh_timeout))
+def _request(
+    pool: ssh.Pool, targets: list[ssh.Target], action: Power, config: Config, patience: float = 0.0
+) -> list[power.Sent]:
+    sent = power.request(pool, targets, action, float(config.nodes.ssh_timeout), patience=patience)
     failed = [s for s in sent if s.error]
     for s in sent:
         if not s.error:
@@ -85,7 +87,10 @@ def rollout(root: Sysroot, config: Config, rows: list[NodeStatus], *, batch: int
         for i in range(0, len(todo), batch):
             group = todo[i : i + batch]
             started = time.monotonic()
-            sent = _request(pool, [ssh.Target(r.name, r.ip) for r in group], Power.REBOOT, config)
+            # nodes that were up but are too busy to answer now (one of the last batch's boots loading the
+            # frontend) are asked again within the batch's time, as they would be waited for to come back
+            targets = [ssh.Target(r.name, r.ip) for r in group]
+            sent = _request(pool, targets, Power.REBOOT, config, patience=timeout)
             back, late = power.wait_back(pool, sent, started + timeout, _said_back(started))
             _record_back(root, config, back)
             stale = [

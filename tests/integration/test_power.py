@@ -4,10 +4,15 @@ noise on stderr, nothing sent anywhere. A "node" whose port 22 accepts and close
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 from kestrel import supervisor
 from kestrel.net.netns import Topology
+from kestrel.nodes import fanout, knownhosts, ssh
 from kestrel.sysroot import Sysroot
 from tests.integration import sshnodes
 from tests.integration.test_exec import kestrel
@@ -38,3 +43,38 @@ def test_unreachable_nodes_are_one_line_each(topology: Topology, tmp_path: Path)
         assert usage.returncode == 2 and usage.stderr == "kestrel-nodes: name the nodes, or give --group G or --all\n"
     finally:
         supervisor.stop(root, "mute", timeout=5)
+
+
+def test_a_node_too_busy_to_answer_is_asked_again_a_refusal_is_not(topology: Topology, tmp_path: Path) -> None:
+    """What a rollout does before its reboot request: a node whose sshd is stalled (SIGSTOP: the kernel accepts,
+    no banner comes) is asked again until it answers; one that shows an unknown host key, or is off, is not waited
+    for beyond what it is given."""
+    c = sshnodes.build(topology, Sysroot(tmp_path), count=1, down=1)
+    up, off = (ssh.Target(n.name, n.ip) for n in c.nodes)
+    host_key = (c.image / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
+    try:
+        trusted = knownhosts.parse(f"* {host_key}")
+        with ssh.root_pool(c.root, connect_timeout=1, netns_name=c.frontend, trusted=trusted) as pool:
+            os.kill(c.nodes[0].pid, signal.SIGSTOP)
+            resume = threading.Timer(4.0, os.kill, (c.nodes[0].pid, signal.SIGCONT))
+            resume.start()
+            started = time.monotonic()
+            assert fanout.reach(pool, [up], patience=60, pause=0.5) == {}
+            waited = time.monotonic() - started
+            assert 4.0 <= waited < 30, waited
+            # the connection that answered is the one the request goes over
+            assert pool.holds(up)
+            assert fanout.run_many(pool, [up], "echo $SSH_CONNECTION", timeout=20)[0].stdout.split()[2] == up.address
+
+            started = time.monotonic()
+            gone = fanout.reach(pool, [off], patience=3, pause=0.5)
+            assert time.monotonic() - started >= 2.5
+            assert set(gone) == {off} and gone[off] in ("host unreachable", "no answer within 1 s"), gone
+        with ssh.root_pool(c.root, connect_timeout=1, netns_name=c.frontend) as stranger:
+            started = time.monotonic()
+            refused = fanout.reach(stranger, [up], patience=60, pause=0.5)
+            assert time.monotonic() - started < 10
+            assert "is not listed for node01 in known_hosts" in refused[up], refused
+    finally:
+        os.kill(c.nodes[0].pid, signal.SIGCONT)
+        sshnodes.stop(c)
