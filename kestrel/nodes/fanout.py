@@ -170,22 +170,26 @@ def reach(
     """Connect POOL to every target, asking those that do not answer again for up to PATIENCE seconds (never one
     that refused the key or showed an unknown host key); why each target left unreached was not reached."""
     deadline = time.monotonic() + patience
-    pending, unreached = list(targets), {}
-    while True:
+    pending = list(targets)
+    unreached: dict[ssh.Target, str] = {}
+    while pending:
         answers = fan_out(pending, pool.reach, parallel)
-        failed = {t: a for t, a in zip(pending, answers, strict=True) if a is not None}
-        again = [t for t, (_, may_help) in failed.items() if may_help]
-        for t, (why, _) in failed.items():
-            if t not in unreached and t in again and time.monotonic() + pause < deadline:
-                logger.info(f"{t.name}: {why}; asking again for up to {patience:g} s")
-            unreached[t] = why
-        for t in pending:
-            if t not in failed:
+        waiting = time.monotonic() + pause < deadline
+        again = []
+        for t, answer in zip(pending, answers, strict=True):
+            if answer is None:
                 unreached.pop(t, None)
-        if not again or time.monotonic() + pause >= deadline:
-            return unreached
-        time.sleep(pause)
+                continue
+            why, may_help = answer
+            if may_help and waiting:
+                if t not in unreached:
+                    logger.info(f"{t.name}: {why}; asking again for up to {patience:g} s")
+                again.append(t)
+            unreached[t] = why
+        if again:
+            time.sleep(pause)
         pending = again
+    return unreached
 
 
 def fan_out(targets: Sequence[ssh.Target], work: Callable[[ssh.Target], T], parallel: int = 10) -> list[T]:

@@ -87,8 +87,8 @@ def rollout(root: Sysroot, config: Config, rows: list[NodeStatus], *, batch: int
         for i in range(0, len(todo), batch):
             group = todo[i : i + batch]
             started = time.monotonic()
-            # nodes that were up but are too busy to answer now (one of the last batch's boots loading the
-            # frontend) are asked again within the batch's time, as they would be waited for to come back
+            # a node that was up but is too busy to answer now is asked again within the batch's time, as it
+            # would be waited for to come back
             targets = [ssh.Target(r.name, r.ip) for r in group]
             sent = _request(pool, targets, Power.REBOOT, config, patience=timeout)
             back, late = power.wait_back(pool, sent, started + timeout, _said_back(started))
