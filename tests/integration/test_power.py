@@ -52,11 +52,11 @@ def test_a_node_too_busy_to_answer_is_asked_again_a_refusal_is_not(topology: Top
     c = sshnodes.build(topology, Sysroot(tmp_path), count=1, down=1)
     up, off = (ssh.Target(n.name, n.ip) for n in c.nodes)
     host_key = (c.image / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
+    resume = threading.Timer(4.0, os.kill, (c.nodes[0].pid, signal.SIGCONT))
     try:
         trusted = knownhosts.parse(f"* {host_key}")
         with ssh.root_pool(c.root, connect_timeout=1, netns_name=c.frontend, trusted=trusted) as pool:
             os.kill(c.nodes[0].pid, signal.SIGSTOP)
-            resume = threading.Timer(4.0, os.kill, (c.nodes[0].pid, signal.SIGCONT))
             resume.start()
             started = time.monotonic()
             assert fanout.reach(pool, [up], patience=60, pause=0.5) == {}
@@ -76,5 +76,6 @@ def test_a_node_too_busy_to_answer_is_asked_again_a_refusal_is_not(topology: Top
             assert time.monotonic() - started < 10
             assert "is not listed for node01 in known_hosts" in refused[up], refused
     finally:
+        resume.cancel()  # no signal from the timer once sshd is stopped and its PID free again
         os.kill(c.nodes[0].pid, signal.SIGCONT)
         sshnodes.stop(c)
