@@ -38,8 +38,9 @@ def set_module(root: Sysroot, on: bool) -> None:
     path.write_text("".join(lines))
 
 
-def boot(root: Sysroot, on: bool) -> tuple[float, float]:
-    """Seconds from power-on to the login prompt and to a pinned SSH login, for one boot of node01."""
+def boot(root: Sysroot, on: bool) -> tuple[float | None, float]:
+    """Seconds from power-on to the login prompt (None: SSH answered first) and to a pinned SSH login, for one
+    boot of node01."""
     set_module(root, on)
     config_path = root.path(CONFIG_PATH)
     argv = runner.kestrel_argv("images", "--root", str(root.root), "--config", str(config_path), "build", "default")
@@ -48,7 +49,7 @@ def boot(root: Sysroot, on: bool) -> tuple[float, float]:
     if root.path(f"{vm_definitions.VMS_DIR}/node01.json").exists():
         power.stop(root, "node01")
     [p] = lab.up(root, 1, None, None, timeout=900)
-    if p.booted is None or p.ssh is None:
+    if p.ssh is None:
         raise SystemExit("node01 did not come up")
     return p.booted, p.ssh
 
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     root = Sysroot(args.root)
-    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    times: dict[bool, list[tuple[float | None, float]]] = {True: [], False: []}
     try:
         lab.up(root, 0, None, "kt-bfb", modules=["firewall"])
         for _ in range(args.rounds):
@@ -71,10 +72,11 @@ def main() -> None:
     for on in (False, True):
         found = times[on]
         if found:
-            login = statistics.median(b for b, _ in found)
+            logins = [b for b, _ in found if b is not None]
+            login = f"{statistics.median(logins):.1f}" if logins else "-"
             ssh_ready = statistics.median(s for _, s in found)
             name = "module on" if on else "module off (baseline)"
-            print(f"{name:<32} {login:>8.1f} {ssh_ready:>7.1f}  {len(found)}")  # noqa: T201
+            print(f"{name:<32} {login:>8} {ssh_ready:>7.1f}  {len(found)}")  # noqa: T201
     if times[True] and times[False]:
         slower = statistics.median(s for _, s in times[True]) - statistics.median(s for _, s in times[False])
         print(f"on - off (SSH-ready): {slower:+.1f} s; goal: at most +2 s")  # noqa: T201

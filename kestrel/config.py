@@ -199,6 +199,9 @@ class Boot(_Section):
     """ipxe-http (iPXE fetches kernel and initrd over HTTP, fast) or pxelinux (everything over TFTP)."""
     http_port: Port = 80
     """Port of nginx serving boot files to iPXE."""
+    keys_port: Port = 8079
+    """Port of nginx serving each registered node its image's SSH host keys at boot (module firewall: only to the
+    registered MAC + address pairs)."""
     menu_timeout: Annotated[StrictInt, Field(ge=0, le=600)] = 3
     """Seconds the boot menu waits for new (unregistered) nodes before booting the default image."""
     cmdline: Cmdline = "console=ttyS0,115200 console=tty0"

@@ -46,6 +46,8 @@ class Desired:
     content: bytes
     mode: int | None = 0o644  # None: keep the mode the file has (files Kestrel shares, like /etc/hosts)
     on_change: tuple[str, Action] | None = None
+    owner: tuple[int, int] | None = None  # (uid, gid); None: whoever runs Kestrel (root)
+    secret: bool = False  # a --diff never prints it (private keys)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class FileChange:
     new: bytes | None  # None: delete
     mode: int = 0o644
     owner: tuple[int, int] | None = None  # (uid, gid); None: whoever runs Kestrel (root)
+    secret: bool = False
 
     @property
     def verb(self) -> str:
@@ -64,8 +67,8 @@ class FileChange:
 
     def lines(self, root: Sysroot, diff: bool) -> list[str]:
         verb = {"Created": "create", "Wrote": "write", "Removed": "remove"}[self.verb]
-        out = [f"Would {verb} {root.sys(self.path)}"]
-        return out + (unified_diff(root.sys(self.path), self.old, self.new) if diff else [])
+        out = [f"Would {verb} {root.sys(self.path)}" + (" (secret: no diff shown)" if diff and self.secret else "")]
+        return out + (unified_diff(root.sys(self.path), self.old, self.new) if diff and not self.secret else [])
 
     def apply(self, root: Sysroot) -> str:
         target = root.path(self.path)
@@ -221,8 +224,8 @@ def plan_files(
         old = root.read(d.path)
         have = _mode(root.path(d.path)) if old is not None else None
         mode = d.mode if d.mode is not None else (have or 0o644)
-        if old != d.content or have != mode:
-            plan.add(FileChange(d.path, old, d.content, mode))
+        if old != d.content or have != mode or (d.owner is not None and _owner(root.path(d.path)) != d.owner):
+            plan.add(FileChange(d.path, old, d.content, mode, d.owner, d.secret))
             if d.on_change:
                 service, action = d.on_change
                 plan.add_action(ServiceAction(service, action, f"{d.path} changed"))
@@ -235,7 +238,9 @@ def plan_files(
         for entry in sorted(real.iterdir()):
             sys_path = f"{folder.rstrip('/')}/{entry.name}"
             if entry.is_file() and fnmatch.fnmatch(entry.name, pattern) and sys_path not in wanted:
-                plan.add(FileChange(sys_path, entry.read_bytes(), None))
+                # a file others may not read is not shown by a --diff either (the nodes' host key bundles)
+                secret = not _mode(entry) & 0o004
+                plan.add(FileChange(sys_path, entry.read_bytes(), None, secret=secret))
     return plan
 
 
@@ -264,6 +269,14 @@ def stale_temp_files(root: Sysroot, paths: Iterable[str]) -> list[str]:
 
 def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_uid, st.st_gid
 
 
 def apply_changes(root: Sysroot, plan: Plan) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kestrel.config import BootMethod, Config, NfsServer
 from kestrel.errors import CommandError, InputError
-from kestrel.frontend import dnsmasq, firewall, nfs, nginx, units
+from kestrel.frontend import dnsmasq, firewall, keybundles, nfs, nginx, units
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.images.store import PublishedImage
@@ -71,6 +71,7 @@ def paths(root: Sysroot, config: Config) -> dict[str, str]:
         "ganesha_state": root.sys(nfs.GANESHA_STATE),
         "nginx_site": root.sys(nginx.SITE_PATH),
         "nginx_state": root.sys(NGINX_STATE),
+        "host_keys": root.sys(keybundles.BUNDLES_DIR),
         "run": root.sys(RUN_DIR),
         "log": root.sys(LOG_DIR),
     }
@@ -150,6 +151,7 @@ NODE_OWNED = [
     (f"{TFTP_ROOT}/pxelinux.cfg", "01-*"),
     *gateway.OWNED,
     (str(Path(firewall.FIREWALL_PATH).parent), Path(firewall.FIREWALL_PATH).name),
+    (keybundles.BUNDLES_DIR, "*"),
 ]
 _OWNED = [
     *NODE_OWNED,
@@ -255,6 +257,7 @@ def _node_files(
         out += _pxelinux_node_files(root, config, nodes, images, ctx)
     out += gateway.desired_files(root, config, nodes, states)
     out += firewall.desired_files(root, config, nodes)
+    out += keybundles.desired_files(root, config, nodes)
     return out + hostfiles.desired_hostfiles(root, config, nodes, states)
 
 

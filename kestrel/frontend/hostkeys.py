@@ -1,12 +1,13 @@
-"""SSH host keys delivered after boot (with the firewall module): no host private key in the exported image.
+"""SSH host keys pushed after boot (with the firewall module): no host private key in the exported image.
 
 The image holds only the public host keys (the frontend's known_hosts and the nodes' own still list them); the
 private ones stay on the frontend, in /var/lib/kestrel/ssh/IMAGE (where sshd_host-keys keeps them stable across
-builds). A node boots with a throwaway key made at boot under /run (tmpfs), so its sshd starts; once it answers,
-the frontend connects with its root key (which the image authorises) and pushes the image's keys, then sshd
-reloads and shows the stable key. This one connection cannot check the node's host key (it has only the boot
-key): it is accepted only if the frontend's neighbour table gives the node's registered MAC for its address,
-which the firewall (MAC + address pairs) also requires. Every later connection pins the image's keys.
+builds). A node fetches them over HTTP before its sshd starts (kestrel.frontend.keybundles). One that could not
+boots with a throwaway key made under /run (tmpfs), so its sshd starts; once it answers, the frontend connects with
+its root key (which the image authorises) and pushes the image's keys, then sshd reloads and shows the stable key.
+That connection cannot check the node's host key (it has only the boot key): it is accepted only if the frontend's
+neighbour table gives the node's registered MAC for its address, which the firewall (MAC + address pairs) also
+requires. Every later connection pins the image's keys. The same connection delivers the users' keys.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+
 from kestrel import runner, supervisor
 from kestrel.config import Config
 from kestrel.errors import CommandError
-from kestrel.frontend import firewall
+from kestrel.frontend import firewall, keybundles
+from kestrel.frontend.keybundles import KEYS_DIR
 from kestrel.nodes import fanout, knownhosts, registry, ssh
 from kestrel.sysroot import Sysroot
 from kestrel.users import userkeys
@@ -31,7 +35,6 @@ from kestrel.users.hosttrust import known_hosts_body
 
 logger = logging.getLogger(__name__)
 
-KEYS_DIR = "/var/lib/kestrel/ssh"  # KEYS_DIR/IMAGE/ssh_host_*_key(.pub), made by the image script sshd_host-keys
 BOOT_KEY = "/run/kestrel/boot_host_ed25519_key"  # the node's throwaway key (phases/node sshd_host-keys)
 WAIT = 900  # seconds a booting node has to answer SSH before a background push gives up
 
@@ -69,8 +72,7 @@ class Delivered:
 
 
 def private_keys(root: Sysroot, image: str) -> dict[str, bytes]:
-    folder = root.path(f"{KEYS_DIR}/{image}")
-    found = {p.name: p.read_bytes() for p in sorted(folder.glob("ssh_host_*_key")) if p.is_file()}
+    found = keybundles.private_keys(root, image)
     if not found:
         raise CommandError(f"{root.sys(f'{KEYS_DIR}/{image}')}: no host keys of image {image} (build it first)")
     return found
@@ -113,24 +115,39 @@ def _deliver(
         return Delivered(target.name, False, str(e))
     lines = "".join(f"{name} {base64.b64encode(data).decode()}\n" for name, data in keys.items())
     started = time.monotonic()
-    deadline, tries = started + wait, 0
+    deadline, tries, changed = started + wait, 0, False
     while True:
         # a booting node: its port 22 polled every 0.2 s (an SSH attempt to a silent address waits ssh_timeout)
         while time.monotonic() < deadline and not _answers(pool, target):
             time.sleep(0.2)
         answered, tries = time.monotonic() - started, tries + 1
-        done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
-        if done.ok or done.returncode is not None or time.monotonic() > deadline:
+        if _shows_pinned_key(pool, target):  # it fetched its keys at boot: nothing to push
             break
-        logger.debug(f"{target.name}: {done.why()}; again")
-        time.sleep(0.5)  # sshd answered but the session failed: still starting
-    if not done.ok:
-        return Delivered(target.name, False, done.why(), answered=answered, tries=tries)
+        done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
+        if not done.ok and done.returncode is None and time.monotonic() <= deadline:
+            logger.debug(f"{target.name}: {done.why()}; again")
+            time.sleep(0.5)  # sshd answered but the session failed: still starting
+            continue
+        if not done.ok:
+            return Delivered(target.name, False, done.why(), answered=answered, tries=tries)
+        changed = "delivered" in done.stdout
+        break
     if lines := userkeys.key_lines(root, load_users(root)):  # the users' keys (in the frontend only with the module)
         users = userkeys.deliver(pool, target, lines)
         if not users.ok:
             return Delivered(target.name, False, f"users' keys: {users.why()}")
-    return Delivered(target.name, True, changed="delivered" in done.stdout, answered=answered, tries=tries)
+    return Delivered(target.name, True, changed=changed, answered=answered, tries=tries)
+
+
+def _shows_pinned_key(pool: ssh.Pool, target: ssh.Target) -> bool:
+    """Whether TARGET's sshd shows a host key known_hosts lists for it (not its boot key); False if unreachable."""
+    try:
+        transport = pool.client(target).get_transport()
+    except (OSError, paramiko.SSHException, EOFError):
+        return False
+    key = transport.get_remote_server_key() if transport else None
+    offered = knownhosts.HostKey(key.get_name(), key.get_base64()) if key else None
+    return offered is not None and knownhosts.is_trusted(pool.entries, target.lookup_names, offered)
 
 
 def _answers(pool: ssh.Pool, target: ssh.Target) -> bool:

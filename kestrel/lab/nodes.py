@@ -93,8 +93,9 @@ def follow(root: Sysroot, config: Config, progress: list[NodeProgress], elapsed:
     if fresh:
         _sync_known_hosts(root)
     # A container node is tried as soon as it is registered: its SSH is seconds away (under the image's systemd
-    # its init's "ready" goes to the journal, not to the console).
-    soon = [p for p in progress if p.booted or p.kind == VmKind.CONTAINER or elapsed > 60]
+    # its init's "ready" goes to the journal, not to the console). A qemu node's sshd starts before its login
+    # prompt (with the homes, not at the end of the boot): tried from 15 s on.
+    soon = [p for p in progress if p.booted or p.kind == VmKind.CONTAINER or elapsed > 15]
     ready = [p for p in soon if p.ssh is None and p.registered is not None]
     if not ready:
         return

@@ -16,7 +16,7 @@ import pytest
 
 from kestrel import runner, supervisor
 from kestrel.config import load_config
-from kestrel.frontend import dnsmasq, firewall, nfs, nginx, node_changes, registrar
+from kestrel.frontend import dnsmasq, firewall, keybundles, nfs, nginx, node_changes, registrar
 from kestrel.frontend.reconfigure import reconfigure_frontend
 from kestrel.net import netns
 from kestrel.net.netns import Topology
@@ -264,3 +264,44 @@ def test_a_pending_machine_boots_but_mounts_only_once_approved(frontend: Fronten
     assert not nfs_ls(ns, frontend.root.sys("/home"), seconds=2).ok
     node_changes.approve(frontend.root, frontend.config, [STRANGER_MAC])
     assert nfs_ls(ns, frontend.root.sys("/home"), seconds=1).ok
+
+
+def host_keys_script(folder: Path) -> Path:
+    """The node's script that fetches its host keys before sshd (written by the image script sshd_host-keys)."""
+    phase = Path(__file__).resolve().parents[2] / "phases/node/configure.d/sshd_host-keys"
+    text = phase.read_text()
+    body = text.split("cat > \"$script\" <<'EOT'\n", 1)[1].split("\nEOT\n", 1)[0]
+    script = folder / "host-keys"
+    script.write_text(body + "\n")
+    return script
+
+
+def test_a_registered_node_fetches_its_host_keys_and_nobody_else_can(frontend: Frontend, tmp_path: Path) -> None:
+    store = frontend.root.path(f"{keybundles.KEYS_DIR}/default")
+    store.mkdir(parents=True)
+    for kind in ("ed25519", "rsa"):
+        runner.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(store / f"ssh_host_{kind}_key")])
+    script, url = host_keys_script(tmp_path), keybundles.url(frontend.config)
+
+    def fetch(ns: str, into: Path) -> runner.Result:
+        into.mkdir()
+        return runner.run(["timeout", "4", "bash", str(script), url, str(into)], via=runner.Netns(ns), check=False)
+
+    ns, dev = frontend.machine("nd", NODE_MAC, NODE_IP)
+    assert not fetch(ns, tmp_path / "before").ok  # not registered yet: the port is closed to it
+    assert list((tmp_path / "before").iterdir()) == []
+    node_changes.add(frontend.root, frontend.config, NODE_MAC, ip=NODE_IP)
+    got = fetch(ns, tmp_path / "node")
+    assert got.ok, got.why()
+    for kind in ("ed25519", "rsa"):
+        name = f"ssh_host_{kind}_key"
+        assert (tmp_path / "node" / name).read_bytes() == (store / name).read_bytes()
+        assert (tmp_path / "node" / name).stat().st_mode & 0o077 == 0
+    # the same address from another MAC gets nothing: the firewall drops it
+    runner.run(["ip", "-n", ns, "link", "set", dev, "down"])
+    other, _ = frontend.machine("ot", STRANGER_MAC, NODE_IP)
+    assert not fetch(other, tmp_path / "other").ok
+    assert list((tmp_path / "other").iterdir()) == []
+    # a removed node: its bundle is gone with it, and so is its pair in the firewall
+    node_changes.remove(frontend.root, frontend.config, ["node01"])
+    assert not frontend.root.path(f"{keybundles.BUNDLES_DIR}/{NODE_IP}").exists()

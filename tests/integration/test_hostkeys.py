@@ -118,7 +118,10 @@ def test_exported_trees_hold_no_private_key(tree: Sysroot, tmp_path: Path) -> No
         "HostKey /run/kestrel/boot_host_ed25519_key"
         in (image / "etc/ssh/sshd_config.d/kestrel-hostkeys.conf").read_text()
     )
-    assert (image / "etc/systemd/system/ssh.service.wants/kestrel-boot-hostkey.service").exists()
+    unit = (image / "etc/systemd/system/kestrel-host-keys.service").read_text()
+    assert (image / "etc/systemd/system/ssh.service.wants/kestrel-host-keys.service").exists()
+    assert "/usr/lib/kestrel/host-keys http://10.10.0.1:8079/host-keys /etc/ssh" in unit
+    assert "ssh-keygen -q -t ed25519" in unit  # the throwaway key when the fetch fails
     assert private_keys_under(tree.path(hostkeys.KEYS_DIR)) != []  # kept on the frontend
     client = image / "etc/ssh/ssh_config.d/kestrel-user-keys.conf"  # users' keys: delivered with the host keys
     assert client.read_text() == userkeys.client_config(userkeys.NODE_KEYS_DIR)
@@ -127,6 +130,8 @@ def test_exported_trees_hold_no_private_key(tree: Sysroot, tmp_path: Path) -> No
     runner.run([str(script)], env=env | {"KESTREL_CONFIG_JSON": load_config(config_path).to_json()})
     assert private_keys_under(image) != []
     assert not (image / "etc/ssh/sshd_config.d/kestrel-hostkeys.conf").exists()
+    assert not (image / "etc/systemd/system/kestrel-host-keys.service").exists()
+    assert not (image / "usr/lib/kestrel/host-keys").exists()
     assert not client.exists()
 
 
