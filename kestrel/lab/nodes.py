@@ -103,7 +103,8 @@ def follow(root: Sysroot, config: Config, progress: list[NodeProgress], elapsed:
     with ssh.root_pool(root, config.nodes.ssh_key, 5.0, config.network.netns) as pool:
         results = fanout.fan_out(
             [ssh.Target(p.name, p.ip) for p in ready],
-            lambda t: runner.run(["true"], via=pool.on(t), timeout=10, check=False),
+            # ready for the users too: systemd's "booting up" /run/nologin is gone (sshd answers root before that)
+            lambda t: runner.run(["test", "!", "-e", "/run/nologin"], via=pool.on(t), timeout=10, check=False),
             parallel=16,
         )
     for p, result in zip(ready, results, strict=True):
