@@ -77,7 +77,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
     qemu.start_vm(root, spec)
     result: dict[str, object] = {"login": None, "ssh": None}
     try:
-        with open(console, "rb") as log, ssh.root_pool(root, config.nodes.ssh_key, 3.0, config.network.netns) as pool:
+        with open(console, "rb") as log, ssh.root_pool(root, config.nodes.ssh_key, 10.0, config.network.netns) as pool:
             log.seek(offset)
             while time.monotonic() - start < BOOT_TIMEOUT:
                 elapsed = time.monotonic() - start
@@ -86,7 +86,7 @@ def boot_once(root: Sysroot, config: Config, name: str, direct: bool) -> dict[st
                     result["login"] = elapsed
                 node = next((n for n in registry.load_registry(root) if n.mac == spec.mac), None)
                 target = ssh.Target(str(node.ip), str(node.ip)) if node else None
-                if target and elapsed > 20 and runner.run(["true"], via=pool.on(target), timeout=10, check=False).ok:
+                if target and elapsed > 20 and runner.run(["true"], via=pool.on(target), timeout=20, check=False).ok:
                     ready = time.monotonic() - start
                     result["ssh"] = ready
                     times, read_at = node_times(pool, target, start)
