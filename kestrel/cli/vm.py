@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -47,6 +46,10 @@ def _spec(ctx: Context, name: str) -> vm_definitions.VmSpec:
 @click.option("--cpus", type=click.IntRange(1, 256), help="vCPUs [default: config vm.cpus].")
 @click.option("--bridge", help="Cluster bridge for the tap [default: config network.interface].")
 @click.option("--netns", help="Namespace of the bridge [default: config network.netns].")
+@click.option(
+    "--server",
+    help="Run qemu on this one of the config's servers (over SSH, on its switch.bridge) [default: this host].",
+)
 @click.option("--kvm", type=click.Choice([m.value for m in KvmMode]), help="Hardware acceleration.")
 @click.option(
     "--kind",
@@ -67,17 +70,18 @@ def start(ctx: Context, name: str, dry_run: bool, diff: bool, **given: object) -
         common.print_dry_run(plan_lines(ctx.root, plan, diff) + power.describe_start(ctx.root, ctx.config, spec))
         return
     spec = vm_definitions.define_vm(ctx.root, ctx.config, name, **given)
-    record = power.start(ctx.root, ctx.config, spec)
-    if record is None:
-        logger.info(f"{spec.name} is already running")
+    pid = power.start(ctx.root, ctx.config, spec)
+    if pid is None:
+        logger.info(f"{spec.name} is already running" + (f" on {spec.server}" if spec.server else ""))
     elif power.is_container(spec):
         logger.info(
-            f"Started container node {spec.name} (pid {record.pid}, MAC {spec.mac} on {spec.bridge}); "
+            f"Started container node {spec.name} (pid {pid}, MAC {spec.mac} on {spec.bridge}); "
             f"console: kestrel-vm console {spec.name}"
         )
     else:
+        where = f" on {spec.server}" if spec.server else ""
         logger.info(
-            f"Started {spec.name} (pid {record.pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
+            f"Started {spec.name}{where} (pid {pid}, MAC {spec.mac}, tap {spec.tap} on {spec.bridge}); "
             f"console: kestrel-vm console {spec.name}"
         )
 
@@ -92,13 +96,13 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
         lines = []
         for name in names:
             _spec(ctx, name)
-            lines += power.describe_stop(ctx.root, name)
+            lines += power.describe_stop(ctx.root, name, ctx.config)
             lines += plan_lines(ctx.root, vm_definitions.plan_remove(ctx.root, name), diff) if remove else []
         common.print_dry_run(lines)
         return
     for name in names:
         _spec(ctx, name)
-        stopped = power.remove(ctx.root, name) if remove else power.stop(ctx.root, name)
+        stopped = power.remove(ctx.root, name, ctx.config) if remove else power.stop(ctx.root, name, config=ctx.config)
         logger.info(f"{'Stopped' if stopped else 'Not running:'} {name}" + (" and removed it" if remove else ""))
 
 
@@ -106,9 +110,9 @@ def stop(ctx: Context, names: tuple[str, ...], remove: bool, dry_run: bool, diff
 @json_option
 @pass_context
 def list_(ctx: Context, as_json: bool) -> None:
-    columns = ["name", "kind", "state", "pid", "mac", "bridge", "netns", "memory", "cpus"]
+    columns = ["name", "kind", "state", "server", "pid", "mac", "bridge", "netns", "memory", "cpus"]
     print_rows(
-        power.vm_rows(ctx.root),
+        power.vm_rows(ctx.root, ctx.config),
         columns,
         as_json,
         lambda r: r | {"memory": f"{r['memory_bytes'] // 2**20} MiB", "pid": r["pid"] or ""},
@@ -121,19 +125,10 @@ def list_(ctx: Context, as_json: bool) -> None:
 @pass_context
 def console(ctx: Context, name: str, follow: bool) -> None:
     _spec(ctx, name)
-    path = power.console_path(ctx.root, name)
-    if not path.exists():
-        raise InputError(f"{name} has no console log yet ({path}): start it first")
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-            elif not follow:
-                return
-            else:
-                time.sleep(0.5)
+    for chunk in power.console_chunks(ctx.root, ctx.config, name, follow):
+        if chunk:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
 
 
 @command.command(help="Start stopped VMs and container nodes when their magic packet crosses the bridge.")

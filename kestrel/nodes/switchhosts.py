@@ -93,9 +93,11 @@ class Host:
             else {}
         )
         try:
+            # in the lab, the underlay is reached from the frontend's namespace, like the nodes (network.netns)
+            sock = ssh.open_socket(str(s.address), s.ssh_port, t, self.config.network.netns)
             client.connect(
                 str(s.address), s.ssh_port, username=s.user, timeout=t, banner_timeout=t, auth_timeout=t,
-                look_for_keys=False, allow_agent=False, **secret,
+                look_for_keys=False, allow_agent=False, sock=sock, **secret,
             )  # fmt: skip
         except BaseException:
             client.close()

@@ -39,6 +39,7 @@ class VmSpec:
     append: str | None = None
     kind: str = VmKind.QEMU.value
     image: str | None = None
+    server: str | None = None  # one of the config's servers: qemu runs there over SSH, on switch.bridge
 
     @property
     def tap(self) -> str:
@@ -64,18 +65,33 @@ def tap_name(name: str) -> str:
 
 
 def new_spec(config: Config, name: str, **given: object) -> VmSpec:
-    """A VM definition from the config's defaults and the values given (None: the default)."""
+    """A VM definition from the config's defaults and the values given (None: the default). A VM on a server
+    (SERVER given) is on that server's cluster bridge (switch.bridge), in no namespace of this host."""
+    server = check_server(config, given.get("server"))
     base = VmSpec(
         name=check_vm_name(name),
         mac=vm_mac(name),
-        bridge=config.network.interface,
-        netns=config.network.netns,
+        bridge=config.switch.bridge if server and config.switch else config.network.interface,
+        netns=None if server else config.network.netns,
         memory=config.vm.memory,
         cpus=config.vm.cpus,
         kvm=config.vm.kvm.value,
         mtu=config.network.mtu,
+        server=server,
     )
     return _updated(base, given)
+
+
+def check_server(config: Config, server: object) -> str | None:
+    """SERVER (--server) as one of the config's servers:, None for this host; refused for anything else."""
+    if server is None:
+        return None
+    listed = [s.name for s in config.servers]
+    if server not in listed:
+        raise InputError(f"--server: {server!r} is not one of servers: ({', '.join(listed) or 'none listed'})")
+    if config.switch is None:
+        raise InputError("--server: the config has no switch: section (the VM's tap goes on switch.bridge)")
+    return str(server)
 
 
 def _updated(spec: VmSpec, given: dict[str, object]) -> VmSpec:
@@ -122,7 +138,14 @@ def plan_define(root: Sysroot, config: Config, name: str, **given: object) -> tu
     """The VM's saved definition updated with GIVEN, or a new one from the config's defaults, and the plan that
     writes it when it changed (pure given the disk)."""
     current = load_vm(root, name)
+    if current and given.get("server") is not None and given["server"] != current.server:
+        check_server(config, given["server"])
+        if config.switch is not None:  # moved to a server: onto its cluster bridge
+            given = {**given, "bridge": given.get("bridge") or config.switch.bridge}
+        current = replace(current, netns=None)
     spec = _updated(current, given) if current else new_spec(config, name, **given)
+    if spec.server is not None and spec.netns is not None:
+        raise InputError(f"VM {spec.name}: --netns is for a VM on this host, not on server {spec.server}")
     if spec == current:
         return spec, Plan()
     for other in list_vms(root):

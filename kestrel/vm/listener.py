@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kestrel import runner, supervisor
 from kestrel.config import Config
-from kestrel.errors import CommandError, InputError
+from kestrel.errors import CommandError, KestrelError
 from kestrel.net import netns
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
@@ -57,20 +57,22 @@ def open_listener(bridge: str, ns: str | None) -> socket.socket:
 
 
 def wake_vms(root: Sysroot, config: Config, macs: set[str], bridge: str, ns: str | None) -> list[str]:
-    """Start the stopped VMs on BRIDGE/NS whose MAC is in MACS; return their names."""
+    """Start the stopped VMs on BRIDGE/NS whose MAC is in MACS, and those on servers (their bridges reach this one
+    through the switch, so their magic packets cross it); return their names."""
     started = []
     for spec in vm_definitions.list_vms(root):
-        if spec.mac not in macs or spec.bridge != bridge or spec.netns != ns:
-            continue
-        if power.is_running(root, spec.name):
-            logger.info(f"Magic packet for {spec.name} ({spec.mac}): already running")
+        if spec.mac not in macs or (not power.is_remote(spec) and (spec.bridge != bridge or spec.netns != ns)):
             continue
         try:
-            power.start(root, config, spec)
-        except (CommandError, InputError) as e:
+            # a VM on a server: power.start asks there whether it runs, in the same SSH session
+            if power.start(root, config, spec) is None:
+                logger.info(f"Magic packet for {spec.name} ({spec.mac}): already running")
+                continue
+        except KestrelError as e:
             logger.info(f"Magic packet for {spec.name} ({spec.mac}): cannot start it: {e}")
             continue
-        logger.info(f"Magic packet for {spec.name} ({spec.mac}): started")
+        where = f" on {spec.server}" if spec.server else ""
+        logger.info(f"Magic packet for {spec.name} ({spec.mac}): started{where}")
         started.append(spec.name)
     return started
 

@@ -43,11 +43,15 @@ def want_kvm(mode: str, usable: bool) -> bool:
     return mode == KvmMode.YES or (mode == KvmMode.AUTO and usable)
 
 
-def qemu_argv(spec: definitions.VmSpec, console: str, kvm: bool) -> list[str]:
-    """The qemu command line: no display, serial to CONSOLE, one virtio NIC on the tap, PXE or direct boot."""
+QEMU = "qemu-system-x86_64"
+
+
+def qemu_argv(spec: definitions.VmSpec, console: str, kvm: bool, program: str | None = None) -> list[str]:
+    """The qemu command line: no display, serial to CONSOLE, one virtio NIC on the tap, PXE or direct boot.
+    PROGRAM: qemu's path (default: found in this host's PATH)."""
     nic = f"virtio-net-pci,netdev=n0,mac={spec.mac}" + (f",host_mtu={spec.mtu}" if spec.mtu else "")
     argv = [
-        runner.which("qemu-system-x86_64") or "qemu-system-x86_64",
+        program or runner.which(QEMU) or QEMU,
         "-name",
         spec.name,
         "-nodefaults",
@@ -121,13 +125,17 @@ def start_commands(
     if network_ready and not _link_exists(spec, spec.bridge):
         where = f" in network namespace {spec.netns}" if spec.netns else ""
         raise CommandError(f"VM {spec.name}: bridge {spec.bridge} does not exist{where}")
-    ip = _ip(spec)
     made = network_ready and _link_exists(spec, spec.tap)
+    return tap_commands(spec, _ip(spec), made), qemu_argv(spec, str(console_path(root, spec.name)), kvm)
+
+
+def tap_commands(spec: definitions.VmSpec, ip: list[str], made: bool) -> list[list[str]]:
+    """IP (ip(8), maybe with -n NS) commands that make SPEC's tap (unless MADE) and put it on its bridge up."""
     tap = [] if made else [[*ip, "tuntap", "add", "dev", spec.tap, "mode", "tap"]]
     if spec.mtu:
         tap.append([*ip, "link", "set", spec.tap, "mtu", str(spec.mtu)])
     tap.append([*ip, "link", "set", spec.tap, "master", spec.bridge, "up"])
-    return tap, qemu_argv(spec, str(console_path(root, spec.name)), kvm)
+    return tap
 
 
 def describe_start(

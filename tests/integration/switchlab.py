@@ -1,6 +1,7 @@
 """A switch host and three servers, each a network namespace with its own sshd, joined by a veth underlay,
 and a frontend namespace that reaches them: the real SSH and VXLAN code paths of kestrel-switch on one machine
-(tests/integration/test_switch.py, bench/bench_switch.py). Every name starts with PREFIX."""
+(tests/integration/test_switch.py, bench/bench_switch.py), built with the lab's own parts (kestrel.lab.servers).
+Every name starts with PREFIX."""
 
 from __future__ import annotations
 
@@ -11,25 +12,25 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kestrel import runner, supervisor
+from kestrel import runner
+from kestrel.lab import servers
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 
 PREFIX = "kt-sw-"
-UNDERLAY = "172.31.240"
+UNDERLAY = servers.UNDERLAY
 HOSTS = {"sw": 1, "s1": 11, "s2": 12, "s3": 13}  # the switch host, then the servers (one "VM" each)
 ETH = f"{PREFIX}eth"  # every host's underlay interface
 BRIDGE = f"{PREFIX}br"  # every server's cluster bridge
 UP = "kt-sw-up"  # a server's VXLAN to the switch host (device_prefix kt-sw)
-SSHD = 'mkdir -m 755 /run/sshd && exec /usr/sbin/sshd -D -e -f "$1"'
 
 
-def remove_stale() -> None:
+def remove_stale(prefix: str = PREFIX) -> None:
     """Namespaces of ours left by a killed run (every name starts with PREFIX)."""
     out = runner.run(["ip", "-j", "netns", "list"], check=False).stdout
     for ns in json.loads(out or "[]"):
-        if ns["name"].startswith(PREFIX):
+        if ns["name"].startswith(prefix):
             netns.kill_namespace_processes(ns["name"])
             runner.run(["ip", "netns", "del", ns["name"]], check=False)
 
@@ -56,50 +57,30 @@ class Lab:
 
 
 def build(topo: Topology, tree: Sysroot) -> Lab:
-    ul = topo.add_netns("ul")
-    bridge = topo.add_bridge(ul, "ulbr")
-    spaces = {}
-    for name, octet in [("fe", 2), *HOSTS.items()]:
-        ns = topo.add_netns(name)
-        topo.add_veth(ul, f"u{name}", ns, "eth", master_a=bridge, address_b=f"{UNDERLAY}.{octet}/24")
-        spaces[name] = ns
-    key = tree.path("/root/.ssh/id_ed25519")
-    key.parent.mkdir(parents=True)
-    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-    keys = {}
-    for name, octet in HOSTS.items():
-        work = tree.path(f"/var/tmp/servers/{name}")
-        work.mkdir(parents=True)
-        runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")])
-        keys[name] = work / "host_key"
-        conf = work / "sshd_config"
-        conf.write_text(
-            f"ListenAddress {UNDERLAY}.{octet}\nHostKey {work}/host_key\nPidFile none\nUsePAM no\n"
-            f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            f"AuthorizedKeysFile {key}.pub\nStrictModes no\nMaxStartups 100:30:200\n"
+    spaces = servers.build_underlay(topo, {"fe": 2, **HOSTS})
+    key = servers.ensure_key(tree.path("/root/.ssh/id_ed25519"))
+    keys = {
+        name: servers.start_sshd(
+            tree, name, spaces[name], f"{UNDERLAY}.{octet}", Path(f"{key}.pub"), "/var/tmp/servers"
         )
-        record = supervisor.start(
-            tree, f"sshd-{name}", ["sh", "-c", SSHD, "sh", str(conf)], netns=spaces[name], private_run=True
-        )
-        assert supervisor.wait_for_log(record, "Server listening", 20), Path(record.log).read_text()[-500:]
-    servers = "".join(
+        for name, octet in HOSTS.items()
+    }
+    servers_ = "".join(
         f"  - {{name: {n}, address: {UNDERLAY}.{o}, underlay_interface: {ETH}, nodes: {0 if n == 'sw' else 1}}}\n"
         for n, o in HOSTS.items()
     )
     config = tree.path("/etc/kestrel/kestrel.yaml")
     config.write_text(
-        config.read_text() + f"servers:\n{servers}switch: {{server: sw, bridge: {BRIDGE}, device_prefix: kt-sw}}\n"
+        config.read_text() + f"servers:\n{servers_}switch: {{server: sw, bridge: {BRIDGE}, device_prefix: kt-sw}}\n"
     )
     return Lab(tree, spaces["fe"], {n: spaces[n] for n in HOSTS}, keys)
 
 
-def fingerprint(host_key: Path) -> str:
-    return runner.run(["ssh-keygen", "-l", "-f", f"{host_key}.pub"]).stdout.split()[1]
+fingerprint = servers.fingerprint
 
 
 def stop(lab: Lab) -> None:
-    for name in HOSTS:
-        supervisor.stop(lab.root, f"sshd-{name}", timeout=5)
+    servers.stop_sshds(lab.root, list(HOSTS))
 
 
 def trust_all(lab: Lab) -> None:
