@@ -84,7 +84,26 @@ def command() -> None:
     help="Create the network, start dnsmasq, nginx and nfs-ganesha, build the image if missing, "
     "start N nodes and wait until they answer SSH."
 )
-@click.option("--nodes", "count", type=click.IntRange(0, 200), default=2, show_default=True, help="Nodes of --kind.")
+@click.option(
+    "--nodes",
+    "count",
+    type=click.IntRange(0, 200),
+    help="Nodes of --kind on the frontend [default: 2; 0 with --servers].",
+)
+@click.option(
+    "--servers",
+    type=click.IntRange(0, 200),
+    default=0,
+    help="Servers (and a switch host) as namespaces with their own sshd, joined by kestrel-switch.",
+)
+@click.option(
+    "--nodes-per-server",
+    "per_server",
+    type=click.IntRange(0, 200),
+    default=1,
+    show_default=True,
+    help="qemu nodes started on each server (kestrel-vm start --server).",
+)
 @click.option(
     "--kind",
     type=click.Choice([k.value for k in VmKind]),
@@ -107,7 +126,9 @@ def command() -> None:
 @pass_context
 def up(
     ctx: Context,
-    count: int,
+    count: int | None,
+    servers: int,
+    per_server: int,
     image: str | None,
     prefix: str | None,
     rebuild: bool,
@@ -117,13 +138,19 @@ def up(
     dry_run: bool,
     diff: bool,
 ) -> None:
+    count = count if count is not None else 0 if servers else 2
+    per_server = per_server if servers else 0
     if dry_run:
         lines = lab.describe_up(
-            ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules, kind=kind
-        )
+            ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, diff=diff, modules=modules, kind=kind,
+            servers=servers, per_server=per_server,
+        )  # fmt: skip
         print_dry_run(lines)
         return
-    progress = lab.up(ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, modules=modules, kind=kind)
+    progress = lab.up(
+        ctx.root, count, image, prefix, rebuild=rebuild, timeout=timeout, modules=modules, kind=kind,
+        servers=servers, per_server=per_server,
+    )  # fmt: skip
     config = ctx.config
     targets = fanout.select_targets(ctx.root, [p.name for p in progress], None) if progress else []
     checks = registration.check(ctx.root, config, targets) if targets else []

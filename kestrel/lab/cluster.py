@@ -23,13 +23,14 @@ from pathlib import Path
 
 from kestrel import runner, supervisor
 from kestrel.config import CONFIG_PATH, Config, VmKind, load_config
-from kestrel.errors import CommandError, InputError
+from kestrel.errors import CommandError, InputError, KestrelError
 from kestrel.frontend import dnsmasq, hostkeys, nfs, nginx, registrar
 from kestrel.frontend.reconfigure import checked_plan, reconfigure_frontend
 from kestrel.gateway import backends as gateway_backends
 from kestrel.gateway import files as gateway
 from kestrel.images import store
 from kestrel.lab import nodes, tree
+from kestrel.lab import servers as lab_servers
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.nodes import keeper, registry, ssh
@@ -60,12 +61,18 @@ def up(
     timeout: float = 900.0,
     modules: list[str] | None = None,
     kind: str = VmKind.QEMU.value,
+    servers: int = 0,
+    per_server: int = 0,
 ) -> list[nodes.NodeProgress]:
     """Bring the lab up (idempotent): network, services, image, Wake-on-LAN listener, COUNT nodes of KIND (the
     nodes of the other kind stay as they are). MODULES are added to the lab's config (and stay there for later
-    ups); an image built without one of them is rebuilt (firewall too: its images hold no host private key)."""
+    ups); an image built without one of them is rebuilt (firewall too: its images hold no host private key).
+    SERVERS: that many servers and a switch host (kestrel.lab.servers), joined by kestrel-switch, each with
+    PER_SERVER qemu nodes started there by kestrel-vm start --server."""
     before = _modules(root)
-    config_path, config = up_frontend(root, prefix, modules)
+    prefix = _prefix(root, prefix)
+    section = servers_section(prefix, servers, per_server) if servers else None
+    config_path, config = up_frontend(root, prefix, modules, section)
     rebuild = rebuild or (before is not None and set(config.modules) - set(before) != set())
     image = image or config.nodes.default_image
     built = _ensure_image(root, config_path, image, rebuild)
@@ -73,22 +80,29 @@ def up(
         supervisor.stop(root, "nfs-ganesha")
     # After the build: ganesha must never see an image tree with /proc or /dev mounted inside it.
     _start(root, "nfs-ganesha", nfs.ganesha_foreground_argv(root), config, ready_port=2049, private_run=True)
+    if servers and supervisor.stop(root, listener.LISTENER):  # it reads the config once: now with servers:
+        logger.info("Stopped the Wake-on-LAN listener to start it with the servers")
     if listener.start_listener(root, str(config_path), config.network.interface, config.network.netns):
         logger.info("Started the Wake-on-LAN listener")
     if monitor.start_supervised(root, str(config_path)):
         logger.info(f"Started the status monitor: {root.sys(page.STATUS_DIR)}/index.html, kestrel-nodes status")
+    if servers:
+        servers_up(root, config, prefix, servers)
     progress = nodes.start_nodes(root, config, count, kind)
+    progress += nodes.start_server_nodes(root, config, lab_servers.server_names(servers), per_server)
     nodes.wait_nodes(root, config, progress, timeout)
     if slurm_conf.enabled(config) and progress:
         _join_slurm(root, config, progress)
     return progress
 
 
-def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = None) -> tuple[Path, Config]:
+def up_frontend(
+    root: Sysroot, prefix: str | None, modules: list[str] | None = None, servers: dict | None = None
+) -> tuple[Path, Config]:
     """The tree, the namespace with its bridge, the frontend's files, dnsmasq, nginx, the gateway's HAProxy and
     slurmctld with munged when their modules are on (no image needed)."""
     prefix = _prefix(root, prefix)
-    config_path = tree.prepare_tree(root, prefix, modules or [])
+    config_path = tree.prepare_tree(root, prefix, modules or [], servers)
     config = load_config(config_path)
     _network(root, config, prefix)
     reconfigure_frontend(root, config, config_path)
@@ -103,6 +117,47 @@ def up_frontend(root: Sysroot, prefix: str | None, modules: list[str] | None = N
         argv = slurm_controller.launcher_argv(root)
         _start(root, slurm_controller.SERVICE, argv, config, ready_port=config.slurm.port, private_run=True)
     return config_path, config
+
+
+def servers_section(prefix: str, count: int, per_server: int) -> dict:
+    """The config's servers: and switch: for COUNT lab servers (and the switch host, and the frontend)."""
+    hosts = lab_servers.host_octets(count)
+    nodes_of = {name: per_server for name in lab_servers.server_names(count)}
+    return lab_servers.servers_config(hosts, Topology(prefix).name("eth"), nodes_of, tree.names_for(prefix)[1])
+
+
+def servers_up(root: Sysroot, config: Config, prefix: str, count: int) -> None:
+    """The underlay, a namespace and an sshd per host (the frontend's namespace joins as server fe), their host
+    keys trusted (kestrel-switch trust --fingerprint), then kestrel-switch up."""
+    hosts = lab_servers.host_octets(count)
+    ns, _ = tree.names_for(prefix)
+    topo = Topology(prefix)
+    if not netns.exists(topo.name("ul")):
+        planned = [ns, topo.name("ul"), *(topo.name(h) for h in hosts if h != lab_servers.FRONTEND)]
+        tree.save_state(root, tree.LabState(prefix, planned))  # first: a failed build is still taken down
+        lab_servers.build_underlay(topo, hosts, existing={lab_servers.FRONTEND: ns})
+        logger.info(f"Created the underlay and {len(hosts) - 1} server namespaces ({', '.join(planned[1:])})")
+    missing = [topo.name(h) for h in hosts if h != lab_servers.FRONTEND and not netns.exists(topo.name(h))]
+    if missing:
+        raise InputError(f"--servers {count}: the lab's servers are up with another count: kestrel-lab down first")
+    key = lab_servers.ensure_key(root.path(config.nodes.ssh_key))
+    config_path = str(root.path(CONFIG_PATH))
+    for name, octet in hosts.items():
+        space = ns if name == lab_servers.FRONTEND else topo.name(name)
+        address = f"{lab_servers.UNDERLAY}.{octet}"
+        host_key = lab_servers.start_sshd(root, name, space, address, Path(f"{key}.pub"))
+        fingerprint = lab_servers.fingerprint(host_key)
+        trust = ["trust", name, "--fingerprint", fingerprint]
+        _said(runner.run(runner.kestrel_argv("switch", "--root", str(root.root), "--config", config_path, *trust)))
+    _said(
+        runner.run(runner.kestrel_argv("switch", "--root", str(root.root), "--config", config_path, "up"), timeout=300)
+    )
+
+
+def _said(result: runner.Result) -> None:
+    """What a program the lab ran said, as the lab's own lines."""
+    for line in result.stderr.splitlines():
+        logger.info(line)
 
 
 def _runs_haproxy(config: Config) -> bool:
@@ -225,11 +280,14 @@ def describe_up(
     diff: bool = False,
     modules: list[str] | None = None,
     kind: str = VmKind.QEMU.value,
+    servers: int = 0,
+    per_server: int = 0,
 ) -> list[str]:
     """What up would do (--dry-run), reading only: the tree's files, the network, the frontend's plan, the
     processes it would start, the image it would build, the VMs' definitions, taps and qemu."""
     prefix = _prefix(root, prefix)
-    tree_plan, text = tree.plan_tree(root, prefix, modules or [])
+    section = servers_section(prefix, servers, per_server) if servers else None
+    tree_plan, text = tree.plan_tree(root, prefix, modules or [], section)
     config_path = root.path(CONFIG_PATH)
     config = load_config(config_path, text)
     ns, bridge = tree.names_for(prefix)
@@ -269,8 +327,14 @@ def describe_up(
             lines += plan_lines(root, plan, diff) + [f"Would start container node {name} on the new image"]
             continue
         lines += plan_lines(root, plan, diff) + power.describe_start(root, config, spec, network_ready=network_ready)
-    if count:
-        names = ", ".join(nodes.vm_names(config, count, kind))
+    if servers:
+        hosts = ", ".join(lab_servers.host_octets(servers))
+        lines.append(f"Would create the underlay namespace and hosts {hosts}, each with an sshd (fe: the frontend's)")
+        lines.append("Would trust their host keys (kestrel-switch trust NAME --fingerprint) and run kestrel-switch up")
+    server_vms = nodes.server_vm_names(lab_servers.server_names(servers), per_server) if servers else []
+    lines += [f"Would start VM {vm} on {server} (kestrel-vm start {vm} --server {server})" for vm, server in server_vms]
+    if count or server_vms:
+        names = ", ".join([*nodes.vm_names(config, count, kind), *(vm for vm, _ in server_vms)])
         lines.append(f"Would wait until {names} answer SSH (at most {timeout:g} s)")
     return lines
 
@@ -287,10 +351,17 @@ def down(root: Sysroot) -> list[str]:
     pid), delete the namespace; return leftovers."""
     tree.check_lab_root(root)
     state = tree.load_state(root)
+    config = load_config(root.path(CONFIG_PATH)) if root.path(CONFIG_PATH).exists() else None
+    problems = []
     for spec in vm_definitions.list_vms(root):
-        if power.stop(root, spec.name):
-            logger.info(f"Stopped {'container node' if power.is_container(spec) else 'VM'} {spec.name}")
-    problems = power.stop_leftovers(root)
+        try:
+            if power.stop(root, spec.name, config=config):
+                where = f" on {spec.server}" if spec.server else ""
+                logger.info(f"Stopped {'container node' if power.is_container(spec) else 'VM'} {spec.name}{where}")
+        except KestrelError as e:  # a server that is gone: its namespace (and its qemu) go below
+            if not spec.server:
+                problems.append(str(e))
+    problems += power.stop_leftovers(root)
     if supervisor.stop(root, monitor.MONITOR):
         logger.info("Stopped the status monitor")
     if supervisor.stop(root, listener.LISTENER):
@@ -305,6 +376,8 @@ def down(root: Sysroot) -> list[str]:
     for name in reversed(SERVICES):
         if supervisor.stop(root, name):
             logger.info(f"Stopped {name}")
+    for name in lab_servers.stop_sshds(root, [s.name for s in config.servers] if config else []):
+        logger.info(f"Stopped the sshd of lab host {name}")
     if state:
         topo = Topology(state.prefix, namespaces=list(state.namespaces))
         problems += topo.destroy()
@@ -318,7 +391,9 @@ def down(root: Sysroot) -> list[str]:
         if supervisor.find(root, name):
             problems.append(f"{name} is still running")
     problems += [
-        f"VM {s.name} is still running" for s in vm_definitions.list_vms(root) if power.is_running(root, s.name)
+        f"VM {s.name} is still running"
+        for s in vm_definitions.list_vms(root)
+        if not s.server and power.is_running(root, s.name)
     ]
     problems += [f"container node {m.name} left {m.netns} and more" for m in container.list_manifests(root)]
     return problems
@@ -350,7 +425,7 @@ def status(root: Sysroot) -> dict[str, object]:
     for name in (*SERVICES, listener.LISTENER, monitor.MONITOR):
         record = supervisor.find(root, name)
         services[name] = record.pid if record else None
-    vms = power.vm_rows(root)
+    vms = power.vm_rows(root, config)
     kinds = {str(v["mac"]): str(v["kind"]) for v in vms}
     names = {str(v["mac"]): str(v["name"]) for v in vms}
     return {

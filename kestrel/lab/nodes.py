@@ -46,14 +46,32 @@ def vm_names(config: Config, count: int, kind: str = VmKind.QEMU.value) -> list[
 def start_nodes(root: Sysroot, config: Config, count: int, kind: str = VmKind.QEMU.value) -> list[NodeProgress]:
     """Start COUNT nodes of KIND. qemu nodes one after another, each once the previous one is registered, so VM
     and node names agree; container nodes all at once (they register in whatever order their leases come)."""
+    # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
+    given = {"bridge": config.network.interface, "netns": config.network.netns, "kind": kind}
+    return _start(root, config, [(name, given) for name in vm_names(config, count, kind)], kind)
+
+
+def server_vm_names(servers: list[str], per_server: int) -> list[tuple[str, str]]:
+    """(VM name, server) of PER_SERVER qemu nodes on each of SERVERS: s1n01, s1n02, s2n01... (the registry
+    still names the nodes, by the order their leases come)."""
+    return [(f"{server}n{i:02d}", server) for server in servers for i in range(1, per_server + 1)]
+
+
+def start_server_nodes(root: Sysroot, config: Config, servers: list[str], per_server: int) -> list[NodeProgress]:
+    """PER_SERVER qemu nodes on each of SERVERS (kestrel-vm start --server), one after another as start_nodes."""
+    assert config.switch is not None or not servers
+    bridge = config.switch.bridge if config.switch else None
+    wanted = [(vm, {"server": server, "bridge": bridge}) for vm, server in server_vm_names(servers, per_server)]
+    return _start(root, config, wanted, VmKind.QEMU.value)
+
+
+def _start(root: Sysroot, config: Config, wanted: list[tuple[str, dict]], kind: str) -> list[NodeProgress]:
     progress = []
-    for name in vm_names(config, count, kind):
-        # Also moves VMs defined by an earlier lab (another prefix) onto this lab's bridge.
-        spec = vm_definitions.define_vm(
-            root, config, name, bridge=config.network.interface, netns=config.network.netns, kind=kind
-        )
+    for name, given in wanted:
+        spec = vm_definitions.define_vm(root, config, name, **given)
         if power.start(root, config, spec):
-            logger.info(f"Started {'container node' if power.is_container(spec) else 'VM'} {name} ({spec.mac})")
+            where = f" on {spec.server}" if spec.server else ""
+            logger.info(f"Started {'container node' if power.is_container(spec) else 'VM'} {name}{where} ({spec.mac})")
         progress.append(NodeProgress(name, spec.mac, kind))
         started = time.monotonic()
         while kind == VmKind.QEMU and time.monotonic() - started < 60 and not _registered(root, spec.mac):

@@ -35,11 +35,11 @@ def host_octets(count: int) -> dict[str, int]:
     """Every host of a lab with COUNT servers and its underlay address's last octet."""
     if not 1 <= count <= 200:
         raise CommandError(f"--servers {count}: from 1 to 200")
-    return {SWITCH: 1, FRONTEND: 2, **{f"s{i}": 10 + i for i in range(1, count + 1)}}
+    return {SWITCH: 1, FRONTEND: 2, **{name: 10 + i for i, name in enumerate(server_names(count), 1)}}
 
 
 def server_names(count: int) -> list[str]:
-    return [h for h in host_octets(count) if h not in (SWITCH, FRONTEND)]
+    return [f"s{i}" for i in range(1, count + 1)]
 
 
 def servers_config(hosts: dict[str, int], eth: str, nodes: dict[str, int], bridge: str) -> dict[str, Any]:

@@ -37,6 +37,8 @@ STATE_PATH = "/run/kestrel/lab.json"
 SHIPPED_ETC = shipped.ETC_KESTREL
 
 
+OVERLAY_MTU = 1450  # the lab's underlay veths have 1500: VXLAN over IPv4 takes 50
+
 LAB_MODULES = ["core", "nfsroot", "sshd", "openmpi", "mpich"]
 
 
@@ -58,9 +60,12 @@ def names_for(prefix: str) -> tuple[str, str]:
     return topo.name("fe"), topo.name("br0")
 
 
-def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: list[str] | None = None) -> str:
+def lab_config_text(
+    shipped: str, prefix: str, fresh: bool, modules: list[str] | None = None, servers: dict | None = None
+) -> str:
     """The lab's kestrel.yaml: SHIPPED with the lab's namespace and bridge (and, when FRESH, the lab's choices),
-    MODULES added to its modules (kept for later ups: kestrel-lab up --modules).
+    MODULES added to its modules (kept for later ups: kestrel-lab up --modules), SERVERS (servers: and switch:,
+    kestrel-lab up --servers) in place of the ones it had, with the overlay's MTU for the nodes.
 
     Round-trip YAML, so an admin's comments and edits of the lab's config survive a change of prefix.
     """
@@ -77,6 +82,10 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: list[str] |
         # qemu nodes have no display, and kernel chatter on the emulated serial port costs boot time.
         boot["cmdline"] = "console=ttyS0,115200 quiet"
         data["modules"] = yaml.load(json.dumps(LAB_MODULES))
+    if servers is not None:
+        data["servers"] = yaml.load(json.dumps(servers["servers"]))
+        data["switch"] = yaml.load(json.dumps(servers["switch"]))
+        net["mtu"] = OVERLAY_MTU
     for module in modules or []:
         have = data.setdefault("modules", yaml.load(json.dumps(LAB_MODULES)))
         if module not in have:
@@ -86,7 +95,9 @@ def lab_config_text(shipped: str, prefix: str, fresh: bool, modules: list[str] |
     return out.getvalue()
 
 
-def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> tuple[Plan, str]:
+def plan_tree(
+    root: Sysroot, prefix: str, modules: list[str] | None = None, servers: dict | None = None
+) -> tuple[Plan, str]:
     """ROOT/etc/kestrel from the shipped defaults on the first run (no config yet), and a config that names this
     lab's devices and has MODULES on: the plan (pure given the disk) and the config's text."""
     old = root.read(CONFIG_PATH)
@@ -103,16 +114,16 @@ def plan_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> t
                         mode=path.stat().st_mode & 0o7777,
                     )
                 )
-        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, fresh=True, modules=modules)
+        text = lab_config_text((SHIPPED_ETC / "kestrel.yaml").read_text(), prefix, True, modules, servers)
     else:
-        text = lab_config_text(old.decode(), prefix, fresh=False, modules=modules)
+        text = lab_config_text(old.decode(), prefix, False, modules, servers)
     wanted.append(Desired(CONFIG_PATH, text.encode(), mode=None if old is not None else 0o644))
     return plan_files(root, wanted), text
 
 
-def prepare_tree(root: Sysroot, prefix: str, modules: list[str] | None = None) -> Path:
+def prepare_tree(root: Sysroot, prefix: str, modules: list[str] | None = None, servers: dict | None = None) -> Path:
     """Carry out plan_tree, once the config it makes is known to be valid."""
-    plan, text = plan_tree(root, prefix, modules)
+    plan, text = plan_tree(root, prefix, modules, servers)
     config_path = root.path(CONFIG_PATH)
     load_config(config_path, text)
     apply_changes(root, plan)

@@ -12,7 +12,7 @@ from kestrel.config import load_config
 from kestrel.errors import InputError
 from kestrel.lab import cluster as lab
 from kestrel.lab import nodes as lab_nodes
-from kestrel.lab import tree
+from kestrel.lab import servers, tree
 from kestrel.sysroot import Sysroot
 from tests.treestate import dry_run, kestrel
 
@@ -113,3 +113,24 @@ def test_up_and_down_dry_runs_write_nothing(tmp_path: Path) -> None:
     assert another[:2] == [f"Would write {r}/etc/kestrel/kestrel.yaml", f"--- a{r}/etc/kestrel/kestrel.yaml"]
     assert "+  netns: kt-othfe" in another and f"Would write {r}/run/kestrel/lab.json" in another
     assert "Would start dnsmasq" not in kestrel("lab", lab_root, "down", "--dry-run").stdout
+
+
+def test_the_lab_config_of_servers_lists_the_frontend_and_the_switch_host() -> None:
+    section = servers.servers_config(servers.host_octets(2), "kt-eth", {"s1": 1, "s2": 1}, "kt-br0")
+    text = tree.lab_config_text(SHIPPED, "kt-", fresh=True, servers=section)
+    load_config(
+        Path("/nonexistent/kestrel.yaml"), text
+    )  # valid: the frontend fe and the switch host sw are servers too
+    assert "mtu: 1450" in text and "server: sw" in text and "bridge: kt-br0" in text
+    assert [(s["name"], s["address"], s["nodes"]) for s in section["servers"]] == [
+        ("sw", "172.31.241.1", 0),
+        ("fe", "172.31.241.2", 0),
+        ("s1", "172.31.241.11", 1),
+        ("s2", "172.31.241.12", 1),
+    ]
+    assert lab_nodes.server_vm_names(["s1", "s2"], 2) == [
+        ("s1n01", "s1"),
+        ("s1n02", "s1"),
+        ("s2n01", "s2"),
+        ("s2n02", "s2"),
+    ]
