@@ -16,7 +16,7 @@ from tests.conftest import need_root
 from tests.e2e.lab import ROOT, USER, kestrel
 
 # Modules on in the lab beyond its defaults, for the e2e files that test them.
-MODULES = "web,gateway,slurm"
+MODULES = "web,gateway,slurm,firewall"
 # qemu nodes of the lab: 2, which most e2e files need. KESTREL_E2E_QEMU_NODES=0 runs a file that needs none
 # (test_y_containers.py) without a qemu boot, for work on it on a busy machine.
 QEMU_NODES = os.environ.get("KESTREL_E2E_QEMU_NODES", "2")

@@ -6,8 +6,10 @@ import json
 import secrets
 from typing import Any
 
+from kestrel.frontend import keybundles
 from kestrel.sysroot import Sysroot
-from tests.e2e.lab import ROOT, USER, kestrel, on
+from tests.e2e.lab import NODES, ROOT, USER, kestrel, on
+from tests.integration.test_hostkeys import private_keys_under
 
 
 def test_two_nodes_boot_register_and_answer(lab: str) -> None:
@@ -18,6 +20,24 @@ def test_two_nodes_boot_register_and_answer(lab: str) -> None:
     assert '"node01"' in names and '"node02"' in names
     out = kestrel("kestrel-nodes", "exec", "--", "hostname").stdout
     assert sorted(out.splitlines()) == ["node01: node01", "node02: node02"]
+
+
+def test_with_the_firewall_nodes_fetched_their_stable_host_keys_and_no_export_holds_a_secret(lab: str) -> None:
+    """The lab runs the firewall module: every node reached NFS and SSH through it, got its image's host keys at
+    boot (no throwaway key: the fetch over HTTP, not the push), and OpenSSH pins them with strict checking."""
+    tree = Sysroot(ROOT)
+    booted = json.loads(tree.path("/var/lib/kestrel/images/default.json").read_text())["root"]
+    # the version the nodes booted (versions kept from before the module was on still hold their keys)
+    exported = [tree.path(booted), tree.path("/home"), tree.path("/etc/kestrel/hostfiles")]
+    assert [p for folder in exported for p in private_keys_under(folder)] == []
+    public = tree.path(f"{keybundles.KEYS_DIR}/default/ssh_host_ed25519_key.pub").read_text().split()[1]
+    for node in NODES:
+        out = on(node, "cat /etc/ssh/ssh_host_ed25519_key.pub; ls /run/kestrel/boot_host_ed25519_key 2>&1 || true")
+        assert public in out and "No such file" in out, out
+        login = kestrel("kestrel-lab", "ssh", node, "true", check=False)  # OpenSSH, StrictHostKeyChecking=yes
+        assert login.returncode == 0, login.stderr
+    checked = json.loads(kestrel("kestrel-nodes", "check", "--json", check=False).stdout)
+    assert all(c["firewall"]["in_node_set"] and c["firewall"]["accepted_packets"] > 0 for c in checked), checked
 
 
 def test_names_resolve_and_the_root_is_a_read_only_nfs_image_under_tmpfs(lab: str) -> None:
