@@ -20,6 +20,11 @@ from kestrel.sysroot import Sysroot
 
 REPO = Path(__file__).resolve().parent.parent
 
+# A shell pointed at a lab (eval "$(kestrel-lab env)") must not point the tests' programs at it: every test names
+# its own tree. The image cache (KESTREL_CACHE_DIR) and the e2e settings (KESTREL_E2E_*) stay.
+for _name in ("KESTREL_ROOT", "KESTREL_CONFIG"):
+    os.environ.pop(_name, None)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
