@@ -127,3 +127,15 @@ def said() -> Iterator[list[str]]:
         yield handler.lines
     finally:
         logger.removeHandler(handler)
+
+
+def processes_naming(tree: Path) -> list[str]:
+    """PIDs of live processes (but this one) whose command line names TREE: what a test left running."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(tree) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(proc.name)
+        except OSError:
+            continue
+    return [p for p in found if int(p) != os.getpid()]

@@ -210,7 +210,7 @@ def status(ctx: Context, as_json: bool) -> None:
     vms = info["vms"]
     assert isinstance(vms, list)
     if vms:
-        print_table(vms, ["name", "kind", "state", "pid", "mac"])
+        print_table(vms, ["name", "kind", "state", "server", "pid", "mac"])
 
 
 @command.command(help='Shell exports pointing kestrel-* at the lab: eval "$(kestrel-lab env)".')

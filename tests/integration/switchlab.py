@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kestrel.lab import servers
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
+from tests.conftest import need_root
 
 PREFIX = "kt-sw-"
 UNDERLAY = servers.UNDERLAY
@@ -33,6 +35,18 @@ def remove_stale(prefix: str = PREFIX) -> None:
         if ns["name"].startswith(prefix):
             netns.kill_namespace_processes(ns["name"])
             runner.run(["ip", "netns", "del", ns["name"]], check=False)
+
+
+def topology(prefix: str = PREFIX) -> Iterator[Topology]:
+    """A Topology of PREFIX for a test (as root), whatever a killed run left removed first; destroyed after."""
+    need_root()
+    remove_stale(prefix)
+    t = Topology(prefix=prefix)
+    try:
+        yield t
+    finally:
+        problems = t.destroy()
+        assert not problems, problems
 
 
 @dataclass

@@ -19,7 +19,7 @@ from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
 from kestrel.vm import container
 from kestrel.vm import definitions as vm_definitions
-from tests.conftest import eventually, need_root
+from tests.conftest import eventually, need_root, processes_naming
 
 BIN = Path(sys.executable).parent
 CACHE = os.environ.get("KESTREL_CACHE_DIR", "/var/cache/kestrel")
@@ -55,7 +55,7 @@ def test_eight_container_nodes(tmp_path: Path) -> None:
         container.CGROUP_FS.glob(f"kestrel-{prefix}*")
     )
     assert container.list_manifests(root) == []
-    assert not _processes_naming(root.root)
+    assert not processes_naming(root.root)
 
 
 def _cluster(root: Sysroot, prefix: str) -> None:
@@ -129,14 +129,3 @@ def _answers(root: Sysroot, node: str) -> str:
         timeout=60,
     )
     return out.stdout
-
-
-def _processes_naming(tree: Path) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(tree) in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(proc.name)
-        except OSError:
-            continue
-    return [p for p in found if int(p) != os.getpid()]

@@ -18,7 +18,7 @@ from kestrel.nodes import registry
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions as vm_definitions
 from kestrel.vm import power
-from tests.conftest import eventually, need_root, said
+from tests.conftest import eventually, need_root, processes_naming, said
 from tests.treestate import kestrel
 
 
@@ -30,18 +30,6 @@ def _ours(prefix: str) -> list[str]:
     spaces = [ns["name"] for ns in json.loads(runner.run(["ip", "-j", "netns", "list"]).stdout or "[]")]
     links = [link["ifname"] for link in json.loads(runner.run(["ip", "-j", "link"]).stdout)]
     return [n for n in spaces + links if n.startswith(prefix)]
-
-
-def _processes(root: Sysroot) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if proc.name.isdigit() and str(root.root) in cmdline and "pytest" not in cmdline:
-            found.append(cmdline[:120])
-    return found
 
 
 def test_lab_servers_switch_a_remote_node_to_the_frontend_and_down_leaves_nothing(tmp_path: Path) -> None:
@@ -75,4 +63,4 @@ def test_lab_servers_switch_a_remote_node_to_the_frontend_and_down_leaves_nothin
         assert problems == []
     assert "Stopped VM s2n01 on s2" in lines, lines
     assert not _ours(prefix)
-    assert not _processes(root)
+    assert not processes_naming(root.root)

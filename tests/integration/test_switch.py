@@ -15,7 +15,6 @@ from kestrel import runner
 from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
-from tests.conftest import need_root
 from tests.integration import switchlab
 from tests.integration.switchlab import ETH, PREFIX, UNDERLAY, UP, fingerprint
 from tests.treestate import kestrel
@@ -23,14 +22,7 @@ from tests.treestate import kestrel
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    need_root()
-    switchlab.remove_stale()
-    t = Topology(prefix=PREFIX)
-    try:
-        yield t
-    finally:
-        problems = t.destroy()
-        assert not problems, problems
+    yield from switchlab.topology(PREFIX)
 
 
 def ping(ns: str, address: str, *args: str) -> runner.Result:

@@ -19,7 +19,7 @@ from kestrel.net import netns
 from kestrel.net.netns import Topology
 from kestrel.sysroot import Sysroot
 from kestrel.vm import definitions, remote
-from tests.conftest import eventually, need_root
+from tests.conftest import eventually
 from tests.integration import switchlab
 from tests.treestate import kestrel
 
@@ -30,14 +30,7 @@ HOSTS = {"fe": 2, "sw": 1, "s1": 11, "s2": 12}
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    need_root()
-    switchlab.remove_stale(PREFIX)
-    t = Topology(prefix=PREFIX)
-    try:
-        yield t
-    finally:
-        problems = t.destroy()
-        assert not problems, problems
+    yield from switchlab.topology(PREFIX)
 
 
 def _listen(ns: str, device: str) -> socket.socket:
@@ -152,6 +145,9 @@ def test_a_vm_on_a_server_boots_across_the_switch_stops_and_wakes(topo: Topology
         kestrel("vm", tree.root, "stop", "vm1")
         servers.stop_sshds(tree, list(HOSTS))
     assert not _qemu_pids(spaces["s1"], "vm1")
+    # a server that cannot be reached: its VMs' state is unknown, the listing still comes
+    rc, out, _ = _vm(tree.root, "list", "--json")
+    assert rc == 0 and json.loads(out)[0]["state"] == "unknown"
 
 
 def test_a_server_without_qemu_is_one_line_and_exit_2(topo: Topology, tree: Sysroot) -> None:
