@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from kestrel import runner, supervisor
-from kestrel.sysroot import TEMP_SUFFIX, Sysroot, atomic_write
+from kestrel.sysroot import TEMP_SUFFIX, Sysroot, atomic_write, file_owner
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def plan_files(
         old = root.read(d.path)
         have = _mode(root.path(d.path)) if old is not None else None
         mode = d.mode if d.mode is not None else (have or 0o644)
-        if old != d.content or have != mode or (d.owner is not None and _owner(root.path(d.path)) != d.owner):
+        if old != d.content or have != mode or (d.owner is not None and file_owner(root.path(d.path)) != d.owner):
             plan.add(FileChange(d.path, old, d.content, mode, d.owner, d.secret))
             if d.on_change:
                 service, action = d.on_change
@@ -269,14 +269,6 @@ def stale_temp_files(root: Sysroot, paths: Iterable[str]) -> list[str]:
 
 def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
-
-
-def _owner(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_uid, st.st_gid
 
 
 def apply_changes(root: Sysroot, plan: Plan) -> None:

@@ -144,7 +144,7 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     # which keeps its owner: the link stays a link.
     path = Path(os.path.realpath(path)) if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
-    owner = _owner(path)
+    owner = file_owner(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -168,7 +168,8 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _owner(path: Path) -> tuple[int, int] | None:
+def file_owner(path: Path) -> tuple[int, int] | None:
+    """(uid, gid) of PATH, None if it does not exist."""
     try:
         st = path.stat()
     except FileNotFoundError:
