@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-
 from kestrel import runner, supervisor
 from kestrel.config import Config
 from kestrel.errors import CommandError
@@ -121,7 +119,7 @@ def _deliver(
         while time.monotonic() < deadline and not _answers(pool, target):
             time.sleep(0.2)
         answered, tries = time.monotonic() - started, tries + 1
-        if _shows_pinned_key(pool, target):  # it fetched its keys at boot: nothing to push
+        if pool.shows_listed_key(target):  # it fetched its keys at boot: nothing to push
             break
         done = runner.run(["sh", "-c", shlex.quote(_SCRIPT)], via=pool.on(target), input=lines, timeout=60, check=False)
         if not done.ok and done.returncode is None and time.monotonic() <= deadline:
@@ -137,17 +135,6 @@ def _deliver(
         if not users.ok:
             return Delivered(target.name, False, f"users' keys: {users.why()}")
     return Delivered(target.name, True, changed=changed, answered=answered, tries=tries)
-
-
-def _shows_pinned_key(pool: ssh.Pool, target: ssh.Target) -> bool:
-    """Whether TARGET's sshd shows a host key known_hosts lists for it (not its boot key); False if unreachable."""
-    try:
-        transport = pool.client(target).get_transport()
-    except (OSError, paramiko.SSHException, EOFError):
-        return False
-    key = transport.get_remote_server_key() if transport else None
-    offered = knownhosts.HostKey(key.get_name(), key.get_base64()) if key else None
-    return offered is not None and knownhosts.is_trusted(pool.entries, target.lookup_names, offered)
 
 
 def _answers(pool: ssh.Pool, target: ssh.Target) -> bool:

@@ -93,13 +93,18 @@ class _TrustKnownHosts(paramiko.MissingHostKeyPolicy):
         self.vouch = vouch
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        offered = knownhosts.HostKey(key.get_name(), key.get_base64())
-        if knownhosts.is_trusted(self.entries, self.target.lookup_names, offered):
+        if listed(self.entries, self.target, key):
             return
         if self.vouch is None or not self.vouch(self.target):
             raise HostKeyRefused(
-                f"host key {offered.type} {key.fingerprint} is not listed for {self.target.name} in known_hosts"
+                f"host key {key.get_name()} {key.fingerprint} is not listed for {self.target.name} in known_hosts"
             )
+
+
+def listed(entries: list[knownhosts.Entry], target: Target, key: paramiko.PKey) -> bool:
+    """Whether ENTRIES list KEY for TARGET (its name, its address, OpenSSH patterns)."""
+    offered = knownhosts.HostKey(key.get_name(), key.get_base64())
+    return knownhosts.is_trusted(entries, target.lookup_names, offered)
 
 
 class Pool:
@@ -186,6 +191,16 @@ class Pool:
         except (OSError, paramiko.SSHException, EOFError) as e:
             return describe_error(e, self), True
         return None
+
+    def shows_listed_key(self, target: Target) -> bool:
+        """Whether TARGET's sshd shows a host key known_hosts lists for it (not one only VOUCH let through); False
+        if it cannot be reached."""
+        try:
+            transport = self.client(target).get_transport()
+        except (OSError, paramiko.SSHException, EOFError):
+            return False
+        key = transport.get_remote_server_key() if transport else None
+        return key is not None and listed(self.entries, target, key)
 
     def holds(self, target: Target) -> bool:
         """Whether a connection to TARGET is kept (it may have died since)."""

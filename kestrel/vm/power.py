@@ -134,7 +134,7 @@ def console_chunks(root: Sysroot, config: Config, name: str, follow: bool) -> It
 
 def booted(root: Sysroot, name: str) -> bool:
     """The node got as far as a login: a qemu node's login prompt, a container node's init ready. A VM on a server
-    is not looked at (its console is there: an SSH read per look); the lab then tries SSH after a minute."""
+    is not looked at (its console is there: an SSH read per look); the lab tries SSH from 15 s on anyway."""
     spec = definitions.load_vm(root, name)
     if spec is not None and is_remote(spec):
         return False
